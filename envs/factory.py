@@ -1,0 +1,104 @@
+"""``make_env`` / ``make_vec_env``: one place that turns an env id into a seeded, wrapped env."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import gymnasium as gym
+
+from envs.vector import VecEnv
+from rlkit.errors import RLKitError, missing_extra
+
+_ATARI_ENTRY_POINTS = ("ale_py", "atari")
+
+
+def _spec(env_id: str) -> Any:
+    """The registered spec of ``env_id``, importing ``pkg.module:`` prefixes; one-line errors."""
+    if ":" in env_id:
+        module, _, name = env_id.partition(":")
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise RLKitError(f"cannot import {module!r} for env id {env_id!r} ({e}); is the package installed?"
+                             ) from None
+        env_id = name
+    if env_id.startswith("ALE/") or "NoFrameskip" in env_id:
+        try:
+            import ale_py  # noqa: F401  (registers the ALE ids)
+        except ImportError:
+            raise missing_extra("ale-py (Atari)", "atari") from None
+    try:
+        return gym.spec(env_id)
+    except gym.error.Error as e:
+        close = [k for k in gym.envs.registry if env_id.split("-")[0].lower() in k.lower()][:3]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise RLKitError(f"unknown env id {env_id!r}{hint}: {str(e).splitlines()[0]}") from None
+
+
+def is_atari(env_id: str) -> bool:
+    """True for ALE ids (``ALE/Pong-v5``, ``PongNoFrameskip-v4``)."""
+    spec = _spec(env_id)
+    entry = spec.entry_point if isinstance(spec.entry_point, str) else getattr(spec.entry_point, "__module__", "")
+    return any(tag in entry for tag in _ATARI_ENTRY_POINTS)
+
+
+def make_env(env_id: str, seed: int | None = None, render_mode: str | None = None,
+             atari_wrappers: bool = True, frame_stack: int = 4, env_kwargs: dict | None = None) -> gym.Env:
+    """Make one env, Atari-preprocessed when the id is an ALE game, and seed its spaces.
+
+    The env's first ``reset`` should use the same ``seed`` (``VecEnv`` does this); the action and
+    observation spaces are seeded here so that ``action_space.sample()`` is reproducible too.
+
+    Args:
+        env_id: any id ``gymnasium.make`` accepts, including ``package.module:EnvName-v0``.
+        seed: seed for the spaces (and for the first reset, by the caller).
+        render_mode: e.g. ``"rgb_array"`` for video.
+        atari_wrappers: apply DQN-Nature preprocessing to ALE ids (84x84 gray, frame skip 4,
+            30 no-op starts, frame stack).
+        frame_stack: frames to stack for Atari.
+        env_kwargs: keyword arguments for ``gymnasium.make``.
+    """
+    spec = _spec(env_id)
+    kwargs = dict(env_kwargs or {})
+    atari = is_atari(env_id) and atari_wrappers
+    if atari and spec.kwargs.get("frameskip", 1) != 1:
+        kwargs.setdefault("frameskip", 1)  # AtariPreprocessing does the frame skipping itself
+    try:
+        env = gym.make(env_id, render_mode=render_mode, **kwargs)
+    except gym.error.DependencyNotInstalled as e:
+        extra = "mujoco" if "mujoco" in str(e).lower() else "atari" if "ale" in str(e).lower() else "dev"
+        raise RLKitError(f"{env_id} needs a missing dependency ({str(e).splitlines()[0]}); "
+                         f"try: pip install 'rlkit[{extra}]'") from None
+    except TypeError as e:
+        raise RLKitError(f"bad env_kwargs for {env_id}: {e}") from None
+    if atari:
+        try:
+            import cv2  # noqa: F401
+        except ImportError:
+            raise missing_extra("opencv-python-headless", "atari") from None
+        env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84,
+                                              terminal_on_life_loss=False, grayscale_obs=True)
+        env = gym.wrappers.FrameStack(env, frame_stack)
+    if seed is not None:
+        env.action_space.seed(seed)
+        env.observation_space.seed(seed)
+    return env
+
+
+def make_vec_env(env_id: str, num_envs: int = 1, seed: int = 0, **make_kwargs: Any) -> VecEnv:
+    """``num_envs`` copies of :func:`make_env`, env ``i`` seeded ``seed + i``, with explicit autoreset."""
+    if num_envs < 1:
+        raise RLKitError(f"num_envs must be at least 1; got {num_envs}")
+    return VecEnv([make_env(env_id, seed=seed + i, **make_kwargs) for i in range(num_envs)], seed=seed)
+
+
+def space_summary(space: gym.Space) -> dict[str, Any]:
+    """A JSON-able description of a space (for metadata and error messages)."""
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, gym.spaces.Box):
+        return {"type": "Box", "shape": list(space.shape), "dtype": str(space.dtype),
+                "low": space.low.tolist() if space.low.size <= 64 else float(space.low.min()),
+                "high": space.high.tolist() if space.high.size <= 64 else float(space.high.max())}
+    return {"type": type(space).__name__, "repr": repr(space)}

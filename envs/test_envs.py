@@ -1,0 +1,128 @@
+"""Small deterministic envs for fast, non-flaky tests (registered as ``rlkit/<Name>-v0``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+
+class IdentityEnv(gym.Env):
+    """Observe a random symbol, get reward 1 for repeating it as the action (SB3's IdentityEnv).
+
+    A perfect policy scores ``episode_length``; a random one ``episode_length / n``.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, n: int = 4, episode_length: int = 20) -> None:
+        self.n = n
+        self.episode_length = episode_length
+        self.observation_space = gym.spaces.Discrete(n)
+        self.action_space = gym.spaces.Discrete(n)
+        self._t = 0
+        self._state = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
+        super().reset(seed=seed)
+        self._t = 0
+        self._state = int(self.np_random.integers(self.n))
+        return self._state, {}
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        reward = float(int(action) == self._state)
+        self._t += 1
+        self._state = int(self.np_random.integers(self.n))
+        return self._state, reward, False, self._t >= self.episode_length, {}
+
+
+class ContinuousTargetEnv(gym.Env):
+    """One-step continuous control: observe a target in the action box, reward = -(a - target)^2.
+
+    The action bounds are asymmetric ([-1, 3]) so that scaling bugs show.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, dim: int = 1, low: float = -1.0, high: float = 3.0) -> None:
+        self.action_space = gym.spaces.Box(low, high, (dim,), np.float32)
+        self.observation_space = gym.spaces.Box(low, high, (dim,), np.float32)
+        self._target = np.zeros(dim, np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
+        super().reset(seed=seed)
+        self._target = self.np_random.uniform(self.action_space.low, self.action_space.high).astype(np.float32)
+        return self._target.copy(), {}
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        reward = -float(np.sum((np.asarray(action, np.float32) - self._target) ** 2))
+        return self._target.copy(), reward, True, False, {}
+
+
+class ConstantRewardEnv(gym.Env):
+    """Reward 1 every step, never terminates; wrapped in a TimeLimit it tests truncation bootstrapping.
+
+    With correct bootstrapping on truncation the value of every state is 1 / (1 - gamma).
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self) -> None:
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
+        super().reset(seed=seed)
+        return np.ones(1, np.float32), {}
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        return np.ones(1, np.float32), 1.0, False, False, {}
+
+
+class ChainEnv(gym.Env):
+    """A corridor of ``length`` cells; action 1 moves right, 0 left. Reaching the end pays 1 and ends.
+
+    The observation is the one-hot cell. Staying near the start is cheap to learn by random
+    exploration; a policy that drifts off the expert's path must recover (DAgger's setting).
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, length: int = 8, slip: float = 0.0) -> None:
+        self.length = length
+        self.slip = slip
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (length,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+        self._pos = 0
+
+    def _obs(self) -> np.ndarray:
+        obs = np.zeros(self.length, np.float32)
+        obs[self._pos] = 1.0
+        return obs
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
+        super().reset(seed=seed)
+        self._pos = 0
+        return self._obs(), {}
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        move = 1 if int(action) == 1 else -1
+        if self.slip and self.np_random.random() < self.slip:
+            move = -move
+        self._pos = int(np.clip(self._pos + move, 0, self.length - 1))
+        done = self._pos == self.length - 1
+        return self._obs(), float(done), done, False, {}
+
+
+def register_test_envs() -> None:
+    """Register the test envs under the ``rlkit/`` namespace (idempotent)."""
+    specs = {
+        "rlkit/Identity-v0": ("envs.test_envs:IdentityEnv", None),
+        "rlkit/ContinuousTarget-v0": ("envs.test_envs:ContinuousTargetEnv", None),
+        "rlkit/ConstantReward-v0": ("envs.test_envs:ConstantRewardEnv", 20),
+        "rlkit/Chain-v0": ("envs.test_envs:ChainEnv", 50),
+    }
+    for env_id, (entry_point, max_steps) in specs.items():
+        if env_id not in gym.envs.registry:
+            gym.register(env_id, entry_point=entry_point, max_episode_steps=max_steps)

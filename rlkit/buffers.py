@@ -1,0 +1,231 @@
+"""Replay buffers: preallocated numpy storage, n-step returns, and prioritized replay on a sum-tree.
+
+Layout is ``[rows, num_envs, ...]``: one row per vector step. Observations are stored once: the
+next observation of a transition is the next row's observation, except where the episode ended,
+whose true final observation is kept in a small side table. So image frames (uint8) are not
+duplicated into ``obs`` and ``next_obs`` arrays, and a truncated episode still bootstraps from
+its real last observation. ``terminated`` and ``truncated`` are stored apart.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from rlkit.errors import RLKitError
+from rlkit.types import Batch
+
+
+def _space_storage(space: gym.Space) -> tuple[tuple[int, ...], np.dtype]:
+    if isinstance(space, gym.spaces.Discrete):
+        return (), np.dtype(np.int64)
+    if isinstance(space, gym.spaces.Box):
+        dtype = space.dtype if space.dtype == np.uint8 else np.dtype(np.float32)
+        return tuple(space.shape), np.dtype(dtype)
+    raise RLKitError(f"the replay buffer supports Box and Discrete spaces; got {space}")
+
+
+class ReplayBuffer:
+    """Uniform replay with optional n-step returns.
+
+    Args:
+        capacity: transitions to keep (rounded down to a multiple of ``num_envs``).
+        observation_space / action_space: single-env spaces; they fix shapes and dtypes.
+        num_envs: parallel envs adding one transition each per :meth:`add`.
+        n_step: length of the return; it is cut at the first terminated or truncated step.
+        gamma: discount for the n-step return.
+        rng: the run's numpy Generator (from ``seed_everything``), for reproducible sampling.
+    """
+
+    def __init__(self, capacity: int, observation_space: gym.Space, action_space: gym.Space,
+                 num_envs: int = 1, n_step: int = 1, gamma: float = 0.99,
+                 rng: np.random.Generator | None = None) -> None:
+        if n_step < 1:
+            raise RLKitError(f"n_step must be at least 1; got {n_step}")
+        self.rows = max(capacity // num_envs, n_step + 2)
+        self.num_envs = num_envs
+        self.n_step = n_step
+        self.gamma = gamma
+        self.rng = rng if rng is not None else np.random.default_rng()
+        obs_shape, obs_dtype = _space_storage(observation_space)
+        act_shape, act_dtype = _space_storage(action_space)
+        self.obs = np.zeros((self.rows, num_envs, *obs_shape), dtype=obs_dtype)
+        self.actions = np.zeros((self.rows, num_envs, *act_shape), dtype=act_dtype)
+        self.rewards = np.zeros((self.rows, num_envs), dtype=np.float32)
+        self.terminated = np.zeros((self.rows, num_envs), dtype=bool)
+        self.truncated = np.zeros((self.rows, num_envs), dtype=bool)
+        self._final_obs: dict[tuple[int, int], np.ndarray] = {}
+        self.pos = 0
+        self.full = False
+        self._discounts = gamma ** np.arange(n_step + 1, dtype=np.float64)
+
+    # ------------------------------------------------------------------ writing
+    def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
+            terminated: np.ndarray, truncated: np.ndarray) -> None:
+        """Store one vector step. ``next_obs`` is the true next observation (``VecStep.final_obs``)."""
+        row = self.pos
+        self.obs[row] = obs
+        self.actions[row] = np.asarray(actions).reshape(self.actions.shape[1:])
+        self.rewards[row] = rewards
+        self.terminated[row] = terminated
+        self.truncated[row] = truncated
+        for env in range(self.num_envs):
+            self._final_obs.pop((row, env), None)
+            if terminated[env] or truncated[env]:
+                self._final_obs[(row, env)] = np.array(next_obs[env], dtype=self.obs.dtype)
+        self.pos = (row + 1) % self.rows
+        self.full = self.full or self.pos == 0
+        self._on_add(row)
+
+    def _on_add(self, row: int) -> None:
+        """Hook for the prioritized subclass."""
+
+    # ------------------------------------------------------------------ reading
+    def num_valid_rows(self) -> int:
+        """Rows whose n-step window and next observation are already written (the newest n are not)."""
+        return self.rows - self.n_step if self.full else max(self.pos - self.n_step, 0)
+
+    def __len__(self) -> int:
+        return self.num_valid_rows() * self.num_envs
+
+    def sample(self, batch_size: int) -> Batch:
+        valid = self.num_valid_rows()
+        if valid == 0:
+            raise RuntimeError("cannot sample from a replay buffer with no complete transitions yet")
+        k = self.rng.integers(valid, size=batch_size)
+        rows = (self.pos + k) % self.rows if self.full else k
+        envs = self.rng.integers(self.num_envs, size=batch_size)
+        return self._gather(rows, envs, np.ones(batch_size, dtype=np.float32))
+
+    def _gather(self, rows: np.ndarray, envs: np.ndarray, weights: np.ndarray) -> Batch:
+        n = self.n_step
+        batch = len(rows)
+        window = (rows[:, None] + np.arange(n)) % self.rows  # (B, n)
+        env_col = envs[:, None]
+        rewards = self.rewards[window, env_col]
+        term = self.terminated[window, env_col]
+        done = term | self.truncated[window, env_col]
+        # Steps after the first done belong to another episode: mask them out.
+        alive = np.ones((batch, n), dtype=bool)
+        if n > 1:
+            alive[:, 1:] = np.cumprod(~done[:, :-1], axis=1).astype(bool)
+        returns = (rewards * alive * self._discounts[:n]).sum(axis=1)
+        last = np.where(done.any(axis=1), done.argmax(axis=1), n - 1)  # index of the last step used
+        arange = np.arange(batch)
+        end_rows = window[arange, last]
+        ended = done[arange, last]
+        next_obs = self.obs[(end_rows + 1) % self.rows, envs]
+        for i in np.flatnonzero(ended):
+            next_obs[i] = self._final_obs[(int(end_rows[i]), int(envs[i]))]
+        return Batch(
+            obs=torch.from_numpy(self.obs[rows, envs]),
+            actions=torch.from_numpy(self.actions[rows, envs]),
+            rewards=torch.from_numpy(returns.astype(np.float32)),
+            next_obs=torch.from_numpy(next_obs),
+            terminated=torch.from_numpy(term[arange, last].astype(np.float32)),
+            discounts=torch.from_numpy(self._discounts[last + 1].astype(np.float32)),
+            weights=torch.from_numpy(weights.astype(np.float32)),
+            indices=rows * self.num_envs + envs,
+        )
+
+    def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
+        """No-op for uniform replay (so agents can call it unconditionally)."""
+
+    def state_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "rng"}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+
+class SumTree:
+    """A binary sum-tree over ``size`` leaves: O(log n) updates and prefix-sum search, vectorized."""
+
+    def __init__(self, size: int) -> None:
+        self.size = 1
+        while self.size < size:
+            self.size *= 2
+        self.tree = np.zeros(2 * self.size, dtype=np.float64)
+
+    @property
+    def total(self) -> float:
+        return float(self.tree[1])
+
+    def __getitem__(self, leaves: np.ndarray) -> np.ndarray:
+        return self.tree[np.asarray(leaves) + self.size]
+
+    def update(self, leaves: np.ndarray, values: np.ndarray) -> None:
+        nodes = np.asarray(leaves, dtype=np.int64) + self.size
+        self.tree[nodes] = values
+        nodes = np.unique(nodes // 2)
+        while nodes[0] >= 1:
+            self.tree[nodes] = self.tree[2 * nodes] + self.tree[2 * nodes + 1]
+            if nodes[0] == 1:
+                break
+            nodes = np.unique(nodes // 2)
+
+    def find(self, prefix: np.ndarray) -> np.ndarray:
+        """Leaf index ``i`` for each value such that sum(leaves < i) <= value < sum(leaves <= i)."""
+        values = np.asarray(prefix, dtype=np.float64).copy()
+        nodes = np.ones(len(values), dtype=np.int64)
+        while nodes[0] < self.size:
+            left = 2 * nodes
+            left_sum = self.tree[left]
+            go_right = values >= left_sum
+            values -= left_sum * go_right
+            nodes = left + go_right
+        return nodes - self.size
+
+
+class PrioritizedReplayBuffer(ReplayBuffer):
+    """Proportional prioritized replay (Schaul et al. 2016).
+
+    P(i) = p_i^alpha / sum_k p_k^alpha, importance weight w_i = (N * P(i))^-beta / max_batch w.
+    New transitions get the maximum priority seen so far. Sampling is stratified: the total mass is
+    cut into ``batch_size`` equal segments and one transition is drawn from each.
+    """
+
+    def __init__(self, *args: object, alpha: float = 0.6, eps: float = 1e-6, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.alpha = alpha
+        self.eps = eps
+        self.beta = 0.4
+        self.max_priority = 1.0
+        self.tree = SumTree(self.rows * self.num_envs)
+
+    def _row_leaves(self, row: int) -> np.ndarray:
+        return row * self.num_envs + np.arange(self.num_envs)
+
+    def _on_add(self, row: int) -> None:
+        # The row just written cannot be sampled yet (its n-step window is incomplete); the row
+        # n steps back just became complete, so it enters with the maximum priority.
+        self.tree.update(self._row_leaves(row), np.zeros(self.num_envs))
+        ready = row - self.n_step
+        if ready >= 0 or self.full:
+            self.tree.update(self._row_leaves(ready % self.rows),
+                             np.full(self.num_envs, self.max_priority**self.alpha))
+
+    def probabilities(self, leaves: np.ndarray) -> np.ndarray:
+        return self.tree[leaves] / self.tree.total
+
+    def sample(self, batch_size: int) -> Batch:
+        if self.num_valid_rows() == 0:
+            raise RuntimeError("cannot sample from a replay buffer with no complete transitions yet")
+        total = self.tree.total
+        segment = total / batch_size
+        prefix = (np.arange(batch_size) + self.rng.random(batch_size)) * segment
+        leaves = self.tree.find(np.minimum(prefix, np.nextafter(total, 0)))
+        empty = self.tree[leaves] <= 0  # float round-off at a segment edge: fall back to the top leaf
+        if empty.any():
+            leaves[empty] = self.tree.find(np.full(int(empty.sum()), total * 0.5))
+        probs = self.probabilities(leaves)
+        weights = (len(self) * probs) ** (-self.beta)
+        weights /= weights.max()
+        rows, envs = np.divmod(leaves, self.num_envs)
+        return self._gather(rows, envs, weights)
+
+    def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
+        priorities = np.abs(np.asarray(td_errors, dtype=np.float64)) + self.eps
+        self.max_priority = max(self.max_priority, float(priorities.max()))
+        self.tree.update(indices, priorities**self.alpha)

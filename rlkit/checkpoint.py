@@ -1,0 +1,111 @@
+"""Atomic checkpoints: one state dict, written to a temporary file and renamed; the last N kept."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlkit.errors import RLKitError
+
+CHECKPOINT_DIR = "checkpoints"
+_STEP_RE = re.compile(r"step_(\d+)\.pt$")
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so a reader sees either the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` through a temporary file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def save_checkpoint(run_dir: str | Path, state: dict[str, Any], step: int, keep: int = 3) -> Path:
+    """Save ``state`` as ``run_dir/checkpoints/step_<step>.pt`` and prune all but the last ``keep``."""
+    ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
+    path = ckpt_dir / f"step_{step:010d}.pt"
+    atomic_torch_save(state, path)
+    for old in list_checkpoints(run_dir)[:-max(keep, 1)]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Checkpoints of a run, oldest first (temporary files from a crash are ignored)."""
+    ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
+    if not ckpt_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := _STEP_RE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """Resolve a run directory or a checkpoint file to a checkpoint file, with a clear error."""
+    path = Path(path)
+    if not path.exists():
+        raise RLKitError(f"{path} does not exist; pass a run directory (runs/...) or a checkpoint .pt file")
+    if path.is_file():
+        return path
+    ckpts = list_checkpoints(path)
+    if not ckpts:
+        raise RLKitError(f"no checkpoints in {path}/{CHECKPOINT_DIR}; is this an rlkit run directory?")
+    return ckpts[-1]
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint file (or the latest one of a run directory)."""
+    file = find_checkpoint(path)
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises several types for damaged files
+        raise RLKitError(f"checkpoint {file} is unreadable ({type(e).__name__}); it may be corrupt") from None
+    if not isinstance(state, dict) or "agent" not in state:
+        raise RLKitError(f"{file} is not an rlkit checkpoint (no 'agent' key)")
+    return state

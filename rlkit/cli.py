@@ -1,0 +1,188 @@
+"""The ``rlkit`` command: a small dispatcher over agents and command groups found by entry point.
+
+User errors (:class:`RLKitError`) print one line ``rlkit: error: ...`` and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rlkit.config import (
+    BaseConfig,
+    apply_overrides,
+    config_from_dict,
+    field_help,
+    parse_set_args,
+    resolve_preset,
+)
+from rlkit.errors import RLKitError
+from rlkit.registry import agent_names, command_loaders, get_agent
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors become one-line RLKitErrors (no usage dump, exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise RLKitError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rlkit", description="Deep RL and imitation learning toolkit.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    train = sub.add_parser("train", help="train an agent", description=(
+        "Train AGENT. Options come from the agent's config: defaults, then --preset, then the flags "
+        "below, then --set key=value. `rlkit train AGENT --help` lists every option."),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument("agent", nargs="?", help=f"one of: {', '.join(agent_names())}")
+    train.add_argument("--env", dest="env_id", help="env id (gymnasium.make id or pkg.module:Env-v0)")
+    train.add_argument("--preset", help="named preset of the agent (see `rlkit train AGENT --help`)")
+    train.add_argument("--steps", dest="total_steps", type=int, help="env steps to train for")
+    train.add_argument("--seed", type=int, help="seed of the run")
+    train.add_argument("--run-dir", help="directory for the run's files")
+    train.add_argument("--demos", help="demonstration dataset (imitation learners)")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                       help="override a config field, e.g. --set lr=3e-4 --set hidden=[128,128]")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.add_argument("--json", action="store_true", help="print final.json to stdout")
+    train.set_defaults(func=cmd_train, parser=train)
+
+    ev = sub.add_parser("eval", help="evaluate a run directory or checkpoint")
+    ev.add_argument("path", metavar="RUN_DIR|CHECKPOINT")
+    ev.add_argument("--episodes", type=int, default=10, help="episodes to run")
+    ev.add_argument("--seed", type=int, default=10_000, help="seed of the first episode")
+    ev.add_argument("--env", dest="env_id", help="evaluate on another env id than the training one")
+    ev.add_argument("--stochastic", action="store_true", help="sample actions instead of greedy ones")
+    ev.add_argument("--video", help="write a video of the episodes (.mp4 or .gif)")
+    ev.add_argument("--json", action="store_true", help="print the result as JSON")
+    ev.set_defaults(func=cmd_eval)
+
+    for name, add_parser in command_loaders().items():
+        try:
+            add_parser(sub)
+        except Exception as e:  # a broken plugin must not break the whole CLI
+            print(f"rlkit: warning: command {name!r} failed to load: {e}", file=sys.stderr)
+    return parser
+
+
+def agent_help(name: str) -> str:
+    spec = get_agent(name)
+    cfg = spec.config_cls()
+    lines = [f"{name}: {spec.summary}", "", "options (--set KEY=VALUE; default in brackets):"]
+    for key, text in field_help(spec.config_cls).items():
+        lines.append(f"  {key:<24} {text} [{getattr(cfg, key)!r}]")
+    presets = spec.presets()
+    if presets:
+        lines += ["", "presets (--preset NAME):"]
+        for preset, values in presets.items():
+            lines.append(f"  {preset:<24} {values.get('_reference', '')}")
+    return "\n".join(lines)
+
+
+def resolve_train_config(args: argparse.Namespace) -> tuple[Any, BaseConfig, bool]:
+    """Defaults -> agent defaults -> preset -> flags -> --set, or a saved config for --resume."""
+    spec = get_agent(args.agent)
+    flags = {k: getattr(args, k) for k in ("env_id", "total_steps", "seed", "run_dir", "demos")
+             if getattr(args, k, None) is not None}
+    if args.no_progress:
+        flags["progress"] = False
+    overrides = parse_set_args(args.set)
+    if args.resume:
+        config_path = Path(args.resume) / "config.json"
+        if not config_path.exists():
+            raise RLKitError(f"cannot resume: {config_path} not found; pass the run directory of an rlkit run")
+        saved = json.loads(config_path.read_text())
+        cfg = config_from_dict(spec.config_cls, saved)
+        cfg = apply_overrides(cfg, {**flags, "run_dir": str(args.resume)}, source="flags")
+        return spec, apply_overrides(cfg, overrides), True
+    cfg = apply_overrides(spec.config_cls(), spec.defaults, source="agent defaults")
+    if args.preset:
+        cfg = apply_overrides(cfg, resolve_preset(spec.presets(), args.preset, args.agent),
+                              source=f"preset {args.preset!r}")
+    if "demos" in flags and not hasattr(cfg, "demos"):
+        raise RLKitError(f"agent {args.agent!r} does not learn from demonstrations; drop --demos")
+    cfg = apply_overrides(cfg, flags, source="flags")
+    return spec, apply_overrides(cfg, overrides), False
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.help_agent or not args.agent:
+        if args.agent:
+            print(agent_help(args.agent))
+        else:
+            args.parser.print_help()
+        return 0
+    spec, cfg, resume = resolve_train_config(args)
+    result = spec.train(cfg, resume=resume)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        ev = result["eval"]
+        print(f"{result['agent']} on {result['env_id']} (seed {result['seed']}): "
+              f"{result['env_steps']} steps in {result['wall_s']:.1f}s, "
+              f"eval {ev['mean']:.1f} ± {ev['std']:.1f} over {ev['episodes']} episodes -> {result['run_dir']}")
+    return 0
+
+
+def load_policy(path: str | Path) -> tuple[Any, dict[str, Any]]:
+    """Rebuild the policy of a run directory or checkpoint; returns (policy, checkpoint state)."""
+    from rlkit.checkpoint import load_checkpoint
+
+    state = load_checkpoint(path)
+    spec = get_agent(state["agent"])
+    return spec.load_policy(state), state
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import envs  # noqa: F401  (registers rlkit/ test envs) - imported lazily: the core does not depend on it
+    from rlkit.evaluation import evaluate
+
+    policy, state = load_policy(args.path)
+    cfg = state["config"]
+    env_id = args.env_id or cfg["env_id"]
+    make = envs.make_env
+
+    def factory(render_mode: str | None = None) -> Any:
+        return make(env_id, render_mode=render_mode, env_kwargs=cfg.get("env_kwargs") or {})
+
+    result = evaluate(policy, factory, args.episodes, seed=args.seed, deterministic=not args.stochastic,
+                      video=args.video)
+    result = {"agent": state["agent"], "env_id": env_id, "checkpoint_step": state["global_step"], **result}
+    if args.video:
+        result["video"] = args.video
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{state['agent']} on {env_id}: {result['mean']:.2f} ± {result['std']:.2f} "
+              f"over {result['episodes']} episodes")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        # `rlkit train AGENT --help` shows the agent's options rather than the generic help.
+        help_agent = len(argv) >= 2 and argv[0] == "train" and not argv[1].startswith("-") \
+            and any(a in ("-h", "--help") for a in argv[2:])
+        if help_agent:
+            argv = [a for a in argv if a not in ("-h", "--help")]
+        args = build_parser().parse_args(argv)
+        args.help_agent = help_agent
+        code = args.func(args)
+    except RLKitError as e:
+        print(f"rlkit: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("rlkit: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Metrics to CSV and TensorBoard, and a progress bar with steps/s and the latest return.
+
+Keys follow CleanRL's layout: ``charts/`` (returns, steps/s, epsilon), ``losses/`` and ``eval/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+
+class Logger:
+    """``record(key, value)`` then ``dump(step)``; episodes go through :meth:`record_episode`.
+
+    Args:
+        run_dir: the run directory; writes ``metrics.csv`` and TensorBoard events into it.
+        total_steps: the step budget, for the progress bar.
+        initial_step: where a resumed run starts.
+        progress: show the progress bar (stderr).
+        tensorboard: write TensorBoard event files.
+    """
+
+    def __init__(self, run_dir: str | Path, total_steps: int, initial_step: int = 0,
+                 progress: bool = True, tensorboard: bool = True) -> None:
+        self.run_dir = Path(run_dir)
+        self.csv_path = self.run_dir / "metrics.csv"
+        self._values: dict[str, float] = {}
+        self._fieldnames: list[str] = []
+        self._rows_written = 0
+        if self.csv_path.exists():  # resume: keep the old rows and their columns
+            with open(self.csv_path, newline="") as f:
+                reader = csv.reader(f)
+                header = next(reader, None)
+                self._fieldnames = header or []
+        self._writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.run_dir))
+        self.recent_returns: deque[float] = deque(maxlen=20)
+        self.last_return: float | None = None
+        self.episodes = 0
+        self._t0 = time.perf_counter()
+        self._step0 = initial_step
+        self._last_step = initial_step
+        self._bar = tqdm(total=total_steps, initial=initial_step, disable=not progress, unit="step",
+                         dynamic_ncols=True, mininterval=0.5, leave=False)
+
+    def record(self, key: str, value: float) -> None:
+        self._values[key] = float(value)
+
+    def record_episode(self, episode_return: float, length: int) -> None:
+        self.episodes += 1
+        self.last_return = float(episode_return)
+        self.recent_returns.append(float(episode_return))
+        self._values["charts/episode_return"] = float(episode_return)
+        self._values["charts/episode_length"] = float(length)
+
+    def steps_per_second(self, step: int) -> float:
+        return (step - self._step0) / max(time.perf_counter() - self._t0, 1e-9)
+
+    def progress(self, step: int) -> None:
+        """Advance the progress bar to ``step`` (cheap: call it every env step if you like)."""
+        if step > self._last_step:
+            self._bar.update(step - self._last_step)
+            self._last_step = step
+
+    def dump(self, step: int) -> None:
+        """Write the recorded values at ``step`` to CSV and TensorBoard and refresh the bar."""
+        self.progress(step)
+        sps = self.steps_per_second(step)
+        self._values["charts/steps_per_second"] = sps
+        if self.recent_returns:
+            self._values["charts/mean_return_20"] = sum(self.recent_returns) / len(self.recent_returns)
+        row = {"global_step": step, "wall_s": round(time.perf_counter() - self._t0, 3), **self._values}
+        self._write_csv(row)
+        if self._writer is not None:
+            for key, value in self._values.items():
+                if math.isfinite(value):
+                    self._writer.add_scalar(key, value, step)
+        postfix = {"sps": f"{sps:,.0f}"}
+        if self.last_return is not None:
+            postfix["return"] = f"{self.last_return:.1f}"
+        if "eval/mean_return" in self._values:
+            postfix["eval"] = f"{self._values['eval/mean_return']:.1f}"
+        self._bar.set_postfix(postfix, refresh=False)
+        self._values = {k: v for k, v in self._values.items() if k.startswith("eval/")}
+
+    def _write_csv(self, row: dict[str, Any]) -> None:
+        new_keys = [k for k in row if k not in self._fieldnames]
+        if new_keys:
+            # A new column appeared: rewrite the file with the wider header (as SB3's CSV writer does).
+            old_rows: list[dict[str, str]] = []
+            if self.csv_path.exists():
+                with open(self.csv_path, newline="") as f:
+                    old_rows = list(csv.DictReader(f))
+            self._fieldnames = self._fieldnames + new_keys
+            with open(self.csv_path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self._fieldnames)
+                writer.writeheader()
+                writer.writerows(old_rows)
+        with open(self.csv_path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self._fieldnames).writerow(row)
+
+    def add_text(self, tag: str, text: str) -> None:
+        if self._writer is not None:
+            self._writer.add_text(tag, text)
+
+    def close(self) -> None:
+        self._bar.close()
+        if self._writer is not None:
+            self._writer.flush()
+            self._writer.close()

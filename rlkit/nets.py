@@ -1,0 +1,323 @@
+"""Network builders driven by gymnasium spaces.
+
+Every builder takes ``observation_space`` / ``action_space`` and derives sizes from them, so the
+same code serves CartPole (flat Box), Identity (Discrete, one-hot) and Atari (uint8 image, Nature CNN).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Categorical, Distribution, Independent, Normal
+
+from rlkit.errors import RLKitError
+
+
+def mlp(in_dim: int, out_dim: int, hidden: Sequence[int] = (64, 64), activation: type[nn.Module] = nn.ReLU,
+        output_activation: type[nn.Module] | None = None) -> nn.Sequential:
+    """A fully connected stack ``in_dim -> hidden... -> out_dim`` (``out_dim=0``: no output layer)."""
+    layers: list[nn.Module] = []
+    last = in_dim
+    for width in hidden:
+        layers += [nn.Linear(last, width), activation()]
+        last = width
+    if out_dim > 0:
+        layers.append(nn.Linear(last, out_dim))
+        if output_activation is not None:
+            layers.append(output_activation())
+    return nn.Sequential(*layers)
+
+
+def init_orthogonal(module: nn.Module, gain: float = float(np.sqrt(2)), bias: float = 0.0) -> nn.Module:
+    """Orthogonal weights and constant biases for every Linear/Conv layer (CleanRL's ``layer_init``)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.orthogonal_(m.weight, gain)
+            nn.init.constant_(m.bias, bias)
+    return module
+
+
+def is_image_space(space: gym.Space) -> bool:
+    """A uint8 Box with 3 dims (C,H,W or H,W,C) is treated as pixels."""
+    return isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
+
+
+class NatureCNN(nn.Module):
+    """The DQN-Nature torso (Mnih et al. 2015): 3 conv layers + a 512-unit linear layer.
+
+    Takes uint8 frames (channels first; channels-last input is transposed) and scales to [0, 1].
+    """
+
+    def __init__(self, observation_space: gym.spaces.Box, features_dim: int = 512) -> None:
+        super().__init__()
+        shape = observation_space.shape
+        self.channels_last = shape[-1] < shape[0]
+        channels = shape[-1] if self.channels_last else shape[0]
+        self.conv = nn.Sequential(
+            nn.Conv2d(channels, 32, 8, stride=4), nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            n_flat = self.conv(self._prepare(torch.zeros(1, *shape, dtype=torch.uint8))).shape[1]
+        self.linear = nn.Sequential(nn.Linear(n_flat, features_dim), nn.ReLU())
+        self.out_dim = features_dim
+
+    def _prepare(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.float() / 255.0
+        return x.permute(0, 3, 1, 2) if self.channels_last else x
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.conv(self._prepare(obs)))
+
+
+class ObsEncoder(nn.Module):
+    """Observation -> feature vector: one-hot for Discrete, Nature CNN for images, flatten otherwise.
+
+    ``out_dim`` is the feature size. Flat observations pass through unchanged (the MLP comes after).
+    """
+
+    def __init__(self, observation_space: gym.Space, cnn_features: int = 512) -> None:
+        super().__init__()
+        self.cnn: NatureCNN | None = None
+        self.n_discrete = 0
+        if isinstance(observation_space, gym.spaces.Discrete):
+            self.n_discrete = int(observation_space.n)
+            self.out_dim = self.n_discrete
+        elif is_image_space(observation_space):
+            self.cnn = NatureCNN(observation_space, cnn_features)
+            self.out_dim = cnn_features
+        elif isinstance(observation_space, gym.spaces.Box):
+            self.out_dim = int(np.prod(observation_space.shape))
+        else:
+            raise RLKitError(f"unsupported observation space {observation_space}; use Box or Discrete "
+                             "(flatten Dict/Tuple spaces with gymnasium.wrappers.FlattenObservation)")
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.n_discrete:
+            return nn.functional.one_hot(obs.long().reshape(-1), self.n_discrete).float()
+        if self.cnn is not None:
+            return self.cnn(obs)
+        return obs.reshape(obs.shape[0], -1).float()
+
+
+class DuelingHead(nn.Module):
+    """Q = V + A - mean(A) (Wang et al. 2016), each stream one hidden layer."""
+
+    def __init__(self, in_dim: int, n_actions: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.value = mlp(in_dim, 1, [hidden])
+        self.advantage = mlp(in_dim, n_actions, [hidden])
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        adv = self.advantage(features)
+        return self.value(features) + adv - adv.mean(dim=1, keepdim=True)
+
+
+class QNetwork(nn.Module):
+    """Discrete Q(s, .): encoder -> MLP trunk -> linear head (or dueling head)."""
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.spaces.Discrete,
+                 hidden: Sequence[int] = (64, 64), dueling: bool = False) -> None:
+        super().__init__()
+        n_actions = int(action_space.n)
+        self.encoder = ObsEncoder(observation_space)
+        trunk_hidden = list(hidden[:-1]) if dueling and hidden else list(hidden)
+        self.trunk = mlp(self.encoder.out_dim, 0, trunk_hidden)
+        trunk_out = trunk_hidden[-1] if trunk_hidden else self.encoder.out_dim
+        if dueling:
+            self.head: nn.Module = DuelingHead(trunk_out, n_actions, hidden[-1] if hidden else 64)
+        else:
+            self.head = nn.Linear(trunk_out, n_actions)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(self.encoder(obs)))
+
+
+class DeterministicActor(nn.Module):
+    """mu(s) = tanh(net(s)) * scale + bias, mapped onto the Box bounds (any, asymmetric too).
+
+    Scale and bias are registered buffers so checkpoints carry them.
+    """
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.spaces.Box,
+                 hidden: Sequence[int] = (256, 256)) -> None:
+        super().__init__()
+        check_bounded_box(action_space)
+        self.encoder = ObsEncoder(observation_space)
+        self.net = mlp(self.encoder.out_dim, int(np.prod(action_space.shape)), hidden, output_activation=nn.Tanh)
+        low = torch.as_tensor(action_space.low, dtype=torch.float32).flatten()
+        high = torch.as_tensor(action_space.high, dtype=torch.float32).flatten()
+        self.register_buffer("action_scale", (high - low) / 2.0)
+        self.register_buffer("action_bias", (high + low) / 2.0)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(self.encoder(obs)) * self.action_scale + self.action_bias
+
+
+class QCritic(nn.Module):
+    """Q(s, a) for continuous actions: [features(s), a] -> MLP -> scalar."""
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.spaces.Box,
+                 hidden: Sequence[int] = (256, 256)) -> None:
+        super().__init__()
+        self.encoder = ObsEncoder(observation_space)
+        self.net = mlp(self.encoder.out_dim + int(np.prod(action_space.shape)), 1, hidden)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([self.encoder(obs), action.reshape(action.shape[0], -1).float()], dim=1)
+        return self.net(x).squeeze(-1)
+
+
+class CategoricalHead(nn.Module):
+    """Features -> logits -> Categorical distribution."""
+
+    def __init__(self, in_dim: int, n_actions: int) -> None:
+        super().__init__()
+        self.logits = nn.Linear(in_dim, n_actions)
+
+    def forward(self, features: torch.Tensor) -> Distribution:
+        return Categorical(logits=self.logits(features))
+
+    @staticmethod
+    def mode(dist: Distribution) -> torch.Tensor:
+        return dist.probs.argmax(dim=-1)
+
+
+class GaussianHead(nn.Module):
+    """Features -> diagonal Gaussian with a state-independent learned log std (as in A2C/PPO)."""
+
+    def __init__(self, in_dim: int, action_dim: int, log_std_init: float = 0.0) -> None:
+        super().__init__()
+        self.mean = nn.Linear(in_dim, action_dim)
+        self.log_std = nn.Parameter(torch.full((action_dim,), log_std_init))
+
+    def forward(self, features: torch.Tensor) -> Distribution:
+        mean = self.mean(features)
+        return Independent(Normal(mean, self.log_std.exp().expand_as(mean)), 1)
+
+    @staticmethod
+    def mode(dist: Distribution) -> torch.Tensor:
+        return dist.mean
+
+
+def policy_head(in_dim: int, action_space: gym.Space) -> CategoricalHead | GaussianHead:
+    """The distribution head that fits ``action_space`` (Discrete or Box)."""
+    if isinstance(action_space, gym.spaces.Discrete):
+        return CategoricalHead(in_dim, int(action_space.n))
+    if isinstance(action_space, gym.spaces.Box):
+        return GaussianHead(in_dim, int(np.prod(action_space.shape)))
+    raise RLKitError(f"no policy head for action space {action_space}; rlkit supports Discrete and Box")
+
+
+class ActorCritic(nn.Module):
+    """Shared trunk (encoder + MLP) with a policy head and a value head.
+
+    ``forward(obs) -> (distribution, value)``. With ``shared=False`` the value function gets its own
+    trunk (as SB3 does for continuous control).
+    """
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space,
+                 hidden: Sequence[int] = (64, 64), shared: bool = True,
+                 activation: type[nn.Module] = nn.Tanh) -> None:
+        super().__init__()
+        self.encoder = ObsEncoder(observation_space)
+        feat = self.encoder.out_dim
+        out = hidden[-1] if hidden else feat
+        self.trunk = mlp(feat, 0, hidden, activation)
+        self.value_trunk = None if shared else mlp(feat, 0, hidden, activation)
+        self.policy = policy_head(out, action_space)
+        self.value = nn.Linear(out, 1)
+        init_orthogonal(self.trunk)
+        if self.value_trunk is not None:
+            init_orthogonal(self.value_trunk)
+        init_orthogonal(self.policy, gain=0.01)
+        init_orthogonal(self.value, gain=1.0)
+
+    def forward(self, obs: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
+        features = self.encoder(obs)
+        hidden = self.trunk(features)
+        value_hidden = hidden if self.value_trunk is None else self.value_trunk(features)
+        return self.policy(hidden), self.value(value_hidden).squeeze(-1)
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        dist, _ = self(obs)
+        return self.policy.mode(dist) if deterministic else dist.sample()
+
+
+def check_bounded_box(space: gym.Space) -> None:
+    if not isinstance(space, gym.spaces.Box) or not np.all(np.isfinite(space.low)) \
+            or not np.all(np.isfinite(space.high)):
+        raise RLKitError(f"a deterministic actor needs a bounded Box action space; got {space}")
+
+
+def polyak_update(source: nn.Module, target: nn.Module, tau: float) -> None:
+    """target <- tau * source + (1 - tau) * target, in place (tau = 1 is a hard copy).
+
+    Buffers (e.g. the actor's action scale) are copied as they are.
+    """
+    with torch.no_grad():
+        src = list(source.parameters())
+        tgt = list(target.parameters())
+        if tau >= 1.0:
+            torch._foreach_copy_(tgt, src)
+        else:
+            torch._foreach_lerp_(tgt, src, tau)
+        for t, s in zip(target.buffers(), source.buffers()):
+            t.copy_(s)
+
+
+def numpy_forward(module: nn.Module) -> Any:
+    """A numpy re-implementation of a plain MLP Q-network/actor for fast batched inference, or None.
+
+    Works for :class:`QNetwork` without dueling and :class:`DeterministicActor` on flat Box
+    observations: a chain of Linear layers with ReLU/Tanh. The arrays are views of the torch
+    parameters (CPU), so in-place optimizer updates are seen without copying. Returns
+    ``forward(obs) -> output`` (``argmax`` for Q-networks, scaled actions for actors), or ``None``
+    when the module has another shape (then callers use torch).
+    """
+    if isinstance(module, QNetwork):
+        if module.encoder.n_discrete or module.encoder.cnn is not None or not isinstance(module.head, nn.Linear):
+            return None
+        layers = [*module.trunk, module.head]
+        post = "argmax"
+    elif isinstance(module, DeterministicActor):
+        if module.encoder.n_discrete or module.encoder.cnn is not None:
+            return None
+        layers = list(module.net)
+        post = "scale"
+    else:
+        return None
+    if any(p.device.type != "cpu" for p in module.parameters()):
+        return None
+    ops: list[tuple[str, Any, Any]] = []
+    for layer in layers:
+        if isinstance(layer, nn.Linear):
+            ops.append(("linear", layer.weight.detach().numpy().T, layer.bias.detach().numpy()))
+        elif isinstance(layer, nn.ReLU):
+            ops.append(("relu", None, None))
+        elif isinstance(layer, nn.Tanh):
+            ops.append(("tanh", None, None))
+        else:
+            return None
+
+    def forward(obs: np.ndarray) -> np.ndarray:
+        x = np.asarray(obs, dtype=np.float32).reshape(len(obs), -1)
+        for kind, weight, bias in ops:
+            if kind == "linear":
+                x = x @ weight + bias
+            elif kind == "relu":
+                np.maximum(x, 0.0, out=x)
+            else:
+                np.tanh(x, out=x)
+        if post == "argmax":
+            return x.argmax(axis=1)
+        return x * module.action_scale.numpy() + module.action_bias.numpy()
+
+    return forward

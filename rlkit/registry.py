@@ -1,0 +1,67 @@
+"""Entry-point lookup of agents and CLI command groups.
+
+Agents register in the ``rlkit.agents`` group with an :class:`AgentSpec`; command groups
+(``demos``, ``quickstart``, ...) in ``rlkit.commands`` with a function ``add_parser(subparsers)``.
+A user's own package can add either in its pyproject.toml without touching rlkit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from rlkit.config import BaseConfig, load_presets
+from rlkit.errors import RLKitError
+
+
+@dataclass
+class AgentSpec:
+    """What the CLI and the demo recorder need to know about an agent.
+
+    Attributes:
+        name: the registered name (``rlkit train NAME``).
+        config_cls: the agent's dataclass config.
+        train: ``train(cfg, resume=False) -> result dict`` (the contents of final.json).
+        load_policy: ``load_policy(checkpoint_state) -> Policy`` rebuilding the policy from a checkpoint.
+        presets_file: YAML file of presets for this agent.
+        summary: one line for ``rlkit train --help``.
+        defaults: overrides applied on top of ``config_cls()`` before presets (e.g. td3's switches).
+    """
+
+    name: str
+    config_cls: type[BaseConfig]
+    train: Callable[..., dict[str, Any]]
+    load_policy: Callable[[dict[str, Any]], Any]
+    presets_file: Path | None = None
+    summary: str = ""
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    def presets(self) -> dict[str, dict[str, Any]]:
+        return load_presets(self.presets_file) if self.presets_file else {}
+
+
+def _group(name: str) -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=name)}
+
+
+def agent_names() -> list[str]:
+    return sorted(_group("rlkit.agents"))
+
+
+def get_agent(name: str) -> AgentSpec:
+    """Look up an agent by name, with a one-line error listing the known ones."""
+    eps = _group("rlkit.agents")
+    if name not in eps:
+        raise RLKitError(f"unknown agent {name!r}; available: {', '.join(sorted(eps)) or 'none installed'}")
+    spec = eps[name].load()
+    if not isinstance(spec, AgentSpec):
+        raise RLKitError(f"entry point rlkit.agents:{name} is not an AgentSpec ({type(spec).__name__})")
+    return spec
+
+
+def command_loaders() -> dict[str, Callable[[Any], None]]:
+    """Name -> ``add_parser(subparsers)`` for every registered command group."""
+    return {name: ep.load() for name, ep in sorted(_group("rlkit.commands").items())}

@@ -52,6 +52,7 @@ class DQNConfig(BaseConfig):
     learning_starts: int = opt(1_000, "env steps of random play before updates start")
     batch_size: int = opt(64, "minibatch size")
     lr: float = opt(1e-3, "learning rate")
+    lr_decay: bool = opt(False, "anneal the learning rate linearly to 0 over total_steps")
     optimizer: Literal["adam", "rmsprop"] = opt("adam", "adam, or rmsprop (centered, as in the Nature paper)")
     optimizer_eps: float = opt(1e-8, "epsilon of the optimizer (Nature RMSProp: 0.01)")
     gamma: float = opt(0.99, "discount factor")
@@ -211,6 +212,9 @@ def train(cfg: DQNConfig, resume: bool = False) -> dict[str, Any]:
         # ALGO LOGIC: training.
         if global_step >= cfg.learning_starts and len(buffer) >= cfg.batch_size \
                 and Run.due(global_step, cfg.train_every, stride):
+            if cfg.lr_decay:
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.lr * max(1.0 - global_step / cfg.total_steps, 0.0)
             if cfg.prioritized:
                 buffer.beta = linear_schedule(cfg.per_beta_start, 1.0, cfg.total_steps, global_step)
             for _ in range(cfg.gradient_steps):

@@ -1,0 +1,43 @@
+"""Demonstrations: record from any policy or a person, store crash-safe and reward-free, replay, convert.
+
+The Python API (stable; ``agents/bc.py`` and ``agents/dagger.py`` build on it)::
+
+    import demos
+    stats = demos.record("random", "CartPole-v1", episodes=10, out="data/cartpole")   # or a Policy
+    dataset = demos.load("data/cartpole")            # checksums verified; skip_corrupt=True to skip damage
+    obs, acts, next_obs, dones = dataset.transitions(torch=True)
+    train, val = dataset.split(val_fraction=0.2, seed=0)
+    report = demos.replay(dataset, verify=True)      # re-run the actions from the stored seeds
+    trajs = demos.to_trajectories(dataset)           # imitation.data.types.Trajectory list
+
+The on-disk format is documented in the README ("Demonstrations") and in :mod:`demos.dataset`.
+"""
+
+from demos.convert import (
+    from_minari,
+    from_trajectories,
+    load_imitation,
+    save_imitation,
+    to_minari,
+    to_trajectories,
+)
+from demos.dataset import (
+    FORMAT_VERSION,
+    Dataset,
+    DatasetWriter,
+    Episode,
+    Transitions,
+    load,
+    space_from_json,
+    space_to_json,
+)
+from demos.record import DiscardEpisode, StopRecording, record
+from demos.replay import inspect_dataset, parse_episode_list, replay
+from demos.sources import resolve_policy
+
+__all__ = [
+    "FORMAT_VERSION", "Dataset", "DatasetWriter", "DiscardEpisode", "Episode", "StopRecording", "Transitions",
+    "from_minari", "from_trajectories", "inspect_dataset", "load", "load_imitation", "parse_episode_list",
+    "record", "replay", "resolve_policy", "save_imitation", "space_from_json", "space_to_json", "to_minari",
+    "to_trajectories",
+]

@@ -65,7 +65,9 @@ def make_env(env_id: str, seed: int | None = None, render_mode: str | None = Non
     if atari and spec.kwargs.get("frameskip", 1) != 1:
         kwargs.setdefault("frameskip", 1)  # AtariPreprocessing does the frame skipping itself
     try:
-        env = gym.make(env_id, render_mode=render_mode, **kwargs)
+        if render_mode is not None:
+            kwargs["render_mode"] = render_mode
+        env = gym.make(env_id, **kwargs)
     except gym.error.DependencyNotInstalled as e:
         extra = "mujoco" if "mujoco" in str(e).lower() else "atari" if "ale" in str(e).lower() else "dev"
         raise RLKitError(f"{env_id} needs a missing dependency ({str(e).splitlines()[0]}); "

@@ -115,6 +115,59 @@ class ChainEnv(gym.Env):
         return self._obs(), float(done), done, False, {}
 
 
+class DriftEnv(gym.Env):
+    """A lane with a side wind, built to show covariate shift (BC vs DAgger, Ross et al. 2011).
+
+    The agent drives ``length`` steps down a lane of offsets ``-width..width``; each step it steers
+    (0 = left, 1 = straight, 2 = right) and then the wind pushes it one lane sideways with
+    probability ``wind``. Reward 1 for each step that ends on the centre lane; leaving the lane
+    terminates. The observation is the one-hot (step, offset) cell, so nothing learned in one cell
+    carries over to another. The expert (:class:`DriftExpert`) steers back to the centre, so it is
+    never more than one lane off: its demonstrations hold no states two lanes off, and a clone that
+    drifts there acts at random. DAgger visits those states and has the expert label them.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, length: int = 20, width: int = 2, wind: float = 0.3) -> None:
+        self.length, self.width, self.wind = length, width, wind
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (length * (2 * width + 1),), np.float32)
+        self.action_space = gym.spaces.Discrete(3)
+        self._t = 0
+        self._offset = 0
+
+    def _obs(self) -> np.ndarray:
+        obs = np.zeros(self.observation_space.shape, np.float32)
+        obs[min(self._t, self.length - 1) * (2 * self.width + 1) + self._offset + self.width] = 1.0
+        return obs
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
+        super().reset(seed=seed)
+        self._t, self._offset = 0, 0
+        return self._obs(), {}
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        self._offset += int(action) - 1
+        if self.np_random.random() < self.wind:
+            self._offset += 1 if self.np_random.random() < 0.5 else -1
+        self._t += 1
+        off_road = abs(self._offset) > self.width
+        self._offset = int(np.clip(self._offset, -self.width, self.width))
+        return self._obs(), float(self._offset == 0 and not off_road), off_road or self._t >= self.length, False, {}
+
+
+class DriftExpert:
+    """The expert of :class:`DriftEnv`: steer back towards the centre lane (a batched rlkit Policy)."""
+
+    def __init__(self, observation_space: gym.Space | None = None, action_space: gym.Space | None = None,
+                 width: int = 2) -> None:
+        self.width = width
+
+    def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        offset = np.asarray(obs).argmax(axis=1) % (2 * self.width + 1) - self.width
+        return (1 - np.sign(offset)).astype(np.int64)
+
+
 def register_test_envs() -> None:
     """Register the test envs under the ``rlkit/`` namespace (idempotent)."""
     specs = {
@@ -122,6 +175,7 @@ def register_test_envs() -> None:
         "rlkit/ContinuousTarget-v0": ("envs.test_envs:ContinuousTargetEnv", None),
         "rlkit/ConstantReward-v0": ("envs.test_envs:ConstantRewardEnv", 20),
         "rlkit/Chain-v0": ("envs.test_envs:ChainEnv", 50),
+        "rlkit/Drift-v0": ("envs.test_envs:DriftEnv", None),
     }
     for env_id, (entry_point, max_steps) in specs.items():
         if env_id not in gym.envs.registry:

@@ -46,6 +46,7 @@ class Logger:
         self.recent_returns: deque[float] = deque(maxlen=20)
         self.last_return: float | None = None
         self.episodes = 0
+        self._last_eval: float | None = None
         self._t0 = time.perf_counter()
         self._step0 = initial_step
         self._last_step = initial_step
@@ -88,9 +89,11 @@ class Logger:
         if self.last_return is not None:
             postfix["return"] = f"{self.last_return:.1f}"
         if "eval/mean_return" in self._values:
-            postfix["eval"] = f"{self._values['eval/mean_return']:.1f}"
+            self._last_eval = self._values["eval/mean_return"]
+        if self._last_eval is not None:
+            postfix["eval"] = f"{self._last_eval:.1f}"
         self._bar.set_postfix(postfix, refresh=False)
-        self._values = {k: v for k, v in self._values.items() if k.startswith("eval/")}
+        self._values = {}
 
     def _write_csv(self, row: dict[str, Any]) -> None:
         new_keys = [k for k in row if k not in self._fieldnames]

@@ -175,6 +175,49 @@ class QCritic(nn.Module):
         return self.net(x).squeeze(-1)
 
 
+class QCriticEnsemble(nn.Module):
+    """``n_critics`` independent Q(s, a) MLPs (TD3's twin critics) evaluated in one pass.
+
+    Layer ``i`` of every critic is stacked into one ``(n, in, out)`` weight, so a single batched
+    matmul (``baddbmm``) serves all critics: for twin [400, 300] critics on one CPU thread an update
+    is about a fifth faster than with two :class:`QCritic` modules. Each critic starts as an
+    independent default-initialised ``nn.Linear`` stack, like :class:`QCritic`. Takes flat or discrete
+    observations (a per-critic CNN would not stack).
+
+    ``forward(obs, action) -> (n_critics, batch)``; ``forward(obs, action, first_only=True)`` runs
+    critic 0 alone, ``(1, batch)`` (TD3's actor loss).
+    """
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.spaces.Box,
+                 hidden: Sequence[int] = (256, 256), n_critics: int = 2) -> None:
+        super().__init__()
+        if n_critics < 1:
+            raise RLKitError(f"n_critics must be at least 1; got {n_critics}")
+        self.encoder = ObsEncoder(observation_space)
+        if self.encoder.cnn is not None:
+            raise RLKitError("QCriticEnsemble takes flat or discrete observations; got image observations "
+                             f"{observation_space} (flatten them or use one QCritic per critic)")
+        self.n_critics = n_critics
+        sizes = [self.encoder.out_dim + int(np.prod(action_space.shape)), *hidden, 1]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            layers = [nn.Linear(fan_in, fan_out) for _ in range(n_critics)]
+            self.weights.append(nn.Parameter(torch.stack([layer.weight.detach().T for layer in layers])))
+            self.biases.append(nn.Parameter(torch.stack([layer.bias.detach()[None] for layer in layers])))
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor, first_only: bool = False) -> torch.Tensor:
+        x = torch.cat([self.encoder(obs), action.reshape(action.shape[0], -1).float()], dim=1)
+        n = 1 if first_only else self.n_critics
+        h = x.expand(n, *x.shape)
+        last = len(self.weights) - 1
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            h = torch.baddbmm(bias[:n], h, weight[:n])
+            if i < last:
+                h = torch.relu(h)
+        return h.squeeze(-1)
+
+
 class CategoricalHead(nn.Module):
     """Features -> logits -> Categorical distribution."""
 

@@ -38,6 +38,15 @@ def default_run_dir(agent: str, env_id: str, seed: int) -> Path:
     return Path("runs") / f"{agent}-{env_name}-seed{seed}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
+def _limit_blas_threads(n: int) -> None:
+    """numpy's BLAS threads spin on tiny matmuls (the numpy acting path): cap them like torch's."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(n, user_api="blas")
+
+
 def versions() -> dict[str, str]:
     return {"rlkit": rlkit.__version__, "torch": torch.__version__, "gymnasium": gym.__version__,
             "numpy": np.__version__, "python": platform.python_version()}
@@ -64,6 +73,7 @@ class Run:
                              "or choose another --run-dir")
         self.dir.mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(max(cfg.torch_threads, 1))
+        _limit_blas_threads(max(cfg.torch_threads, 1))
         self.rng = seed_everything(cfg.seed)
         self.resume_state: dict[str, Any] | None = None
         self.global_step = 0

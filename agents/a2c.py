@@ -1,0 +1,412 @@
+"""A2C: synchronous advantage actor-critic on a vector env (n-step returns or GAE, entropy bonus).
+
+Papers:
+    A3C/A2C  Mnih et al. 2016, "Asynchronous Methods for Deep RL", https://arxiv.org/abs/1602.01783
+             (A2C is its synchronous, batched variant, as in OpenAI Baselines 2017 and SB3)
+    GAE      Schulman et al. 2016, https://arxiv.org/abs/1506.02438
+
+Each iteration, ``num_envs`` envs step in lockstep for ``n_steps`` steps; the rollout's bootstrapped
+n-step returns R (or GAE(lambda) advantages) drive one gradient step on
+
+    loss = -mean(A * log pi(a|s)) + vf_coef * mean((R - V(s))^2) - ent_coef * mean(H[pi(.|s)]),   A = R - V(s)
+
+of a shared-trunk actor-critic (:class:`rlkit.nets.ActorCritic`, categorical or Gaussian head), with
+RMSProp (the paper's) or Adam. ``agents/a3c.py`` runs the same functions in asynchronous workers.
+
+Deviations from the paper, and why:
+    * The value loss is a mean squared error weighted by ``vf_coef`` 0.5 (Baselines/SB3); the paper's
+      gradient of (R - V)^2 differs by a constant factor that vf_coef absorbs.
+    * Truncated episodes (time limits) bootstrap from V(the real final observation, ``VecStep.final_obs``);
+      only ``terminated`` stops the bootstrap. The paper's Atari episodes had no time limits.
+    * RMSProp is torch's (eps added after the square root; alpha 0.99, eps 1e-5 as in Baselines).
+    * Gaussian actions are clipped to the Box bounds before the env sees them; the log-probability
+      uses the unclipped sample (as SB3 does).
+    * Rollouts act through numpy views of the same weights when the network is a plain MLP on flat
+      observations: at batch sizes 1-16 a torch forward costs 5-10x more than the matrix products.
+      Images and Discrete observations act through torch.
+
+Run it: ``rlkit train a2c --env CartPole-v1 --preset cartpole`` or ``python -m agents.a2c --help``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Distribution
+
+from envs import VecEnv, make_env, make_vec_env
+from rlkit.config import BaseConfig, config_from_dict, opt
+from rlkit.errors import RLKitError
+from rlkit.nets import ActorCritic, CategoricalHead
+from rlkit.registry import AgentSpec
+from rlkit.run import Run
+from rlkit.types import TorchPolicy
+
+Actor = Callable[..., tuple[np.ndarray, np.ndarray]]  # actor(obs_batch, deterministic=False) -> (actions, values)
+
+
+@dataclass
+class A2CConfig(BaseConfig):
+    """A2C hyper-parameters (defaults follow SB3/Baselines; presets hold per-task values)."""
+
+    num_envs: int = opt(8, "parallel envs stepping in lockstep")
+    n_steps: int = opt(5, "steps per env between updates (t_max in the A3C paper)")
+    gamma: float = opt(0.99, "discount factor")
+    gae_lambda: float = opt(1.0, "GAE lambda in [0, 1]; 1.0 gives the paper's n-step returns")
+    lr: float = opt(7e-4, "learning rate")
+    lr_schedule: Literal["constant", "linear"] = opt("constant", "linear anneals the learning rate to 0 at total_steps")
+    optimizer: Literal["rmsprop", "adam"] = opt("rmsprop", "rmsprop (the paper's) or adam")
+    rmsprop_alpha: float = opt(0.99, "RMSProp decay of the squared-gradient average")
+    optimizer_eps: float = opt(1e-5, "epsilon of the optimizer")
+    ent_coef: float = opt(0.01, "weight of the entropy bonus (paper: 0.01)")
+    vf_coef: float = opt(0.5, "weight of the value loss")
+    max_grad_norm: float = opt(0.5, "clip gradients to this global norm (0 = no clipping)")
+    hidden: list[int] = opt([64, 64], "hidden layer sizes of the trunk (after the CNN for images)")
+    activation: Literal["tanh", "relu"] = opt("tanh", "activation of the hidden layers")
+    shared_trunk: bool = opt(True, "policy and value share the trunk (false: the value gets its own MLP)")
+    clip_rewards: bool = opt(False, "train on sign(reward) (Atari); logged returns stay raw")
+    target_return: float | None = opt(None, "stop early once an evaluation (eval_every) reaches this mean return")
+
+    def validate(self) -> None:
+        validate_common(self)
+        if self.num_envs < 1 or self.n_steps < 1:
+            raise RLKitError(f"num_envs and n_steps must be at least 1; got {self.num_envs} and {self.n_steps}")
+
+
+def validate_common(cfg: Any) -> None:
+    """Checks A2C and A3C share (their configs use the same field names)."""
+    if not 0 <= cfg.gamma <= 1 or not 0 <= cfg.gae_lambda <= 1:
+        raise RLKitError(f"gamma and gae_lambda must be in [0, 1]; got {cfg.gamma} and {cfg.gae_lambda}")
+    if cfg.lr <= 0 or cfg.ent_coef < 0 or cfg.vf_coef < 0 or cfg.max_grad_norm < 0:
+        raise RLKitError("lr must be positive and ent_coef, vf_coef, max_grad_norm non-negative")
+
+
+# ALGO LOGIC: the math, as pure functions (unit-tested against a loop reference and hand values).
+def n_step_returns(rewards: np.ndarray, next_values: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
+                   gamma: float) -> np.ndarray:
+    """Bootstrapped n-step returns of a (T, N) rollout, computed backwards.
+
+    ``R_t = r_t + gamma * R_{t+1}`` inside an episode; the sum stops at an episode end and at the end
+    of the rollout, where it bootstraps from ``next_values``.
+
+    Args:
+        rewards: (T, N) rewards.
+        next_values: (T, N) V of the observation that followed step t: V(s_{t+1}) inside an episode,
+            V(final_obs) where the episode was truncated; ignored where it terminated.
+        terminated: (T, N) the step ended the episode in a terminal state (no bootstrap).
+        truncated: (T, N) the step hit a time limit (bootstrap from ``next_values``).
+        gamma: discount in [0, 1].
+    """
+    returns = np.zeros_like(rewards, dtype=np.float32)
+    following = next_values[-1]  # what step T-1 bootstraps from
+    for t in reversed(range(len(rewards))):
+        following = np.where(truncated[t], next_values[t], following)
+        following = rewards[t] + gamma * (1.0 - terminated[t]) * following
+        returns[t] = following
+    return returns
+
+
+def gae_advantages(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, terminated: np.ndarray,
+                   truncated: np.ndarray, gamma: float, lam: float) -> np.ndarray:
+    """GAE(lambda): A_t = delta_t + gamma * lambda * A_{t+1} within an episode and the rollout.
+
+    ``delta_t = r_t + gamma * (1 - terminated_t) * next_values_t - values_t``; arguments as in
+    :func:`n_step_returns`, plus ``values`` (T, N) = V(s_t). With ``lam = 1`` this equals
+    ``n_step_returns(...) - values``.
+    """
+    deltas = rewards + gamma * (1.0 - terminated) * next_values - values
+    continues = 1.0 - (terminated | truncated)
+    advantages = np.zeros_like(rewards, dtype=np.float32)
+    running = np.zeros(rewards.shape[1], dtype=np.float32)
+    for t in reversed(range(len(rewards))):
+        running = deltas[t] + gamma * lam * continues[t] * running
+        advantages[t] = running
+    return advantages
+
+
+def actor_critic_loss(dist: Distribution, values: torch.Tensor, actions: torch.Tensor, advantages: torch.Tensor,
+                      returns: torch.Tensor, vf_coef: float, ent_coef: float
+                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The A2C/A3C loss; returns (loss, detached terms for logging).
+
+    policy term ``-mean(A * log pi(a|s))`` (A treated as a constant), value term ``mean((R - V)^2)``,
+    entropy bonus ``mean(H[pi])`` subtracted with weight ``ent_coef``.
+    """
+    policy_loss = -(advantages.detach() * dist.log_prob(actions)).mean()
+    value_loss = (returns.detach() - values).pow(2).mean()
+    entropy = dist.entropy().mean()
+    loss = policy_loss + vf_coef * value_loss - ent_coef * entropy
+    terms = {"losses/policy_loss": policy_loss, "losses/value_loss": value_loss, "losses/entropy": entropy}
+    return loss, {k: v.detach() for k, v in terms.items()}
+
+
+class Rollout(NamedTuple):
+    """``n_steps`` steps of ``N`` envs; every array has leading axes (T, N)."""
+
+    obs: np.ndarray
+    actions: np.ndarray  # as sampled (unclipped)
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    values: np.ndarray  # V(s_t) when acting
+    next_values: np.ndarray  # V of the true next observation (0 where terminated)
+
+
+def rollout_loss(model: ActorCritic, rollout: Rollout, gamma: float, gae_lambda: float, vf_coef: float,
+                 ent_coef: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Returns/advantages of ``rollout`` and the loss of ``model`` on it (shared by A2C and A3C)."""
+    r = rollout
+    if gae_lambda >= 1.0:
+        returns = n_step_returns(r.rewards, r.next_values, r.terminated, r.truncated, gamma)
+        advantages = returns - r.values
+    else:
+        advantages = gae_advantages(r.rewards, r.values, r.next_values, r.terminated, r.truncated, gamma, gae_lambda)
+        returns = advantages + r.values
+    n = r.rewards.size
+    dist, values = model(torch.as_tensor(r.obs.reshape(n, *r.obs.shape[2:])))
+    actions = torch.as_tensor(r.actions.reshape(n, *r.actions.shape[2:]))
+    return actor_critic_loss(dist, values, actions, torch.as_tensor(advantages.reshape(n)),
+                             torch.as_tensor(returns.reshape(n)), vf_coef, ent_coef)
+
+
+def collect_rollout(envs: VecEnv, obs: np.ndarray, actor: Actor, n_steps: int, clip_rewards: bool = False
+                    ) -> tuple[Rollout, np.ndarray, list[tuple[float, int]]]:
+    """Step ``envs`` ``n_steps`` times from ``obs``; returns (rollout, next obs, finished (return, length))."""
+    num, space = envs.num_envs, envs.single_action_space
+    box = isinstance(space, gym.spaces.Box)
+    obs_buf = np.empty((n_steps, *obs.shape), dtype=obs.dtype)
+    actions_buf: np.ndarray | None = None
+    rewards, values, next_values = (np.zeros((n_steps, num), np.float32) for _ in range(3))
+    terminated, truncated = np.zeros((n_steps, num), bool), np.zeros((n_steps, num), bool)
+    episodes = []
+    for t in range(n_steps):
+        obs_buf[t] = obs
+        actions, values[t] = actor(obs)
+        if actions_buf is None:
+            actions_buf = np.empty((n_steps, *actions.shape), dtype=actions.dtype)
+        actions_buf[t] = actions
+        step = envs.step(np.clip(actions.reshape(num, *space.shape), space.low, space.high) if box else actions)
+        rewards[t] = np.sign(step.rewards) if clip_rewards else step.rewards
+        terminated[t], truncated[t] = step.terminated, step.truncated
+        if step.truncated.any():
+            # TRY NOT TO MODIFY: a time limit is not a terminal state; bootstrap from the real last observation,
+            # not from the reset observation that step.obs holds for this env now.
+            cut = np.flatnonzero(step.truncated)
+            next_values[t, cut] = actor(step.final_obs[cut], deterministic=True)[1]
+        obs = step.obs
+        episodes += [(float(step.episode_returns[i]), int(step.episode_lengths[i]))
+                     for i in np.flatnonzero(step.episode_lengths)]
+    last_values = actor(obs, deterministic=True)[1]
+    # Inside an episode the next observation is the next step's (or, after the last step, the current) one.
+    ongoing = ~(terminated | truncated)
+    following = np.concatenate([values[1:], last_values[None]])
+    next_values = np.where(ongoing, following, np.where(terminated, 0.0, next_values)).astype(np.float32)
+    return Rollout(obs_buf, actions_buf, rewards, terminated, truncated, values, next_values), obs, episodes
+
+
+# Networks, optimizers and fast acting (shared with agents/a3c.py).
+def build_model(observation_space: gym.Space, action_space: gym.Space, hidden: list[int], activation: str,
+                shared_trunk: bool) -> ActorCritic:
+    if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)):
+        raise RLKitError(f"a2c/a3c support Discrete and Box action spaces; got {action_space}")
+    return ActorCritic(observation_space, action_space, hidden, shared=shared_trunk,
+                       activation=nn.Tanh if activation == "tanh" else nn.ReLU)
+
+
+def make_optimizer(kind: str, params: Any, lr: float, alpha: float, eps: float) -> torch.optim.Optimizer:
+    if kind == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, alpha=alpha, eps=eps, foreach=True)
+    return torch.optim.Adam(params, lr=lr, eps=eps, foreach=True)
+
+
+def learning_rate(lr: float, schedule: str, global_step: int, total_steps: int) -> float:
+    """Constant, or annealed linearly from ``lr`` to 0 at ``total_steps``."""
+    return lr * max(1.0 - global_step / total_steps, 0.0) if schedule == "linear" else lr
+
+
+def _numpy_layers(seq: nn.Sequential) -> list[tuple[str, Any, Any]] | None:
+    ops: list[tuple[str, Any, Any]] = []
+    for layer in seq:
+        if isinstance(layer, nn.Linear):  # .numpy() views share memory: optimizer steps show up here
+            ops.append(("linear", layer.weight.detach().numpy().T, layer.bias.detach().numpy()))
+        elif isinstance(layer, (nn.Tanh, nn.ReLU)):
+            ops.append((type(layer).__name__, None, None))
+        else:
+            return None
+    return ops
+
+
+def _run_layers(ops: list[tuple[str, Any, Any]], x: np.ndarray) -> np.ndarray:
+    for kind, weight, bias in ops:
+        x = x @ weight + bias if kind == "linear" else np.tanh(x) if kind == "Tanh" else np.maximum(x, 0.0)
+    return x
+
+
+def numpy_actor(model: ActorCritic, rng: np.random.Generator | None) -> Actor | None:
+    """``actor(obs, deterministic=False) -> (actions, values)`` on numpy views of the live weights, or None.
+
+    Works for plain MLPs on flat observations (on CPU); samples with ``rng`` (unused when deterministic).
+    Returns None for other networks (CNN, one-hot inputs), which then act through torch.
+    """
+    if model.encoder.n_discrete or model.encoder.cnn is not None or any(p.device.type != "cpu"
+                                                                        for p in model.parameters()):
+        return None
+    categorical = isinstance(model.policy, CategoricalHead)
+    trunk = _numpy_layers(model.trunk)
+    value_trunk = None if model.value_trunk is None else _numpy_layers(model.value_trunk)
+    if trunk is None or (model.value_trunk is not None and value_trunk is None):
+        return None
+    head = _numpy_layers(nn.Sequential(model.policy.logits if categorical else model.policy.mean))
+    value_head = _numpy_layers(nn.Sequential(model.value))
+    log_std = None if categorical else model.policy.log_std.detach().numpy()
+
+    def actor(obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        x = np.asarray(obs, dtype=np.float32).reshape(len(obs), -1)
+        hidden = _run_layers(trunk, x)
+        values = _run_layers(value_head, hidden if value_trunk is None else _run_layers(value_trunk, x))[:, 0]
+        out = _run_layers(head, hidden)
+        if categorical:
+            if deterministic:
+                return out.argmax(axis=1), values
+            cdf = np.cumsum(np.exp(out - out.max(axis=1, keepdims=True)), axis=1)
+            # inverse-CDF sampling: one uniform per row, scaled by the unnormalised total
+            u = rng.random((len(out), 1)) * cdf[:, -1:]
+            return np.minimum((cdf <= u).sum(axis=1), out.shape[1] - 1), values
+        if deterministic:
+            return out, values
+        return (out + np.exp(log_std) * rng.standard_normal(out.shape)).astype(np.float32), values
+
+    return actor
+
+
+def make_actor(model: ActorCritic, rng: np.random.Generator) -> Actor:
+    """The rollout actor: :func:`numpy_actor` where it applies, else the torch module (torch's RNG samples)."""
+    fast = numpy_actor(model, rng)
+    if fast is not None:
+        return fast
+
+    def torch_actor(obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            dist, values = model(torch.as_tensor(obs))
+            actions = model.policy.mode(dist) if deterministic else dist.sample()
+        return actions.numpy(), values.numpy()
+
+    return torch_actor
+
+
+def make_policy(model: ActorCritic, observation_space: gym.Space, action_space: gym.Space) -> TorchPolicy:
+    """The evaluation policy: greedy (mode) actions, clipped to Box bounds."""
+    box = isinstance(action_space, gym.spaces.Box)
+    shape = action_space.shape
+
+    def clip(actions: np.ndarray) -> np.ndarray:
+        return np.clip(actions.reshape(len(actions), *shape), action_space.low, action_space.high) if box else actions
+
+    def act_fn(module: ActorCritic, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        return torch.as_tensor(clip(module.act(obs, deterministic).numpy()))
+
+    actor = numpy_actor(model, rng=None)
+    fast = None if actor is None else (lambda obs: clip(actor(obs, deterministic=True)[0]))
+    return TorchPolicy(model, act_fn, action_space, observation_space, fast=fast)
+
+
+def train(cfg: A2CConfig, resume: bool = False) -> dict[str, Any]:
+    """Train A2C as configured; returns the contents of ``final.json``."""
+    cfg.validate()
+    envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
+    obs_space, act_space = envs.single_observation_space, envs.single_action_space
+    build_model(obs_space, act_space, [], cfg.activation, True)  # refuse unsupported spaces before writing a run
+    run = Run("a2c", cfg, resume=resume)
+    model = build_model(obs_space, act_space, cfg.hidden, cfg.activation, cfg.shared_trunk)
+    optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.rmsprop_alpha, cfg.optimizer_eps)
+    global_step = 0
+    if run.resume_state is not None:
+        model.load_state_dict(run.resume_state["model"])
+        optimizer.load_state_dict(run.resume_state["optimizer"])
+        global_step = run.global_step
+    run.restore_rng()
+    actor = make_actor(model, run.rng)
+    policy = make_policy(model, obs_space, act_space)
+    # A resumed run cannot restore the envs' internal state; it starts fresh episodes on a new seed.
+    obs = envs.reset(seed=cfg.seed + global_step)
+
+    def state_dict() -> dict[str, Any]:
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "observation_space": obs_space, "action_space": act_space}
+
+    stride = cfg.num_envs * cfg.n_steps
+    reached: dict[str, Any] = {}
+    while global_step < cfg.total_steps:
+        rollout, obs, episodes = collect_rollout(envs, obs, actor, cfg.n_steps, cfg.clip_rewards)
+        global_step += stride
+        for episode_return, length in episodes:
+            run.logger.record_episode(episode_return, length)
+
+        # ALGO LOGIC: one gradient step on the rollout.
+        loss, terms = rollout_loss(model, rollout, cfg.gamma, cfg.gae_lambda, cfg.vf_coef, cfg.ent_coef)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.max_grad_norm > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        lr = learning_rate(cfg.lr, cfg.lr_schedule, global_step - stride, cfg.total_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.step()
+
+        run.logger.progress(global_step)
+        if Run.due(global_step, cfg.log_every, stride):
+            for key, value in terms.items():
+                run.logger.record(key, value.item())
+            run.logger.record("charts/learning_rate", lr)
+            run.logger.dump(global_step)
+        if Run.due(global_step, cfg.eval_every, stride):
+            result = run.evaluate(policy, eval_env_factory(cfg), global_step)
+            if cfg.target_return is not None and result["mean"] >= cfg.target_return:
+                reached = {"target_reached": {"env_steps": global_step, "wall_s": round(run.wall_s, 3),
+                                              "eval_mean": result["mean"]}}
+                break
+        if Run.due(global_step, cfg.checkpoint_every, stride) and global_step < cfg.total_steps:
+            run.checkpoint(global_step, state_dict())
+
+    envs.close()
+    return run.finish(policy, eval_env_factory(cfg), global_step, state_dict(), extra=reached)
+
+
+def eval_env_factory(cfg: BaseConfig) -> Any:
+    return lambda render_mode=None: make_env(cfg.env_id, render_mode=render_mode, env_kwargs=cfg.env_kwargs)
+
+
+def policy_from_state(state: dict[str, Any], cfg: Any) -> TorchPolicy:
+    """Rebuild the greedy policy of an A2C or A3C checkpoint (both store ``model`` and the spaces)."""
+    obs_space, act_space = state["observation_space"], state["action_space"]
+    model = build_model(obs_space, act_space, cfg.hidden, cfg.activation, cfg.shared_trunk)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return make_policy(model, obs_space, act_space)
+
+
+def load_policy(state: dict[str, Any]) -> TorchPolicy:
+    return policy_from_state(state, config_from_dict(A2CConfig, state["config"]))
+
+
+AGENT = AgentSpec(
+    name="a2c",
+    config_cls=A2CConfig,
+    train=train,
+    load_policy=load_policy,
+    presets_file=Path(__file__).parent / "presets" / "a2c.yaml",
+    summary="synchronous advantage actor-critic (n-step returns or GAE; discrete and Gaussian actions)",
+)
+
+
+if __name__ == "__main__":
+    from rlkit.cli import main
+
+    main(["train", "a2c", *__import__("sys").argv[1:]])

@@ -1,0 +1,566 @@
+"""The on-disk demonstration dataset: crash-safe writer, checksummed reader, learner views.
+
+Layout of a dataset directory (format version 1; the README's "Demonstrations" section is the spec)::
+
+    DATASET/
+      manifest.json      header: format, env id and kwargs, spaces, versions, source (written once, atomically)
+      episodes.jsonl     the index: one JSON line per committed episode (seed, options, flags, sha256, ...)
+      episodes/000000.npz  one compressed .npz per episode: obs (T+1, ...), actions (T, ...), [rewards (T,)]
+
+Why this shape:
+    * An episode file is written to a temporary name and renamed, so no reader sees half of one.
+    * An episode counts once its index line is appended, by one ``write(2)`` of a short line on an
+      ``O_APPEND`` descriptor. Appending is O(1) per episode (rewriting a JSON manifest each time is
+      O(N^2) over a recording); a line cut by a crash has no trailing newline and is ignored, and the
+      next writer trims it. A recorder killed with SIGKILL therefore keeps every committed episode.
+    * ``manifest.json`` is written last when a dataset is created, so its presence marks a dataset.
+    * Frame-stacked image observations (Atari's 4x84x84) are stored once per frame ("stacked"
+      encoding) and rebuilt on load, so a dataset costs about what its frames cost compressed.
+    * ``fsync=True`` also survives power loss at ~6 ms per episode here; a killed process does not
+      need it (the page cache outlives the process), so it is off by default.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import gymnasium as gym
+import numpy as np
+
+import rlkit
+from rlkit.checkpoint import atomic_write_text
+from rlkit.errors import RLKitError
+
+FORMAT = "rlkit-demos"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+INDEX = "episodes.jsonl"
+EPISODE_DIR = "episodes"
+_SKIP_HINT = "pass skip_corrupt=True (CLI: --skip-corrupt) to read the other episodes"
+
+
+# ---------------------------------------------------------------------------------------------
+# Spaces <-> JSON (exact round trip, including infinite bounds)
+# ---------------------------------------------------------------------------------------------
+
+def _encode_bound(arr: np.ndarray) -> Any:
+    """A Box bound as a scalar when uniform (image spaces) or a nested list; non-finite as strings."""
+    def enc(x: Any) -> Any:
+        return x if not isinstance(x, float) or math.isfinite(x) else str(x)  # strict JSON has no infinities
+
+    flat = arr.reshape(-1)
+    if flat.size and np.all(flat == flat[0]):
+        return enc(flat[0].item())
+    return np.vectorize(lambda x: enc(x.item() if hasattr(x, "item") else x), otypes=[object])(arr).tolist()
+
+
+def _decode_bound(value: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    if isinstance(value, list):
+        values = np.vectorize(float, otypes=[np.float64])(np.array(value, dtype=object))  # float("inf") works
+        return values.astype(dtype).reshape(shape)
+    return np.full(shape, float(value), dtype=dtype)
+
+
+def space_to_json(space: gym.Space) -> dict[str, Any]:
+    """A JSON-able description of ``space`` from which :func:`space_from_json` rebuilds it exactly."""
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, gym.spaces.Box):
+        return {"type": "Box", "shape": list(space.shape), "dtype": str(space.dtype),
+                "low": _encode_bound(space.low), "high": _encode_bound(space.high)}
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return {"type": "MultiDiscrete", "nvec": space.nvec.tolist(), "dtype": str(space.dtype)}
+    if isinstance(space, gym.spaces.MultiBinary):
+        return {"type": "MultiBinary", "n": np.asarray(space.n).tolist()}
+    raise RLKitError(f"demonstrations support Box, Discrete, MultiDiscrete and MultiBinary spaces, not "
+                     f"{type(space).__name__}; flatten the env's space with a wrapper first")
+
+
+def space_brief(space: gym.Space) -> str:
+    """A one-line description of a space (numpy's repr of long bounds spans lines)."""
+    if isinstance(space, gym.spaces.Box):
+        return f"Box{tuple(space.shape)} {space.dtype}"
+    return repr(space).replace("\n", " ")
+
+
+def space_from_json(data: dict[str, Any]) -> gym.Space:
+    kind = data.get("type")
+    if kind == "Discrete":
+        return gym.spaces.Discrete(int(data["n"]), start=int(data.get("start", 0)))
+    if kind == "Box":
+        shape, dtype = tuple(data["shape"]), np.dtype(data["dtype"])
+        return gym.spaces.Box(_decode_bound(data["low"], shape, dtype), _decode_bound(data["high"], shape, dtype),
+                              shape=shape, dtype=dtype)
+    if kind == "MultiDiscrete":
+        return gym.spaces.MultiDiscrete(np.array(data["nvec"]), dtype=np.dtype(data.get("dtype", "int64")))
+    if kind == "MultiBinary":
+        return gym.spaces.MultiBinary(data["n"])
+    raise RLKitError(f"unknown space type {kind!r} in the dataset manifest; was it written by a newer rlkit?")
+
+
+# ---------------------------------------------------------------------------------------------
+# Data types
+# ---------------------------------------------------------------------------------------------
+
+class Transitions(NamedTuple):
+    """Flat (obs, action, next obs, done) arrays over all episodes, numpy or torch.
+
+    ``dones[t]`` is True on the last step of an episode that *terminated* (not on truncation),
+    like ``imitation.data.types.Transitions``: a learner must not bootstrap there.
+    """
+
+    obs: Any
+    acts: Any
+    next_obs: Any
+    dones: Any
+
+
+@dataclass
+class Episode:
+    """One demonstration. ``obs`` is T+1 long (it includes the final observation), ``actions`` T long.
+
+    ``rewards`` is None unless the recording kept them; ``episode_return`` is metadata for reports
+    (learners never read it) and may be None. ``index`` is the episode's number in its dataset on disk.
+    """
+
+    obs: np.ndarray
+    actions: np.ndarray
+    terminated: bool
+    truncated: bool
+    seed: int | None
+    options: dict[str, Any] | None = None
+    rewards: np.ndarray | None = None
+    episode_return: float | None = None
+    index: int = 0
+    source: str | None = None
+
+    @property
+    def length(self) -> int:
+        return len(self.actions)
+
+
+class Dataset:
+    """Episodes plus the dataset's metadata (``meta``; spaces as gymnasium spaces).
+
+    ``len(dataset)`` is the number of episodes; iterating yields :class:`Episode` objects.
+    """
+
+    def __init__(self, meta: dict[str, Any], episodes: list[Episode], path: Path | None = None,
+                 skipped: Sequence[tuple[int, str]] = ()) -> None:
+        self.meta = meta
+        self.episodes = episodes
+        self.path = path
+        self.skipped = list(skipped)  # (episode index, reason) left out by skip_corrupt
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    def __iter__(self) -> Iterator[Episode]:
+        return iter(self.episodes)
+
+    def __getitem__(self, i: int) -> Episode:
+        return self.episodes[i]
+
+    def __repr__(self) -> str:
+        return f"Dataset({self.env_id!r}, episodes={len(self)}, steps={self.num_steps}, path={str(self.path)!r})"
+
+    @property
+    def env_id(self) -> str:
+        return self.meta["env_id"]
+
+    @property
+    def observation_space(self) -> gym.Space:
+        return self.meta["observation_space"]
+
+    @property
+    def action_space(self) -> gym.Space:
+        return self.meta["action_space"]
+
+    @property
+    def num_steps(self) -> int:
+        return sum(ep.length for ep in self.episodes)
+
+    @property
+    def has_rewards(self) -> bool:
+        return bool(self.episodes) and all(ep.rewards is not None for ep in self.episodes)
+
+    def transitions(self, torch: bool = False) -> Transitions:
+        """All episodes as flat transitions (episode order); ``torch=True`` returns tensors sharing memory."""
+        if not self.episodes:
+            raise RLKitError(f"dataset {self.path} has no episodes; record some with `rlkit demos record`")
+        eps = self.episodes
+        obs = np.concatenate([ep.obs[:-1] for ep in eps])
+        next_obs = np.concatenate([ep.obs[1:] for ep in eps])
+        acts = np.concatenate([ep.actions for ep in eps])
+        dones = np.zeros(len(acts), dtype=bool)
+        ends = np.cumsum([ep.length for ep in eps]) - 1
+        terminal = np.array([ep.terminated and ep.length > 0 for ep in eps])
+        dones[ends[terminal]] = True
+        if not torch:
+            return Transitions(obs, acts, next_obs, dones)
+        import torch as th
+
+        return Transitions(*(th.from_numpy(np.ascontiguousarray(a)) for a in (obs, acts, next_obs, dones)))
+
+    def subset(self, indices: Sequence[int]) -> Dataset:
+        """The episodes at these positions (0..len-1, not on-disk indices), sharing ``meta``."""
+        try:
+            episodes = [self.episodes[int(i)] for i in indices]
+        except IndexError:
+            raise RLKitError(f"subset index out of range: the dataset has {len(self)} episodes") from None
+        return Dataset(self.meta, episodes, self.path)
+
+    def split(self, val_fraction: float = 0.2, seed: int = 0) -> tuple[Dataset, Dataset]:
+        """Split by whole episodes into (train, validation); at least one episode on each side."""
+        if not 0.0 < val_fraction < 1.0:
+            raise RLKitError(f"val_fraction must be in (0, 1); got {val_fraction}")
+        if len(self) < 2:
+            raise RLKitError(f"cannot split {len(self)} episode(s) into train and validation; record at least 2")
+        order = np.random.default_rng(seed).permutation(len(self))
+        num_val = min(max(1, round(val_fraction * len(self))), len(self) - 1)
+        return self.subset(sorted(order[num_val:])), self.subset(sorted(order[:num_val]))
+
+    def check_env(self, env_id: str | None = None, observation_space: gym.Space | None = None,
+                  action_space: gym.Space | None = None) -> None:
+        """Raise a one-line RLKitError when the dataset does not match this env (learners call it)."""
+        if env_id is not None and _bare_id(env_id) != _bare_id(self.env_id):
+            raise RLKitError(f"dataset {self.path} was recorded on {self.env_id}, not {env_id}; "
+                             f"record demonstrations for {env_id} or train on {self.env_id}")
+        for name, space in (("observation", observation_space), ("action", action_space)):
+            if space is not None and space_to_json(space) != space_to_json(self.meta[f"{name}_space"]):
+                raise RLKitError(f"dataset {self.path} has {name} space "
+                                 f"{space_brief(self.meta[f'{name}_space'])}, but the env has {space_brief(space)}")
+
+
+def _bare_id(env_id: str) -> str:
+    """``pkg.module:Env-v0`` and ``Env-v0`` name the same env."""
+    return env_id.rpartition(":")[2]
+
+
+# ---------------------------------------------------------------------------------------------
+# Episode files
+# ---------------------------------------------------------------------------------------------
+
+def _is_frame_stack(obs: np.ndarray) -> bool:
+    """True when obs[t+1] is obs[t] shifted by one frame along axis 1 (gymnasium's FrameStack)."""
+    return (obs.ndim >= 4 and obs.shape[1] > 1 and len(obs) > 0
+            and bool(np.array_equal(obs[1:, :-1], obs[:-1, 1:])))
+
+
+def encode_episode(obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray | None) -> bytes:
+    """The compressed .npz bytes of one episode."""
+    arrays: dict[str, np.ndarray] = {"actions": actions}
+    if _is_frame_stack(obs):
+        # every frame once: the first stack, then the newest frame of each later observation
+        arrays["obs_frames"] = np.concatenate([obs[0], obs[1:, -1]])
+        arrays["obs_stack"] = np.array(obs.shape[1])
+    else:
+        arrays["obs"] = obs
+    if rewards is not None:
+        arrays["rewards"] = rewards
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def decode_episode(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        actions = npz["actions"]
+        rewards = npz["rewards"] if "rewards" in npz.files else None
+        if "obs_frames" in npz.files:
+            frames, k = npz["obs_frames"], int(npz["obs_stack"])
+            windows = np.lib.stride_tricks.sliding_window_view(frames, k, axis=0)  # (T+1, ..., k)
+            obs = np.ascontiguousarray(np.moveaxis(windows, -1, 1))
+        else:
+            obs = npz["obs"]
+    return obs, actions, rewards
+
+
+def _write_file_atomic(path: Path, data: bytes, fsync: bool) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _episode_file(index: int) -> str:
+    return f"{EPISODE_DIR}/{index:06d}.npz"
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The raw (JSON) manifest of a dataset directory, with one-line errors."""
+    path = Path(path)
+    manifest = path / MANIFEST
+    if not path.exists():
+        raise RLKitError(f"dataset {path} does not exist; record one with `rlkit demos record --out {path}`")
+    if not manifest.is_file():
+        raise RLKitError(f"{path} is not an rlkit demonstration dataset (no {MANIFEST})")
+    try:
+        raw = json.loads(manifest.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RLKitError(f"{manifest} is corrupt ({type(e).__name__}); the dataset header cannot be read") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise RLKitError(f"{manifest} is not an rlkit demonstration manifest")
+    if int(raw.get("format_version", 0)) > FORMAT_VERSION:
+        raise RLKitError(f"{path} uses format version {raw['format_version']}, newer than this rlkit reads "
+                         f"({FORMAT_VERSION}); upgrade rlkit")
+    return raw
+
+
+def read_index(path: str | Path, skip_corrupt: bool = False) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
+    """Committed index records (a line cut short by a crash is not committed) and skipped (line, reason)."""
+    index_file = Path(path) / INDEX
+    data = index_file.read_bytes() if index_file.exists() else b""
+    lines = data.split(b"\n")[:-1]  # the part after the last newline was never committed
+    records, skipped = [], []
+    for n, line in enumerate(lines):
+        try:
+            rec = json.loads(line)
+            if rec["index"] != n:
+                raise ValueError("index mismatch")
+            for key in ("file", "sha256", "bytes", "length", "terminated", "truncated"):
+                rec[key]  # noqa: B018  (presence check)
+            records.append(rec)
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            reason = f"line {n + 1} of {index_file} (episode {n}) is corrupt"
+            if not skip_corrupt:
+                raise RLKitError(f"{reason}; {_SKIP_HINT}") from None
+            skipped.append((n, reason))
+    return records, skipped
+
+
+def meta_from_manifest(raw: dict[str, Any]) -> dict[str, Any]:
+    """The manifest with its spaces rebuilt as gymnasium spaces."""
+    meta = dict(raw)
+    meta["observation_space"] = space_from_json(raw["observation_space"])
+    meta["action_space"] = space_from_json(raw["action_space"])
+    return meta
+
+
+def _load_episode(root: Path, rec: dict[str, Any], meta: dict[str, Any]) -> Episode:
+    n, rel = rec["index"], rec["file"]
+    name = f"episode {n} ({root / rel})"
+    file = root / rel
+    if not file.is_file():
+        raise RLKitError(f"{name} is missing")
+    data = file.read_bytes()
+    if len(data) != rec["bytes"]:
+        raise RLKitError(f"{name} is truncated or damaged: {len(data)} bytes on disk, {rec['bytes']} recorded")
+    if hashlib.sha256(data).hexdigest() != rec["sha256"]:
+        raise RLKitError(f"{name} is corrupt (sha256 checksum mismatch)")
+    try:
+        obs, actions, rewards = decode_episode(data)
+    except Exception as e:  # zipfile/zlib/numpy raise many types for damaged data
+        raise RLKitError(f"{name} cannot be decoded ({type(e).__name__})") from None
+    T = rec["length"]
+    obs_shape = meta["observation_space"].shape
+    if len(actions) != T or len(obs) != T + 1 or obs.shape[1:] != obs_shape:
+        raise RLKitError(f"{name} has inconsistent shapes: obs {obs.shape}, actions {actions.shape}, length {T}")
+    return Episode(obs=obs, actions=actions, terminated=bool(rec["terminated"]), truncated=bool(rec["truncated"]),
+                   seed=rec.get("seed"), options=rec.get("options"), rewards=rewards,
+                   episode_return=rec.get("episode_return"), index=n, source=rec.get("source"))
+
+
+def load(path: str | Path, skip_corrupt: bool = False, env_id: str | None = None) -> Dataset:
+    """Load a dataset directory, verifying every episode's checksum.
+
+    Args:
+        path: the dataset directory.
+        skip_corrupt: leave out damaged, truncated or missing episodes (listed in ``dataset.skipped``,
+            with a warning) instead of raising a one-line :class:`RLKitError` naming the first one.
+        env_id: when given, raise unless the dataset was recorded on this env.
+    """
+    root = Path(path)
+    meta = meta_from_manifest(read_manifest(root))
+    records, skipped = read_index(root, skip_corrupt)
+    episodes = []
+    for rec in records:
+        try:
+            episodes.append(_load_episode(root, rec, meta))
+        except RLKitError as e:
+            if not skip_corrupt:
+                raise RLKitError(f"{e}; {_SKIP_HINT}") from None
+            skipped.append((rec["index"], str(e)))
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} damaged episode(s) of {root}: "
+                      + "; ".join(reason for _, reason in skipped[:3]), stacklevel=2)
+    dataset = Dataset(meta, episodes, root, sorted(skipped))
+    if env_id is not None:
+        dataset.check_env(env_id)
+    return dataset
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+
+def versions() -> dict[str, str]:
+    return {"rlkit": rlkit.__version__, "gymnasium": gym.__version__, "numpy": np.__version__,
+            "python": sys.version.split()[0]}
+
+
+def _jsonable(value: Any, what: str) -> Any:
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError):
+        raise RLKitError(f"{what} must be JSON-serialisable (numbers, strings, lists, dicts); got {value!r}"
+                         ) from None
+
+
+class DatasetWriter:
+    """Append episodes to a dataset directory, each one atomically.
+
+    Args:
+        path: the dataset directory (created if missing).
+        env_id, observation_space, action_space: what the episodes come from (stored in the manifest).
+        source: the policy source (``random``, ``sb3:PPO:model.zip``, a run directory, ...).
+        env_kwargs: keyword arguments the env was made with (replay rebuilds the env from them).
+        append: add to an existing dataset; refused when its env or spaces differ. Without it an
+            existing dataset is an error (nothing is overwritten).
+        fsync: also flush every episode to the disk (power-loss safety; ~6 ms per episode here).
+    """
+
+    def __init__(self, path: str | Path, env_id: str, observation_space: gym.Space, action_space: gym.Space,
+                 source: str, env_kwargs: dict[str, Any] | None = None, append: bool = False,
+                 fsync: bool = False) -> None:
+        self.path = Path(path)
+        self.source = str(source)
+        self.fsync = fsync
+        obs_json, act_json = space_to_json(observation_space), space_to_json(action_space)
+        self.observation_space, self.action_space = observation_space, action_space
+        env_kwargs = _jsonable(dict(env_kwargs or {}), "env_kwargs")
+        exists = (self.path / MANIFEST).exists()
+        if exists and not append:
+            raise RLKitError(f"dataset {self.path} already exists; pass append=True (CLI: --append) to add "
+                             f"episodes or choose another --out")
+        if exists:
+            raw = read_manifest(self.path)
+            ours = {"env": _bare_id(env_id), "env_kwargs": env_kwargs, "observation space": obs_json,
+                    "action space": act_json}
+            theirs = {"env": _bare_id(raw["env_id"]), "env_kwargs": raw["env_kwargs"],
+                      "observation space": raw["observation_space"], "action space": raw["action_space"]}
+            shown = {"env": (raw["env_id"], env_id), "env_kwargs": (raw["env_kwargs"], env_kwargs),
+                     "observation space": (space_brief(space_from_json(raw["observation_space"])),
+                                           space_brief(observation_space)),
+                     "action space": (space_brief(space_from_json(raw["action_space"])), space_brief(action_space))}
+            diffs = [f"{key} {shown[key][0]} (not {shown[key][1]})" for key in ours if ours[key] != theirs[key]]
+            if diffs:
+                raise RLKitError(f"cannot append to {self.path}: it holds {'; '.join(diffs)}; "
+                                 f"record into a new dataset")
+        else:
+            if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+                raise RLKitError(f"{self.path} exists and is not an rlkit dataset; choose another --out")
+            (self.path / EPISODE_DIR).mkdir(parents=True, exist_ok=True)
+        (self.path / EPISODE_DIR).mkdir(exist_ok=True)
+        self._fd = os.open(self.path / INDEX, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._fd)
+            raise RLKitError(f"another process is writing to {self.path}; wait for it to finish") from None
+        self._trim_torn_tail()
+        self._next = (self.path / INDEX).read_bytes().count(b"\n")
+        if not exists:
+            manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "env_id": env_id,
+                        "env_kwargs": env_kwargs, "observation_space": obs_json, "action_space": act_json,
+                        "source": self.source, "versions": versions(),
+                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            atomic_write_text(self.path / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+        self.num_added = 0
+
+    def _trim_torn_tail(self) -> None:
+        """Cut a last line that a crash left without its newline (it was never committed)."""
+        data = (self.path / INDEX).read_bytes()
+        keep = data.rfind(b"\n") + 1
+        if keep != len(data):
+            os.ftruncate(self._fd, keep)
+
+    def add_episode(self, obs: Any, actions: Any, terminated: bool, truncated: bool, seed: int | None,
+                    options: dict[str, Any] | None = None, rewards: Any = None,
+                    episode_return: float | None = None) -> int:
+        """Write one episode (obs T+1 long, actions T long) and commit it; returns its index."""
+        if self._fd < 0:
+            raise RLKitError(f"the writer of {self.path} is closed")
+        obs = np.asarray(obs, dtype=self.observation_space.dtype)
+        actions = np.asarray(actions, dtype=self.action_space.dtype)
+        T = len(actions)
+        if obs.shape != (T + 1, *self.observation_space.shape):
+            raise RLKitError(f"episode obs must have shape {(T + 1, *self.observation_space.shape)} (T+1 with "
+                             f"T={T} actions); got {obs.shape}")
+        if actions.shape[1:] != self.action_space.shape:
+            raise RLKitError(f"episode actions must have shape (T, {self.action_space.shape}); got {actions.shape}")
+        if isinstance(self.action_space, gym.spaces.Discrete) and T:
+            lo, hi = self.action_space.start, self.action_space.start + self.action_space.n - 1
+            if actions.min() < lo or actions.max() > hi:
+                raise RLKitError(f"discrete actions must lie in [{lo}, {hi}]; got {actions.min()}..{actions.max()}")
+        if rewards is not None:
+            rewards = np.asarray(rewards, dtype=np.float32)
+            if rewards.shape != (T,):
+                raise RLKitError(f"rewards must have shape ({T},); got {rewards.shape}")
+        index = self._next
+        data = encode_episode(obs, actions, rewards)
+        rel = _episode_file(index)
+        _write_file_atomic(self.path / rel, data, self.fsync)
+        record = {"index": index, "file": rel, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+                  "length": T, "terminated": bool(terminated), "truncated": bool(truncated),
+                  "seed": None if seed is None else int(seed), "options": _jsonable(options, "reset options"),
+                  "rewards": rewards is not None,
+                  "episode_return": None if episode_return is None else float(episode_return),
+                  "source": self.source}
+        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        # the commit point: one write of one line on an O_APPEND descriptor
+        if os.write(self._fd, line) != len(line):
+            raise RLKitError(f"short write to {self.path / INDEX}; is the disk full?")
+        if self.fsync:
+            os.fsync(self._fd)
+        self._next += 1
+        self.num_added += 1
+        return index
+
+    @property
+    def num_episodes(self) -> int:
+        """Episodes in the dataset, including those there before this writer opened it."""
+        return self._next
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+

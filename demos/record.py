@@ -1,0 +1,130 @@
+"""The recorder: run any Policy in an env and write each finished episode to a dataset.
+
+Episode ``i`` of a call is reset with ``seed + i`` (and ``reset_options``); both are stored, so
+``rlkit demos replay`` can rebuild it. An interrupted recording (Ctrl-C, a crash, kill -9) keeps
+every episode committed before it; the episode in progress is dropped.
+
+Interactive policies (the human keyboard source) may additionally define ``needs_render = True``
+(the env is made with ``render_mode="rgb_array"``), ``begin_episode(env, index, total)`` and raise
+:class:`DiscardEpisode` (the episode is dropped and re-played with the same seed) or
+:class:`StopRecording` (recording ends, keeping the committed episodes) from ``act``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from demos.dataset import DatasetWriter
+from rlkit.types import Policy
+
+
+class DiscardEpisode(Exception):
+    """Raised by an interactive policy to drop the episode in progress."""
+
+
+class StopRecording(Exception):
+    """Raised by an interactive policy to end the recording after the committed episodes."""
+
+
+def dir_bytes(path: str | Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def record(policy: Policy | str, env_id: str, episodes: int, out: str | Path, seed: int = 0,
+           keep_rewards: bool = False, source: str | None = None, env_kwargs: dict[str, Any] | None = None,
+           append: bool = False, deterministic: bool = True, reset_options: dict[str, Any] | None = None,
+           fsync: bool = False, on_episode: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Record ``episodes`` episodes of ``policy`` in ``env_id`` into the dataset ``out``.
+
+    Args:
+        policy: a Policy, or a source string resolved by :func:`demos.resolve_policy`.
+        env_id: the env (any ``gymnasium.make`` id, made through ``envs.make_env``).
+        episodes: number of episodes to commit.
+        out: dataset directory.
+        seed: episode ``i`` is reset with ``seed + i``.
+        keep_rewards: store per-step rewards (off by default: imitation learners must not see them).
+        source: the policy source stored in the metadata (defaults to ``policy`` when it is a string).
+        env_kwargs: keyword arguments of the env (``max_episode_steps`` caps episodes).
+        append: add to an existing dataset of the same env and spaces.
+        deterministic: greedy actions from the policy.
+        reset_options: the ``options`` of every reset (stored per episode).
+        fsync: flush each episode to the disk too (power-loss safety).
+        on_episode: called with a small dict after each committed episode (progress output).
+
+    Returns:
+        Statistics: episodes and steps recorded, returns and lengths, dataset size, wall time.
+    """
+    from envs import make_env
+
+    if episodes < 1:
+        from rlkit.errors import RLKitError
+
+        raise RLKitError(f"episodes must be at least 1; got {episodes}")
+    if isinstance(policy, str):
+        from demos.sources import resolve_policy
+
+        source = source or policy
+        policy = resolve_policy(policy, env_id, seed=seed, env_kwargs=env_kwargs)
+    source = source or type(policy).__name__
+    t0 = time.perf_counter()
+    env = make_env(env_id, seed=seed, render_mode="rgb_array" if getattr(policy, "needs_render", False) else None,
+                   env_kwargs=env_kwargs)
+    writer = None
+    returns: list[float] = []
+    lengths: list[int] = []
+    discarded, stopped = 0, False
+    try:
+        writer = DatasetWriter(out, env_id, env.observation_space, env.action_space, source,
+                               env_kwargs=env_kwargs, append=append, fsync=fsync)
+        act_dtype = env.action_space.dtype
+        i = 0
+        while i < episodes:
+            obs, _ = env.reset(seed=seed + i, options=reset_options)
+            obs_list = [np.asarray(obs)]
+            actions, rewards = [], []
+            total = 0.0
+            if hasattr(policy, "begin_episode"):
+                policy.begin_episode(env, i, episodes)
+            try:
+                while True:
+                    # cast before stepping so that replaying the stored (cast) action is exact
+                    action = np.asarray(policy.act(obs_list[-1][None], deterministic)[0], dtype=act_dtype)
+                    obs, reward, terminated, truncated, _ = env.step(action)
+                    obs_list.append(np.asarray(obs))
+                    actions.append(action)
+                    rewards.append(reward)
+                    total += float(reward)
+                    if terminated or truncated:
+                        break
+            except DiscardEpisode:
+                discarded += 1
+                continue
+            except StopRecording:
+                stopped = True
+                break
+            index = writer.add_episode(np.stack(obs_list), np.stack(actions), terminated, truncated, seed + i,
+                                       options=reset_options, rewards=rewards if keep_rewards else None,
+                                       episode_return=total)
+            returns.append(total)
+            lengths.append(len(actions))
+            i += 1
+            if on_episode is not None:
+                on_episode({"episode": i, "of": episodes, "index": index, "return": total, "length": len(actions)})
+    finally:
+        if writer is not None:
+            writer.close()
+        env.close()
+        if hasattr(policy, "close"):
+            policy.close()
+    return {"out": str(out), "env_id": env_id, "source": source, "episodes": len(returns),
+            "total_episodes": writer.num_episodes, "steps": int(sum(lengths)),
+            "mean_return": float(np.mean(returns)) if returns else None,
+            "std_return": float(np.std(returns)) if returns else None,
+            "mean_length": float(np.mean(lengths)) if lengths else None,
+            "returns": returns, "lengths": lengths, "discarded": discarded, "stopped_early": stopped,
+            "bytes": dir_bytes(out), "wall_s": time.perf_counter() - t0}

@@ -1,0 +1,342 @@
+"""Honest aggregates over seeds, learning curves from run directories, tables and plots.
+
+The statistics follow rliable (Agarwal et al. 2021, "Deep RL at the Edge of the Statistical
+Precipice", https://arxiv.org/abs/2108.13264), re-implemented in a few lines of numpy so the core
+needs no extra dependency (rliable pulls arch, statsmodels and seaborn):
+
+* **IQM**, the interquartile mean: the mean of the middle 50% of all run scores, pooled over tasks.
+  It trims ``int(0.25 * n)`` scores from each end, exactly as ``scipy.stats.trim_mean(x, 0.25)``
+  (which rliable calls), so with 4 runs it is the mean of the middle 2 and with 5 runs of the middle 3.
+* **Stratified bootstrap CIs**: each bootstrap replicate resamples, with replacement and independently
+  for every task (the strata), as many runs as that task has; the statistic is recomputed on each
+  replicate and the CI is the percentile interval of those values (rliable's default ``percentile``
+  method, 50,000 replicates). With one task this is the ordinary bootstrap over seeds.
+
+Learning curves come from a run directory's ``metrics.csv`` (column ``global_step`` and
+``eval/mean_return``, else ``charts/episode_return``). Plots are drawn with matplotlib's Agg canvas
+directly, without pyplot, so making one never changes a notebook's backend.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlkit.errors import RLKitError
+
+EVAL_KEY = "eval/mean_return"
+TRAIN_KEY = "charts/episode_return"
+
+
+# ---------------------------------------------------------------------------------------------
+# Aggregate statistics (pure functions on arrays)
+# ---------------------------------------------------------------------------------------------
+def iqm(scores: Any, axis: int | None = None) -> Any:
+    """Interquartile mean: mean of the scores left after trimming ``int(0.25 * n)`` from each end.
+
+    Args:
+        scores: any array of scores; pooled (flattened) when ``axis`` is None, as rliable's
+            ``aggregate_iqm`` pools runs and tasks.
+        axis: reduce along this axis only (used to evaluate many bootstrap replicates at once).
+    """
+    x = np.asarray(scores, dtype=np.float64)
+    if axis is None:
+        x, axis = x.reshape(-1), 0
+    n = x.shape[axis]
+    if n == 0:
+        raise RLKitError("IQM of an empty set of scores; at least one run must have finished")
+    cut = int(0.25 * n)
+    trimmed = np.take(np.sort(x, axis=axis), np.arange(cut, n - cut), axis=axis)
+    return trimmed.mean(axis=axis)
+
+
+def _as_runs_by_tasks(scores: Any) -> np.ndarray:
+    x = np.asarray(scores, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise RLKitError(f"scores must be a (runs,) or (runs, tasks) array with at least one run; got {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise RLKitError("scores contain NaN or inf; check the runs' final.json files")
+    return x
+
+
+def _pooled(statistic: Callable[..., Any]) -> Callable[[np.ndarray], np.ndarray]:
+    """Turn a reducer ``f(x, axis)`` into one over the pooled (runs, tasks) axes of each replicate."""
+    return lambda reps: statistic(reps.reshape(reps.shape[0], -1), axis=1)
+
+
+AGGREGATES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "mean": _pooled(np.mean),
+    "iqm": _pooled(iqm),
+    "median": _pooled(np.median),
+}
+
+
+def stratified_bootstrap_ci(scores: Any, statistic: Callable[[np.ndarray], np.ndarray], reps: int = 50_000,
+                            confidence: float = 0.95, seed: int = 0, chunk: int = 10_000
+                            ) -> tuple[float, float, float]:
+    """Point estimate and percentile stratified-bootstrap confidence interval.
+
+    Args:
+        scores: (runs,) or (runs, tasks) array of final scores (one task = ordinary bootstrap).
+        statistic: maps a batch of replicates shaped (reps, runs, tasks) to (reps,) values;
+            see :data:`AGGREGATES`.
+        reps: bootstrap replicates (rliable's default is 50,000).
+        confidence: size of the interval in (0, 1).
+        seed: seed of the resampling, so a report is reproducible.
+        chunk: replicates drawn at once (bounds memory; the draws do not depend on it).
+
+    Returns:
+        ``(point, low, high)``, the point estimate on the original scores and the interval.
+    """
+    if not 0 < confidence < 1:
+        raise RLKitError(f"confidence must be in (0, 1); got {confidence}")
+    if reps < 1:
+        raise RLKitError(f"reps must be at least 1; got {reps}")
+    x = _as_runs_by_tasks(scores)
+    runs, tasks = x.shape
+    rng = np.random.default_rng(seed)
+    values = []
+    for start in range(0, reps, chunk):
+        n = min(chunk, reps - start)
+        # Run indices drawn independently per task: a replicate keeps every task's run count (the strata).
+        idx = rng.integers(0, runs, size=(n, runs, tasks))
+        values.append(statistic(np.take_along_axis(np.broadcast_to(x, (n, runs, tasks)), idx, axis=1)))
+    stats = np.concatenate(values)
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(stats, [tail, 100 - tail])
+    point = float(statistic(x[None])[0])
+    return point, float(low), float(high)
+
+
+def summarize(scores: Any, reps: int = 50_000, confidence: float = 0.95, seed: int = 0) -> dict[str, Any]:
+    """Mean, IQM and median with stratified-bootstrap CIs, plus std/min/max over runs."""
+    x = _as_runs_by_tasks(scores)
+    out: dict[str, Any] = {"runs": int(x.shape[0]), "tasks": int(x.shape[1])}
+    for name, statistic in AGGREGATES.items():
+        point, low, high = stratified_bootstrap_ci(x, statistic, reps=reps, confidence=confidence, seed=seed)
+        out[name] = point
+        out[f"{name}_ci"] = [low, high]
+    out.update(std=float(x.std(ddof=1)) if x.size > 1 else 0.0, min=float(x.min()), max=float(x.max()),
+               confidence=confidence, bootstrap_reps=reps, bootstrap_seed=seed)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# References (published results)
+# ---------------------------------------------------------------------------------------------
+def reference_range(ref: dict[str, Any] | None) -> tuple[float, float] | None:
+    """The interval a reference spans: ``range: [lo, hi]``, else ``score ± plus_minus``, else the point."""
+    if not ref or ref.get("score") is None and ref.get("range") is None:
+        return None
+    if ref.get("range") is not None:
+        lo, hi = ref["range"]
+        return float(lo), float(hi)
+    score, pm = float(ref["score"]), float(ref.get("plus_minus") or 0.0)
+    return score - pm, score + pm
+
+
+def format_reference(ref: dict[str, Any]) -> str:
+    """``500.0 ± 0.0`` / ``[475, 500]`` / ``none published`` for tables."""
+    if ref.get("score") is None and ref.get("range") is None:
+        return "none published"
+    text = fmt(ref["score"]) if ref.get("score") is not None else ""
+    if ref.get("plus_minus") is not None:
+        text += f" ± {fmt(ref['plus_minus'])}"
+    if ref.get("range") is not None:
+        lo, hi = ref["range"]
+        text += f"{' ' if text else ''}[{fmt(lo)}, {fmt(hi)}]"
+    return text
+
+
+def compare_to_reference(summary: dict[str, Any], ref: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Whether the mean falls in the reference's range and whether its CI overlaps that range."""
+    span = reference_range(ref)
+    if span is None:
+        return None
+    lo, hi = span
+    m, (c_lo, c_hi) = summary["mean"], summary["mean_ci"]
+    in_range = lo <= m <= hi
+    overlaps = c_lo <= hi and c_hi >= lo
+    if in_range:
+        verdict = "within the reference range"
+    elif overlaps:
+        verdict = "mean outside the reference range, but its 95% CI overlaps it"
+    else:
+        verdict = f"{'below' if m < lo else 'above'} the reference range (95% CI does not overlap)"
+    return {"range": [lo, hi], "mean_in_range": in_range, "ci_overlaps_range": overlaps, "verdict": verdict}
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------------------------
+def fmt(x: Any) -> str:
+    """Numbers for tables: one decimal for large values, two for small ones."""
+    if x is None:
+        return "—"
+    if isinstance(x, (int, np.integer)) and not isinstance(x, bool):
+        return str(int(x))
+    x = float(x)
+    if not math.isfinite(x):
+        return str(x)
+    return f"{x:.1f}" if abs(x) >= 100 else f"{x:.2f}"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-flavoured markdown table; cells are formatted with :func:`fmt` unless already strings."""
+    def cell(v: Any) -> str:
+        return (v if isinstance(v, str) else fmt(v)).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def per_seed_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Per-seed final returns from ``final.json``-like dicts (``seed``, ``eval``, ``env_steps``, ``wall_s``)."""
+    body = [[str(r["seed"]), f"{fmt(r['eval']['mean'])} ± {fmt(r['eval']['std'])}", str(r["eval"]["episodes"]),
+             str(r["env_steps"]), f"{float(r['wall_s']):.0f}"] for r in rows]
+    return markdown_table(["seed", "final return (mean ± std over episodes)", "eval episodes", "steps", "wall s"],
+                          body)
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    pct = f"{summary['confidence']:.0%}"
+    rows = [[name, summary[name], f"[{fmt(summary[f'{name}_ci'][0])}, {fmt(summary[f'{name}_ci'][1])}]"]
+            for name in ("mean", "iqm", "median")]
+    rows[1][0] = "IQM"
+    rows.append(["std over seeds", summary["std"], "—"])
+    rows.append(["min / max", f"{fmt(summary['min'])} / {fmt(summary['max'])}", "—"])
+    return markdown_table(["statistic", "value", f"{pct} CI (stratified bootstrap)"], rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning curves
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Curve:
+    """One run's learning curve: ``values[i]`` is the metric logged at env step ``steps[i]``."""
+
+    steps: np.ndarray
+    values: np.ndarray
+    metric: str
+    source: str
+
+
+def load_curve(run_dir: str | Path, metric: str = "auto") -> Curve:
+    """Read a run's learning curve from its ``metrics.csv``.
+
+    Args:
+        run_dir: an rlkit run directory.
+        metric: ``eval`` (``eval/mean_return``), ``train`` (``charts/episode_return``), ``auto``
+            (eval when the run has eval points, else train) or any other column name.
+    """
+    path = Path(run_dir) / "metrics.csv"
+    if not path.exists():
+        raise RLKitError(f"{path} not found; pass rlkit run directories (they hold metrics.csv)")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    columns = set(rows[0]) if rows else set()
+    wanted = {"eval": [EVAL_KEY], "train": [TRAIN_KEY], "auto": [EVAL_KEY, TRAIN_KEY]}.get(metric, [metric])
+    for key in wanted:
+        points = [(float(r["global_step"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
+        if points:
+            steps, values = np.array(points, dtype=np.float64).T
+            return Curve(steps=steps, values=values, metric=key, source=str(run_dir))
+    raise RLKitError(f"{path} has no values for {' or '.join(wanted)} (columns: {', '.join(sorted(columns))}); "
+                     "train with eval_every > 0 or choose --metric train")
+
+
+def align_curves(curves: Sequence[Curve]) -> tuple[np.ndarray, np.ndarray]:
+    """Put several runs on one step grid: (grid, values shaped (runs, points)).
+
+    The grid is the union of the runs' logged steps where every run has started logging. A run's
+    value at a grid step is its latest logged value at or before that step (the metric a run
+    reports stays in force until the next evaluation, which is also how metrics.csv carries it).
+    """
+    if not curves:
+        raise RLKitError("no learning curves to align")
+    start = max(c.steps[0] for c in curves)
+    end = min(c.steps[-1] for c in curves)
+    grid = np.unique(np.concatenate([c.steps for c in curves]))
+    grid = grid[(grid >= start) & (grid <= end)]
+    if grid.size == 0:  # runs that never overlap: fall back to the last run's own steps
+        grid = np.unique(np.concatenate([c.steps for c in curves]))
+    table = np.empty((len(curves), grid.size))
+    for i, c in enumerate(curves):
+        order = np.argsort(c.steps, kind="stable")
+        steps, values = c.steps[order], c.values[order]
+        pos = np.clip(np.searchsorted(steps, grid, side="right") - 1, 0, len(steps) - 1)
+        table[i] = values[pos]
+    return grid, table
+
+
+def curve_band(curves: Sequence[Curve], reps: int = 2_000, confidence: float = 0.95, seed: int = 0
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean curve over runs with a bootstrap CI band: (grid, mean, low, high).
+
+    Whole curves are resampled (a replicate draws runs with replacement), so the band at each step
+    is the percentile CI of the mean over runs at that step. Fewer replicates than for the final
+    table keep plotting fast; the band is a picture, the table carries the numbers.
+    """
+    grid, table = align_curves(curves)
+    mean = table.mean(axis=0)
+    if len(curves) < 2:
+        return grid, mean, mean.copy(), mean.copy()
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(curves), size=(reps, len(curves)))
+    boot = table[idx].mean(axis=1)  # (reps, points)
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(boot, [tail, 100 - tail], axis=0)
+    return grid, mean, low, high
+
+
+def plot_curves(groups: Sequence[tuple[str, Sequence[Curve]]], path: str | Path,
+                reference: dict[str, Any] | None = None, title: str = "", ylabel: str = "return",
+                xlabel: str = "environment steps") -> Path:
+    """Write a PNG: for each (label, runs) the mean curve with a 95% CI band, and the reference line.
+
+    Args:
+        groups: (label, curves) pairs; a group of one run is drawn as a plain line.
+        path: the PNG file to write.
+        reference: ``{"score", "plus_minus" | "range", "source"}``; drawn as a horizontal line with
+            its range shaded.
+        title, ylabel, xlabel: axis texts.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for i, (label, curves) in enumerate(groups):
+        color = f"C{i % 10}"
+        grid, mean, low, high = curve_band(curves)
+        n = len(curves)
+        ax.plot(grid, mean, color=color, lw=1.8, label=f"{label} (mean of {n} runs)" if n > 1 else label)
+        if n > 1:
+            ax.fill_between(grid, low, high, color=color, alpha=0.2, lw=0)
+    span = reference_range(reference)
+    if span is not None:
+        score = float(reference["score"]) if reference.get("score") is not None else sum(span) / 2
+        ax.axhline(score, color="black", ls="--", lw=1.2,
+                   label=f"reference {format_reference(reference)} ({reference.get('source', 'unknown source')})")
+        if span[1] > span[0]:
+            ax.axhspan(span[0], span[1], color="gray", alpha=0.12, lw=0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path

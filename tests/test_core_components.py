@@ -1,0 +1,171 @@
+"""Layer 2: buffers, builders, config, checkpoints, env factory."""
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import envs
+from rlkit import nets
+from rlkit.buffers import ReplayBuffer
+from rlkit.checkpoint import atomic_write_text, list_checkpoints, load_checkpoint, save_checkpoint
+from rlkit.config import apply_overrides, parse_set_args
+from rlkit.errors import RLKitError
+from rlkit.types import RandomPolicy, SB3PredictAdapter
+
+
+def test_buffer_wraparound_keeps_newest_and_dtypes():
+    buffer = ReplayBuffer(5, gym.spaces.Box(0, 10, (2,), np.float64), gym.spaces.Discrete(3), n_step=1)
+    for t in range(7):
+        buffer.add(np.full((1, 2), t), np.array([t % 3]), np.array([t]), np.full((1, 2), t + 1),
+                   np.array([False]), np.array([False]))
+    assert buffer.obs[:, 0, 0].tolist() == [5, 6, 2, 3, 4]
+    assert buffer.obs.dtype == np.float32 and buffer.actions.dtype == np.int64
+    assert buffer.rewards.dtype == np.float32 and buffer.terminated.dtype == bool
+    assert len(buffer) == 4  # the newest row waits for its next observation
+    batch = buffer.sample(256)
+    # every sampled transition is consistent: next_obs = obs + 1, reward = obs
+    assert torch.equal(batch.next_obs[:, 0], batch.obs[:, 0] + 1)
+    assert torch.equal(batch.rewards, batch.obs[:, 0])
+    assert set(batch.obs[:, 0].tolist()) <= {2.0, 3.0, 4.0, 5.0}
+
+
+def test_image_frames_stored_once_as_uint8():
+    space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    buffer = ReplayBuffer(1000, space, gym.spaces.Discrete(6), num_envs=2)
+    frame_bytes = 4 * 84 * 84
+    assert buffer.obs.dtype == np.uint8
+    # one observation array only (no separate next_obs copy): capacity x frame bytes
+    total = sum(a.nbytes for a in (buffer.obs, buffer.actions, buffer.rewards, buffer.terminated, buffer.truncated))
+    assert buffer.obs.nbytes == 1000 * frame_bytes
+    assert total < 1.01 * 1000 * frame_bytes
+    obs = np.random.default_rng(0).integers(0, 255, (2, 4, 84, 84), dtype=np.uint8)
+    buffer.add(obs, np.array([1, 2]), np.zeros(2), obs, np.array([False, True]), np.array([False, False]))
+    buffer.add(obs, np.array([1, 2]), np.zeros(2), obs, np.array([False, False]), np.array([False, False]))
+    batch = buffer.sample(4)
+    assert batch.obs.dtype == torch.uint8 and batch.next_obs.dtype == torch.uint8
+
+
+def test_builders_shapes_and_actor_bounds():
+    box = gym.spaces.Box(-1, 1, (3,), np.float32)
+    q = nets.QNetwork(box, gym.spaces.Discrete(4), [16])
+    assert q(torch.zeros(5, 3)).shape == (5, 4)
+    dueling = nets.QNetwork(box, gym.spaces.Discrete(4), [16, 16], dueling=True)
+    assert dueling(torch.zeros(5, 3)).shape == (5, 4)
+    image = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    assert nets.QNetwork(image, gym.spaces.Discrete(6), [])(torch.zeros(2, 4, 84, 84, dtype=torch.uint8)).shape == (2, 6)
+    onehot = nets.QNetwork(gym.spaces.Discrete(5), gym.spaces.Discrete(2), [8])
+    assert onehot(torch.tensor([0, 4])).shape == (2, 2)
+    asym = gym.spaces.Box(np.array([-1.0, 0.0]), np.array([3.0, 0.5]), dtype=np.float32)
+    actor = nets.DeterministicActor(box, asym, [16])
+    with torch.no_grad():
+        for p in actor.parameters():
+            p.uniform_(-50, 50)  # saturate tanh
+        out = actor(torch.randn(256, 3) * 10)
+    assert (out >= torch.tensor([-1.0, 0.0]) - 1e-6).all() and (out <= torch.tensor([3.0, 0.5]) + 1e-6).all()
+    assert nets.QCritic(box, asym, [16])(torch.zeros(7, 3), torch.zeros(7, 2)).shape == (7,)
+    ac = nets.ActorCritic(box, gym.spaces.Discrete(3), [16])
+    dist, value = ac(torch.zeros(4, 3))
+    assert dist.sample().shape == (4,) and value.shape == (4,)
+    dist, _ = nets.ActorCritic(box, asym, [16], shared=False)(torch.zeros(4, 3))
+    assert dist.sample().shape == (4, 2) and dist.log_prob(torch.zeros(4, 2)).shape == (4,)
+
+
+def test_numpy_fast_path_matches_torch():
+    box = gym.spaces.Box(-1, 1, (4,), np.float32)
+    q = nets.QNetwork(box, gym.spaces.Discrete(3), [32, 32])
+    fast = nets.numpy_forward(q)
+    obs = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    with torch.no_grad():
+        expected = q(torch.from_numpy(obs)).argmax(1).numpy()
+    np.testing.assert_array_equal(fast(obs), expected)
+    with torch.no_grad():  # the fast path reads the live weights
+        next(q.parameters()).mul_(-1)
+        expected = q(torch.from_numpy(obs)).argmax(1).numpy()
+    np.testing.assert_array_equal(fast(obs), expected)
+    actor = nets.DeterministicActor(box, gym.spaces.Box(-1, 3, (2,), np.float32), [16])
+    with torch.no_grad():
+        np.testing.assert_allclose(nets.numpy_forward(actor)(obs), actor(torch.from_numpy(obs)).numpy(), atol=1e-5)
+    assert nets.numpy_forward(nets.QNetwork(box, gym.spaces.Discrete(3), [8], dueling=True)) is None
+
+
+def test_polyak_update():
+    src, tgt = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        src.weight.fill_(1.0), tgt.weight.fill_(3.0)
+    nets.polyak_update(src, tgt, 0.25)
+    assert torch.allclose(tgt.weight, torch.full((1, 2), 0.25 * 1 + 0.75 * 3))
+    nets.polyak_update(src, tgt, 1.0)
+    assert torch.equal(tgt.weight, src.weight)
+
+
+def test_config_overrides_are_type_checked():
+    from agents.dqn import DQNConfig
+
+    cfg = apply_overrides(DQNConfig(), parse_set_args(["lr=1e-4", "hidden=[32,32]", "double=true",
+                                                      "buffer_size=1e5", "run_dir=none"]))
+    assert cfg.lr == 1e-4 and cfg.hidden == [32, 32] and cfg.double is True and cfg.buffer_size == 100_000
+    with pytest.raises(RLKitError, match="unknown option 'lrr'"):
+        apply_overrides(DQNConfig(), {"lrr": "1"})
+    with pytest.raises(RLKitError, match="expects an integer"):
+        apply_overrides(DQNConfig(), {"batch_size": "abc"})
+    with pytest.raises(RLKitError, match="true or false"):
+        apply_overrides(DQNConfig(), {"double": "maybe"})
+    with pytest.raises(RLKitError, match="must be one of"):
+        apply_overrides(DQNConfig(), {"loss": "l1"})
+    with pytest.raises(RLKitError, match="malformed --set"):
+        parse_set_args(["lr"])
+    with pytest.raises(RLKitError, match="tau must be"):
+        apply_overrides(DQNConfig(), {"tau": "2"})
+
+
+def test_checkpoints_are_atomic_and_pruned(tmp_path):
+    for step in (10, 20, 30, 40):
+        save_checkpoint(tmp_path, {"agent": "x", "step": step}, step, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_0000000030.pt", "step_0000000040.pt"]
+    assert load_checkpoint(tmp_path)["step"] == 40
+    # a crash mid-write leaves only a hidden temporary file, which is ignored
+    (tmp_path / "checkpoints" / ".step_0000000050.pt.abc.tmp").write_bytes(b"partial")
+    assert load_checkpoint(tmp_path)["step"] == 40
+    (tmp_path / "checkpoints" / "step_0000000060.pt").write_bytes(b"garbage")
+    with pytest.raises(RLKitError, match="corrupt"):
+        load_checkpoint(tmp_path)
+    atomic_write_text(tmp_path / "a.json", json.dumps({"ok": 1}))
+    assert json.loads((tmp_path / "a.json").read_text()) == {"ok": 1}
+
+
+def test_env_factory_errors_and_seeding():
+    with pytest.raises(RLKitError, match="unknown env id 'CartPol-v1'"):
+        envs.make_env("CartPol-v1")
+    with pytest.raises(RLKitError, match="cannot import"):
+        envs.make_env("no_such_pkg.mod:Foo-v0")
+    a, b = envs.make_vec_env("CartPole-v1", 2, seed=3), envs.make_vec_env("CartPole-v1", 2, seed=3)
+    np.testing.assert_array_equal(a.reset(), b.reset())
+    assert not np.array_equal(a.reset()[0], a.reset()[1])  # env i gets seed + i
+
+
+def test_vec_env_same_step_autoreset_is_explicit():
+    vec = envs.make_vec_env("rlkit/ConstantReward-v0", 1, seed=0)
+    vec.reset()
+    for t in range(1, 21):
+        step = vec.step(np.array([0]))
+    assert step.truncated[0] and not step.terminated[0]
+    assert step.episode_returns[0] == 20 and step.episode_lengths[0] == 20
+    assert step.final_obs.shape == step.obs.shape
+
+
+def test_atari_env_is_preprocessed():
+    env = envs.make_env("PongNoFrameskip-v4", seed=0)
+    obs, _ = env.reset(seed=0)
+    assert np.asarray(obs).shape == (4, 84, 84) and np.asarray(obs).dtype == np.uint8
+
+
+def test_sb3_evaluate_policy_drives_an_rlkit_policy():
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    env = gym.make("rlkit/Identity-v0")
+    adapter = SB3PredictAdapter(RandomPolicy(env.action_space, seed=0), env.observation_space, env.action_space)
+    mean, std = evaluate_policy(adapter, env, n_eval_episodes=3)
+    assert 0 <= mean <= 20

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from envs import make_env, make_vec_env
+from envs import is_atari, make_env, make_vec_env
 from rlkit.buffers import PrioritizedReplayBuffer, ReplayBuffer
 from rlkit.checkpoint import atomic_torch_save
 from rlkit.config import BaseConfig, config_from_dict, opt
@@ -165,8 +165,10 @@ def train(cfg: DQNConfig, resume: bool = False) -> dict[str, Any]:
     optimizer = make_optimizer(cfg, q_net.parameters())
     buffer_cls = PrioritizedReplayBuffer if cfg.prioritized else ReplayBuffer
     buffer_kwargs = {"alpha": cfg.per_alpha, "eps": cfg.per_eps} if cfg.prioritized else {}
+    # Atari observations are FrameStack'ed: store each frame once (see rlkit.buffers).
+    frame_stack = obs_space.shape[0] if is_atari(cfg.env_id) else 0
     buffer = buffer_cls(cfg.buffer_size, obs_space, act_space, num_envs=cfg.num_envs, n_step=cfg.n_step,
-                        gamma=cfg.gamma, rng=run.rng, **buffer_kwargs)
+                        gamma=cfg.gamma, rng=run.rng, frame_stack=frame_stack, **buffer_kwargs)
     policy = TorchPolicy(q_net, greedy, act_space, obs_space, fast=numpy_forward(q_net))
     buffer_path = run.dir / "checkpoints" / "replay_buffer.pt"
 

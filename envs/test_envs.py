@@ -115,30 +115,39 @@ class ChainEnv(gym.Env):
         return self._obs(), float(done), done, False, {}
 
 
-class DriftEnv(gym.Env):
-    """A lane with a side wind, built to show covariate shift (BC vs DAgger, Ross et al. 2011).
+class CurvyRoadEnv(gym.Env):
+    """A winding road built to show covariate shift (BC vs DAgger, Ross et al. 2011).
 
-    The agent drives ``length`` steps down a lane of offsets ``-width..width``; each step it steers
-    (0 = left, 1 = straight, 2 = right) and then the wind pushes it one lane sideways with
-    probability ``wind``. Reward 1 for each step that ends on the centre lane; leaving the lane
-    terminates. The observation is the one-hot (step, offset) cell, so nothing learned in one cell
-    carries over to another. The expert (:class:`DriftExpert`) steers back to the centre, so it is
-    never more than one lane off: its demonstrations hold no states two lanes off, and a clone that
-    drifts there acts at random. DAgger visits those states and has the expert label them.
+    Each step the car is on the centre lane or ``1..width`` lanes off it, and it steers
+    (0 = left, 1 = straight, 2 = right). On the centre lane the road bends by a curve -1, 0 or +1
+    that the observation names through one of ``contexts`` symbols (symbol ``c`` bends by
+    ``c % 3 - 1``); only steering against the bend keeps the car centred. Off the centre the road is
+    straight. Reward 1 for each step that ends on the centre lane; leaving the road terminates; the
+    episode is cut after ``length`` steps. The observation is one-hot over ``contexts + 2 * width``
+    cells (a symbol when centred, else the offset), so an MLP cannot carry what it learned in one
+    cell to another.
+
+    The expert (:class:`CurvyRoadExpert`) never leaves the centre, so its demonstrations hold no
+    off-centre state. A clone that has not seen some symbol errs there, lands off-centre, and acts
+    arbitrarily from then on. DAgger visits those few off-centre states and has the expert label them
+    ("steer back"), so its errors cost a step or two instead of the rest of the episode.
     """
 
     metadata = {"render_modes": []}
 
-    def __init__(self, length: int = 20, width: int = 2, wind: float = 0.3) -> None:
-        self.length, self.width, self.wind = length, width, wind
-        self.observation_space = gym.spaces.Box(0.0, 1.0, (length * (2 * width + 1),), np.float32)
+    def __init__(self, length: int = 50, width: int = 2, contexts: int = 60) -> None:
+        self.length, self.width, self.contexts = length, width, contexts
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (contexts + 2 * width,), np.float32)
         self.action_space = gym.spaces.Discrete(3)
-        self._t = 0
-        self._offset = 0
+        self._t, self._offset, self._context = 0, 0, 0
 
     def _obs(self) -> np.ndarray:
         obs = np.zeros(self.observation_space.shape, np.float32)
-        obs[min(self._t, self.length - 1) * (2 * self.width + 1) + self._offset + self.width] = 1.0
+        if self._offset == 0:
+            self._context = int(self.np_random.integers(self.contexts))
+            obs[self._context] = 1.0
+        else:  # cells contexts .. contexts+2*width-1 hold offsets -width..-1, 1..width
+            obs[self.contexts + self._offset + self.width - (self._offset > 0)] = 1.0
         return obs
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
@@ -147,25 +156,28 @@ class DriftEnv(gym.Env):
         return self._obs(), {}
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
-        self._offset += int(action) - 1
-        if self.np_random.random() < self.wind:
-            self._offset += 1 if self.np_random.random() < 0.5 else -1
+        bend = self._context % 3 - 1 if self._offset == 0 else 0
+        self._offset += int(action) - 1 + bend
         self._t += 1
         off_road = abs(self._offset) > self.width
         self._offset = int(np.clip(self._offset, -self.width, self.width))
-        return self._obs(), float(self._offset == 0 and not off_road), off_road or self._t >= self.length, False, {}
+        reward = float(self._offset == 0 and not off_road)
+        return self._obs(), reward, off_road, self._t >= self.length and not off_road, {}
 
 
-class DriftExpert:
-    """The expert of :class:`DriftEnv`: steer back towards the centre lane (a batched rlkit Policy)."""
+class CurvyRoadExpert:
+    """The expert of :class:`CurvyRoadEnv` (a batched rlkit Policy): steer against the bend, or back."""
 
     def __init__(self, observation_space: gym.Space | None = None, action_space: gym.Space | None = None,
-                 width: int = 2) -> None:
-        self.width = width
+                 width: int = 2, contexts: int = 60) -> None:
+        self.width, self.contexts = width, contexts
 
     def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
-        offset = np.asarray(obs).argmax(axis=1) % (2 * self.width + 1) - self.width
-        return (1 - np.sign(offset)).astype(np.int64)
+        cell = np.asarray(obs).argmax(axis=1)
+        bend = cell % 3 - 1
+        j = cell - self.contexts
+        offset = np.where(j < self.width, j - self.width, j - self.width + 1)
+        return np.where(cell < self.contexts, 1 - bend, 1 - np.sign(offset)).astype(np.int64)
 
 
 def register_test_envs() -> None:
@@ -175,7 +187,7 @@ def register_test_envs() -> None:
         "rlkit/ContinuousTarget-v0": ("envs.test_envs:ContinuousTargetEnv", None),
         "rlkit/ConstantReward-v0": ("envs.test_envs:ConstantRewardEnv", 20),
         "rlkit/Chain-v0": ("envs.test_envs:ChainEnv", 50),
-        "rlkit/Drift-v0": ("envs.test_envs:DriftEnv", None),
+        "rlkit/CurvyRoad-v0": ("envs.test_envs:CurvyRoadEnv", None),
     }
     for env_id, (entry_point, max_steps) in specs.items():
         if env_id not in gym.envs.registry:

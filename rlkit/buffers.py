@@ -5,6 +5,11 @@ next observation of a transition is the next row's observation, except where the
 whose true final observation is kept in a small side table. So image frames (uint8) are not
 duplicated into ``obs`` and ``next_obs`` arrays, and a truncated episode still bootstraps from
 its real last observation. ``terminated`` and ``truncated`` are stored apart.
+
+With ``frame_stack=k`` (Atari's stacked frames, newest last) only the newest frame of each
+observation is stored and stacks are rebuilt at sampling time from the previous rows, clamped at
+the episode start (where gymnasium's FrameStack repeats the first frame). A 1M-transition Atari
+buffer then takes 7 GB instead of 28 GB.
 """
 
 from __future__ import annotations
@@ -40,17 +45,27 @@ class ReplayBuffer:
 
     def __init__(self, capacity: int, observation_space: gym.Space, action_space: gym.Space,
                  num_envs: int = 1, n_step: int = 1, gamma: float = 0.99,
-                 rng: np.random.Generator | None = None) -> None:
+                 rng: np.random.Generator | None = None, frame_stack: int = 0) -> None:
         if n_step < 1:
             raise RLKitError(f"n_step must be at least 1; got {n_step}")
-        self.rows = max(capacity // num_envs, n_step + 2)
+        obs_shape, obs_dtype = _space_storage(observation_space)
+        act_shape, act_dtype = _space_storage(action_space)
+        if frame_stack and (len(obs_shape) < 2 or obs_shape[0] != frame_stack):
+            raise RLKitError(f"frame_stack={frame_stack} needs observations of shape ({frame_stack}, ...); "
+                             f"got {obs_shape}")
+        self.frame_stack = frame_stack
+        # Stacked storage needs the k-1 rows before a sampled row: keep them out of the sampling range.
+        self._history = max(frame_stack - 1, 0)
+        self.rows = max(capacity // num_envs, n_step + 2 + self._history)
         self.num_envs = num_envs
         self.n_step = n_step
         self.gamma = gamma
         self.rng = rng if rng is not None else np.random.default_rng()
-        obs_shape, obs_dtype = _space_storage(observation_space)
-        act_shape, act_dtype = _space_storage(action_space)
-        self.obs = np.zeros((self.rows, num_envs, *obs_shape), dtype=obs_dtype)
+        self.obs_shape = obs_shape
+        stored_shape = obs_shape[1:] if frame_stack else obs_shape
+        self.obs = np.zeros((self.rows, num_envs, *stored_shape), dtype=obs_dtype)
+        self.step_in_episode = np.zeros((self.rows, num_envs), dtype=np.int64)
+        self._episode_t = np.zeros(num_envs, dtype=np.int64)
         self.actions = np.zeros((self.rows, num_envs, *act_shape), dtype=act_dtype)
         self.rewards = np.zeros((self.rows, num_envs), dtype=np.float32)
         self.terminated = np.zeros((self.rows, num_envs), dtype=bool)
@@ -65,7 +80,10 @@ class ReplayBuffer:
             terminated: np.ndarray, truncated: np.ndarray) -> None:
         """Store one vector step. ``next_obs`` is the true next observation (``VecStep.final_obs``)."""
         row = self.pos
-        self.obs[row] = obs
+        self.obs[row] = np.asarray(obs)[:, -1] if self.frame_stack else obs
+        self.step_in_episode[row] = self._episode_t
+        done = np.logical_or(terminated, truncated)
+        self._episode_t = np.where(done, 0, self._episode_t + 1)
         self.actions[row] = np.asarray(actions).reshape(self.actions.shape[1:])
         self.rewards[row] = rewards
         self.terminated[row] = terminated
@@ -83,8 +101,26 @@ class ReplayBuffer:
 
     # ------------------------------------------------------------------ reading
     def num_valid_rows(self) -> int:
-        """Rows whose n-step window and next observation are already written (the newest n are not)."""
-        return self.rows - self.n_step if self.full else max(self.pos - self.n_step, 0)
+        """Rows whose n-step window and next observation are already written (the newest n are not).
+
+        With frame stacking, the oldest k-1 rows of a full buffer are also left out: the frames
+        before them were overwritten.
+        """
+        if self.full:
+            return self.rows - self.n_step - self._history
+        return max(self.pos - self.n_step, 0)
+
+    def _first_row(self) -> int:
+        return (self.pos + self._history) % self.rows if self.full else 0
+
+    def observations(self, rows: np.ndarray, envs: np.ndarray) -> np.ndarray:
+        """The observations stored at (row, env) pairs, with frame stacks rebuilt where needed."""
+        if not self.frame_stack:
+            return self.obs[rows, envs]
+        k = self.frame_stack
+        # Frame j of the stack (0 = oldest) is (k-1-j) rows back, but never before the episode start.
+        back = np.minimum(np.arange(k - 1, -1, -1)[None, :], self.step_in_episode[rows, envs][:, None])
+        return self.obs[(rows[:, None] - back) % self.rows, envs[:, None]]
 
     def __len__(self) -> int:
         return self.num_valid_rows() * self.num_envs
@@ -93,8 +129,7 @@ class ReplayBuffer:
         valid = self.num_valid_rows()
         if valid == 0:
             raise RuntimeError("cannot sample from a replay buffer with no complete transitions yet")
-        k = self.rng.integers(valid, size=batch_size)
-        rows = (self.pos + k) % self.rows if self.full else k
+        rows = (self._first_row() + self.rng.integers(valid, size=batch_size)) % self.rows
         envs = self.rng.integers(self.num_envs, size=batch_size)
         return self._gather(rows, envs, np.ones(batch_size, dtype=np.float32))
 
@@ -115,11 +150,11 @@ class ReplayBuffer:
         arange = np.arange(batch)
         end_rows = window[arange, last]
         ended = done[arange, last]
-        next_obs = self.obs[(end_rows + 1) % self.rows, envs]
+        next_obs = self.observations((end_rows + 1) % self.rows, envs)
         for i in np.flatnonzero(ended):
             next_obs[i] = self._final_obs[(int(end_rows[i]), int(envs[i]))]
         return Batch(
-            obs=torch.from_numpy(self.obs[rows, envs]),
+            obs=torch.from_numpy(self.observations(rows, envs)),
             actions=torch.from_numpy(self.actions[rows, envs]),
             rewards=torch.from_numpy(returns.astype(np.float32)),
             next_obs=torch.from_numpy(next_obs),
@@ -199,8 +234,12 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     def _on_add(self, row: int) -> None:
         # The row just written cannot be sampled yet (its n-step window is incomplete); the row
-        # n steps back just became complete, so it enters with the maximum priority.
+        # n steps back just became complete, so it enters with the maximum priority. With frame
+        # stacking, the row whose history was just overwritten leaves the sampling range.
         self.tree.update(self._row_leaves(row), np.zeros(self.num_envs))
+        if self.full and self._history:
+            stale = np.concatenate([self._row_leaves((row + i) % self.rows) for i in range(1, self._history + 1)])
+            self.tree.update(stale, np.zeros(len(stale)))
         ready = row - self.n_step
         if ready >= 0 or self.full:
             self.tree.update(self._row_leaves(ready % self.rows),

@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def agent_help(name: str) -> str:
     spec = get_agent(name)
-    cfg = spec.config_cls()
+    cfg = apply_overrides(spec.config_cls(), spec.defaults, source="agent defaults")  # e.g. td3's switches
     lines = [f"{name}: {spec.summary}", "", "options (--set KEY=VALUE; default in brackets):"]
     for key, text in field_help(spec.config_cls).items():
         lines.append(f"  {key:<24} {text} [{getattr(cfg, key)!r}]")

@@ -149,7 +149,7 @@ def format_reference(ref: dict[str, Any]) -> str:
         return "none published"
     text = fmt(ref["score"]) if ref.get("score") is not None else ""
     if ref.get("plus_minus") is not None:
-        text += f" ± {fmt(ref['plus_minus'])}"
+        text += f" ± {fmt(ref['plus_minus'], like=ref.get('score'))}"
     if ref.get("range") is not None:
         lo, hi = ref["range"]
         text += f"{' ' if text else ''}[{fmt(lo)}, {fmt(hi)}]"
@@ -166,19 +166,19 @@ def compare_to_reference(summary: dict[str, Any], ref: dict[str, Any] | None) ->
     in_range = lo <= m <= hi
     overlaps = c_lo <= hi and c_hi >= lo
     if in_range:
-        verdict = "within the reference range"
+        verdict = "the mean is within the range"
     elif overlaps:
-        verdict = "mean outside the reference range, but its 95% CI overlaps it"
+        verdict = f"the mean is {'below' if m < lo else 'above'} the range, but its 95% CI overlaps it"
     else:
-        verdict = f"{'below' if m < lo else 'above'} the reference range (95% CI does not overlap)"
+        verdict = f"the mean is {'below' if m < lo else 'above'} the range and its 95% CI does not overlap it"
     return {"range": [lo, hi], "mean_in_range": in_range, "ci_overlaps_range": overlaps, "verdict": verdict}
 
 
 # ---------------------------------------------------------------------------------------------
 # Tables
 # ---------------------------------------------------------------------------------------------
-def fmt(x: Any) -> str:
-    """Numbers for tables: one decimal for large values, two for small ones."""
+def fmt(x: Any, like: Any = None) -> str:
+    """Numbers for tables: one decimal for large values, two for small ones (or as many as ``like`` gets)."""
     if x is None:
         return "—"
     if isinstance(x, (int, np.integer)) and not isinstance(x, bool):
@@ -186,7 +186,7 @@ def fmt(x: Any) -> str:
     x = float(x)
     if not math.isfinite(x):
         return str(x)
-    return f"{x:.1f}" if abs(x) >= 100 else f"{x:.2f}"
+    return f"{x:.1f}" if abs(float(x if like is None else like)) >= 100 else f"{x:.2f}"
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -313,7 +313,7 @@ def plot_curves(groups: Sequence[tuple[str, Sequence[Curve]]], path: str | Path,
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+    fig = Figure(figsize=(7.5, 4.8 + 0.2 * len(groups)), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for i, (label, curves) in enumerate(groups):
@@ -326,8 +326,9 @@ def plot_curves(groups: Sequence[tuple[str, Sequence[Curve]]], path: str | Path,
     span = reference_range(reference)
     if span is not None:
         score = float(reference["score"]) if reference.get("score") is not None else sum(span) / 2
-        ax.axhline(score, color="black", ls="--", lw=1.2,
-                   label=f"reference {format_reference(reference)} ({reference.get('source', 'unknown source')})")
+        # The legend names the source's short form (before any ':'); the report carries the full citation.
+        source = str(reference.get("source") or "unknown source").split(":")[0][:60]
+        ax.axhline(score, color="black", ls="--", lw=1.2, label=f"reference {format_reference(reference)} ({source})")
         if span[1] > span[0]:
             ax.axhspan(span[0], span[1], color="gray", alpha=0.12, lw=0)
     ax.set_xlabel(xlabel)
@@ -335,7 +336,8 @@ def plot_curves(groups: Sequence[tuple[str, Sequence[Curve]]], path: str | Path,
     if title:
         ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    # Below the axes, so the legend never hides a curve or the reference line.
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=1, frameon=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

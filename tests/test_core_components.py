@@ -169,3 +169,55 @@ def test_sb3_evaluate_policy_drives_an_rlkit_policy():
     adapter = SB3PredictAdapter(RandomPolicy(env.action_space, seed=0), env.observation_space, env.action_space)
     mean, std = evaluate_policy(adapter, env, n_eval_episodes=3)
     assert 0 <= mean <= 20
+
+
+@pytest.mark.parametrize("prioritized", [False, True])
+def test_frame_stack_storage_rebuilds_exact_stacks(prioritized):
+    """Atari-style stacks stored one frame per step must sample exactly what FrameStack produced."""
+    from rlkit.buffers import PrioritizedReplayBuffer
+
+    k, capacity = 4, 23
+    space = gym.spaces.Box(0, 255, (k, 2, 2), np.uint8)
+    cls = PrioritizedReplayBuffer if prioritized else ReplayBuffer
+    buffer = cls(capacity, space, gym.spaces.Discrete(2), num_envs=2, n_step=2, gamma=0.5,
+                 rng=np.random.default_rng(0), frame_stack=k)
+    assert buffer.obs.shape == (capacity // 2, 2, 2, 2)  # one frame per step, not four
+    rng = np.random.default_rng(1)
+    stacks = [None, None]
+    frame_id = 0
+    true_obs, true_next = {}, {}
+
+    def new_frame():
+        nonlocal frame_id
+        frame_id += 1
+        return np.full((2, 2), frame_id % 256, np.uint8)
+
+    def reset(e):
+        first = new_frame()
+        stacks[e] = np.stack([first] * k)  # gymnasium's FrameStack repeats the first frame
+
+    reset(0), reset(1)
+    for step in range(60):
+        obs = np.stack(stacks)
+        nxt, final, term, trunc = [], [], [], []
+        for e in range(2):
+            following = np.concatenate([stacks[e][1:], new_frame()[None]])
+            done = rng.random() < 0.15
+            term.append(done and rng.random() < 0.5), trunc.append(done and not term[-1])
+            final.append(following)
+            if done:
+                reset(e)
+            else:
+                stacks[e] = following
+        row = buffer.pos
+        for e in range(2):
+            true_obs[(row, e)] = obs[e].copy()
+            true_next[(row, e)] = final[e].copy()
+        buffer.add(obs, np.array([0, 1]), np.ones(2), np.stack(final), np.array(term), np.array(trunc))
+        if len(buffer) > 0:
+            batch = buffer.sample(16)
+            rows, envs = np.divmod(batch.indices, 2)
+            for i, (r, e) in enumerate(zip(rows, envs)):
+                np.testing.assert_array_equal(batch.obs[i].numpy(), true_obs[(r, e)])
+                if buffer.n_step == 1 or batch.discounts[i] == 0.5:
+                    np.testing.assert_array_equal(batch.next_obs[i].numpy(), true_next[(r, e)])

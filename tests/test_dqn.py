@@ -41,8 +41,8 @@ def test_smoke_variants_change_parameters(tmp_path, variant):
 
 
 def test_parameters_move_during_training(tmp_path):
-    from agents.dqn import build_q_net
     import envs
+    from agents.dqn import build_q_net
 
     torch.manual_seed(0)
     result = train(tiny(tmp_path, seed=0))

@@ -194,53 +194,59 @@ def train(cfg: DQNConfig, resume: bool = False) -> dict[str, Any]:
 
     stride = cfg.num_envs
     decay_steps = cfg.exploration_fraction * cfg.total_steps
-    while global_step < cfg.total_steps:
-        # ALGO LOGIC: epsilon-greedy action selection.
-        epsilon = linear_schedule(cfg.epsilon_start, cfg.epsilon_end, decay_steps, global_step)
-        actions = policy.act(obs)
-        explore = run.rng.random(stride) < epsilon
-        if explore.any():
-            actions[explore] = run.rng.integers(n_actions, size=int(explore.sum()))
+    try:
+        while global_step < cfg.total_steps:
+            # ALGO LOGIC: epsilon-greedy action selection.
+            epsilon = linear_schedule(cfg.epsilon_start, cfg.epsilon_end, decay_steps, global_step)
+            actions = policy.act(obs)
+            explore = run.rng.random(stride) < epsilon
+            if explore.any():
+                actions[explore] = run.rng.integers(n_actions, size=int(explore.sum()))
 
-        step = envs.step(actions)
-        rewards = np.sign(step.rewards) if cfg.clip_rewards else step.rewards
-        # TRY NOT TO MODIFY: store the true final observation, and bootstrap through truncation.
-        buffer.add(obs, actions, rewards, step.final_obs, step.terminated, step.truncated)
-        obs = step.obs
-        global_step += stride
-        for i in np.flatnonzero(step.episode_lengths):
-            run.logger.record_episode(step.episode_returns[i], int(step.episode_lengths[i]))
+            step = envs.step(actions)
+            rewards = np.sign(step.rewards) if cfg.clip_rewards else step.rewards
+            # TRY NOT TO MODIFY: store the true final observation, and bootstrap through truncation.
+            buffer.add(obs, actions, rewards, step.final_obs, step.terminated, step.truncated)
+            obs = step.obs
+            global_step += stride
+            for i in np.flatnonzero(step.episode_lengths):
+                run.logger.record_episode(step.episode_returns[i], int(step.episode_lengths[i]))
 
-        # ALGO LOGIC: training.
-        if global_step >= cfg.learning_starts and len(buffer) >= cfg.batch_size \
-                and Run.due(global_step, cfg.train_every, stride):
-            if cfg.lr_decay:
-                for group in optimizer.param_groups:
-                    group["lr"] = cfg.lr * max(1.0 - global_step / cfg.total_steps, 0.0)
-            if cfg.prioritized:
-                buffer.beta = linear_schedule(cfg.per_beta_start, 1.0, cfg.total_steps, global_step)
-            for _ in range(cfg.gradient_steps):
-                batch = buffer.sample(cfg.batch_size)
-                loss, td_errors, q_taken = dqn_loss(q_net, q_target, batch, cfg.double, cfg.loss)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.max_grad_norm > 0:
-                    nn.utils.clip_grad_norm_(q_net.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                buffer.update_priorities(batch.indices, td_errors.numpy())
-            run.logger.record("losses/td_loss", loss.item())
-            run.logger.record("losses/q_values", q_taken.mean().item())
-        if Run.due(global_step, cfg.target_update_every, stride):
-            polyak_update(q_net, q_target, cfg.tau)
+            # ALGO LOGIC: training.
+            if global_step >= cfg.learning_starts and len(buffer) >= cfg.batch_size \
+                    and Run.due(global_step, cfg.train_every, stride):
+                if cfg.lr_decay:
+                    for group in optimizer.param_groups:
+                        group["lr"] = cfg.lr * max(1.0 - global_step / cfg.total_steps, 0.0)
+                if cfg.prioritized:
+                    buffer.beta = linear_schedule(cfg.per_beta_start, 1.0, cfg.total_steps, global_step)
+                for _ in range(cfg.gradient_steps):
+                    batch = buffer.sample(cfg.batch_size)
+                    loss, td_errors, q_taken = dqn_loss(q_net, q_target, batch, cfg.double, cfg.loss)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.max_grad_norm > 0:
+                        nn.utils.clip_grad_norm_(q_net.parameters(), cfg.max_grad_norm)
+                    optimizer.step()
+                    buffer.update_priorities(batch.indices, td_errors.numpy())
+                run.logger.record("losses/td_loss", loss.item())
+                run.logger.record("losses/q_values", q_taken.mean().item())
+            if Run.due(global_step, cfg.target_update_every, stride):
+                polyak_update(q_net, q_target, cfg.tau)
 
-        run.logger.progress(global_step)
-        if Run.due(global_step, cfg.log_every, stride):
-            run.logger.record("charts/epsilon", epsilon)
-            run.logger.dump(global_step)
-        if Run.due(global_step, cfg.eval_every, stride):
-            run.evaluate(policy, eval_env_factory(cfg), global_step)
-        if Run.due(global_step, cfg.checkpoint_every, stride) and global_step < cfg.total_steps:
-            run.checkpoint(global_step, state_dict())
+            run.logger.progress(global_step)
+            if Run.due(global_step, cfg.log_every, stride):
+                run.logger.record("charts/epsilon", epsilon)
+                run.logger.dump(global_step)
+            if Run.due(global_step, cfg.eval_every, stride):
+                run.evaluate(policy, eval_env_factory(cfg), global_step)
+            if Run.due(global_step, cfg.checkpoint_every, stride) and global_step < cfg.total_steps:
+                run.checkpoint(global_step, state_dict())
+    except KeyboardInterrupt:
+        # Ctrl-C: keep what was learned; `rlkit train dqn --resume RUN_DIR` continues from here.
+        run.checkpoint(global_step, state_dict())
+        run.close()
+        raise
 
     envs.close()
     return run.finish(policy, eval_env_factory(cfg), global_step, state_dict())

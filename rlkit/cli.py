@@ -140,13 +140,13 @@ def load_policy(path: str | Path) -> tuple[Any, dict[str, Any]]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import envs  # noqa: F401  (registers rlkit/ test envs) - imported lazily: the core does not depend on it
     from rlkit.evaluation import evaluate
+    from rlkit.registry import env_factory
 
     policy, state = load_policy(args.path)
     cfg = state["config"]
     env_id = args.env_id or cfg["env_id"]
-    make = envs.make_env
+    make = env_factory()
 
     def factory(render_mode: str | None = None) -> Any:
         return make(env_id, render_mode=render_mode, env_kwargs=cfg.get("env_kwargs") or {})

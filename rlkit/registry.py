@@ -65,3 +65,14 @@ def get_agent(name: str) -> AgentSpec:
 def command_loaders() -> dict[str, Callable[[Any], None]]:
     """Name -> ``add_parser(subparsers)`` for every registered command group."""
     return {name: ep.load() for name, ep in sorted(_group("rlkit.commands").items())}
+
+
+def env_factory() -> Callable[..., Any]:
+    """The installed env factory (``envs.make_env``), found through the ``rlkit.envs`` entry point.
+
+    The core never imports ``envs`` directly; this keeps the dependency arrow pointing one way.
+    """
+    eps = _group("rlkit.envs")
+    if "make_env" not in eps:
+        raise RLKitError("no env factory registered in the rlkit.envs entry points; reinstall rlkit")
+    return eps["make_env"].load()

@@ -55,7 +55,8 @@ def test_builders_shapes_and_actor_bounds():
     dueling = nets.QNetwork(box, gym.spaces.Discrete(4), [16, 16], dueling=True)
     assert dueling(torch.zeros(5, 3)).shape == (5, 4)
     image = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
-    assert nets.QNetwork(image, gym.spaces.Discrete(6), [])(torch.zeros(2, 4, 84, 84, dtype=torch.uint8)).shape == (2, 6)
+    frames = torch.zeros(2, 4, 84, 84, dtype=torch.uint8)
+    assert nets.QNetwork(image, gym.spaces.Discrete(6), [])(frames).shape == (2, 6)
     onehot = nets.QNetwork(gym.spaces.Discrete(5), gym.spaces.Discrete(2), [8])
     assert onehot(torch.tensor([0, 4])).shape == (2, 2)
     asym = gym.spaces.Box(np.array([-1.0, 0.0]), np.array([3.0, 0.5]), dtype=np.float32)
@@ -149,7 +150,7 @@ def test_env_factory_errors_and_seeding():
 def test_vec_env_same_step_autoreset_is_explicit():
     vec = envs.make_vec_env("rlkit/ConstantReward-v0", 1, seed=0)
     vec.reset()
-    for t in range(1, 21):
+    for _ in range(20):
         step = vec.step(np.array([0]))
     assert step.truncated[0] and not step.terminated[0]
     assert step.episode_returns[0] == 20 and step.episode_lengths[0] == 20
@@ -197,9 +198,9 @@ def test_frame_stack_storage_rebuilds_exact_stacks(prioritized):
         stacks[e] = np.stack([first] * k)  # gymnasium's FrameStack repeats the first frame
 
     reset(0), reset(1)
-    for step in range(60):
+    for _ in range(60):
         obs = np.stack(stacks)
-        nxt, final, term, trunc = [], [], [], []
+        final, term, trunc = [], [], [], []
         for e in range(2):
             following = np.concatenate([stacks[e][1:], new_frame()[None]])
             done = rng.random() < 0.15

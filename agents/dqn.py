@@ -160,7 +160,7 @@ def train(cfg: DQNConfig, resume: bool = False) -> dict[str, Any]:
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
     n_actions = int(act_space.n)
 
-    q_net = build_q_net(cfg, obs_space, act_space)
+    q_net = build_q_net(cfg, obs_space, act_space).to(cfg.device)
     q_target = copy.deepcopy(q_net).requires_grad_(False)
     optimizer = make_optimizer(cfg, q_net.parameters())
     buffer_cls = PrioritizedReplayBuffer if cfg.prioritized else ReplayBuffer
@@ -176,7 +176,7 @@ def train(cfg: DQNConfig, resume: bool = False) -> dict[str, Any]:
     if run.resume_state is not None:
         state = run.resume_state
         q_net.load_state_dict(state["q_net"])
-        q_target.load_state_dict(state["q_target"])
+        q_target.load_state_dict(state["q_target"])  # (map_location is cpu; the nets are on cfg.device)
         optimizer.load_state_dict(state["optimizer"])
         global_step = run.global_step
         if buffer_path.exists():
@@ -220,15 +220,21 @@ def train(cfg: DQNConfig, resume: bool = False) -> dict[str, Any]:
                         group["lr"] = cfg.lr * max(1.0 - global_step / cfg.total_steps, 0.0)
                 if cfg.prioritized:
                     buffer.beta = linear_schedule(cfg.per_beta_start, 1.0, cfg.total_steps, global_step)
-                for _ in range(cfg.gradient_steps):
-                    batch = buffer.sample(cfg.batch_size)
-                    loss, td_errors, q_taken = dqn_loss(q_net, q_target, batch, cfg.double, cfg.loss)
+                # Uniform replay: draw all minibatches of this update at once (one numpy gather
+                # instead of gradient_steps); PER must re-sample after each priority update.
+                presampled = None if cfg.prioritized else buffer.sample(cfg.batch_size * cfg.gradient_steps)
+                for i in range(cfg.gradient_steps):
+                    if presampled is None:
+                        batch = buffer.sample(cfg.batch_size)
+                    else:
+                        batch = Batch(*(x[i * cfg.batch_size:(i + 1) * cfg.batch_size] for x in presampled))
+                    loss, td_errors, q_taken = dqn_loss(q_net, q_target, batch.to(cfg.device), cfg.double, cfg.loss)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     if cfg.max_grad_norm > 0:
                         nn.utils.clip_grad_norm_(q_net.parameters(), cfg.max_grad_norm)
                     optimizer.step()
-                    buffer.update_priorities(batch.indices, td_errors.numpy())
+                    buffer.update_priorities(batch.indices, td_errors.cpu().numpy())
                 run.logger.record("losses/td_loss", loss.item())
                 run.logger.record("losses/q_values", q_taken.mean().item())
             if Run.due(global_step, cfg.target_update_every, stride):

@@ -32,6 +32,12 @@ class Batch(NamedTuple):
     weights: torch.Tensor
     indices: np.ndarray
 
+    def to(self, device: torch.device | str) -> Batch:
+        """The same batch with its tensors on ``device`` (a no-op on the CPU)."""
+        if torch.device(device).type == "cpu":
+            return self
+        return Batch(*(x.to(device, non_blocking=True) if isinstance(x, torch.Tensor) else x for x in self))
+
 
 class TorchPolicy:
     """Wrap a ``torch.nn.Module`` mapping obs tensors to actions as a numpy-in/numpy-out Policy.
@@ -54,9 +60,10 @@ class TorchPolicy:
     def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
         if self.fast is not None and deterministic and len(obs) <= 64:
             return self.fast(obs)
+        device = next(self.module.parameters()).device
         with torch.inference_mode():
-            out = self.act_fn(self.module, torch.as_tensor(np.asarray(obs)), deterministic)
-        actions = out.numpy()
+            out = self.act_fn(self.module, torch.as_tensor(np.asarray(obs), device=device), deterministic)
+        actions = out.cpu().numpy()
         if self._discrete:
             return actions.astype(np.int64, copy=False)
         return actions

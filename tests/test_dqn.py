@@ -37,7 +37,10 @@ def test_smoke_variants_change_parameters(tmp_path, variant):
     final = json.loads((tmp_path / "run" / "final.json").read_text())
     assert {"agent", "env_id", "seed", "env_steps", "wall_s", "eval"} <= set(final)
     assert {"mean", "std", "episodes"} <= set(final["eval"])
-    assert list((tmp_path / "run").glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run")).Reload()  # TensorBoard's own reader
+    assert {"losses/td_loss", "charts/steps_per_second", "eval/mean_return"} <= set(events.Tags()["scalars"])
 
 
 def test_parameters_move_during_training(tmp_path):

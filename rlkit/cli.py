@@ -181,6 +181,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("rlkit: interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # e.g. `rlkit train dqn --help | head`
+        sys.stderr.close()
+        sys.exit(0)
     sys.exit(code or 0)
 
 

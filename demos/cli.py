@@ -21,6 +21,10 @@ def _json_arg(text: str) -> dict[str, Any]:
     return value
 
 
+def _size(num_bytes: int) -> str:
+    return f"{num_bytes / 1e6:.2f} MB" if num_bytes >= 1e5 else f"{num_bytes / 1e3:.1f} kB"
+
+
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("demos", help="record, replay, inspect and convert demonstrations",
                               description="Demonstration datasets: record from any policy or a person, "
@@ -60,7 +64,8 @@ def add_parser(subparsers: Any) -> None:
     rep.add_argument("--json", action="store_true", help="print the report as JSON")
     rep.set_defaults(func=cmd_replay)
 
-    ins = sub.add_parser("inspect", help="summarise a dataset")
+    ins = sub.add_parser("inspect", help="summarise a dataset",
+                         description="Exit status 1 when a file is missing, truncated or (--check) corrupt.")
     ins.add_argument("dataset", metavar="DATASET")
     ins.add_argument("--check", action="store_true", help="also verify every episode's checksum")
     ins.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -110,7 +115,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         mean = "n/a" if stats["mean_return"] is None else f"{stats['mean_return']:.2f}"
         print(f"recorded {stats['episodes']} episodes ({stats['steps']} steps, mean return {mean}) of "
               f"{args.policy} on {args.env_id} -> {args.out} ({stats['total_episodes']} episodes, "
-              f"{stats['bytes'] / 1e6:.2f} MB)")
+              f"{_size(stats['bytes'])})")
     return 0
 
 
@@ -139,9 +144,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     info = inspect_dataset(args.dataset, check=args.check)
     if args.json:
         print(json.dumps(info, indent=2))
-        return 0
+        return 1 if info["problems"] else 0
     length, returns = info["length"], info["returns"]
-    lines = [f"dataset   {info['path']} (format v{info['format_version']}, {info['bytes'] / 1e6:.2f} MB)",
+    lines = [f"dataset   {info['path']} (format v{info['format_version']}, {_size(info['bytes'])})",
              f"env       {info['env_id']} {info['env_kwargs'] or ''}".rstrip(),
              f"source    {', '.join(info['sources']) or info['source']}",
              f"episodes  {info['episodes']} ({info['terminated']} terminated, {info['truncated']} truncated), "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ def to_trajectories(dataset: Dataset) -> list[Any]:
 def from_trajectories(trajs: Sequence[Any], env_id: str, out: str | Path | None = None,
                       observation_space: gym.Space | None = None, action_space: gym.Space | None = None,
                       env_kwargs: dict[str, Any] | None = None, source: str = "imitation",
-                      append: bool = False) -> Dataset:
+                      append: bool = False, seeds: Sequence[int | None] | None = None) -> Dataset:
     """A dataset from ``imitation`` trajectories (rewards kept when they are ``TrajectoryWithRew``).
 
     Args:
@@ -56,6 +57,7 @@ def from_trajectories(trajs: Sequence[Any], env_id: str, out: str | Path | None 
         env_kwargs: keyword arguments of the env (metadata).
         source: stored as the dataset's policy source.
         append: add to an existing dataset at ``out``.
+        seeds: reset seeds of the episodes when known (imitation does not store them; Minari may).
     """
     if observation_space is None or action_space is None:
         from envs import make_env
@@ -69,7 +71,8 @@ def from_trajectories(trajs: Sequence[Any], env_id: str, out: str | Path | None 
         rews = getattr(traj, "rews", None)
         episodes.append(Episode(obs=np.asarray(traj.obs, dtype=observation_space.dtype),
                                 actions=np.asarray(traj.acts, dtype=action_space.dtype),
-                                terminated=bool(traj.terminal), truncated=not bool(traj.terminal), seed=None,
+                                terminated=bool(traj.terminal), truncated=not bool(traj.terminal),
+                                seed=None if seeds is None or seeds[i] is None else int(seeds[i]),
                                 rewards=None if rews is None else np.asarray(rews, dtype=np.float32),
                                 episode_return=None if rews is None else float(np.sum(rews)), index=i,
                                 source=source))
@@ -80,15 +83,17 @@ def from_trajectories(trajs: Sequence[Any], env_id: str, out: str | Path | None 
         return Dataset(meta, episodes)
     with DatasetWriter(out, env_id, observation_space, action_space, source, env_kwargs, append=append) as writer:
         for ep in episodes:
-            writer.add_episode(ep.obs, ep.actions, ep.terminated, ep.truncated, None, rewards=ep.rewards,
+            writer.add_episode(ep.obs, ep.actions, ep.terminated, ep.truncated, ep.seed, rewards=ep.rewards,
                                episode_return=ep.episode_return)
     return load(out)
 
 
 def save_imitation(dataset: Dataset, path: str | Path) -> Path:
     """Write the dataset in imitation's on-disk format (``imitation.data.serialize.save``)."""
+    import datasets
     from imitation.data import serialize
 
+    datasets.disable_progress_bars()  # a bar per save is noise in the CLI's output
     path = Path(path)
     if path.exists():
         raise RLKitError(f"{path} already exists; choose another --out")
@@ -162,16 +167,24 @@ def to_minari(dataset: Dataset, path: str | Path) -> Path:
         raise RLKitError(f"{root / dataset_id} already exists; choose another --out")
     buffers = [{"observations": ep.obs, "actions": ep.actions, "rewards": ep.rewards,
                 "terminations": _last_step_flag(ep.length, ep.terminated),
-                "truncations": _last_step_flag(ep.length, ep.truncated)} for ep in dataset]
-    with _minari_root(root):
-        minari.create_dataset_from_buffers(dataset_id, buffers, env=None, algorithm_name=dataset.meta.get("source"),
+                "truncations": _last_step_flag(ep.length, ep.truncated),
+                **({} if ep.seed is None else {"seed": ep.seed})} for ep in dataset]
+    try:  # the spec names the env for Minari's users; spaces are passed as stored (Atari is preprocessed)
+        spec = gym.spec(dataset.env_id.rpartition(":")[2])
+    except gym.error.Error:
+        spec = None
+    with _minari_root(root), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Minari nags about author/permalink fields we leave empty
+        minari.create_dataset_from_buffers(dataset_id, buffers, env=spec, algorithm_name=dataset.meta.get("source"),
+                                           author="rlkit demos convert", minari_version=f"~={minari.__version__}",
                                            observation_space=dataset.observation_space,
                                            action_space=dataset.action_space)
     return root / dataset_id
 
 
 def from_minari(path: str | Path, env_id: str | None = None, out: str | Path | None = None) -> Dataset:
-    """A dataset from a local Minari dataset directory (rewards kept; seeds as Minari stored them)."""
+    """A dataset from a local Minari dataset directory (rewards kept; reset seeds when Minari has them,
+    so episodes exported by :func:`to_minari` replay again)."""
     minari = _minari()
     root, dataset_id = _split_minari_path(path)
     with _minari_root(root):
@@ -184,9 +197,10 @@ def from_minari(path: str | Path, env_id: str | None = None, out: str | Path | N
             raise RLKitError(f"Minari dataset {dataset_id} names no env; pass --env ENV_ID")
         from imitation.data.types import TrajectoryWithRew
 
+        episodes = list(mds.iterate_episodes())
         trajs = [TrajectoryWithRew(obs=ep.observations, acts=ep.actions, infos=None,
                                    terminal=bool(ep.terminations[-1]) if ep.total_timesteps else True,
-                                   rews=np.asarray(ep.rewards, dtype=np.float32))
-                 for ep in mds.iterate_episodes()]
+                                   rews=np.asarray(ep.rewards, dtype=np.float32)) for ep in episodes]
         return from_trajectories(trajs, env_id, out, observation_space=mds.spec.observation_space,
-                                 action_space=mds.spec.action_space, source=f"minari:{dataset_id}")
+                                 action_space=mds.spec.action_space, source=f"minari:{dataset_id}",
+                                 seeds=[ep.seed for ep in episodes])

@@ -5,7 +5,7 @@ Layout of a dataset directory (format version 1; the README's "Demonstrations" s
     DATASET/
       manifest.json      header: format, env id and kwargs, spaces, versions, source (written once, atomically)
       episodes.jsonl     the index: one JSON line per committed episode (seed, options, flags, sha256, ...)
-      episodes/000000.npz  one compressed .npz per episode: obs (T+1, ...), actions (T, ...), [rewards (T,)]
+      episodes/000000.npz  one .npz per episode: obs (T+1, ...), actions (T, ...), [rewards (T,)]
 
 Why this shape:
     * An episode file is written to a temporary name and renamed, so no reader sees half of one.
@@ -29,10 +29,11 @@ import io
 import json
 import math
 import os
+import re
 import sys
-import tempfile
 import time
 import warnings
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,6 @@ import gymnasium as gym
 import numpy as np
 
 import rlkit
-from rlkit.checkpoint import atomic_write_text
 from rlkit.errors import RLKitError
 
 FORMAT = "rlkit-demos"
@@ -272,35 +272,84 @@ def encode_episode(obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray | N
         arrays["obs"] = obs
     if rewards is not None:
         arrays["rewards"] = rewards
+    return _npz_bytes(arrays)
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """A standard .npz (``np.load`` reads it) with a compression choice per array.
+
+    Integer and uint8 image arrays are deflated (actions shrink 40x, Atari frames 10x); float arrays
+    are stored, because physics states barely compress (CartPole obs: 8.0 kB -> 7.9 kB) while
+    deflating them was half of the recorder's per-episode cost.
+    """
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, arr in arrays.items():
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
+            method = zipfile.ZIP_STORED if arr.dtype.kind == "f" else zipfile.ZIP_DEFLATED
+            # a fixed timestamp keeps the bytes (and the checksum) a function of the data alone
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            zf.writestr(info, member.getvalue(), compress_type=method)
     return buf.getvalue()
 
 
+_NPY_HEADER = re.compile(r"""\{'descr': '([^']+)', 'fortran_order': False, 'shape': \(([0-9, ]*)\), \}""")
+
+
+def _read_npy(raw: bytes) -> np.ndarray:
+    """Parse a C-order .npy member without ``np.load``'s ast-based header parser.
+
+    Loading 2,000 small episodes spent most of its time in that parser; numpy writes the header in
+    one fixed form, which a regex reads. Any other header falls back to numpy's reader.
+    """
+    if raw[:6] == b"\x93NUMPY":
+        size_bytes = 2 if raw[6] == 1 else 4
+        start = 8 + size_bytes
+        header_len = int.from_bytes(raw[8:start], "little")
+        match = _NPY_HEADER.match(raw[start:start + header_len].decode("latin1"))
+        if match:
+            shape = tuple(int(n) for n in match.group(2).replace(" ", "").split(",") if n)
+            arr = np.frombuffer(raw, dtype=np.dtype(match.group(1)), offset=start + header_len)
+            return arr.reshape(shape).copy()  # a writable array that does not pin the file's bytes
+    return np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
+
+
 def decode_episode(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        actions = npz["actions"]
-        rewards = npz["rewards"] if "rewards" in npz.files else None
-        if "obs_frames" in npz.files:
-            frames, k = npz["obs_frames"], int(npz["obs_stack"])
-            windows = np.lib.stride_tricks.sliding_window_view(frames, k, axis=0)  # (T+1, ..., k)
-            obs = np.ascontiguousarray(np.moveaxis(windows, -1, 1))
-        else:
-            obs = npz["obs"]
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        arrays = {name.removesuffix(".npy"): _read_npy(zf.read(name)) for name in zf.namelist()}
+    actions = arrays["actions"]
+    rewards = arrays.get("rewards")
+    if "obs_frames" in arrays:
+        frames, k = arrays["obs_frames"], int(arrays["obs_stack"])
+        windows = np.lib.stride_tricks.sliding_window_view(frames, k, axis=0)  # (T+1, ..., k)
+        obs = np.ascontiguousarray(np.moveaxis(windows, -1, 1))
+    else:
+        obs = arrays["obs"]
     return obs, actions, rewards
 
 
 def _write_file_atomic(path: Path, data: bytes, fsync: bool) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write to ``.NAME.tmp`` and rename over ``NAME``.
+
+    A fixed temporary name (rather than ``tempfile.mkstemp``'s random one) saves ~0.3 ms per episode
+    here; it is safe because the writer holds the dataset's lock. rlkit.checkpoint's helper always
+    fsyncs and imports torch, hence this one.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
             if fsync:
-                f.flush()
-                os.fsync(f.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -484,13 +533,15 @@ class DatasetWriter:
             os.close(self._fd)
             raise RLKitError(f"another process is writing to {self.path}; wait for it to finish") from None
         self._trim_torn_tail()
+        for tmp in (self.path / EPISODE_DIR).glob(".*.tmp"):  # left by a writer killed mid-episode
+            tmp.unlink(missing_ok=True)
         self._next = (self.path / INDEX).read_bytes().count(b"\n")
         if not exists:
             manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "env_id": env_id,
                         "env_kwargs": env_kwargs, "observation_space": obs_json, "action_space": act_json,
                         "source": self.source, "versions": versions(),
                         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            atomic_write_text(self.path / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+            _write_file_atomic(self.path / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode(), self.fsync)
         self.num_added = 0
 
     def _trim_torn_tail(self) -> None:

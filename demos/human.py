@@ -50,6 +50,8 @@ def _pygame() -> Any:
 
 
 def _key_code(pygame: Any, name: str) -> int:
+    if not pygame.get_init():
+        pygame.init()  # key names resolve only after init
     try:
         return pygame.key.key_code(name)
     except ValueError:
@@ -73,10 +75,17 @@ def default_key_map(pygame: Any, env_id: str, env: Any) -> tuple[dict[frozenset[
     name = env_id.rpartition(":")[2].rpartition("/")[2].split("-")[0]
     if name in CLASSIC_KEY_MAPS:
         return parse_key_map(pygame, CLASSIC_KEY_MAPS[name])
+    # the lookup gymnasium.utils.play.play does: a wrapper's own map first, then the base env's
     for candidate in (env, getattr(env, "unwrapped", None)):
-        if hasattr(candidate, "get_keys_to_action"):  # the lookup gymnasium.utils.play.play does
-            mapping = candidate.get_keys_to_action()
-            return {frozenset(int(k) for k in combo): action for combo, action in mapping.items()}, 0
+        if candidate is not None and hasattr(type(candidate), "get_keys_to_action"):
+            keys, noop = {}, 0
+            for combo, action in candidate.get_keys_to_action().items():
+                codes = frozenset(ord(k) if isinstance(k, str) else int(k) for k in combo if k is not None)
+                if codes:
+                    keys[codes] = action
+                else:  # ALE maps the empty chord, (None,), to NOOP
+                    noop = action
+            return keys, noop
     raise RLKitError(f"no key map for {env_id}; pass one with --keymap FILE.json "
                      f'(e.g. {{"left": 0, "right": 1, "noop": 0}})')
 

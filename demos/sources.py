@@ -20,13 +20,15 @@ from __future__ import annotations
 import importlib
 import inspect
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 
 from rlkit.errors import RLKitError
-from rlkit.types import Policy, RandomPolicy, SB3ModelPolicy
+
+if TYPE_CHECKING:
+    from rlkit.types import Policy
 
 SB3_ALGOS = ("A2C", "DDPG", "DQN", "PPO", "SAC", "TD3")
 
@@ -61,6 +63,8 @@ def _load_sb3(spec: str) -> Policy:
     cls = getattr(stable_baselines3, algo.upper(), None)
     if algo.upper() not in SB3_ALGOS or cls is None:
         raise RLKitError(f"unknown SB3 algorithm {algo!r} in {spec!r}; one of: {', '.join(SB3_ALGOS)}")
+    from rlkit.types import SB3ModelPolicy
+
     if not Path(path).is_file():
         raise RLKitError(f"SB3 model {path} does not exist; pass the .zip written by model.save()")
     try:
@@ -116,12 +120,14 @@ def resolve_policy(source: str, env_id: str, seed: int = 0, env_kwargs: dict[str
         human_kwargs: options of :class:`demos.human.HumanPolicy` (``key_map``, ``fps``, ...).
     """
     source = str(source)
-    if source == "human" or source.startswith("human:"):
+    if source == "human":
         from demos.human import HumanPolicy
 
         return HumanPolicy(env_id, **human_kwargs)
     observation_space, action_space = _env_spaces(env_id, env_kwargs)
     if source == "random":
+        from rlkit.types import RandomPolicy
+
         return RandomPolicy(action_space, seed=seed)
     if source.startswith("sb3:"):
         policy = _load_sb3(source)

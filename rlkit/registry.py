@@ -63,8 +63,16 @@ def get_agent(name: str) -> AgentSpec:
 
 
 def command_loaders() -> dict[str, Callable[[Any], None]]:
-    """Name -> ``add_parser(subparsers)`` for every registered command group."""
-    return {name: ep.load() for name, ep in sorted(_group("rlkit.commands").items())}
+    """Name -> ``add_parser(subparsers)`` for every registered command group.
+
+    Loading is deferred to the returned callables, so one broken plugin fails alone (the CLI warns
+    and goes on) instead of taking every command down with it.
+    """
+
+    def loader(ep: Any) -> Callable[[Any], None]:
+        return lambda subparsers: ep.load()(subparsers)
+
+    return {name: loader(ep) for name, ep in sorted(_group("rlkit.commands").items())}
 
 
 def env_factory() -> Callable[..., Any]:

@@ -42,6 +42,7 @@ import torch
 
 from agents.bc import (
     BCNet,
+    FlatAdam,
     action_tensor,
     evaluate_loss,
     load_demos,
@@ -69,6 +70,8 @@ class DAggerConfig(BaseConfig):
     demos: str | None = opt(None, "optional expert demonstrations used as round 0 (instead of expert rollouts)")
     labels: str | None = opt(None, "dataset the expert-labelled states are appended to; default RUN_DIR/labels")
     total_steps: int = opt(0, "stop after the round in which this many env steps were collected (0 = no cap)")
+    checkpoint_every: int = opt(0, "not used by dagger: it checkpoints after every round")
+    log_every: int = opt(0, "not used by dagger: it writes metrics after every round")
     rounds: int = opt(10, "DAgger rounds, round 0 included")
     episodes_per_round: int = opt(5, "episodes collected (and labelled) per round")
     beta_schedule: Literal["exponential", "linear"] = opt("exponential", "how beta, the expert's share, decays")
@@ -137,8 +140,8 @@ def train(cfg: DAggerConfig, resume: bool = False, expert: Policy | None = None)
     if initial is not None:
         initial.check_env(None, obs_space, act_space)
     loss_kind = resolve_loss(cfg.loss, act_space)
-    net = BCNet(obs_space, act_space, cfg.hidden, loss_kind).to(cfg.device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, foreach=True)
+    net = BCNet(obs_space, act_space, cfg.hidden, loss_kind, cfg.device)
+    optimizer = FlatAdam(net, lr=cfg.lr)
     learner = make_policy(net, obs_space, act_space)
 
     labels_path = Path(cfg.labels or run.dir / "labels")

@@ -135,7 +135,7 @@ class CurvyRoadEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, length: int = 50, width: int = 2, contexts: int = 60) -> None:
+    def __init__(self, length: int = 50, width: int = 2, contexts: int = 200) -> None:
         self.length, self.width, self.contexts = length, width, contexts
         self.observation_space = gym.spaces.Box(0.0, 1.0, (contexts + 2 * width,), np.float32)
         self.action_space = gym.spaces.Discrete(3)
@@ -166,18 +166,22 @@ class CurvyRoadEnv(gym.Env):
 
 
 class CurvyRoadExpert:
-    """The expert of :class:`CurvyRoadEnv` (a batched rlkit Policy): steer against the bend, or back."""
+    """The expert of :class:`CurvyRoadEnv` (a batched rlkit Policy): steer against the bend, or back.
+
+    The number of symbols is read off the observation's size (``contexts + 2 * width``).
+    """
 
     def __init__(self, observation_space: gym.Space | None = None, action_space: gym.Space | None = None,
-                 width: int = 2, contexts: int = 60) -> None:
-        self.width, self.contexts = width, contexts
+                 width: int = 2) -> None:
+        self.width = width
 
     def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
-        cell = np.asarray(obs).argmax(axis=1)
-        bend = cell % 3 - 1
-        j = cell - self.contexts
+        obs = np.asarray(obs)
+        contexts = obs.shape[1] - 2 * self.width
+        cell = obs.argmax(axis=1)
+        j = cell - contexts
         offset = np.where(j < self.width, j - self.width, j - self.width + 1)
-        return np.where(cell < self.contexts, 1 - bend, 1 - np.sign(offset)).astype(np.int64)
+        return np.where(cell < contexts, 1 - (cell % 3 - 1), 1 - np.sign(offset)).astype(np.int64)
 
 
 def register_test_envs() -> None:

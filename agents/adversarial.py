@@ -1,0 +1,274 @@
+"""GAIL and AIRL through the ``imitation`` library, on rlkit's reward-free demonstrations.
+
+Papers:
+    GAIL  Ho & Ermon 2016, "Generative Adversarial Imitation Learning", https://arxiv.org/abs/1606.03476
+    AIRL  Fu, Luo & Levine 2018, "Learning Robust Rewards with Adversarial IRL", https://arxiv.org/abs/1710.11248
+
+What is implemented: the glue, not the algorithms. The dataset is converted in memory to imitation
+``Trajectory`` objects (``demos.to_trajectories``: no rewards), SB3 PPO is the generator, and
+imitation's ``GAIL`` / ``AIRL`` trainers (``BasicRewardNet`` / ``BasicShapedRewardNet`` with
+running input normalisation, as in imitation's examples) train the discriminator. The round loop
+(generator rollouts, then ``n_disc_updates_per_round`` discriminator steps) is written out here
+instead of calling ``trainer.train`` so that rlkit's logger, checkpoints and evaluation see each round.
+
+Deviations, and why:
+    * imitation refuses episodes of different lengths unless told (their termination leaks the
+      reward). The CartPole presets therefore train the generator in ``seals/CartPole-v0`` (fixed
+      500-step horizon, same spaces as CartPole-v1) on CartPole-v1 demonstrations of 500 steps;
+      ``allow_variable_horizon=true`` lifts the check at the user's risk.
+    * Evaluation (final.json) runs on ``eval_env_id``, by default the env the demonstrations came
+      from, because that is the task the user wants imitated.
+    * ``--resume`` restores PPO, the reward net and the discriminator optimiser, but not imitation's
+      buffer of generator samples, which the next round refills.
+
+Run it: ``rlkit train gail --demos DATASET --preset cartpole`` (likewise ``airl``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.bc import load_demos, resolve_env
+from envs import make_env
+from rlkit.config import BaseConfig, config_from_dict, opt
+from rlkit.errors import RLKitError
+from rlkit.registry import AgentSpec
+from rlkit.run import Run
+from rlkit.types import SB3ModelPolicy
+
+
+@dataclass
+class AdversarialConfig(BaseConfig):
+    """GAIL/AIRL hyper-parameters (imitation's and SB3 PPO's names, prefixed by what they tune)."""
+
+    env_id: str | None = opt(None, "env the generator trains in; default: the dataset's env")
+    eval_env_id: str | None = opt(None, "env of the final evaluation; default: the dataset's env")
+    demos: str | None = opt(None, "demonstration dataset directory (no rewards needed)")
+    num_demos: int = opt(0, "use only the first N episodes of the dataset (0 = all)")
+    total_steps: int = opt(200_000, "generator env steps (summed over envs)")
+    num_envs: int = opt(8, "parallel envs of the generator")
+    demo_batch_size: int = opt(1024, "expert transitions per discriminator step (as many generator ones)")
+    gen_replay_buffer_capacity: int = opt(0, "generator transitions kept for the discriminator (0 = one round)")
+    n_disc_updates_per_round: int = opt(4, "discriminator steps after each round of generator training")
+    disc_lr: float = opt(5e-4, "discriminator Adam learning rate")
+    reward_hidden: list[int] = opt([32, 32], "hidden sizes of the reward (and AIRL potential) MLP")
+    policy_hidden: list[int] = opt([64, 64], "hidden sizes of PPO's policy and value MLPs")
+    ppo_n_steps: int = opt(256, "PPO rollout length per env (one round = num_envs * ppo_n_steps steps)")
+    ppo_batch_size: int = opt(64, "PPO minibatch size")
+    ppo_epochs: int = opt(5, "PPO epochs per rollout")
+    ppo_lr: float = opt(4e-4, "PPO learning rate")
+    ppo_ent_coef: float = opt(0.0, "PPO entropy coefficient")
+    ppo_clip_range: float = opt(0.2, "PPO clip range")
+    ppo_vf_coef: float = opt(0.5, "PPO value-loss coefficient")
+    gamma: float = opt(0.95, "discount of the generator's RL problem")
+    gae_lambda: float = opt(0.95, "GAE lambda of PPO")
+    allow_variable_horizon: bool = opt(False, "accept episodes of different lengths (biased; see imitation docs)")
+
+    def validate(self) -> None:
+        for name in ("num_envs", "demo_batch_size", "n_disc_updates_per_round", "ppo_n_steps", "ppo_batch_size"):
+            if getattr(self, name) < 1:
+                raise RLKitError(f"{name} must be at least 1; got {getattr(self, name)}")
+
+
+def make_sb3_venv(env_id: str, num_envs: int, seed: int, env_kwargs: dict | None = None) -> Any:
+    """SB3 DummyVecEnv of rlkit-made envs (Monitor for true returns, RolloutInfoWrapper for imitation)."""
+    from imitation.data.wrappers import RolloutInfoWrapper
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    def factory(i: int) -> Any:
+        return lambda: RolloutInfoWrapper(Monitor(make_env(env_id, seed=seed + i, env_kwargs=env_kwargs)))
+
+    venv = DummyVecEnv([factory(i) for i in range(num_envs)])
+    venv.seed(seed)
+    return venv
+
+
+def make_ppo(cfg: AdversarialConfig, venv: Any) -> Any:
+    from stable_baselines3 import PPO
+
+    return PPO("MlpPolicy", venv, n_steps=cfg.ppo_n_steps, batch_size=cfg.ppo_batch_size, n_epochs=cfg.ppo_epochs,
+               learning_rate=cfg.ppo_lr, ent_coef=cfg.ppo_ent_coef, clip_range=cfg.ppo_clip_range,
+               vf_coef=cfg.ppo_vf_coef, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, seed=cfg.seed,
+               device=cfg.device, policy_kwargs={"net_arch": list(cfg.policy_hidden)}, verbose=0)
+
+
+def sb3_bytes(model: Any) -> bytes:
+    """An SB3 model as its .zip bytes, so the checkpoint is one self-contained state dict."""
+    buffer = io.BytesIO()
+    model.save(buffer)
+    return buffer.getvalue()
+
+
+def load_sb3_policy(state: dict[str, Any]) -> SB3ModelPolicy:
+    """Rebuild the PPO generator saved by :func:`sb3_bytes` as an rlkit Policy."""
+    from stable_baselines3 import PPO
+
+    return SB3ModelPolicy(PPO.load(io.BytesIO(state["ppo_zip"]), device="cpu"))
+
+
+def build_trainer(algo: str, cfg: AdversarialConfig, trajectories: list, venv: Any, log_dir: Path) -> Any:
+    from imitation.algorithms.adversarial.airl import AIRL
+    from imitation.algorithms.adversarial.gail import GAIL
+    from imitation.rewards.reward_nets import BasicRewardNet, BasicShapedRewardNet
+    from imitation.util import logger as imit_logger
+    from imitation.util.networks import RunningNorm
+
+    spaces = (venv.observation_space, venv.action_space)
+    if algo == "gail":
+        reward_net = BasicRewardNet(*spaces, hid_sizes=cfg.reward_hidden, normalize_input_layer=RunningNorm)
+    else:
+        reward_net = BasicShapedRewardNet(*spaces, reward_hid_sizes=cfg.reward_hidden,
+                                          potential_hid_sizes=cfg.reward_hidden, normalize_input_layer=RunningNorm)
+    trainer_cls = GAIL if algo == "gail" else AIRL
+    with imitation_errors():
+        return trainer_cls(demonstrations=trajectories, demo_batch_size=cfg.demo_batch_size, venv=venv,
+                           gen_algo=make_ppo(cfg, venv), reward_net=reward_net,
+                           gen_replay_buffer_capacity=cfg.gen_replay_buffer_capacity or None,
+                           n_disc_updates_per_round=cfg.n_disc_updates_per_round,
+                           disc_opt_kwargs={"lr": cfg.disc_lr}, log_dir=log_dir,
+                           custom_logger=imit_logger.configure(str(log_dir), ["csv"]),
+                           allow_variable_horizon=cfg.allow_variable_horizon)
+
+
+@contextlib.contextmanager
+def imitation_errors() -> Iterator[None]:
+    """imitation's ValueErrors about the data become one-line RLKitErrors naming the fix."""
+    try:
+        yield
+    except ValueError as e:
+        first = str(e).split(". ")[0]
+        if "different length" in first:
+            raise RLKitError(f"imitation: {first}; record fixed-length episodes and train the generator in a "
+                             "fixed-horizon env (e.g. --env seals:seals/CartPole-v0), or --set "
+                             "allow_variable_horizon=true") from None
+        if "smaller than batch size" in first:
+            raise RLKitError(f"imitation: {first}; record more demonstrations or lower --set demo_batch_size"
+                             ) from None
+        raise
+
+
+def train_adversarial(algo: str, cfg: AdversarialConfig, resume: bool = False,
+                      on_round: Callable[[Any, int, dict], None] | None = None) -> dict[str, Any]:
+    """Train GAIL or AIRL as configured; returns the contents of ``final.json``.
+
+    ``on_round(trainer, round_index, disc_stats)`` is called after each round (tests and notebooks
+    inspect the imitation trainer there).
+    """
+    import seals  # noqa: F401  (registers the seals/ fixed-horizon envs the presets train in)
+    from imitation.util import networks
+
+    import demos
+
+    cfg.validate()
+    dataset = load_demos(cfg.demos, agent=algo)
+    if cfg.num_demos:
+        dataset = dataset.subset(range(min(cfg.num_demos, len(dataset))))
+    lengths = sorted({ep.length for ep in dataset})
+    if len(lengths) > 1 and not cfg.allow_variable_horizon:
+        # imitation checks only the generator's episodes; a demo's length leaks the reward just the same
+        raise RLKitError(f"the demonstrations have different lengths ({lengths[0]}..{lengths[-1]} steps); record "
+                         "fixed-length episodes (e.g. an expert that always reaches the time limit) or --set "
+                         "allow_variable_horizon=true")
+    eval_env_id = cfg.eval_env_id or dataset.env_id
+    resolve_env(cfg, dataset)
+    run = Run(algo, cfg, resume=resume)
+    venv = make_sb3_venv(cfg.env_id, cfg.num_envs, cfg.seed, cfg.env_kwargs)
+    # In memory, reward-free: imitation sees exactly what the learner may see.
+    trainer = build_trainer(algo, cfg, demos.to_trajectories(dataset), venv, run.dir / "imitation")
+    # imitation keeps the bare reward net and the discriminator optimiser in these attributes.
+    ppo, reward_net = trainer.gen_algo, trainer._reward_net
+    global_step, round_index = 0, 0
+    if run.resume_state is not None:
+        state = run.resume_state
+        ppo.set_parameters(io.BytesIO(state["ppo_zip"]), exact_match=True)
+        reward_net.load_state_dict(state["reward_net"])
+        trainer._disc_opt.load_state_dict(state["disc_optimizer"])
+        global_step, round_index = run.global_step, state["round"]
+    run.restore_rng()
+
+    def state_dict() -> dict[str, Any]:
+        return {"ppo_zip": sb3_bytes(ppo), "reward_net": reward_net.state_dict(),
+                "disc_optimizer": trainer._disc_opt.state_dict(), "round": round_index,
+                "observation_space": venv.observation_space, "action_space": venv.action_space}
+
+    policy = SB3ModelPolicy(ppo)
+    make_eval_env = eval_env_factory(eval_env_id, cfg)
+    initial = None if resume else run.evaluate(policy, make_eval_env, 0)["mean"]
+    steps_per_round = trainer.gen_train_timesteps
+    if cfg.total_steps < steps_per_round:
+        raise RLKitError(f"total_steps={cfg.total_steps} is less than one round "
+                         f"(num_envs * ppo_n_steps = {steps_per_round}); raise --steps")
+    disc_stats: dict[str, float] = {}
+    while global_step + steps_per_round <= cfg.total_steps:
+        # ALGO LOGIC: the generator (PPO on the discriminator's reward), then the discriminator.
+        with imitation_errors():  # the generator's episodes must have the demonstrations' length too
+            trainer.train_gen(steps_per_round)
+        with networks.training(trainer.reward_train):
+            for _ in range(cfg.n_disc_updates_per_round):
+                disc_stats = trainer.train_disc()
+        global_step += steps_per_round
+        round_index += 1
+        for key in ("disc_loss", "disc_acc", "disc_acc_expert", "disc_acc_gen", "disc_entropy"):
+            if key in disc_stats:
+                run.logger.record(("losses/" if key == "disc_loss" else "charts/") + key, float(disc_stats[key]))
+        if not np.isfinite(float(disc_stats.get("disc_loss", 0.0))):
+            raise RLKitError(f"{algo}: the discriminator loss became {disc_stats['disc_loss']}; lower disc_lr")
+        for info in list(ppo.ep_info_buffer)[-cfg.num_envs:]:  # true returns, from the Monitor below the reward
+            run.logger.record_episode(float(info["r"]), int(info["l"]))
+        run.logger.progress(global_step)
+        if Run.due(global_step, cfg.log_every, steps_per_round):
+            run.logger.dump(global_step)
+        if on_round is not None:
+            on_round(trainer, round_index, disc_stats)
+        if Run.due(global_step, cfg.eval_every, steps_per_round):
+            run.evaluate(policy, make_eval_env, global_step)
+        if Run.due(global_step, cfg.checkpoint_every, steps_per_round) and global_step < cfg.total_steps:
+            run.checkpoint(global_step, state_dict())
+    venv.close()
+    extra = {"eval_env_id": eval_env_id, "eval_initial_mean": initial, "rounds": round_index,
+             "demo_episodes": len(dataset), "disc": {k: float(v) for k, v in disc_stats.items()}}
+    return run.finish(policy, make_eval_env, global_step, state_dict(), extra=extra)
+
+
+def eval_env_factory(env_id: str, cfg: BaseConfig) -> Any:
+    kwargs = cfg.env_kwargs if env_id == cfg.env_id else {}
+    return lambda render_mode=None: make_env(env_id, render_mode=render_mode, env_kwargs=kwargs)
+
+
+def train_gail(cfg: AdversarialConfig, resume: bool = False, **kwargs: Any) -> dict[str, Any]:
+    return train_adversarial("gail", cfg, resume, **kwargs)
+
+
+def train_airl(cfg: AdversarialConfig, resume: bool = False, **kwargs: Any) -> dict[str, Any]:
+    return train_adversarial("airl", cfg, resume, **kwargs)
+
+
+def load_policy(state: dict[str, Any]) -> SB3ModelPolicy:
+    """The generator is the imitating policy."""
+    config_from_dict(AdversarialConfig, state["config"])  # fail early on a config from another agent
+    return load_sb3_policy(state)
+
+
+PRESETS = Path(__file__).parent / "presets"
+GAIL = AgentSpec(name="gail", config_cls=AdversarialConfig, train=train_gail, load_policy=load_policy,
+                 presets_file=PRESETS / "gail.yaml",
+                 summary="GAIL (Ho & Ermon 2016) through imitation, SB3 PPO generator (--demos DATASET)")
+AIRL = AgentSpec(name="airl", config_cls=AdversarialConfig, train=train_airl, load_policy=load_policy,
+                 presets_file=PRESETS / "airl.yaml",
+                 summary="AIRL (Fu et al. 2018) through imitation, SB3 PPO generator (--demos DATASET)")
+
+
+if __name__ == "__main__":
+    import sys
+
+    from rlkit.cli import main
+
+    main(["train", *sys.argv[1:]])

@@ -1,0 +1,92 @@
+"""GAIL, AIRL and preference comparisons: the real imitation code on short budgets, plus the glue's math."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import demos
+from agents.adversarial import AdversarialConfig, train_airl, train_gail
+from agents.preference import PreferenceConfig, reward_correlation
+from agents.preference import train as train_preference
+from rlkit.cli import load_policy
+from rlkit.errors import RLKitError
+
+
+class CartPoleRule:
+    def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        return (3.0 * obs[:, 2] + obs[:, 3] > 0).astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def fixed_length_demos(tmp_path_factory):
+    out = tmp_path_factory.mktemp("adv") / "cartpole"
+    demos.record(CartPoleRule(), "CartPole-v1", episodes=2, out=out, seed=0)  # 2 x 500 steps, no rewards
+    return out
+
+
+def test_reward_correlation_hand_values():
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    assert reward_correlation(x, 2 * x + 1) == {"pearson": pytest.approx(1.0), "spearman": pytest.approx(1.0)}
+    assert reward_correlation(x, -x)["pearson"] == pytest.approx(-1.0)
+    # monotone, not linear: Spearman 1; Pearson by hand = 151 / sqrt(5 * 6849) = 0.81598
+    corr = reward_correlation(x, np.array([1.0, 4.0, 9.0, 100.0]))
+    assert corr["spearman"] == pytest.approx(1.0) and corr["pearson"] == pytest.approx(0.81598, abs=1e-4)
+    # ties share the mean rank: ranks [0.5, 0.5, 2, 3] vs [0, 1, 2, 3] -> 0.9486833
+    assert reward_correlation(np.array([1.0, 1.0, 2.0, 3.0]), x)["spearman"] == pytest.approx(0.9486833, abs=1e-6)
+    assert reward_correlation(x, np.ones(4)) == {"pearson": None, "spearman": None}  # CartPole-v1's reward
+
+
+def small(tmp_path, demos_path, name, **over) -> AdversarialConfig:
+    base = dict(demos=str(demos_path), env_id="seals:seals/CartPole-v0", run_dir=str(tmp_path / name),
+                total_steps=1024, num_envs=4, ppo_n_steps=128, demo_batch_size=256, n_disc_updates_per_round=4,
+                eval_episodes=2, progress=False, tensorboard=False)
+    return AdversarialConfig(**{**base, **over})
+
+
+@pytest.mark.parametrize("algo", ["gail", "airl"])
+def test_adversarial_runs_the_real_imitation_code(tmp_path, fixed_length_demos, algo):
+    snapshots, losses = [], []
+
+    def on_round(trainer, round_index, stats):
+        # the real imitation trainer: its reward net is the discriminator being trained
+        assert type(trainer).__name__ == algo.upper()
+        snapshots.append([p.detach().clone() for p in trainer._reward_net.parameters()])
+        losses.append(stats["disc_loss"])
+
+    train = train_gail if algo == "gail" else train_airl
+    result = train(small(tmp_path, fixed_length_demos, algo), on_round=on_round)
+    assert result["rounds"] == 2 == len(snapshots) and result["env_steps"] == 1024
+    assert all(math.isfinite(loss) for loss in losses)
+    assert any(not torch.equal(a, b) for a, b in zip(snapshots[0], snapshots[1])), "discriminator did not move"
+    assert result["eval_env_id"] == "CartPole-v1"  # evaluated on the task the demonstrations show
+    assert result["eval"]["mean"] != result["eval_initial_mean"], "the generator's return did not move"
+    policy, state = load_policy(result["run_dir"])  # what `rlkit eval` and the demo recorder load
+    assert state["agent"] == algo and policy.act(np.zeros((3, 4), np.float32)).shape == (3,)
+
+
+def test_variable_horizons_are_refused_in_one_line(tmp_path, fixed_length_demos):
+    out = tmp_path / "random"
+    demos.record("random", "CartPole-v1", episodes=12, out=out, seed=0)  # lengths differ
+    with pytest.raises(RLKitError, match="different lengths .*allow_variable_horizon"):
+        train_gail(small(tmp_path, out, "vh", demo_batch_size=32))
+    with pytest.raises(RLKitError, match="lower --set demo_batch_size"):
+        train_gail(small(tmp_path, out, "small", demo_batch_size=100_000, allow_variable_horizon=True))
+    # fixed-length demonstrations, but a generator env whose episodes end early (imitation's own check)
+    with pytest.raises(RLKitError, match="different length.*seals:seals/CartPole-v0"):
+        train_gail(small(tmp_path, fixed_length_demos, "gen", env_id="CartPole-v1"))
+
+
+def test_preference_comparisons_report_reward_correlation(tmp_path):
+    result = train_preference(PreferenceConfig(
+        env_id="Pendulum-v1", run_dir=str(tmp_path / "pref"), total_steps=1024, total_comparisons=40,
+        num_iterations=2, num_envs=2, ppo_n_steps=256, fragment_length=10, correlation_steps=400,
+        eval_episodes=1, progress=False, tensorboard=False))
+    corr = result["reward_correlation"]
+    assert corr["transitions"] == 400 and -1.0 <= corr["pearson"] <= 1.0 and -1.0 <= corr["spearman"] <= 1.0
+    assert result["comparisons"] == 40 and math.isfinite(result["reward_loss"])
+    policy, _ = load_policy(result["run_dir"])
+    assert policy.act(np.zeros((2, 3), np.float32)).shape == (2, 1)

@@ -19,6 +19,8 @@ Deviations from the paper, and why:
     * Truncated episodes (time limits) bootstrap from V(the real final observation, ``VecStep.final_obs``);
       only ``terminated`` stops the bootstrap. The paper's Atari episodes had no time limits.
     * RMSProp is torch's (eps added after the square root; alpha 0.99, eps 1e-5 as in Baselines).
+    * A rollout is always ``n_steps`` long and runs across episode ends (the returns are cut there);
+      the paper's workers end a rollout at a terminal state.
     * Gaussian actions are clipped to the Box bounds before the env sees them; the log-probability
       uses the unclipped sample (as SB3 does).
     * Rollouts act through numpy views of the same weights when the network is a plain MLP on flat
@@ -343,37 +345,43 @@ def train(cfg: A2CConfig, resume: bool = False) -> dict[str, Any]:
 
     stride = cfg.num_envs * cfg.n_steps
     reached: dict[str, Any] = {}
-    while global_step < cfg.total_steps:
-        rollout, obs, episodes = collect_rollout(envs, obs, actor, cfg.n_steps, cfg.clip_rewards)
-        global_step += stride
-        for episode_return, length in episodes:
-            run.logger.record_episode(episode_return, length)
+    try:
+        while global_step < cfg.total_steps:
+            rollout, obs, episodes = collect_rollout(envs, obs, actor, cfg.n_steps, cfg.clip_rewards)
+            global_step += stride
+            for episode_return, length in episodes:
+                run.logger.record_episode(episode_return, length)
 
-        # ALGO LOGIC: one gradient step on the rollout.
-        loss, terms = rollout_loss(model, rollout, cfg.gamma, cfg.gae_lambda, cfg.vf_coef, cfg.ent_coef)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.max_grad_norm > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        lr = learning_rate(cfg.lr, cfg.lr_schedule, global_step - stride, cfg.total_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        optimizer.step()
+            # ALGO LOGIC: one gradient step on the rollout.
+            loss, terms = rollout_loss(model, rollout, cfg.gamma, cfg.gae_lambda, cfg.vf_coef, cfg.ent_coef)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.max_grad_norm > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            lr = learning_rate(cfg.lr, cfg.lr_schedule, global_step - stride, cfg.total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.step()
 
-        run.logger.progress(global_step)
-        if Run.due(global_step, cfg.log_every, stride):
-            for key, value in terms.items():
-                run.logger.record(key, value.item())
-            run.logger.record("charts/learning_rate", lr)
-            run.logger.dump(global_step)
-        if Run.due(global_step, cfg.eval_every, stride):
-            result = run.evaluate(policy, eval_env_factory(cfg), global_step)
-            if cfg.target_return is not None and result["mean"] >= cfg.target_return:
-                reached = {"target_reached": {"env_steps": global_step, "wall_s": round(run.wall_s, 3),
-                                              "eval_mean": result["mean"]}}
-                break
-        if Run.due(global_step, cfg.checkpoint_every, stride) and global_step < cfg.total_steps:
-            run.checkpoint(global_step, state_dict())
+            run.logger.progress(global_step)
+            if Run.due(global_step, cfg.log_every, stride):
+                for key, value in terms.items():
+                    run.logger.record(key, value.item())
+                run.logger.record("charts/learning_rate", lr)
+                run.logger.dump(global_step)
+            if Run.due(global_step, cfg.eval_every, stride):
+                result = run.evaluate(policy, eval_env_factory(cfg), global_step)
+                if cfg.target_return is not None and result["mean"] >= cfg.target_return:
+                    reached = {"target_reached": {"env_steps": global_step, "wall_s": round(run.wall_s, 3),
+                                                  "eval_mean": result["mean"]}}
+                    break
+            if Run.due(global_step, cfg.checkpoint_every, stride) and global_step < cfg.total_steps:
+                run.checkpoint(global_step, state_dict())
+    except KeyboardInterrupt:
+        # Ctrl-C: keep what was learned; `rlkit train a2c --resume RUN_DIR` continues from here.
+        run.checkpoint(global_step, state_dict())
+        run.close()
+        raise
 
     envs.close()
     return run.finish(policy, eval_env_factory(cfg), global_step, state_dict(), extra=reached)

@@ -13,13 +13,15 @@ needs no extra dependency (rliable pulls arch, statsmodels and seaborn):
   method, 50,000 replicates). With one task this is the ordinary bootstrap over seeds.
 
 Learning curves come from a run directory's ``metrics.csv`` (column ``global_step`` and
-``eval/mean_return``, else ``charts/episode_return``). Plots are drawn with matplotlib's Agg canvas
-directly, without pyplot, so making one never changes a notebook's backend.
+``eval/mean_return``, else ``charts/episode_return``); :func:`plot_runs` (``rlkit plot``) overlays
+runs and reproductions. Plots are drawn with matplotlib's Agg canvas directly, without pyplot, so
+making one never changes a notebook's backend.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -72,6 +74,8 @@ def _pooled(statistic: Callable[..., Any]) -> Callable[[np.ndarray], np.ndarray]
     return lambda reps: statistic(reps.reshape(reps.shape[0], -1), axis=1)
 
 
+# "median" is the median of all runs pooled; rliable's aggregate_median is the median over tasks of the
+# per-task mean, which for a single task is just the mean again, so the pooled one says more per seed.
 AGGREGATES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "mean": _pooled(np.mean),
     "iqm": _pooled(iqm),
@@ -211,7 +215,7 @@ def summary_table(summary: dict[str, Any]) -> str:
     pct = f"{summary['confidence']:.0%}"
     rows = [[name, summary[name], f"[{fmt(summary[f'{name}_ci'][0])}, {fmt(summary[f'{name}_ci'][1])}]"]
             for name in ("mean", "iqm", "median")]
-    rows[1][0] = "IQM"
+    rows[1][0], rows[2][0] = "IQM", "median of runs"
     rows.append(["std over seeds", summary["std"], "—"])
     rows.append(["min / max", f"{fmt(summary['min'])} / {fmt(summary['max'])}", "—"])
     return markdown_table(["statistic", "value", f"{pct} CI (stratified bootstrap)"], rows)
@@ -300,7 +304,7 @@ def curve_band(curves: Sequence[Curve], reps: int = 2_000, confidence: float = 0
 
 def plot_curves(groups: Sequence[tuple[str, Sequence[Curve]]], path: str | Path,
                 reference: dict[str, Any] | None = None, title: str = "", ylabel: str = "return",
-                xlabel: str = "environment steps") -> Path:
+                xlabel: str = "steps (global_step: env steps; gradient steps for offline learners)") -> Path:
     """Write a PNG: for each (label, runs) the mean curve with a 95% CI band, and the reference line.
 
     Args:
@@ -342,3 +346,42 @@ def plot_curves(groups: Sequence[tuple[str, Sequence[Curve]]], path: str | Path,
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Plotting runs and reproductions (rlkit plot)
+# ---------------------------------------------------------------------------------------------
+def expand_runs(path: str | Path) -> tuple[list[Path], dict[str, Any] | None]:
+    """A run directory -> [it]; a reproduction DIR -> its seed runs (and its results.json)."""
+    path = Path(path)
+    if (path / "metrics.csv").exists():
+        return [path], None
+    if (path / "results.json").exists():
+        results = json.loads((path / "results.json").read_text())
+        return [path / r["run_dir"] for r in results["per_seed"]], results
+    runs = sorted((p for p in path.glob("*") if (p / "metrics.csv").exists()), key=lambda p: p.name)
+    if not runs:
+        raise RLKitError(f"no runs in {path}: pass run directories (with metrics.csv) or reproduction directories")
+    return runs, None
+
+
+def plot_runs(paths: list[str], out: str | Path = "curves.png", labels: list[str] | None = None,
+              metric: str = "auto", title: str = "", reference: float | None = None) -> dict[str, Any]:
+    """Overlay learning curves; each path is one line, or a band when it holds several runs."""
+    if labels and len(labels) != len(paths):
+        raise RLKitError(f"got {len(labels)} --label for {len(paths)} paths; give one label per path or none")
+    groups, info, ref = [], [], None
+    for i, p in enumerate(paths):
+        runs, results = expand_runs(p)
+        curves = [load_curve(r, metric) for r in runs]
+        label = labels[i] if labels else (results["preset"] if results else Path(p).resolve().name)
+        groups.append((label, curves))
+        info.append({"label": label, "runs": [str(r) for r in runs], "metric": curves[0].metric,
+                     "final_mean": float(sum(c.values[-1] for c in curves) / len(curves))})
+        if results and len(paths) == 1:
+            ref = results.get("reference")
+    if reference is not None:
+        ref = {"score": reference, "source": "--reference"}
+    ylabel = "eval return" if all(c.metric == EVAL_KEY for _, cs in groups for c in cs) else "return"
+    path = plot_curves(groups, out, reference=ref, title=title, ylabel=ylabel)
+    return {"plot": str(path), "curves": info}

@@ -103,7 +103,7 @@ def get_preset(name: str, path: str | Path | None = None) -> ReproducePreset:
     return preset
 
 
-def build_config(preset: ReproducePreset, steps: int | None = None) -> BaseConfig:
+def build_config(preset: ReproducePreset, steps: int | None = None, eval_points: int | None = None) -> BaseConfig:
     """Agent defaults -> agent preset -> reproduce overrides -> budget and eval schedule (seed not set)."""
     spec = get_agent(preset.agent)
     cfg = apply_overrides(spec.config_cls(), spec.defaults, source="agent defaults")
@@ -116,8 +116,10 @@ def build_config(preset: ReproducePreset, steps: int | None = None) -> BaseConfi
     total = steps or preset.budget or cfg.total_steps
     # One torch thread per run: the seeds are the parallelism, and oversubscribed threads slow everyone.
     changes: dict[str, Any] = {"total_steps": total, "progress": False, "torch_threads": 1}
+    if eval_points is not None and eval_points < 1:
+        raise RLKitError(f"--eval-points must be at least 1; got {eval_points}")
     if total > 0:
-        eval_every = max(total // preset.eval_points, 1)
+        eval_every = max(total // (eval_points or preset.eval_points), 1)
         # Every evaluation must reach metrics.csv, so metrics are written at least as often.
         changes.update(eval_every=eval_every, log_every=min(cfg.log_every, eval_every))
     return apply_overrides(cfg, changes, source="reproduce")
@@ -321,7 +323,7 @@ def _prepare_demos(preset: ReproducePreset, out: Path, backend: str, workers: in
             shutil.rmtree(demos_dir)  # an interrupted recording: record it again, whole
         cmd = [sys.executable, "-m", "rlkit.cli", "demos", "record", "--env", final["env_id"], "--policy",
                str(expert_dir), "--episodes", str(int(spec.get("episodes", 10))), "--out", str(demos_dir),
-               "--seed", str(int(spec.get("seed", 0)))]
+               "--seed", str(int(spec.get("seed", 0))), "--quiet"]
         print(f"recording {spec.get('episodes', 10)} expert episodes into {demos_dir}", file=sys.stderr)
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -339,7 +341,8 @@ def default_out(preset: ReproducePreset, steps: int | None) -> Path:
 
 def reproduce(preset_name: str, seeds: int | None = None, backend: str = "local", out: str | Path | None = None,
               steps: int | None = None, workers: int | None = None, ray_address: str | None = None,
-              presets_file: str | Path | None = None, report: Report = _print_progress) -> dict[str, Any]:
+              presets_file: str | Path | None = None, eval_points: int | None = None,
+              report: Report = _print_progress) -> dict[str, Any]:
     """Run (or resume) a reproduction and write results.json, report.md and curves.png into ``out``.
 
     Args:
@@ -351,6 +354,7 @@ def reproduce(preset_name: str, seeds: int | None = None, backend: str = "local"
         workers: runs at once; default the cores available (ray: the CPUs of the local instance).
         ray_address: an existing Ray cluster (default ``$RAY_ADDRESS``, else a local instance).
         presets_file: a YAML of your own reproduction presets.
+        eval_points: evaluations during training (the learning-curve points); default the preset's.
         report: called after each run finishes (progress output).
 
     Returns:
@@ -366,7 +370,7 @@ def reproduce(preset_name: str, seeds: int | None = None, backend: str = "local"
     if workers < 1:
         raise RLKitError(f"--workers must be at least 1; got {workers}")
     out = Path(out) if out else default_out(preset, steps)
-    base = build_config(preset, steps)
+    base = build_config(preset, steps, eval_points)
     _check_manifest(out, {"preset": preset.name, "agent": preset.agent, "agent_preset": preset.preset,
                           "total_steps": base.total_steps, "budget": preset.budget})
     t0 = time.perf_counter()
@@ -390,26 +394,32 @@ def reproduce(preset_name: str, seeds: int | None = None, backend: str = "local"
     if jobs:
         where = f"Ray ({ray_address or os.environ.get('RAY_ADDRESS') or f'local, {workers} CPUs'})" \
             if backend == "ray" else f"{min(workers, len(jobs))} processes"
-        print(f"{preset.name}: running {len(jobs)} seeds x {base.total_steps} steps on {where}", file=sys.stderr)
+        length = f"{base.total_steps} steps" if base.total_steps else "the agent preset's schedule"
+        print(f"{preset.name}: running {len(jobs)} seeds x {length} on {where}", file=sys.stderr)
     for key, result in _execute(jobs, backend, workers, ray_address, report).items():
         finals[int(key.split()[1])] = result
 
-    results = build_results(preset, base, [finals[s] for s in range(n_seeds)], out, backend,
+    results = build_results(preset, base, [finals[s] for s in range(n_seeds)], backend,
                             ran=[int(j.key.split()[1]) for j in jobs], wall_s=time.perf_counter() - t0)
     results["out"] = str(out)
+    results["command"] = " ".join(["rlkit reproduce", preset.name, f"--seeds {n_seeds}"]
+                                  + ([f"--steps {steps}"] if steps else [])
+                                  + ([f"--eval-points {eval_points}"] if eval_points else [])
+                                  + ([f"--presets {presets_file}"] if presets_file else []) + [f"--out {out}"])
     write_outputs(out, preset, results)
     return results
 
 
-def build_results(preset: ReproducePreset, cfg: BaseConfig, finals: list[dict[str, Any]], out: Path,
-                  backend: str, ran: list[int], wall_s: float) -> dict[str, Any]:
+def build_results(preset: ReproducePreset, cfg: BaseConfig, finals: list[dict[str, Any]], backend: str,
+                  ran: list[int], wall_s: float) -> dict[str, Any]:
     """The results.json dict: per-seed finals, aggregates with CIs, and the reference comparison."""
     scores = [f["eval"]["mean"] for f in finals]
     summary = reports.summarize(scores)
     total, budget = cfg.total_steps, preset.budget
     full = None if budget is None else total >= budget
     if budget is None:
-        label = f"No published budget: the agent preset's settings ({total:,} steps per seed)."
+        per_seed = f" ({total:,} steps per seed)" if total else ""
+        label = f"No published budget: the agent preset's settings{per_seed}."
     elif full:
         label = f"Full budget: {total:,} steps per seed (the reference's budget is {budget:,})."
     else:
@@ -428,7 +438,7 @@ def build_results(preset: ReproducePreset, cfg: BaseConfig, finals: list[dict[st
         "label": label,
         "per_seed": [{"seed": f["seed"], "return": f["eval"]["mean"], "std": f["eval"]["std"],
                       "episodes": f["eval"]["episodes"], "env_steps": f["env_steps"], "wall_s": f["wall_s"],
-                      "run_dir": os.path.relpath(f["run_dir"], out.resolve())} for f in finals],
+                      "run_dir": f"seed_{f['seed']}"} for f in finals],  # relative: DIR may move
         "aggregate": summary,
         "reference": preset.reference,
         "also": preset.also,
@@ -467,7 +477,6 @@ def write_outputs(out: Path, preset: ReproducePreset, results: dict[str, Any]) -
 def render_report(results: dict[str, Any], plot_note: str = "") -> str:
     s, ref = results["aggregate"], results["reference"]
     n = len(results["seeds"])
-    steps_flag = "" if results["total_steps"] == results["budget"] else f" --steps {results['total_steps']}"
     lines = [f"# Reproduction: {results['preset']}", ""]
     if results["full_budget"] is False:
         lines += [f"> **{results['label']}** The comparison with the reference below is for orientation only.", ""]
@@ -475,7 +484,7 @@ def render_report(results: dict[str, Any], plot_note: str = "") -> str:
         lines += [results["label"], ""]
     lines += [f"Agent `{results['agent']}` (preset `{results['agent_preset']}`) on `{results['env_id']}`, "
               f"{n} seeds ({', '.join(map(str, results['seeds']))}), backend `{results['backend']}`.",
-              f"Command: `rlkit reproduce {results['preset']} --seeds {n}{steps_flag}`", "",
+              f"Command: `{results['command']}`", "",
               "## Final return per seed", "",
               "Each seed's deterministic evaluation after training (final.json).", "",
               reports.per_seed_table([{"seed": r["seed"], "eval": {"mean": r["return"], "std": r["std"],
@@ -514,45 +523,6 @@ def render_report(results: dict[str, Any], plot_note: str = "") -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# rlkit plot
-# ---------------------------------------------------------------------------------------------
-def expand_runs(path: str | Path) -> tuple[list[Path], dict[str, Any] | None]:
-    """A run directory -> [it]; a reproduction DIR -> its seed runs (and its results.json)."""
-    path = Path(path)
-    if (path / "metrics.csv").exists():
-        return [path], None
-    if (path / "results.json").exists():
-        results = json.loads((path / "results.json").read_text())
-        return [path / r["run_dir"] for r in results["per_seed"]], results
-    runs = sorted((p for p in path.glob("*") if (p / "metrics.csv").exists()), key=lambda p: p.name)
-    if not runs:
-        raise RLKitError(f"no runs in {path}: pass run directories (with metrics.csv) or reproduction directories")
-    return runs, None
-
-
-def plot_runs(paths: list[str], out: str | Path = "curves.png", labels: list[str] | None = None,
-              metric: str = "auto", title: str = "", reference: float | None = None) -> dict[str, Any]:
-    """Overlay learning curves; each path is one line, or a band when it holds several runs."""
-    if labels and len(labels) != len(paths):
-        raise RLKitError(f"got {len(labels)} --label for {len(paths)} paths; give one label per path or none")
-    groups, info, ref = [], [], None
-    for i, p in enumerate(paths):
-        runs, results = expand_runs(p)
-        curves = [reports.load_curve(r, metric) for r in runs]
-        label = labels[i] if labels else (results["preset"] if results else Path(p).resolve().name)
-        groups.append((label, curves))
-        info.append({"label": label, "runs": [str(r) for r in runs], "metric": curves[0].metric,
-                     "final_mean": float(sum(c.values[-1] for c in curves) / len(curves))})
-        if results and len(paths) == 1:
-            ref = results.get("reference")
-    if reference is not None:
-        ref = {"score": reference, "source": "--reference"}
-    ylabel = "eval return" if all(c.metric == reports.EVAL_KEY for _, cs in groups for c in cs) else "return"
-    path = reports.plot_curves(groups, out, reference=ref, title=title, ylabel=ylabel)
-    return {"plot": str(path), "curves": info}
-
-
-# ---------------------------------------------------------------------------------------------
 # The command line
 # ---------------------------------------------------------------------------------------------
 def add_parser(subparsers: Any) -> None:
@@ -573,6 +543,8 @@ def add_parser(subparsers: Any) -> None:
                                                "no cluster, the CPUs of the local Ray instance)")
     p.add_argument("--ray-address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local instance)")
     p.add_argument("--presets", help="YAML file of your own reproduction presets (default: rlkit's)")
+    p.add_argument("--eval-points", type=int, help="evaluations during training, the learning-curve points "
+                                                   "(default: the preset's); fewer make small budgets cheaper")
     p.add_argument("--json", action="store_true", help="print results.json to stdout")
     p.set_defaults(func=cmd_reproduce)
 
@@ -581,7 +553,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if not args.preset:
         return _list_presets(args)
     results = reproduce(args.preset, seeds=args.seeds, backend=args.backend, out=args.out, steps=args.steps,
-                        workers=args.workers, ray_address=args.ray_address, presets_file=args.presets)
+                        workers=args.workers, ray_address=args.ray_address, presets_file=args.presets,
+                        eval_points=args.eval_points)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
@@ -625,6 +598,6 @@ def add_plot_parser(subparsers: Any) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    result = plot_runs(args.paths, args.out, args.label, args.metric, args.title, args.reference)
+    result = reports.plot_runs(args.paths, args.out, args.label, args.metric, args.title, args.reference)
     print(json.dumps(result, indent=2) if args.json else f"wrote {result['plot']}")
     return 0

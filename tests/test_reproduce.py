@@ -1,0 +1,273 @@
+"""rlkit reproduce / rlkit plot: aggregate statistics by hand, curves, resume, the report, Ray = local."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from rlkit import reports
+from rlkit.errors import RLKitError
+from rlkit.reproduce import _pending_or_done, get_preset, load_presets, reproduce
+from tests.conftest import run_cli
+
+
+# ---------------------------------------------------------------------------------------------
+# IQM and stratified bootstrap against hand-checked values
+# ---------------------------------------------------------------------------------------------
+def test_iqm_hand_values():
+    assert reports.iqm([4, 1, 3, 2]) == pytest.approx(2.5)           # 4 runs: trim 1 each end -> mean(2, 3)
+    assert reports.iqm([10, 1, 3, 2, 100]) == pytest.approx(5.0)     # 5 runs: trim int(1.25)=1 -> mean(2, 3, 10)
+    assert reports.iqm(np.arange(8)) == pytest.approx(3.5)           # 8 runs: trim 2 -> mean(2, 3, 4, 5)
+    assert reports.iqm([7.0]) == pytest.approx(7.0)
+    # Pooled over (runs, tasks) like rliable's aggregate_iqm; per-row with axis.
+    scores = np.array([[1, 2, 3, 4], [4, 3, 2, 100]])
+    assert reports.iqm(scores) == pytest.approx(3.0)                 # sorted 1 2 2 3 3 4 4 100 -> mean(2,3,3,4)
+    np.testing.assert_allclose(reports.iqm(scores, axis=1), [2.5, 3.5])
+    rng = np.random.default_rng(0)
+    for n in (3, 4, 5, 9, 10):
+        x = rng.normal(size=n)
+        assert reports.iqm(x) == pytest.approx(scipy.stats.trim_mean(x, 0.25))  # the convention rliable uses
+    with pytest.raises(RLKitError, match="empty"):
+        reports.iqm([])
+
+
+def test_bootstrap_ci_hand_checked():
+    # 2 runs [0, 10]: a replicate's mean is 0 (p=1/4), 5 (1/2) or 10 (1/4) -> the 95% CI is exactly [0, 10].
+    assert reports.stratified_bootstrap_ci([0.0, 10.0], reports.AGGREGATES["mean"], seed=1) == (5.0, 0.0, 10.0)
+    # 3 runs [0, 0, 9]: mean 0 (p=8/27), 3 (12/27), 6 (6/27), 9 (1/27 = 3.7% > 2.5%) -> CI [0, 9] around 3.
+    assert reports.stratified_bootstrap_ci([0.0, 0.0, 9.0], reports.AGGREGATES["mean"], seed=2) == (3.0, 0.0, 9.0)
+    # At the 50% level the CI of the same example shrinks to [0, 6]: 29.6% of replicates are 0, 3.7% are 9.
+    point, lo, hi = reports.stratified_bootstrap_ci([0.0, 0.0, 9.0], reports.AGGREGATES["mean"], confidence=0.5)
+    assert (lo, hi) == (0.0, 6.0)
+    # All runs equal: no uncertainty at all.
+    assert reports.stratified_bootstrap_ci([3.0] * 4, reports.AGGREGATES["iqm"]) == (3.0, 3.0, 3.0)
+
+
+def test_bootstrap_matches_direct_computation():
+    """The vectorised, chunked bootstrap equals a plain loop that draws the same indices one replicate at a time."""
+    scores = np.array([[1.0, 20.0], [3.0, 50.0], [4.0, 40.0], [10.0, 0.0]])  # 4 runs x 2 tasks
+    reps, seed = 1_000, 7
+    for name, direct_stat in (("mean", np.mean), ("iqm", lambda x: scipy.stats.trim_mean(x, 0.25, axis=None))):
+        rng = np.random.default_rng(seed)
+        direct = []
+        for _ in range(reps):
+            idx = rng.integers(0, 4, size=(4, 2))         # run indices, drawn per task (the strata)
+            direct.append(direct_stat(scores[idx, [0, 1]]))
+        expected = np.percentile(direct, [2.5, 97.5])
+        point, lo, hi = reports.stratified_bootstrap_ci(scores, reports.AGGREGATES[name], reps=reps, seed=seed,
+                                                        chunk=1_000)
+        assert point == pytest.approx(direct_stat(scores))
+        np.testing.assert_allclose([lo, hi], expected)
+
+
+def test_bootstrap_is_stratified():
+    """Every replicate keeps each task's run count: a task whose scores are all >= 100 always gives 4 of them."""
+    scores = np.array([[0.0, 100.0], [1.0, 101.0], [2.0, 102.0], [3.0, 103.0]])
+
+    def count_big(reps):
+        return (reps.reshape(len(reps), -1) >= 100).sum(axis=1)
+
+    assert reports.stratified_bootstrap_ci(scores, count_big, reps=5_000) == (4.0, 4.0, 4.0)
+
+
+def test_summary_and_reference_comparison():
+    s = reports.summarize([1.0, 2.0, 3.0, 4.0], reps=2_000)
+    assert (s["mean"], s["iqm"], s["median"]) == (2.5, 2.5, 2.5)
+    assert s["std"] == pytest.approx(np.std([1, 2, 3, 4], ddof=1))
+    assert s["mean_ci"][0] < 2.5 < s["mean_ci"][1] and 1.0 <= s["mean_ci"][0] and s["mean_ci"][1] <= 4.0
+    assert reports.compare_to_reference(s, {"score": 2.0, "plus_minus": 1.0})["mean_in_range"] is True
+    far = reports.compare_to_reference(s, {"score": 10.0, "plus_minus": 1.0})
+    assert (far["mean_in_range"], far["ci_overlaps_range"], far["range"]) == (False, False, [9.0, 11.0])
+    near = reports.compare_to_reference(s, {"range": [3.0, 5.0]})
+    assert (near["mean_in_range"], near["ci_overlaps_range"]) == (False, True)
+    assert reports.compare_to_reference(s, {"source": "none published"}) is None
+    assert reports.format_reference({"score": -152.099, "plus_minus": 94.282}) == "-152.1 ± 94.3"
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning curves from metrics.csv
+# ---------------------------------------------------------------------------------------------
+def write_metrics(run_dir: Path, rows: list[dict]) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    keys = ["global_step", "charts/episode_return", "eval/mean_return"]
+    with open(run_dir / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    return run_dir
+
+
+def test_curves_load_align_band_and_plot(tmp_path):
+    a = write_metrics(tmp_path / "a", [
+        {"global_step": 100, "charts/episode_return": 5, "eval/mean_return": ""},
+        {"global_step": 200, "charts/episode_return": 7, "eval/mean_return": 10},
+        {"global_step": 300, "charts/episode_return": "", "eval/mean_return": 10},
+        {"global_step": 400, "charts/episode_return": 9, "eval/mean_return": 30},
+    ])
+    b = write_metrics(tmp_path / "b", [
+        {"global_step": 200, "charts/episode_return": 1, "eval/mean_return": 20},
+        {"global_step": 350, "charts/episode_return": 2, "eval/mean_return": 40},
+    ])
+    ca = reports.load_curve(a)
+    assert ca.metric == reports.EVAL_KEY
+    np.testing.assert_array_equal(ca.steps, [200, 300, 400])
+    train = reports.load_curve(a, "train")
+    np.testing.assert_array_equal(train.values, [5, 7, 9])
+    cb = reports.load_curve(b)
+    # Grid: steps where both runs have started (200) up to where both still run (350); the value at a
+    # grid step is the latest logged at or before it.
+    grid, table = reports.align_curves([ca, cb])
+    np.testing.assert_array_equal(grid, [200, 300, 350])
+    np.testing.assert_array_equal(table, [[10, 10, 10], [20, 20, 40]])
+    grid, mean, lo, hi = reports.curve_band([ca, cb], reps=500)
+    np.testing.assert_allclose(mean, [15, 15, 25])
+    assert np.all(lo <= mean) and np.all(mean <= hi) and hi[-1] == 40 and lo[-1] == 10
+    _, mean1, lo1, hi1 = reports.curve_band([ca])
+    np.testing.assert_array_equal(lo1, hi1)
+    png = reports.plot_curves([("both", [ca, cb]), ("a", [ca])], tmp_path / "p" / "c.png",
+                              reference={"score": 25, "plus_minus": 5, "source": "hand"}, title="t")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(RLKitError, match="metrics.csv"):
+        reports.load_curve(tmp_path / "nothing")
+    with pytest.raises(RLKitError, match="no values for nope"):
+        reports.load_curve(a, "nope")
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets and resume bookkeeping
+# ---------------------------------------------------------------------------------------------
+def test_presets_name_references_and_missing_agents(tmp_path):
+    presets = load_presets()
+    for name in ("dqn-cartpole", "dqn-pong", "dqn-breakout", "ddpg-pendulum", "td3-pendulum", "td3-halfcheetah",
+                 "ddpg-halfcheetah", "a3c-cartpole", "a3c-pong", "bc-cartpole", "gail-cartpole"):
+        assert presets[name].reference.get("source"), name
+    assert presets["dqn-pong"].reference["score"] == 18.9 and presets["dqn-pong"].also[0]["score"] == 20.602
+    path = tmp_path / "mine.yaml"
+    path.write_text("future:\n  agent: nosuchagent\n  reference: {source: x}\n")
+    with pytest.raises(RLKitError, match="needs agent 'nosuchagent', which is not installed"):
+        get_preset("future", path)
+    with pytest.raises(RLKitError, match="unknown reproduction preset 'nope'"):
+        get_preset("nope", path)
+    path.write_text("bad:\n  agent: dqn\n  budgett: 10\n")
+    with pytest.raises(RLKitError, match="unknown keys"):
+        load_presets(path)
+
+
+def test_pending_or_done(tmp_path):
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "final.json").write_text('{"seed": 3}')
+    assert _pending_or_done(done) == ({"seed": 3}, False)
+    interrupted = tmp_path / "interrupted" / "checkpoints"
+    interrupted.mkdir(parents=True)
+    (interrupted / "step_100.pt").write_bytes(b"")
+    assert _pending_or_done(interrupted.parent) == (None, True)          # resumed from its checkpoint
+    started = tmp_path / "started"
+    started.mkdir()
+    (started / "config.json").write_text("{}")
+    assert _pending_or_done(started) == (None, False) and not started.exists()  # nothing to resume: fresh
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    (stranger / "notes.txt").write_text("mine")
+    with pytest.raises(RLKitError, match="not an rlkit run"):
+        _pending_or_done(stranger)
+
+
+# ---------------------------------------------------------------------------------------------
+# The command, at tiny budgets
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_repro(tmp_path_factory):
+    """dqn-cartpole at 300 steps: 1 seed from Python, then extended to 2 from the CLI (seed 0 must be skipped)."""
+    out = tmp_path_factory.mktemp("repro") / "dqn"
+    first = reproduce("dqn-cartpole", seeds=1, steps=300, out=out)
+    seed0 = (out / "seed_0" / "final.json").read_bytes()
+    second = run_cli("reproduce", "dqn-cartpole", "--seeds", "2", "--steps", "300", "--out", str(out), "--json")
+    assert second.returncode == 0, second.stderr
+    return out, first, json.loads(second.stdout), second.stderr, seed0
+
+
+def test_resumed_reproduction_skips_completed_seeds(tiny_repro):
+    out, first, second, stderr, seed0 = tiny_repro
+    assert first["ran_seeds"] == [0]
+    assert (second["ran_seeds"], second["skipped_seeds"]) == ([1], [0])
+    assert "skipping them: [0]" in stderr
+    assert (out / "seed_0" / "final.json").read_bytes() == seed0       # not re-run
+    assert [r["seed"] for r in second["per_seed"]] == [0, 1]
+    with pytest.raises(RLKitError, match="total_steps=300"):        # another budget must not mix in
+        reproduce("dqn-cartpole", seeds=2, steps=400, out=out)
+
+
+def test_report_from_tiny_budget(tiny_repro):
+    out, _, results, _, _ = tiny_repro
+    assert results["full_budget"] is False and results["total_steps"] == 300 and results["budget"] == 50_000
+    assert results["aggregate"]["runs"] == 2 and results["plot"] == "curves.png"
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "results.json").read_text())["per_seed"] == results["per_seed"]
+    report = (out / "report.md").read_text()
+    assert "Reduced budget: 300 of 50,000 steps, not a reproduction." in report
+    for r in results["per_seed"]:                                         # the per-seed table
+        assert f"| {r['seed']} | {reports.fmt(r['return'])} ± {reports.fmt(r['std'])} |" in report
+    assert "| IQM |" in report and "stratified bootstrap" in report
+    assert "RL-Zoo (rl-baselines3-zoo benchmark.md): dqn CartPole-v1" in report and "500.0 ± 0.0" in report
+    assert "![learning curves](curves.png)" in report
+
+
+def test_plot_command(tiny_repro, tmp_path):
+    out, *_ = tiny_repro
+    proc = run_cli("plot", str(out), str(out / "seed_1"), "--out", str(tmp_path / "c.png"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert [c["label"] for c in result["curves"]] == ["dqn-cartpole", "seed_1"]
+    assert len(result["curves"][0]["runs"]) == 2 and (tmp_path / "c.png").stat().st_size > 0
+    with pytest.raises(RLKitError, match="no runs in"):
+        reports.expand_runs(tmp_path)
+
+
+def test_unknown_preset_is_one_line_error():
+    proc = run_cli("reproduce", "nope")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("rlkit: error: unknown reproduction preset 'nope'; available: ")
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray backend = local backend (synchronous agents are deterministic)
+# ---------------------------------------------------------------------------------------------
+TINY_PRESETS = """
+tiny-dqn:
+  agent: dqn
+  preset: cartpole
+  seeds: 2
+  budget: 1000
+  eval_points: 4
+  overrides: {learning_starts: 200, hidden: [32], buffer_size: 2000, target_update_every: 100,
+              eval_episodes: 3, tensorboard: false}
+  reference: {score: 500.0, plus_minus: 0.0, source: "test"}
+"""
+
+
+@pytest.mark.slow
+def test_ray_backend_matches_local(tmp_path):
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'rlkit[ray]')")
+    presets = tmp_path / "tiny.yaml"
+    presets.write_text(TINY_PRESETS)
+    results = {}
+    for backend in ("local", "ray"):
+        # --workers 2 with --backend ray starts a local Ray instance limited to 2 CPUs.
+        proc = run_cli("reproduce", "tiny-dqn", "--presets", str(presets), "--backend", backend, "--workers", "2",
+                       "--out", str(tmp_path / backend), "--json", timeout=400)
+        assert proc.returncode == 0, proc.stderr
+        results[backend] = json.loads(proc.stdout)
+    assert results["ray"]["backend"] == "ray"
+    assert [r["return"] for r in results["ray"]["per_seed"]] == [r["return"] for r in results["local"]["per_seed"]]
+    for seed in (0, 1):
+        finals = [json.loads((tmp_path / b / f"seed_{seed}" / "final.json").read_text()) for b in ("local", "ray")]
+        assert finals[0]["eval"]["returns"] == finals[1]["eval"]["returns"]
+        losses = [[row["losses/td_loss"] for row in csv.DictReader(open(tmp_path / b / f"seed_{seed}" / "metrics.csv"))
+                   if row.get("losses/td_loss")] for b in ("local", "ray")]
+        assert losses[0] and losses[0] == losses[1]                         # identical training, not just eval

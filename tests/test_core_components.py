@@ -200,7 +200,7 @@ def test_frame_stack_storage_rebuilds_exact_stacks(prioritized):
     reset(0), reset(1)
     for _ in range(60):
         obs = np.stack(stacks)
-        final, term, trunc = [], [], [], []
+        final, term, trunc = [], [], []
         for e in range(2):
             following = np.concatenate([stacks[e][1:], new_frame()[None]])
             done = rng.random() < 0.15

@@ -241,11 +241,11 @@ def train(cfg: DQNConfig, resume: bool = False) -> dict[str, Any]:
                 polyak_update(q_net, q_target, cfg.tau)
 
             run.logger.progress(global_step)
+            if Run.due(global_step, cfg.eval_every, stride):  # before the dump, so it lands on this row
+                run.evaluate(policy, eval_env_factory(cfg), global_step)
             if Run.due(global_step, cfg.log_every, stride):
                 run.logger.record("charts/epsilon", epsilon)
                 run.logger.dump(global_step)
-            if Run.due(global_step, cfg.eval_every, stride):
-                run.evaluate(policy, eval_env_factory(cfg), global_step)
             if Run.due(global_step, cfg.checkpoint_every, stride) and global_step < cfg.total_steps:
                 run.checkpoint(global_step, state_dict())
     except KeyboardInterrupt:

@@ -10,8 +10,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import torch
-
 from rlkit.errors import RLKitError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -65,6 +63,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` through :func:`atomic_open`."""
+    import torch  # lazily: `rlkit demos ...` and the CLI start without importing torch
+
     with atomic_open(path) as f:
         torch.save(obj, f)
 
@@ -105,6 +105,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint file (or the latest one of a run directory)."""
     file = find_checkpoint(path)
     try:
+        import torch
+
         state = torch.load(file, map_location="cpu", weights_only=False)
     except Exception as e:  # torch raises several types for damaged files
         raise RLKitError(f"checkpoint {file} is unreadable ({type(e).__name__}); it may be corrupt") from None

@@ -474,6 +474,17 @@ def write_outputs(out: Path, preset: ReproducePreset, results: dict[str, Any]) -
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))
 
 
+def _early_stop_note(results: dict[str, Any]) -> list[str]:
+    """Runs that ended before their step budget (an agent's own early stop, e.g. ``target_return``)."""
+    total = results["total_steps"]
+    early = [r for r in results["per_seed"] if total and r["env_steps"] < total]
+    if not early:
+        return []
+    steps = ", ".join(f"seed {r['seed']}: {r['env_steps']:,}" for r in early)
+    return [f"{len(early)} of {len(results['per_seed'])} seeds stopped before {total:,} steps through the "
+            f"agent's own early stop ({steps}).", ""]
+
+
 def render_report(results: dict[str, Any], plot_note: str = "") -> str:
     s, ref = results["aggregate"], results["reference"]
     n = len(results["seeds"])
@@ -493,6 +504,7 @@ def render_report(results: dict[str, Any], plot_note: str = "") -> str:
                                       for r in results["per_seed"]]), "",
               "## Aggregate over seeds", "",
               reports.summary_table(s), "",
+              *_early_stop_note(results),
               f"IQM: mean of the middle 50% of seeds (trims int(0.25·n) = {int(0.25 * n)} from each end). "
               f"CIs: percentile stratified bootstrap over seeds, {s['bootstrap_reps']:,} replicates, seed "
               f"{s['bootstrap_seed']} (Agarwal et al. 2021, rliable). With {n} seeds they are wide; "

@@ -179,6 +179,9 @@ def main() -> None:
     t475_algos = ["a3c_2", "sb3_a2c", "a2c"]
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
+        # Warm-up, discarded: the first run of each kind pays imports and first-touch costs.
+        for name in tput_algos:
+            throughput(name, 10_000, 2_000, tmp)
         for seed in range(args.seeds):
             machine_scaling.append(cpu_scaling_reference())
             print(json.dumps({"seed": seed, "cpu_scaling_reference": machine_scaling[-1]}), flush=True)

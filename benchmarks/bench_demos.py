@@ -1,9 +1,10 @@
 """Demonstration pipeline benchmarks (issue 5), each measured side by side in one run.
 
 1. Recording overhead: ``demos.record`` vs. stepping the same policy in the same env with the same
-   reset seeds without recording, on CartPole-v1 over 20k steps; repetitions interleaved (order
-   alternating), medians of process CPU time compared (wall time too: on a machine shared with
-   other jobs wall time swings by +-40% between repetitions, CPU time much less). imitation's
+   reset seeds without recording, on CartPole-v1 over 20k steps; paired repetitions (the two back to
+   back, order alternating), the overhead being the median of the pairs' process-CPU-time ratios with
+   a bootstrap 95% interval (wall time too; both swing by +-30% between runs on a shared machine, and
+   pairing cancels the slow phases). imitation's
    ``rollout.rollout`` + ``serialize.save`` of the same policy and episodes is timed alongside as the
    reference. Target: overhead <= 10% with a scripted expert (40 episodes of 500 steps). A random
    policy (about 900 episodes of ~22 steps, so the per-episode file write dominates) is reported too.
@@ -99,9 +100,16 @@ def imitation_rollout_and_save(policy: Any, episodes: int, seed: int, out: Path)
 
 
 def bench_overhead(steps: int, reps: int, tmp: Path) -> dict[str, Any]:
+    """Paired runs: each repetition steps without recording and records, back to back (order alternating).
+
+    The overhead is the median over repetitions of (record CPU / plain CPU) - 1, with a bootstrap 95%
+    interval of that median: pairing cancels the slow and fast phases of a shared machine, which swing a
+    single 0.5 s run by +-30%.
+    """
     action_space = make_env("CartPole-v1").action_space
     makers = {"scripted_expert": lambda: FunctionPolicy(demos.scripted.cartpole),
               "random": lambda: RandomPolicy(action_space, seed=0)}
+    rng = np.random.default_rng(0)
     results = {}
     for name, make_policy in makers.items():
         episodes = episodes_for_steps(make_policy(), steps, seed=0)
@@ -121,16 +129,23 @@ def bench_overhead(steps: int, reps: int, tmp: Path) -> dict[str, Any]:
                     shutil.rmtree(path)
         assert stats["steps"] == n, "both sides must run the same steps"
         reference = imitation_rollout_and_save(make_policy(), episodes, 0, tmp / f"imi-{name}")
-        med = {k: statistics.median(v) for k, v in
-               {"plain": plain, "record": rec, "plain_cpu": plain_cpu, "record_cpu": rec_cpu}.items()}
+        paired = {"cpu": np.array(rec_cpu) / np.array(plain_cpu) - 1, "wall": np.array(rec) / np.array(plain) - 1}
+        summary = {}
+        for kind, overheads in paired.items():
+            boot = np.median(rng.choice(overheads, (10_000, len(overheads))), axis=1)
+            summary[kind] = {"median": float(np.median(overheads)),
+                             "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]}
         results[name] = {"steps": n, "episodes": episodes, "reps": reps, "plain_s": plain, "record_s": rec,
                          "plain_cpu_s": plain_cpu, "record_cpu_s": rec_cpu,
-                         "overhead_wall": med["record"] / med["plain"] - 1,
-                         "overhead_cpu": med["record_cpu"] / med["plain_cpu"] - 1,
+                         "overhead_cpu": summary["cpu"]["median"], "overhead_cpu_ci95": summary["cpu"]["ci95"],
+                         "overhead_wall": summary["wall"]["median"], "overhead_wall_ci95": summary["wall"]["ci95"],
+                         "plain_cpu_median_s": statistics.median(plain_cpu),
+                         "record_cpu_median_s": statistics.median(rec_cpu),
                          "imitation_rollout_save_s": reference}
-        print(f"[overhead] {name}: {n} steps / {episodes} episodes: CPU plain {med['plain_cpu']:.3f}s, record "
-              f"{med['record_cpu']:.3f}s -> {100 * results[name]['overhead_cpu']:+.1f}%; wall plain "
-              f"{med['plain']:.3f}s, record {med['record']:.3f}s -> {100 * results[name]['overhead_wall']:+.1f}%; "
+        print(f"[overhead] {name}: {n} steps / {episodes} episodes, {reps} paired runs: CPU plain "
+              f"{statistics.median(plain_cpu):.3f}s, record {statistics.median(rec_cpu):.3f}s; overhead (median "
+              f"of pairs) CPU {100 * summary['cpu']['median']:+.1f}% (95% CI {100 * summary['cpu']['ci95'][0]:+.1f}"
+              f"..{100 * summary['cpu']['ci95'][1]:+.1f}%), wall {100 * summary['wall']['median']:+.1f}%; "
               f"imitation rollout+save {reference:.3f}s (wall)", flush=True)
     return results
 
@@ -196,7 +211,7 @@ def bench_atari_bytes(episodes: int, max_frames: int, tmp: Path) -> dict[str, An
 def main() -> None:
     parser = argparse.ArgumentParser(description="demonstration pipeline benchmarks")
     parser.add_argument("--quick", action="store_true", help="reduced scale (smoke run)")
-    parser.add_argument("--reps", type=int, default=7, help="interleaved repetitions of the overhead test")
+    parser.add_argument("--reps", type=int, default=41, help="paired repetitions of the overhead test")
     args = parser.parse_args()
     scale = {"steps": 20_000, "load_episodes": 2_000, "atari_episodes": 3, "atari_frames": 2_000}
     if args.quick:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import gymnasium as gym
 import numpy as np
 
 from demos.dataset import DatasetWriter
@@ -36,6 +37,11 @@ class StopRecording(Exception):
 
 def dir_bytes(path: str | Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def _join(chunks: list[bytes], space: gym.Space) -> np.ndarray:
+    """Per-step ``tobytes()`` chunks of arrays of ``space`` as one (len(chunks), *shape) array."""
+    return np.frombuffer(b"".join(chunks), dtype=space.dtype).reshape(len(chunks), *space.shape)
 
 
 def record(policy: Policy | str, env_id: str, episodes: int, out: str | Path, seed: int = 0,
@@ -82,22 +88,25 @@ def record(policy: Policy | str, env_id: str, episodes: int, out: str | Path, se
     try:
         writer = DatasetWriter(out, env_id, env.observation_space, env.action_space, source,
                                env_kwargs=env_kwargs, append=append, fsync=fsync)
-        act_dtype = env.action_space.dtype
+        obs_space, act_space = env.observation_space, env.action_space
         i = 0
         while i < episodes:
             obs, _ = env.reset(seed=seed + i, options=reset_options)
-            obs_list = [np.asarray(obs)]
-            actions, rewards = [], []
+            obs = np.asarray(obs, dtype=obs_space.dtype)
+            # Each step's obs and action are kept as bytes and joined into arrays once per episode: half the
+            # recorder's CPU cost went to np.array() over hundreds of small arrays and to freeing them.
+            obs_chunks, action_chunks, rewards = [obs.tobytes()], [], []
             total = 0.0
             if hasattr(policy, "begin_episode"):
                 policy.begin_episode(env, i, episodes)
             try:
                 while True:
                     # cast before stepping so that replaying the stored (cast) action is exact
-                    action = np.asarray(policy.act(obs_list[-1][None], deterministic)[0], dtype=act_dtype)
+                    action = np.asarray(policy.act(obs[None], deterministic)[0], dtype=act_space.dtype)
                     obs, reward, terminated, truncated, _ = env.step(action)
-                    obs_list.append(np.asarray(obs))
-                    actions.append(action)
+                    obs = np.asarray(obs, dtype=obs_space.dtype)
+                    obs_chunks.append(obs.tobytes())
+                    action_chunks.append(action.tobytes())
                     if keep_rewards:
                         rewards.append(reward)
                     total += float(reward)
@@ -109,15 +118,14 @@ def record(policy: Policy | str, env_id: str, episodes: int, out: str | Path, se
             except StopRecording:
                 stopped = True
                 break
-            # np.array, not np.stack: 10-20x faster on hundreds of small arrays (matters for the 10% budget)
-            index = writer.add_episode(np.array(obs_list), np.array(actions), terminated, truncated, seed + i,
-                                       options=reset_options, rewards=rewards if keep_rewards else None,
-                                       episode_return=total)
+            index = writer.add_episode(_join(obs_chunks, obs_space), _join(action_chunks, act_space), terminated,
+                                       truncated, seed + i, options=reset_options,
+                                       rewards=rewards if keep_rewards else None, episode_return=total)
             returns.append(total)
-            lengths.append(len(actions))
+            lengths.append(len(action_chunks))
             i += 1
             if on_episode is not None:
-                on_episode({"episode": i, "of": episodes, "index": index, "return": total, "length": len(actions)})
+                on_episode({"episode": i, "of": episodes, "index": index, "return": total, "length": lengths[-1]})
     finally:
         if writer is not None:
             writer.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from demos.dataset import Dataset, Episode, load, read_index, read_manifest
+from demos.dataset import DataFiles, Dataset, Episode, load, read_index, read_manifest
 from demos.record import dir_bytes
 from rlkit.errors import RLKitError
 
@@ -142,14 +141,12 @@ def inspect_dataset(path: str | Path, check: bool = False) -> dict[str, Any]:
     lengths = [r["length"] for r in records]
     returns = [r["episode_return"] for r in records if r.get("episode_return") is not None]
     problems = [reason for _, reason in bad_lines]
-    for r in records:
-        file = root / r["file"]
-        if not file.is_file():
-            problems.append(f"episode {r['index']} ({file}) is missing")
-        elif file.stat().st_size != r["bytes"]:
-            problems.append(f"episode {r['index']} ({file}) is truncated or damaged")
-        elif check and hashlib.sha256(file.read_bytes()).hexdigest() != r["sha256"]:
-            problems.append(f"episode {r['index']} ({file}) is corrupt (sha256 checksum mismatch)")
+    with DataFiles(root) as files:
+        for r in records:
+            try:
+                files.episode_bytes(r, verify=check)
+            except RLKitError as e:
+                problems.append(str(e))
     with_rewards = sum(bool(r.get("rewards")) for r in records)
     return {
         "path": str(root), "format_version": raw["format_version"], "env_id": raw["env_id"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import subprocess
@@ -154,7 +155,7 @@ def test_atari_images_stored_once_per_frame_and_reproduce(tmp_path):
     ep = ds[0]
     assert ep.obs.dtype == np.uint8 and ep.obs.shape[1:] == (4, 84, 84) and ep.truncated
     assert np.array_equal(ep.obs[1:, :3], ep.obs[:-1, 1:])  # the frame stack, rebuilt exactly
-    names = zipfile.ZipFile(tmp_path / "pong" / "episodes" / "000000.npz").namelist()
+    names = zipfile.ZipFile(io.BytesIO(episode_archive(tmp_path / "pong", 0))).namelist()
     assert "obs_frames.npy" in names and "obs.npy" not in names
     assert demos.replay(ds)["all_reproduced"]
 
@@ -162,6 +163,24 @@ def test_atari_images_stored_once_per_frame_and_reproduce(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Corruption, wrong env, crash safety
 # ---------------------------------------------------------------------------------------------
+
+def index_records(ds_path: Path) -> list[dict]:
+    return [json.loads(line) for line in (ds_path / INDEX).read_text().splitlines()]
+
+
+def episode_archive(ds_path: Path, index: int) -> bytes:
+    """Episode ``index``'s .npz archive, cut from its pack by the index's offset and size."""
+    rec = index_records(ds_path)[index]
+    return (ds_path / rec["file"]).read_bytes()[rec["offset"]:rec["offset"] + rec["bytes"]]
+
+
+def flip_byte_of_episode(ds_path: Path, index: int) -> None:
+    rec = index_records(ds_path)[index]
+    pack = ds_path / rec["file"]
+    data = bytearray(pack.read_bytes())
+    data[rec["offset"] + rec["bytes"] // 2] ^= 0xFF
+    pack.write_bytes(bytes(data))
+
 
 def copy_dataset(src: Path, dst: Path) -> Path:
     import shutil
@@ -172,30 +191,36 @@ def copy_dataset(src: Path, dst: Path) -> Path:
 
 def test_damage_gives_one_line_errors_naming_the_episode(cartpole_ds, tmp_path):
     flipped = copy_dataset(cartpole_ds, tmp_path / "flipped")
-    f = flipped / "episodes" / "000001.npz"
-    data = bytearray(f.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    f.write_bytes(bytes(data))
+    flip_byte_of_episode(flipped, 1)
     with pytest.raises(RLKitError) as err:
         demos.load(flipped)
     assert "episode 1" in one_line(err) and "checksum" in str(err.value) and "skip_corrupt" in str(err.value)
 
     truncated = copy_dataset(cartpole_ds, tmp_path / "truncated")
-    f = truncated / "episodes" / "000002.npz"
-    f.write_bytes(f.read_bytes()[:100])
+    rec = index_records(truncated)[2]
+    pack = truncated / rec["file"]
+    pack.write_bytes(pack.read_bytes()[:rec["offset"] + 100])  # cut inside episode 2: 2, 3 and 4 are lost
     with pytest.raises(RLKitError) as err:
         demos.load(truncated)
     assert "episode 2" in one_line(err) and "truncated" in str(err.value)
+    with pytest.warns(UserWarning, match="skipped 3"):
+        assert [ep.index for ep in demos.load(truncated, skip_corrupt=True)] == [0, 1]
 
+    # a deleted pack: a second session's episodes 5-6, appended to the first session's 0-4
     missing = copy_dataset(cartpole_ds, tmp_path / "missing")
-    (missing / "episodes" / "000003.npz").unlink()
+    demos.record("random", "CartPole-v1", 2, missing, seed=50, append=True)
+    (missing / "episodes" / "000005.pack").unlink()
     with pytest.raises(RLKitError) as err:
         demos.load(missing)
-    assert "episode 3" in one_line(err) and "missing" in str(err.value)
-    with pytest.warns(UserWarning, match="skipped 1"):
+    assert "episode 5" in one_line(err) and "missing" in str(err.value)
+    with pytest.warns(UserWarning, match="skipped 2"):
         rest = demos.load(missing, skip_corrupt=True)
-    assert [ep.index for ep in rest] == [0, 1, 2, 4] and rest.skipped[0][0] == 3
-    assert demos.inspect_dataset(missing)["problems"] == [f"episode 3 ({missing}/episodes/000003.npz) is missing"]
+    assert [ep.index for ep in rest] == [0, 1, 2, 3, 4] and [i for i, _ in rest.skipped] == [5, 6]
+    assert demos.inspect_dataset(missing)["problems"] == [
+        f"episode {i} ({missing}/episodes/000005.pack) is missing" for i in (5, 6)]
+    flip_byte_of_episode(missing, 4)  # found by inspect --check only: without it, sizes are checked
+    assert demos.inspect_dataset(missing)["problems"][0] == f"episode 5 ({missing}/episodes/000005.pack) is missing"
+    assert demos.inspect_dataset(missing, check=True)["problems"][0].startswith("episode 4 (")
 
     with pytest.raises(RLKitError) as err:
         demos.load(cartpole_ds, env_id="Pendulum-v1")
@@ -210,14 +235,40 @@ def test_damage_gives_one_line_errors_naming_the_episode(cartpole_ds, tmp_path):
 
 def test_append_adds_episodes_and_survives_a_torn_index_line(cartpole_ds, tmp_path):
     ds_path = copy_dataset(cartpole_ds, tmp_path / "grow")
+    pack = ds_path / index_records(ds_path)[-1]["file"]
     with open(ds_path / INDEX, "ab") as f:  # what a crash in the middle of the commit write leaves
         f.write(b'{"index":5,"file":"episodes/000005.npz","sha2')
+    committed_bytes = pack.stat().st_size
+    with open(pack, "ab") as f:
+        f.write(b"PK\x03\x04 half an episode")  # the archive of the uncommitted episode, cut short
+    (ds_path / "episodes" / "000005.pack").write_bytes(b"PK")  # a session killed before its first commit
     assert len(demos.load(ds_path)) == 5
+    env = gym.make("CartPole-v1")
+    with DatasetWriter(ds_path, "CartPole-v1", env.observation_space, env.action_space, source="x", append=True):
+        pass  # opening for append cuts what was never committed
+    assert pack.stat().st_size == committed_bytes and not (ds_path / "episodes" / "000005.pack").exists()
     stats = demos.record("random", "CartPole-v1", 2, ds_path, seed=100, append=True, source="second")
     ds = demos.load(ds_path)
     assert stats["total_episodes"] == 7 and [ep.index for ep in ds] == list(range(7))
     assert [ep.seed for ep in ds][5:] == [100, 101] and ds[6].source == "second" and ds.meta["source"] == "random"
     assert demos.inspect_dataset(ds_path)["sources"] == ["random", "second"]
+
+
+def test_format_1_datasets_with_a_file_per_episode_still_load(cartpole_ds, tmp_path):
+    old = copy_dataset(cartpole_ds, tmp_path / "v1")
+    records = index_records(old)
+    lines = []
+    for rec in records:
+        rec["file"] = f"episodes/{rec['index']:06d}.npz"
+        (old / rec["file"]).write_bytes(episode_archive(cartpole_ds, rec["index"]))
+        del rec["offset"]
+        lines.append(json.dumps(rec) + "\n")
+    (old / INDEX).write_text("".join(lines))
+    (old / "episodes" / "000000.pack").unlink()
+    manifest = json.loads((old / "manifest.json").read_text())
+    (old / "manifest.json").write_text(json.dumps({**manifest, "format_version": 1}))
+    assert_same_episodes(demos.load(cartpole_ds), demos.load(old))
+    assert demos.inspect_dataset(old, check=True)["problems"] == []
 
 
 def test_sigkilled_recorder_leaves_every_committed_episode(tmp_path):
@@ -241,7 +292,9 @@ def test_sigkilled_recorder_leaves_every_committed_episode(tmp_path):
     assert [ep.index for ep in ds] == list(range(len(ds)))
     assert demos.replay(ds, episodes=[0, len(ds) - 1])["all_reproduced"]
     demos.record("random", "CartPole-v1", 1, out, seed=10**6, append=True)  # the dataset stays appendable
-    assert not list((out / "episodes").glob(".*.tmp"))
+    # the pack holds the committed episodes and the appended one, and no bytes besides
+    ds = demos.load(out)
+    assert sum(p.stat().st_size for p in (out / "episodes").iterdir()) == sum(r["bytes"] for r in index_records(out))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -491,8 +544,7 @@ def test_cli_record_inspect_replay_convert(cli, capsys, tmp_path):
     assert_same_episodes(demos.load(out), demos.load(tmp_path / "back"), seeds=False)
 
     # damage: one line, exit 2, then --skip-corrupt reads the rest
-    f = out / "episodes" / "000000.npz"
-    f.write_bytes(f.read_bytes()[:-7])
+    flip_byte_of_episode(out, 0)
     r = cli("demos", "replay", str(out), "--verify", "--json")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.startswith("rlkit: error: episode 0 (") and r.stderr.count("\n") == 1

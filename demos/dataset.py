@@ -602,7 +602,7 @@ class DatasetWriter:
                         "env_kwargs": env_kwargs, "observation_space": obs_json, "action_space": act_json,
                         "source": self.source, "versions": versions(),
                         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            atomic_write_text(self.path / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+            atomic_write_text(self.path / MANIFEST, json.dumps(manifest, indent=1) + "\n", fsync=self.fsync)
         self.num_added = 0
 
     def _trim_torn_tail(self) -> None:

@@ -12,12 +12,12 @@ Interactive policies (the human keyboard source) may additionally define ``needs
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import gymnasium as gym
 import numpy as np
 
 from demos.dataset import DatasetWriter
@@ -39,9 +39,13 @@ def dir_bytes(path: str | Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
-def _join(chunks: list[bytes], space: gym.Space) -> np.ndarray:
-    """Per-step ``tobytes()`` chunks of arrays of ``space`` as one (len(chunks), *shape) array."""
-    return np.frombuffer(b"".join(chunks), dtype=space.dtype).reshape(len(chunks), *space.shape)
+def _join(chunks: list[bytes], dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """Per-step ``tobytes()`` chunks of arrays of ``dtype`` and ``shape`` as one (len(chunks), *shape) array."""
+    data = b"".join(chunks)
+    if len(data) != len(chunks) * dtype.itemsize * math.prod(shape):
+        raise RLKitError(f"the env's observations or actions changed dtype or shape within an episode (expected "
+                         f"{dtype} {shape}); make it return arrays of its declared space")
+    return np.frombuffer(data, dtype=dtype).reshape(len(chunks), *shape)
 
 
 def record(policy: Policy | str, env_id: str, episodes: int, out: str | Path, seed: int = 0,
@@ -92,10 +96,11 @@ def record(policy: Policy | str, env_id: str, episodes: int, out: str | Path, se
         i = 0
         while i < episodes:
             obs, _ = env.reset(seed=seed + i, options=reset_options)
-            obs = np.asarray(obs, dtype=obs_space.dtype)
+            obs = np.asarray(obs)
             # Each step's obs and action are kept as bytes and joined into arrays once per episode: half the
             # recorder's CPU cost went to np.array() over hundreds of small arrays and to freeing them.
             obs_chunks, action_chunks, rewards = [obs.tobytes()], [], []
+            obs_dtype = obs.dtype  # the env's (add_episode casts to the space's); np.asarray(obs, dtype) costs more
             total = 0.0
             if hasattr(policy, "begin_episode"):
                 policy.begin_episode(env, i, episodes)
@@ -104,7 +109,7 @@ def record(policy: Policy | str, env_id: str, episodes: int, out: str | Path, se
                     # cast before stepping so that replaying the stored (cast) action is exact
                     action = np.asarray(policy.act(obs[None], deterministic)[0], dtype=act_space.dtype)
                     obs, reward, terminated, truncated, _ = env.step(action)
-                    obs = np.asarray(obs, dtype=obs_space.dtype)
+                    obs = np.asarray(obs)
                     obs_chunks.append(obs.tobytes())
                     action_chunks.append(action.tobytes())
                     if keep_rewards:
@@ -118,7 +123,8 @@ def record(policy: Policy | str, env_id: str, episodes: int, out: str | Path, se
             except StopRecording:
                 stopped = True
                 break
-            index = writer.add_episode(_join(obs_chunks, obs_space), _join(action_chunks, act_space), terminated,
+            index = writer.add_episode(_join(obs_chunks, obs_dtype, obs_space.shape),
+                                       _join(action_chunks, act_space.dtype, act_space.shape), terminated,
                                        truncated, seed + i, options=reset_options,
                                        rewards=rewards if keep_rewards else None, episode_return=total)
             returns.append(total)

@@ -30,11 +30,13 @@ def _fsync_dir(path: Path) -> None:
 
 
 @contextmanager
-def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
+def atomic_open(path: str | Path, fsync: bool = True) -> Iterator[BinaryIO]:
     """Open a temporary file next to ``path`` for writing; on success fsync and rename it over ``path``.
 
     A reader sees either the old file or the whole new one, never a partial write; on an exception
-    the temporary file is removed and ``path`` is untouched.
+    the temporary file is removed and ``path`` is untouched. ``fsync=False`` skips the flushes to the
+    disk (~6 ms here): the rename is still atomic for readers and survives a killed process, only not
+    a power loss.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,22 +45,24 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if fsync:
+        _fsync_dir(path.parent)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes, fsync: bool = True) -> None:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_open`)."""
-    with atomic_open(path) as f:
+    with atomic_open(path, fsync) as f:
         f.write(data)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+def atomic_write_text(path: str | Path, text: str, fsync: bool = True) -> None:
+    atomic_write_bytes(path, text.encode(), fsync)
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:

@@ -345,7 +345,7 @@ def train(cfg: A2CConfig, resume: bool = False) -> dict[str, Any]:
 
     stride = cfg.num_envs * cfg.n_steps
     reached: dict[str, Any] = {}
-    try:
+    with run.checkpoint_on_interrupt(lambda: (global_step, state_dict())):
         while global_step < cfg.total_steps:
             rollout, obs, episodes = collect_rollout(envs, obs, actor, cfg.n_steps, cfg.clip_rewards)
             global_step += stride
@@ -363,25 +363,13 @@ def train(cfg: A2CConfig, resume: bool = False) -> dict[str, Any]:
                 group["lr"] = lr
             optimizer.step()
 
-            run.logger.progress(global_step)
-            if Run.due(global_step, cfg.log_every, stride):
-                for key, value in terms.items():
-                    run.logger.record(key, value.item())
-                run.logger.record("charts/learning_rate", lr)
-                run.logger.dump(global_step)
-            if Run.due(global_step, cfg.eval_every, stride):
-                result = run.evaluate(policy, eval_env_factory(cfg), global_step)
-                if cfg.target_return is not None and result["mean"] >= cfg.target_return:
-                    reached = {"target_reached": {"env_steps": global_step, "wall_s": round(run.wall_s, 3),
-                                                  "eval_mean": result["mean"]}}
-                    break
-            if Run.due(global_step, cfg.checkpoint_every, stride) and global_step < cfg.total_steps:
-                run.checkpoint(global_step, state_dict())
-    except KeyboardInterrupt:
-        # Ctrl-C: keep what was learned; `rlkit train a2c --resume RUN_DIR` continues from here.
-        run.checkpoint(global_step, state_dict())
-        run.close()
-        raise
+            result = run.step_done(global_step, stride, policy, eval_env_factory(cfg), state_dict,
+                                   lambda terms=terms, lr=lr: {**{k: v.item() for k, v in terms.items()},
+                                                               "charts/learning_rate": lr})
+            if result is not None and cfg.target_return is not None and result["mean"] >= cfg.target_return:
+                reached = {"target_reached": {"env_steps": global_step, "wall_s": round(run.wall_s, 3),
+                                              "eval_mean": result["mean"]}}
+                break
 
     envs.close()
     return run.finish(policy, eval_env_factory(cfg), global_step, state_dict(), extra=reached)

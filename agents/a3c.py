@@ -31,7 +31,10 @@ which exits with the main process.
 
 Shutdown: the step budget, ``target_return``, Ctrl-C (SIGINT, which workers ignore so that the main
 process decides) or any worker's exception set a shared stop event; workers finish their update and
-exit; stragglers are terminated, then killed. A checkpoint is saved in every case. A worker's
+exit; stragglers are terminated, then killed. In the main process SIGINT only raises a flag that the
+evaluator loop turns into KeyboardInterrupt at its next tick: raised at an arbitrary point it could
+cut a read from the workers' message pipe in half, and the shutdown's drain then waited forever on
+the desynchronised stream. A checkpoint is saved in every case. A worker's
 exception reaches the caller as :class:`WorkerError` carrying the worker's traceback (the CLI exits
 non-zero). Workers also exit when their parent disappears.
 
@@ -226,11 +229,15 @@ def _work(rank: int, cfg: A3CConfig, shared_model: ActorCritic, optim_state: lis
 
 @contextlib.contextmanager
 def _worker_start_conditions() -> Iterator[None]:
-    """What children inherit (through fork, or spawn's exec): one-thread math libraries, an ignored SIGINT."""
+    """What children inherit (through fork, or spawn's exec): one-thread math libraries, a blocked SIGINT.
+
+    Blocked rather than ignored: a Ctrl-C while the workers start stays pending for the main process
+    (and is handled when the block ends) instead of being lost; a child never sees it before its
+    ``worker()`` ignores SIGINT.
+    """
     saved = {name: os.environ.get(name) for name in THREAD_VARS}
     os.environ.update({name: "1" for name in THREAD_VARS})
-    main_thread = threading.current_thread() is threading.main_thread()
-    old_handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
@@ -239,8 +246,21 @@ def _worker_start_conditions() -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        if main_thread:
-            signal.signal(signal.SIGINT, old_handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
+@contextlib.contextmanager
+def _sigint_as_flag() -> Iterator[threading.Event]:
+    """Within the block, SIGINT sets the yielded event instead of raising KeyboardInterrupt anywhere."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
+        yield interrupted
+        return
+    old_handler = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, old_handler)
 
 
 def _drain(messages: Any, run: Run) -> WorkerError | None:
@@ -320,46 +340,49 @@ def train(cfg: A3CConfig, resume: bool = False) -> dict[str, Any]:
                 "observation_space": obs_space, "action_space": act_space}
 
     reached: dict[str, Any] = {}
-    try:
-        with _worker_start_conditions():
-            for w in workers:
-                w.start()
-        # The evaluator: log what workers report, evaluate, checkpoint, and watch for failures.
-        seen = first_step
-        while any(w.is_alive() for w in workers):
-            error = _drain(messages, run)
-            if error is None and any(w.exitcode not in (None, 0) for w in workers):
-                error = _drain(messages, run)  # a failing worker writes its traceback before it exits
-                if error is None:
-                    dead = next(w for w in workers if w.exitcode not in (None, 0))
-                    error = WorkerError(workers.index(dead), f"exited with code {dead.exitcode} (no traceback)")
+    with _sigint_as_flag() as interrupted:
+        try:
+            with _worker_start_conditions():
+                for w in workers:
+                    w.start()
+            # The evaluator: log what workers report, evaluate, checkpoint, and watch for failures.
+            seen = first_step
+            while any(w.is_alive() for w in workers):
+                if interrupted.is_set():
+                    raise KeyboardInterrupt
+                error = _drain(messages, run)
+                if error is None and any(w.exitcode not in (None, 0) for w in workers):
+                    error = _drain(messages, run)  # a failing worker writes its traceback before it exits
+                    if error is None:
+                        dead = next(w for w in workers if w.exitcode not in (None, 0))
+                        error = WorkerError(workers.index(dead), f"exited with code {dead.exitcode} (no traceback)")
+                if error is not None:
+                    raise error
+                step = counter.value
+                run.logger.progress(step)
+                if _crossed(seen, step, cfg.log_every):
+                    run.logger.dump(step)
+                if _crossed(seen, step, cfg.eval_every) and not stop.is_set():
+                    snapshot.load_state_dict(model.state_dict())
+                    result = run.evaluate(snapshot_policy, eval_env_factory(cfg), step)
+                    if cfg.target_return is not None and result["mean"] >= cfg.target_return:
+                        reached = {"target_reached": {"env_steps": step, "wall_s": round(run.wall_s, 3),
+                                                      "eval_mean": result["mean"]}}
+                        stop.set()
+                if _crossed(seen, step, cfg.checkpoint_every) and step < cfg.total_steps:
+                    run.checkpoint(step, state_dict())
+                seen = step
+                time.sleep(0.02)
+            error = _stop_workers(stop, workers, messages, run)
             if error is not None:
                 raise error
-            step = counter.value
-            run.logger.progress(step)
-            if _crossed(seen, step, cfg.log_every):
-                run.logger.dump(step)
-            if _crossed(seen, step, cfg.eval_every) and not stop.is_set():
-                snapshot.load_state_dict(model.state_dict())
-                result = run.evaluate(snapshot_policy, eval_env_factory(cfg), step)
-                if cfg.target_return is not None and result["mean"] >= cfg.target_return:
-                    reached = {"target_reached": {"env_steps": step, "wall_s": round(run.wall_s, 3),
-                                                  "eval_mean": result["mean"]}}
-                    stop.set()
-            if _crossed(seen, step, cfg.checkpoint_every) and step < cfg.total_steps:
-                run.checkpoint(step, state_dict())
-            seen = step
-            time.sleep(0.02)
-        error = _stop_workers(stop, workers, messages, run)
-        if error is not None:
-            raise error
-        if reached:  # keep the weights that passed, not those of the updates in flight when the stop came
-            model.load_state_dict(snapshot.state_dict())
-    except BaseException:  # Ctrl-C or a worker's failure: stop every worker, keep the weights, re-raise
-        _stop_workers(stop, workers, messages, run)
-        run.checkpoint(counter.value, state_dict())
-        run.close()
-        raise
+            if reached:  # keep the weights that passed, not those of the updates in flight when the stop came
+                model.load_state_dict(snapshot.state_dict())
+        except BaseException:  # Ctrl-C or a worker's failure: stop every worker, keep the weights, re-raise
+            _stop_workers(stop, workers, messages, run)
+            run.checkpoint(counter.value, state_dict())
+            run.close()
+            raise
     extra = {"num_workers": cfg.num_workers, "worker_updates": list(updates), "start_method": cfg.start_method,
              **reached}
     return run.finish(policy, eval_env_factory(cfg), counter.value, state_dict(), extra=extra)

@@ -295,7 +295,7 @@ def train(cfg: DDPGConfig, resume: bool = False, agent: str = "ddpg") -> dict[st
                 "ou_state": ou_state, "num_updates": num_updates,
                 "observation_space": obs_space, "action_space": act_space}
 
-    try:
+    with run.checkpoint_on_interrupt(lambda: (global_step, state_dict())):
         while global_step < cfg.total_steps:
             # ALGO LOGIC: uniform random actions first, then mu(s) + noise, always inside the bounds.
             if normalizer is not None:
@@ -333,19 +333,8 @@ def train(cfg: DDPGConfig, resume: bool = False, agent: str = "ddpg") -> dict[st
                 for key, value in metrics.items():
                     run.logger.record(key, value.item())
 
-            run.logger.progress(global_step)
-            if Run.due(global_step, cfg.eval_every, stride):  # before the dump, so the row carries this eval
-                run.evaluate(policy, eval_env_factory(cfg), global_step)
-            if Run.due(global_step, cfg.log_every, stride):
-                run.logger.record("charts/num_updates", num_updates)
-                run.logger.dump(global_step)
-            if Run.due(global_step, cfg.checkpoint_every, stride) and global_step < cfg.total_steps:
-                run.checkpoint(global_step, state_dict())
-    except KeyboardInterrupt:
-        # Ctrl-C: keep what was learned; `rlkit train AGENT --resume RUN_DIR` continues from here.
-        run.checkpoint(global_step, state_dict())
-        run.close()
-        raise
+            run.step_done(global_step, stride, policy, eval_env_factory(cfg), state_dict,
+                          lambda n=num_updates: {"charts/num_updates": n})
 
     envs.close()
     return run.finish(policy, eval_env_factory(cfg), global_step, state_dict())

@@ -194,7 +194,7 @@ def train(cfg: DQNConfig, resume: bool = False) -> dict[str, Any]:
 
     stride = cfg.num_envs
     decay_steps = cfg.exploration_fraction * cfg.total_steps
-    try:
+    with run.checkpoint_on_interrupt(lambda: (global_step, state_dict())):
         while global_step < cfg.total_steps:
             # ALGO LOGIC: epsilon-greedy action selection.
             epsilon = linear_schedule(cfg.epsilon_start, cfg.epsilon_end, decay_steps, global_step)
@@ -240,19 +240,8 @@ def train(cfg: DQNConfig, resume: bool = False) -> dict[str, Any]:
             if Run.due(global_step, cfg.target_update_every, stride):
                 polyak_update(q_net, q_target, cfg.tau)
 
-            run.logger.progress(global_step)
-            if Run.due(global_step, cfg.eval_every, stride):  # before the dump, so it lands on this row
-                run.evaluate(policy, eval_env_factory(cfg), global_step)
-            if Run.due(global_step, cfg.log_every, stride):
-                run.logger.record("charts/epsilon", epsilon)
-                run.logger.dump(global_step)
-            if Run.due(global_step, cfg.checkpoint_every, stride) and global_step < cfg.total_steps:
-                run.checkpoint(global_step, state_dict())
-    except KeyboardInterrupt:
-        # Ctrl-C: keep what was learned; `rlkit train dqn --resume RUN_DIR` continues from here.
-        run.checkpoint(global_step, state_dict())
-        run.close()
-        raise
+            run.step_done(global_step, stride, policy, eval_env_factory(cfg), state_dict,
+                          lambda epsilon=epsilon: {"charts/epsilon": epsilon})
 
     envs.close()
     return run.finish(policy, eval_env_factory(cfg), global_step, state_dict())

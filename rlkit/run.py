@@ -5,7 +5,10 @@ Each agent keeps its own training loop and uses a :class:`Run` for the bookkeepi
     run = Run("dqn", cfg, resume=resume)          # seeds everything, writes config.json
     state = run.resume_state                      # the latest checkpoint when resuming, else None
     ...
-    if run.due(global_step, cfg.checkpoint_every, num_envs): run.checkpoint(global_step, {...})
+    with run.checkpoint_on_interrupt(lambda: (global_step, state_dict())):
+        while global_step < cfg.total_steps:
+            ...                                   # act, store, learn
+            run.step_done(global_step, num_envs, policy, make_eval_env, state_dict, scalars)  # eval, log, ckpt
     return run.finish(policy, make_eval_env, global_step, {...})   # final eval + final.json
 """
 
@@ -14,7 +17,8 @@ from __future__ import annotations
 import json
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -118,6 +122,38 @@ class Run:
             **state,
         }
         return save_checkpoint(self.dir, full, global_step, keep=self.cfg.keep_checkpoints)
+
+    def step_done(self, global_step: int, stride: int, policy: Policy, make_eval_env: Callable[..., gym.Env],
+                  state: Callable[[], dict[str, Any]], scalars: Callable[[], dict[str, float]] | None = None
+                  ) -> dict[str, Any] | None:
+        """The bookkeeping after each training iteration, in this order: progress bar, evaluation (before
+        the log row, so the row carries it), log row with ``scalars()``, periodic checkpoint of ``state()``.
+
+        Returns the evaluation's result when one ran this iteration, else None.
+        """
+        cfg = self.cfg
+        self.logger.progress(global_step)
+        result = None
+        if Run.due(global_step, cfg.eval_every, stride):
+            result = self.evaluate(policy, make_eval_env, global_step)
+        if Run.due(global_step, cfg.log_every, stride):
+            for key, value in (scalars() if scalars is not None else {}).items():
+                self.logger.record(key, value)
+            self.logger.dump(global_step)
+        if Run.due(global_step, cfg.checkpoint_every, stride) and global_step < cfg.total_steps:
+            self.checkpoint(global_step, state())
+        return result
+
+    @contextmanager
+    def checkpoint_on_interrupt(self, current: Callable[[], tuple[int, dict[str, Any]]]) -> Iterator[None]:
+        """On Ctrl-C inside the block, checkpoint ``current()`` (global step, state) and close, then re-raise:
+        what was learned is kept, and ``rlkit train AGENT --resume RUN_DIR`` continues from there."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.checkpoint(*current())
+            self.close()
+            raise
 
     def evaluate(self, policy: Policy, make_eval_env: Callable[..., gym.Env], global_step: int,
                  episodes: int | None = None) -> dict[str, Any]:

@@ -55,39 +55,44 @@ Actor = Callable[..., tuple[np.ndarray, np.ndarray]]  # actor(obs_batch, determi
 
 
 @dataclass
-class A2CConfig(BaseConfig):
-    """A2C hyper-parameters (defaults follow SB3/Baselines; presets hold per-task values)."""
+class ActorCriticOptions:
+    """The loss, optimizer and network options of A2C and A3C (both configs mix them in; defaults follow
+    SB3/Baselines and the A3C paper, presets hold per-task values)."""
 
-    num_envs: int = opt(8, "parallel envs stepping in lockstep")
-    n_steps: int = opt(5, "steps per env between updates (t_max in the A3C paper)")
     gamma: float = opt(0.99, "discount factor")
     gae_lambda: float = opt(1.0, "GAE lambda in [0, 1]; 1.0 gives the paper's n-step returns")
     lr: float = opt(7e-4, "learning rate")
     lr_schedule: Literal["constant", "linear"] = opt("constant", "linear anneals the learning rate to 0 at total_steps")
-    optimizer: Literal["rmsprop", "adam"] = opt("rmsprop", "rmsprop (the paper's) or adam")
-    rmsprop_alpha: float = opt(0.99, "RMSProp decay of the squared-gradient average")
+    optimizer: Literal["rmsprop", "adam"] = opt("rmsprop", "rmsprop (the paper's) or adam; shared by A3C's workers")
+    rmsprop_alpha: float = opt(0.99, "RMSProp decay of the squared-gradient average (paper: 0.99)")
     optimizer_eps: float = opt(1e-5, "epsilon of the optimizer")
     ent_coef: float = opt(0.01, "weight of the entropy bonus (paper: 0.01)")
     vf_coef: float = opt(0.5, "weight of the value loss")
-    max_grad_norm: float = opt(0.5, "clip gradients to this global norm (0 = no clipping)")
+    max_grad_norm: float = opt(0.5, "clip each update's gradients to this global norm (0 = no clipping)")
     hidden: list[int] = opt([64, 64], "hidden layer sizes of the trunk (after the CNN for images)")
     activation: Literal["tanh", "relu"] = opt("tanh", "activation of the hidden layers")
     shared_trunk: bool = opt(True, "policy and value share the trunk (false: the value gets its own MLP)")
     clip_rewards: bool = opt(False, "train on sign(reward) (Atari); logged returns stay raw")
     target_return: float | None = opt(None, "stop early once an evaluation (eval_every) reaches this mean return")
 
+    def validate_actor_critic(self) -> None:
+        if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
+            raise RLKitError(f"gamma and gae_lambda must be in [0, 1]; got {self.gamma} and {self.gae_lambda}")
+        if self.lr <= 0 or self.ent_coef < 0 or self.vf_coef < 0 or self.max_grad_norm < 0:
+            raise RLKitError("lr must be positive and ent_coef, vf_coef, max_grad_norm non-negative")
+
+
+@dataclass
+class A2CConfig(ActorCriticOptions, BaseConfig):
+    """A2C hyper-parameters: the shared actor-critic options plus the vector env's."""
+
+    num_envs: int = opt(8, "parallel envs stepping in lockstep")
+    n_steps: int = opt(5, "steps per env between updates (t_max in the A3C paper)")
+
     def validate(self) -> None:
-        validate_common(self)
+        self.validate_actor_critic()
         if self.num_envs < 1 or self.n_steps < 1:
             raise RLKitError(f"num_envs and n_steps must be at least 1; got {self.num_envs} and {self.n_steps}")
-
-
-def validate_common(cfg: Any) -> None:
-    """Checks A2C and A3C share (their configs use the same field names)."""
-    if not 0 <= cfg.gamma <= 1 or not 0 <= cfg.gae_lambda <= 1:
-        raise RLKitError(f"gamma and gae_lambda must be in [0, 1]; got {cfg.gamma} and {cfg.gae_lambda}")
-    if cfg.lr <= 0 or cfg.ent_coef < 0 or cfg.vf_coef < 0 or cfg.max_grad_norm < 0:
-        raise RLKitError("lr must be positive and ent_coef, vf_coef, max_grad_norm non-negative")
 
 
 # ALGO LOGIC: the math, as pure functions (unit-tested against a loop reference and hand values).

@@ -71,6 +71,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from agents.a2c import (
+    ActorCriticOptions,
     build_model,
     collect_rollout,
     eval_env_factory,
@@ -80,7 +81,6 @@ from agents.a2c import (
     make_policy,
     policy_from_state,
     rollout_loss,
-    validate_common,
 )
 from envs import make_env, make_vec_env
 from rlkit.config import BaseConfig, config_from_dict, opt
@@ -94,30 +94,15 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 @dataclass
-class A3CConfig(BaseConfig):
-    """A3C hyper-parameters: the A2C loss options plus the workers'."""
+class A3CConfig(ActorCriticOptions, BaseConfig):
+    """A3C hyper-parameters: the actor-critic options A2C has too, plus the workers'."""
 
     num_workers: int = opt(0, "worker processes, one env each (0 = one per available CPU core)")
     start_method: Literal["fork", "spawn"] = opt("fork", "how workers start: fork (fast, POSIX) or spawn (portable)")
     t_max: int = opt(5, "steps each worker rolls out between its updates")
-    gamma: float = opt(0.99, "discount factor")
-    gae_lambda: float = opt(1.0, "GAE lambda in [0, 1]; 1.0 gives the paper's n-step returns")
-    lr: float = opt(7e-4, "learning rate")
-    lr_schedule: Literal["constant", "linear"] = opt("constant", "linear anneals the learning rate to 0 at total_steps")
-    optimizer: Literal["rmsprop", "adam"] = opt("rmsprop", "shared RMSProp (the paper's) or shared Adam")
-    rmsprop_alpha: float = opt(0.99, "RMSProp decay of the squared-gradient average (paper: 0.99)")
-    optimizer_eps: float = opt(1e-5, "epsilon of the optimizer")
-    ent_coef: float = opt(0.01, "weight of the entropy bonus (paper: 0.01)")
-    vf_coef: float = opt(0.5, "weight of the value loss")
-    max_grad_norm: float = opt(0.5, "clip each worker's gradients to this global norm (0 = no clipping)")
-    hidden: list[int] = opt([64, 64], "hidden layer sizes of the trunk (after the CNN for images)")
-    activation: Literal["tanh", "relu"] = opt("tanh", "activation of the hidden layers")
-    shared_trunk: bool = opt(True, "policy and value share the trunk (false: the value gets its own MLP)")
-    clip_rewards: bool = opt(False, "train on sign(reward) (Atari); logged returns stay raw")
-    target_return: float | None = opt(None, "stop early once an evaluation (eval_every) reaches this mean return")
 
     def validate(self) -> None:
-        validate_common(self)
+        self.validate_actor_critic()
         if self.num_workers < 0 or self.t_max < 1:
             raise RLKitError(f"num_workers must be >= 0 and t_max >= 1; got {self.num_workers} and {self.t_max}")
         if self.torch_threads != 1:

@@ -323,7 +323,7 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
             method, data = 8, deflate.compress(raw) + deflate.flush()
         file_name = f"{name}.npy".encode()
         crc = zlib.crc32(raw)
-        if offset + len(data) >= 2**32:
+        if offset + len(data) >= 2**32 or len(raw) >= 2**32:  # the zip fields are 32-bit
             raise RLKitError(f"episode array {name!r} is too large for one episode file ({len(raw)} bytes)")
         local = _ZIP_LOCAL.pack(0x04034B50, 20, 0, method, 0, _DOS_DATE_1980, crc, len(data), len(raw),
                                 len(file_name), 0)

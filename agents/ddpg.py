@@ -44,7 +44,6 @@ import torch
 
 from envs import make_env, make_vec_env
 from rlkit.buffers import ReplayBuffer
-from rlkit.checkpoint import atomic_torch_save
 from rlkit.config import BaseConfig, apply_overrides, config_from_dict, opt
 from rlkit.errors import RLKitError
 from rlkit.nets import DeterministicActor, QCriticEnsemble, is_image_space, numpy_forward, polyak_update
@@ -270,7 +269,6 @@ def train(cfg: DDPGConfig, resume: bool = False, agent: str = "ddpg") -> dict[st
     buffer = ReplayBuffer(cfg.buffer_size, obs_space, act_space, num_envs=stride, gamma=cfg.gamma, rng=run.rng)
     policy = make_policy(nets.actor, act_space, obs_space, normalizer)
     ou_state = np.zeros((stride, *act_space.shape))
-    buffer_path = run.dir / "checkpoints" / "replay_buffer.pt"
 
     global_step, num_updates = 0, 0
     if run.resume_state is not None:
@@ -280,16 +278,14 @@ def train(cfg: DDPGConfig, resume: bool = False, agent: str = "ddpg") -> dict[st
         if normalizer is not None:
             normalizer.load_state_dict(state["obs_normalizer"])
         ou_state, num_updates, global_step = state["ou_state"], state["num_updates"], run.global_step
-        if buffer_path.exists():
-            buffer.load_state_dict(torch.load(buffer_path, weights_only=False))
-            buffer.rng = run.rng
+        run.restore_replay_buffer(buffer)
     run.restore_rng()
     # A resumed run cannot restore the envs' internal state; it starts fresh episodes on a new seed.
     obs = envs.reset(seed=cfg.seed + global_step)
 
     def state_dict() -> dict[str, Any]:
         if cfg.save_buffer:
-            atomic_torch_save(buffer.state_dict(), buffer_path)
+            run.save_replay_buffer(buffer)
         return {**{name: getattr(nets, name).state_dict() for name in Nets._fields},
                 "obs_normalizer": normalizer.state_dict() if normalizer is not None else None,
                 "ou_state": ou_state, "num_updates": num_updates,

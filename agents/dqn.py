@@ -34,7 +34,6 @@ from torch import nn
 
 from envs import is_atari, make_env, make_vec_env
 from rlkit.buffers import PrioritizedReplayBuffer, ReplayBuffer
-from rlkit.checkpoint import atomic_torch_save
 from rlkit.config import BaseConfig, config_from_dict, opt
 from rlkit.errors import RLKitError
 from rlkit.nets import QNetwork, numpy_forward, polyak_update
@@ -170,7 +169,6 @@ def train(cfg: DQNConfig, resume: bool = False) -> dict[str, Any]:
     buffer = buffer_cls(cfg.buffer_size, obs_space, act_space, num_envs=cfg.num_envs, n_step=cfg.n_step,
                         gamma=cfg.gamma, rng=run.rng, frame_stack=frame_stack, **buffer_kwargs)
     policy = TorchPolicy(q_net, greedy, act_space, obs_space, fast=numpy_forward(q_net))
-    buffer_path = run.dir / "checkpoints" / "replay_buffer.pt"
 
     global_step = 0
     if run.resume_state is not None:
@@ -179,16 +177,14 @@ def train(cfg: DQNConfig, resume: bool = False) -> dict[str, Any]:
         q_target.load_state_dict(state["q_target"])  # (map_location is cpu; the nets are on cfg.device)
         optimizer.load_state_dict(state["optimizer"])
         global_step = run.global_step
-        if buffer_path.exists():
-            buffer.load_state_dict(torch.load(buffer_path, weights_only=False))
-            buffer.rng = run.rng
+        run.restore_replay_buffer(buffer)
     run.restore_rng()
     # A resumed run cannot restore the envs' internal state; it starts fresh episodes on a new seed.
     obs = envs.reset(seed=cfg.seed + global_step)
 
     def state_dict() -> dict[str, Any]:
         if cfg.save_buffer:
-            atomic_torch_save(buffer.state_dict(), buffer_path)
+            run.save_replay_buffer(buffer)
         return {"q_net": q_net.state_dict(), "q_target": q_target.state_dict(),
                 "optimizer": optimizer.state_dict(), "observation_space": obs_space, "action_space": act_space}
 

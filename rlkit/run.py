@@ -28,7 +28,14 @@ import numpy as np
 import torch
 
 import rlkit
-from rlkit.checkpoint import atomic_write_text, list_checkpoints, load_checkpoint, save_checkpoint
+from rlkit.checkpoint import (
+    CHECKPOINT_DIR,
+    atomic_torch_save,
+    atomic_write_text,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 from rlkit.config import BaseConfig
 from rlkit.errors import RLKitError
 from rlkit.evaluation import evaluate
@@ -154,6 +161,20 @@ class Run:
             self.checkpoint(*current())
             self.close()
             raise
+
+    @property
+    def _replay_buffer_path(self) -> Path:
+        return self.dir / CHECKPOINT_DIR / "replay_buffer.pt"
+
+    def save_replay_buffer(self, buffer: Any) -> None:
+        """Save ``buffer`` beside the checkpoints (one file, replaced atomically) so --resume continues exactly."""
+        atomic_torch_save(buffer.state_dict(), self._replay_buffer_path)
+
+    def restore_replay_buffer(self, buffer: Any) -> None:
+        """Load the buffer :meth:`save_replay_buffer` saved, if any; it samples from the run's RNG again."""
+        if self._replay_buffer_path.exists():
+            buffer.load_state_dict(torch.load(self._replay_buffer_path, weights_only=False))
+            buffer.rng = self.rng
 
     def evaluate(self, policy: Policy, make_eval_env: Callable[..., gym.Env], global_step: int,
                  episodes: int | None = None) -> dict[str, Any]:

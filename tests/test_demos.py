@@ -14,6 +14,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
 import demos
 from demos.dataset import INDEX, DatasetWriter, space_from_json, space_to_json
@@ -269,6 +270,33 @@ def test_format_1_datasets_with_a_file_per_episode_still_load(cartpole_ds, tmp_p
     (old / "manifest.json").write_text(json.dumps({**manifest, "format_version": 1}))
     assert_same_episodes(demos.load(cartpole_ds), demos.load(old))
     assert demos.inspect_dataset(old, check=True)["problems"] == []
+
+
+class DriftingCartPole(CartPoleEnv):
+    """CartPole whose observations turn float64 mid-episode once reset with a seed >= 1 (a broken env)."""
+
+    def reset(self, *, seed=None, options=None):
+        if seed is not None:
+            self.drift, self.steps = seed >= 1, 0
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        self.steps += 1
+        obs, *rest = super().step(action)
+        return (obs.astype(np.float64) if self.drift and self.steps > 3 else obs), *rest
+
+
+DRIFT_ID = "rlkit_test/DriftingCartPole-v0"
+if DRIFT_ID not in gym.envs.registry:
+    gym.register(DRIFT_ID, entry_point=f"{__name__}:DriftingCartPole", max_episode_steps=500)
+
+
+def test_an_env_changing_its_obs_dtype_mid_episode_is_a_one_line_error_and_keeps_what_was_committed(tmp_path):
+    out = tmp_path / "drift"
+    with pytest.raises(RLKitError) as err:
+        demos.record("random", f"tests.test_demos:{DRIFT_ID}", 2, out, seed=0)
+    assert "changed dtype or shape within an episode" in one_line(err)
+    assert [ep.index for ep in demos.load(out)] == [0]  # episode 0 (seed 0) was committed before
 
 
 def test_sigkilled_recorder_leaves_every_committed_episode(tmp_path):

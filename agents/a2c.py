@@ -27,7 +27,7 @@ Deviations from the paper, and why:
       observations: at batch sizes 1-16 a torch forward costs 5-10x more than the matrix products.
       Images and Discrete observations act through torch.
 
-Run it: ``rlkit train a2c --env CartPole-v1 --preset cartpole`` or ``python -m agents.a2c --help``.
+Run it: ``rlkit train a2c --env CartPole-v1 --preset cartpole`` or ``python -m rlkit.agents.a2c --help``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from envs import VecEnv, make_env, make_vec_env
+from rlkit.envs import VecEnv, make_env, make_vec_env
 from rlkit.config import BaseConfig, config_from_dict, opt
 from rlkit.errors import RLKitError
 from rlkit.nets import ActorCritic, CategoricalHead

@@ -70,7 +70,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from agents.a2c import (
+from rlkit.agents.a2c import (
     ActorCriticOptions,
     build_model,
     collect_rollout,
@@ -82,7 +82,7 @@ from agents.a2c import (
     policy_from_state,
     rollout_loss,
 )
-from envs import make_env, make_vec_env
+from rlkit.envs import make_env, make_vec_env
 from rlkit.config import BaseConfig, config_from_dict, opt
 from rlkit.errors import RLKitError
 from rlkit.nets import ActorCritic

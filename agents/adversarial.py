@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from agents.bc import load_demos, resolve_env
-from envs import make_env
+from rlkit.agents.bc import load_demos, resolve_env
+from rlkit.envs import make_env
 from rlkit.config import BaseConfig, config_from_dict, opt
 from rlkit.errors import RLKitError
 from rlkit.registry import AgentSpec
@@ -165,7 +165,7 @@ def train_adversarial(algo: str, cfg: AdversarialConfig, resume: bool = False,
     import seals  # noqa: F401  (registers the seals/ fixed-horizon envs the presets train in)
     from imitation.util import networks
 
-    import demos
+    from rlkit import demos
 
     cfg.validate()
     dataset = load_demos(cfg.demos, agent=algo)

@@ -24,7 +24,7 @@ Deviations, and why:
     * Counters are in gradient steps: ``total_steps``, ``eval_every``, ``checkpoint_every``
       count minibatches, since BC never steps an env while training; metrics are written every epoch.
 
-Run it: ``rlkit train bc --demos DATASET`` (the env comes from the dataset) or ``python -m agents.bc --help``.
+Run it: ``rlkit train bc --demos DATASET`` (the env comes from the dataset) or ``python -m rlkit.agents.bc --help``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.distributions import Categorical
 
-from envs import make_env
+from rlkit.envs import make_env
 from rlkit.config import BaseConfig, config_from_dict, opt
 from rlkit.errors import RLKitError
 from rlkit.nets import DeterministicActor, QNetwork, init_orthogonal, numpy_forward
@@ -298,7 +298,7 @@ def load_demos(path: str | None, skip_corrupt: bool = False, agent: str = "bc") 
     if not path:
         raise RLKitError(f"{agent} learns from demonstrations: pass --demos DATASET "
                          "(record one with `rlkit demos record --env ENV --policy SOURCE --out DATASET`)")
-    import demos
+    from rlkit import demos
 
     return demos.load(path, skip_corrupt=skip_corrupt)
 

@@ -28,7 +28,7 @@ Deviations, and why:
     * The stored actions are the expert's *labels*, not the actions taken, so the labels dataset
       cannot be replay-verified (its states came from the mixture).
 
-Run it: ``rlkit train dagger --env rlkit/Drift-v0 --set expert=python:envs.test_envs:DriftExpert``.
+Run it: ``rlkit train dagger --env rlkit/Drift-v0 --set expert=python:rlkit.envs.test_envs:DriftExpert``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from agents.bc import (
+from rlkit.agents.bc import (
     BCNet,
     FlatAdam,
     action_tensor,
@@ -52,8 +52,8 @@ from agents.bc import (
     to_tensors,
     train_epoch,
 )
-from agents.bc import load_policy as load_bc_policy
-from envs import make_env
+from rlkit.agents.bc import load_policy as load_bc_policy
+from rlkit.envs import make_env
 from rlkit.config import BaseConfig, opt
 from rlkit.errors import RLKitError
 from rlkit.registry import AgentSpec
@@ -119,8 +119,8 @@ def collect_episode(env: Any, expert: Policy, learner: Policy, beta: float, seed
 
 def train(cfg: DAggerConfig, resume: bool = False, expert: Policy | None = None) -> dict[str, Any]:
     """Train DAgger as configured; ``expert`` (a Policy) overrides ``cfg.expert``. Returns final.json."""
-    import demos
-    from demos.record import DiscardEpisode, StopRecording
+    from rlkit import demos
+    from rlkit.demos.record import DiscardEpisode, StopRecording
 
     cfg.validate()
     initial = load_demos(cfg.demos, agent="dagger") if cfg.demos else None

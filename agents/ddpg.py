@@ -27,7 +27,7 @@ Deviations from the papers, and why:
     * Updates are counted in env steps (``train_every``, ``gradient_steps``); the Zoo's "train after
       each episode" on Pendulum's fixed 200-step episodes is ``train_every=200, gradient_steps=200``.
 
-Run it: ``rlkit train td3 --preset pendulum`` or ``python -m agents.ddpg --help``.
+Run it: ``rlkit train td3 --preset pendulum`` or ``python -m rlkit.agents.ddpg --help``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from envs import make_env, make_vec_env
+from rlkit.envs import make_env, make_vec_env
 from rlkit.buffers import ReplayBuffer
 from rlkit.config import BaseConfig, apply_overrides, config_from_dict, opt
 from rlkit.errors import RLKitError

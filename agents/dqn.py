@@ -17,7 +17,7 @@ Deviations from the papers, and why:
     * PER's importance weights are normalised by the batch maximum (as in the paper's
       Algorithm 1 line 10 and most implementations), and beta is annealed linearly to 1.
 
-Run it: ``rlkit train dqn --env CartPole-v1 --preset cartpole`` or ``python -m agents.dqn --help``.
+Run it: ``rlkit train dqn --env CartPole-v1 --preset cartpole`` or ``python -m rlkit.agents.dqn --help``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from envs import is_atari, make_env, make_vec_env
+from rlkit.envs import is_atari, make_env, make_vec_env
 from rlkit.buffers import PrioritizedReplayBuffer, ReplayBuffer
 from rlkit.config import BaseConfig, config_from_dict, opt
 from rlkit.errors import RLKitError

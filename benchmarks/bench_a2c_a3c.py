@@ -38,7 +38,7 @@ EVAL_EPISODES = 10
 
 
 def rlkit_run(agent: str, seed: int, overrides: dict[str, Any], tmp: Path) -> dict[str, Any]:
-    from agents import a2c, a3c
+    from rlkit.agents import a2c, a3c
     from rlkit.config import apply_overrides, resolve_preset
 
     spec = a2c.AGENT if agent == "a2c" else a3c.AGENT
@@ -58,7 +58,7 @@ def sb3_run(seed: int, total_steps: int, eval_every: int | None) -> dict[str, An
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.monitor import Monitor
 
-    import envs
+    from rlkit import envs
 
     vec = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
     model = A2C("MlpPolicy", vec, seed=seed, device="cpu", n_steps=5, learning_rate=7e-4, ent_coef=0.0, verbose=0)

@@ -49,7 +49,7 @@ class CartPoleRule:
 
 
 def run_rlkit(dataset_dir: Path, size: int, seed: int, args: argparse.Namespace, tmp: Path) -> dict:
-    from agents.bc import BCConfig, train
+    from rlkit.agents.bc import BCConfig, train
 
     result = train(BCConfig(demos=str(dataset_dir), num_demos=size, seed=seed, epochs=args.epochs,
                             batch_size=args.batch_size, lr=1e-3, hidden=[32, 32], val_fraction=0.0,
@@ -64,8 +64,8 @@ def run_imitation(dataset, size: int, seed: int, args: argparse.Namespace) -> di
     from imitation.data import rollout
     from imitation.util import logger as imit_logger
 
-    import demos
-    import envs
+    from rlkit import demos
+    from rlkit import envs
     from rlkit.evaluation import evaluate
     from rlkit.types import SB3ModelPolicy
 
@@ -97,8 +97,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    import demos
-    import envs
+    from rlkit import demos
+    from rlkit import envs
     from rlkit.evaluation import evaluate
     from rlkit.types import RandomPolicy
 

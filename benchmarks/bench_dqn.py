@@ -34,7 +34,7 @@ def first_solved(curve: list[tuple[int, float]]) -> int | None:
 
 
 def run_rlkit(seed: int, eval_every: int, out: Path) -> dict:
-    from agents.dqn import AGENT, train
+    from rlkit.agents.dqn import AGENT, train
     from rlkit.config import apply_overrides, resolve_preset
 
     cfg = apply_overrides(AGENT.config_cls(), resolve_preset(AGENT.presets(), "cartpole", "dqn"))
@@ -50,7 +50,7 @@ def run_rlkit(seed: int, eval_every: int, out: Path) -> dict:
 
     rows = list(csv.DictReader(open(out / f"rlkit-{seed}" / "metrics.csv")))
     curve = [(int(r["global_step"]), float(r["eval/mean_return"])) for r in rows if r.get("eval/mean_return")]
-    from agents.dqn import eval_env_factory, load_policy
+    from rlkit.agents.dqn import eval_env_factory, load_policy
     from rlkit.checkpoint import load_checkpoint
     from rlkit.evaluation import evaluate
 
@@ -94,7 +94,7 @@ def action_latency(n: int = 5000) -> dict:
     import gymnasium as gym
     from stable_baselines3 import DQN
 
-    from agents.dqn import greedy
+    from rlkit.agents.dqn import greedy
     from rlkit.nets import QNetwork, numpy_forward
     from rlkit.types import TorchPolicy
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-import demos
-import demos.scripted
-from demos.sources import FunctionPolicy
-from envs import make_env
+from rlkit import demos
+import rlkit.demos.scripted
+from rlkit.demos.sources import FunctionPolicy
+from rlkit.envs import make_env
 
 
 def step_without_recording(policy: FunctionPolicy, env_id: str, episodes: int, seed: int) -> int:

@@ -2,7 +2,7 @@
 
 The Python API (stable; ``agents/bc.py`` and ``agents/dagger.py`` build on it)::
 
-    import demos
+    from rlkit import demos
     stats = demos.record("random", "CartPole-v1", episodes=10, out="data/cartpole")   # or a Policy
     dataset = demos.load("data/cartpole")            # checksums verified; skip_corrupt=True to skip damage
     obs, acts, next_obs, dones = dataset.transitions(torch=True)
@@ -13,7 +13,7 @@ The Python API (stable; ``agents/bc.py`` and ``agents/dagger.py`` build on it)::
 The on-disk format is documented in the README ("Demonstrations") and in :mod:`demos.dataset`.
 """
 
-from demos.convert import (
+from rlkit.demos.convert import (
     from_minari,
     from_trajectories,
     load_imitation,
@@ -21,7 +21,7 @@ from demos.convert import (
     to_minari,
     to_trajectories,
 )
-from demos.dataset import (
+from rlkit.demos.dataset import (
     FORMAT_VERSION,
     Dataset,
     DatasetWriter,
@@ -31,9 +31,9 @@ from demos.dataset import (
     space_from_json,
     space_to_json,
 )
-from demos.record import DiscardEpisode, StopRecording, record
-from demos.replay import inspect_dataset, parse_episode_list, replay
-from demos.sources import resolve_policy
+from rlkit.demos.record import DiscardEpisode, StopRecording, record
+from rlkit.demos.replay import inspect_dataset, parse_episode_list, replay
+from rlkit.demos.sources import resolve_policy
 
 __all__ = [
     "FORMAT_VERSION", "Dataset", "DatasetWriter", "DiscardEpisode", "Episode", "StopRecording", "Transitions",

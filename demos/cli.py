@@ -89,12 +89,12 @@ def add_parser(subparsers: Any) -> None:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from demos.record import record
-    from demos.sources import resolve_policy
+    from rlkit.demos.record import record
+    from rlkit.demos.sources import resolve_policy
 
     human: dict[str, Any] = {}
     if args.policy == "human":
-        from demos.human import load_key_map
+        from rlkit.demos.human import load_key_map
 
         human = {"fps": args.fps, "key_map": load_key_map(args.keymap) if args.keymap else None}
     elif args.keymap or args.fps is not None:
@@ -120,7 +120,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from demos.replay import parse_episode_list, replay
+    from rlkit.demos.replay import parse_episode_list, replay
 
     episodes = parse_episode_list(args.episodes) if args.episodes else None
     report = replay(args.dataset, episodes=episodes, verify=args.verify, video=args.video, atol=args.atol,
@@ -139,7 +139,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from demos.replay import inspect_dataset
+    from rlkit.demos.replay import inspect_dataset
 
     info = inspect_dataset(args.dataset, check=args.check)
     if args.json:
@@ -164,8 +164,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from demos import convert
-    from demos.dataset import load
+    from rlkit.demos import convert
+    from rlkit.demos.dataset import load
 
     if args.to:
         dataset = load(args.source, skip_corrupt=args.skip_corrupt)

@@ -21,7 +21,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from demos.dataset import Dataset, DatasetWriter, Episode, load, versions
+from rlkit.demos.dataset import Dataset, DatasetWriter, Episode, load, versions
 from rlkit.errors import RLKitError
 
 
@@ -60,7 +60,7 @@ def from_trajectories(trajs: Sequence[Any], env_id: str, out: str | Path | None 
         seeds: reset seeds of the episodes when known (imitation does not store them; Minari may).
     """
     if observation_space is None or action_space is None:
-        from envs import make_env
+        from rlkit.envs import make_env
 
         env = make_env(env_id, env_kwargs=env_kwargs)
         observation_space = observation_space or env.observation_space

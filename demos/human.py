@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from demos.record import DiscardEpisode, StopRecording
+from rlkit.demos.record import DiscardEpisode, StopRecording
 from rlkit.errors import RLKitError
 
 # Classic control maps: key names -> action; "noop" when nothing is held (None: repeat the last action).

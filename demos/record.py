@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from demos.dataset import DatasetWriter
+from rlkit.demos.dataset import DatasetWriter
 from rlkit.errors import RLKitError
 
 if TYPE_CHECKING:  # importing rlkit.types pulls in torch; `import demos` stays light for the CLI
@@ -72,12 +72,12 @@ def record(policy: Policy | str, env_id: str, episodes: int, out: str | Path, se
     Returns:
         Statistics: episodes and steps recorded, returns and lengths, dataset size, wall time.
     """
-    from envs import make_env
+    from rlkit.envs import make_env
 
     if episodes < 1:
         raise RLKitError(f"episodes must be at least 1; got {episodes}")
     if isinstance(policy, str):
-        from demos.sources import resolve_policy
+        from rlkit.demos.sources import resolve_policy
 
         source = source or policy
         policy = resolve_policy(policy, env_id, seed=seed, env_kwargs=env_kwargs)

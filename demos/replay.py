@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from demos.dataset import DataFiles, Dataset, Episode, load, read_index, read_manifest
-from demos.record import dir_bytes
+from rlkit.demos.dataset import DataFiles, Dataset, Episode, load, read_index, read_manifest
+from rlkit.demos.record import dir_bytes
 from rlkit.errors import RLKitError
 
 
@@ -89,7 +89,7 @@ def replay(dataset: Dataset | str | Path, episodes: Sequence[int] | None = None,
         ``{"env_id", "episodes": [{"index", "seed", "length", "status", "diverged_at", "reason",
         "replay_return"}], "replayed", "reproduced", "diverged", "unreplayable", "all_reproduced", "wall_s"}``.
     """
-    from envs import make_env
+    from rlkit.envs import make_env
     from rlkit.evaluation import write_video
 
     t0 = time.perf_counter()

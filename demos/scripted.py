@@ -1,4 +1,4 @@
-"""Scripted experts for tests, benchmarks and examples (``--policy python:demos.scripted:cartpole``).
+"""Scripted experts for tests, benchmarks and examples (``--policy python:rlkit.demos.scripted:cartpole``).
 
 Each is a batched policy function ``f(obs_batch) -> actions_batch`` (the ``python:`` source form).
 """

@@ -45,7 +45,7 @@ class FunctionPolicy:
 
 
 def _env_spaces(env_id: str, env_kwargs: dict[str, Any] | None) -> tuple[gym.Space, gym.Space]:
-    from envs import make_env
+    from rlkit.envs import make_env
 
     env = make_env(env_id, env_kwargs=env_kwargs)
     try:
@@ -121,7 +121,7 @@ def resolve_policy(source: str, env_id: str, seed: int = 0, env_kwargs: dict[str
     """
     source = str(source)
     if source == "human":
-        from demos.human import HumanPolicy
+        from rlkit.demos.human import HumanPolicy
 
         return HumanPolicy(env_id, **human_kwargs)
     observation_space, action_space = _env_spaces(env_id, env_kwargs)

@@ -1,8 +1,8 @@
 """Gymnasium glue: seeded env factories, an explicit same-step-autoreset vector env, test envs."""
 
-from envs.factory import is_atari, make_env, make_vec_env, space_summary
-from envs.test_envs import register_test_envs
-from envs.vector import VecEnv, VecStep
+from rlkit.envs.factory import is_atari, make_env, make_vec_env, space_summary
+from rlkit.envs.test_envs import register_test_envs
+from rlkit.envs.vector import VecEnv, VecStep
 
 register_test_envs()
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from envs.vector import VecEnv
+from rlkit.envs.vector import VecEnv
 from rlkit.errors import RLKitError, missing_extra
 
 _ATARI_ENTRY_POINTS = ("ale_py", "atari")
@@ -25,9 +25,10 @@ def _spec(env_id: str) -> Any:
         env_id = name
     if env_id.startswith("ALE/") or "NoFrameskip" in env_id:
         try:
-            import ale_py  # noqa: F401  (registers the ALE ids)
+            import ale_py
         except ImportError:
             raise missing_extra("ale-py (Atari)", "atari") from None
+        gym.register_envs(ale_py)  # explicit: gymnasium 1.x no longer imports ALE by itself
     try:
         return gym.spec(env_id)
     except gym.error.Error as e:
@@ -81,7 +82,7 @@ def make_env(env_id: str, seed: int | None = None, render_mode: str | None = Non
             raise missing_extra("opencv-python-headless", "atari") from None
         env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84,
                                               terminal_on_life_loss=False, grayscale_obs=True)
-        env = gym.wrappers.FrameStack(env, frame_stack)
+        env = gym.wrappers.FrameStackObservation(env, stack_size=frame_stack)
     if seed is not None:
         env.action_space.seed(seed)
         env.observation_space.seed(seed)

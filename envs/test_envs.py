@@ -187,11 +187,11 @@ class CurvyRoadExpert:
 def register_test_envs() -> None:
     """Register the test envs under the ``rlkit/`` namespace (idempotent)."""
     specs = {
-        "rlkit/Identity-v0": ("envs.test_envs:IdentityEnv", None),
-        "rlkit/ContinuousTarget-v0": ("envs.test_envs:ContinuousTargetEnv", None),
-        "rlkit/ConstantReward-v0": ("envs.test_envs:ConstantRewardEnv", 20),
-        "rlkit/Chain-v0": ("envs.test_envs:ChainEnv", 50),
-        "rlkit/CurvyRoad-v0": ("envs.test_envs:CurvyRoadEnv", None),
+        "rlkit/Identity-v0": ("rlkit.envs.test_envs:IdentityEnv", None),
+        "rlkit/ContinuousTarget-v0": ("rlkit.envs.test_envs:ContinuousTargetEnv", None),
+        "rlkit/ConstantReward-v0": ("rlkit.envs.test_envs:ConstantRewardEnv", 20),
+        "rlkit/Chain-v0": ("rlkit.envs.test_envs:ChainEnv", 50),
+        "rlkit/CurvyRoad-v0": ("rlkit.envs.test_envs:CurvyRoadEnv", None),
     }
     for env_id, (entry_point, max_steps) in specs.items():
         if env_id not in gym.envs.registry:

@@ -15,7 +15,7 @@ os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 os.environ.setdefault("MPLBACKEND", "Agg")
 torch.set_num_threads(1)
 
-import envs  # noqa: E402,F401  (registers the rlkit/ test envs)
+import rlkit.envs  # noqa: E402,F401  (registers the rlkit/ test envs)
 
 REPO = Path(__file__).resolve().parents[1]
 

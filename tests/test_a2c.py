@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch.distributions import Categorical, Independent, Normal
 
-import envs
-from agents.a2c import (
+from rlkit import envs
+from rlkit.agents.a2c import (
     A2CConfig,
     actor_critic_loss,
     build_model,
@@ -277,7 +277,7 @@ def test_cli_train_eval(tmp_path, cli):
 
 def test_pong_preset_smoke(tmp_path):
     pytest.importorskip("ale_py")
-    from agents.a2c import AGENT
+    from rlkit.agents.a2c import AGENT
     from rlkit.config import resolve_preset
 
     cfg = apply_overrides(A2CConfig(), resolve_preset(AGENT.presets(), "pong", "a2c"))
@@ -290,7 +290,7 @@ def test_pong_preset_smoke(tmp_path):
 
 @pytest.mark.slow
 def test_learns_cartpole(tmp_path):
-    from agents.a2c import AGENT
+    from rlkit.agents.a2c import AGENT
     from rlkit.config import resolve_preset
 
     cfg = apply_overrides(A2CConfig(), resolve_preset(AGENT.presets(), "cartpole", "a2c"))

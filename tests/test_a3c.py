@@ -17,9 +17,9 @@ import torch
 import torch.multiprocessing as mp
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
-import envs
-from agents.a2c import build_model, make_optimizer
-from agents.a3c import A3CConfig, share_optimizer_state, worker
+from rlkit import envs
+from rlkit.agents.a2c import build_model, make_optimizer
+from rlkit.agents.a3c import A3CConfig, share_optimizer_state, worker
 from rlkit.checkpoint import list_checkpoints
 from rlkit.config import apply_overrides
 from rlkit.errors import RLKitError
@@ -191,7 +191,7 @@ def test_config_errors():
 @pytest.mark.slow
 def test_pong_preset_smoke(tmp_path):
     pytest.importorskip("ale_py")
-    from agents.a3c import AGENT, train
+    from rlkit.agents.a3c import AGENT, train
     from rlkit.config import resolve_preset
 
     cfg = apply_overrides(A3CConfig(), resolve_preset(AGENT.presets(), "pong", "a3c"))
@@ -205,7 +205,7 @@ def test_pong_preset_smoke(tmp_path):
 
 @pytest.mark.slow
 def test_learns_cartpole_with_two_workers(tmp_path):
-    from agents.a3c import AGENT, train
+    from rlkit.agents.a3c import AGENT, train
     from rlkit.config import resolve_preset
 
     cfg = apply_overrides(A3CConfig(), resolve_preset(AGENT.presets(), "cartpole", "a3c"))

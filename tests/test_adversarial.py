@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-import demos
-from agents.adversarial import AdversarialConfig, train_airl, train_gail
-from agents.preference import PreferenceConfig, reward_correlation
-from agents.preference import train as train_preference
+from rlkit import demos
+from rlkit.agents.adversarial import AdversarialConfig, train_airl, train_gail
+from rlkit.agents.preference import PreferenceConfig, reward_correlation
+from rlkit.agents.preference import train as train_preference
 from rlkit.cli import load_policy
 from rlkit.errors import RLKitError
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-import demos
-import envs
-from agents.bc import (
+from rlkit import demos
+from rlkit import envs
+from rlkit.agents.bc import (
     BCConfig,
     BCNet,
     FlatAdam,
@@ -167,7 +167,7 @@ def test_env_comes_from_the_dataset_and_best_weights_are_kept(tmp_path, cartpole
     assert best["epoch"] == result["best_epoch"] and best["loss"] == pytest.approx(result["best_val_loss"])
     assert all(torch.equal(state["net"][k], best["state"][k]) for k in best["state"])
     # the saved weights really score the reported validation loss on the held-out episodes
-    from agents.bc import evaluate_loss, to_tensors
+    from rlkit.agents.bc import evaluate_loss, to_tensors
 
     _, val = demos.load(cartpole_demos).split(0.2, seed=0)
     policy = load_policy(state)

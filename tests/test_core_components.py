@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-import envs
+from rlkit import envs
 from rlkit import nets
 from rlkit.buffers import ReplayBuffer
 from rlkit.checkpoint import atomic_write_text, list_checkpoints, load_checkpoint, save_checkpoint
@@ -103,7 +103,7 @@ def test_polyak_update():
 
 
 def test_config_overrides_are_type_checked():
-    from agents.dqn import DQNConfig
+    from rlkit.agents.dqn import DQNConfig
 
     cfg = apply_overrides(DQNConfig(), parse_set_args(["lr=1e-4", "hidden=[32,32]", "double=true",
                                                       "buffer_size=1e5", "run_dir=none"]))

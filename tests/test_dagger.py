@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
-import demos
-import envs
-from agents.bc import BCConfig
-from agents.bc import train as train_bc
-from agents.dagger import DAggerConfig, beta_at, collect_episode, train
-from envs.test_envs import CurvyRoadExpert
+from rlkit import demos
+from rlkit import envs
+from rlkit.agents.bc import BCConfig
+from rlkit.agents.bc import train as train_bc
+from rlkit.agents.dagger import DAggerConfig, beta_at, collect_episode, train
+from rlkit.envs.test_envs import CurvyRoadExpert
 from rlkit.errors import RLKitError
 from rlkit.evaluation import evaluate
 
@@ -81,7 +81,7 @@ def test_same_seed_same_labels(tmp_path):
 
 def test_a_human_expert_labels_through_the_keyboard(tmp_path):
     pygame = pytest.importorskip("pygame")
-    from demos.human import HumanPolicy
+    from rlkit.demos.human import HumanPolicy
 
     frames = {"n": 0}
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-import envs
-from agents.ddpg import (
+from rlkit import envs
+from rlkit.agents.ddpg import (
     AGENT,
     TD3_AGENT,
     DDPGConfig,

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
-import demos
-from demos.dataset import INDEX, DatasetWriter, space_from_json, space_to_json
+from rlkit import demos
+from rlkit.demos.dataset import INDEX, DatasetWriter, space_from_json, space_to_json
 from rlkit.errors import RLKitError
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTED_CARTPOLE = "python:demos.scripted:cartpole"
+SCRIPTED_CARTPOLE = "python:rlkit.demos.scripted:cartpole"
 
 
 def one_line(err: pytest.ExceptionInfo) -> str:
@@ -138,7 +138,7 @@ def test_replay_reports_the_step_where_a_tampered_episode_diverges(cartpole_ds):
 
 
 def test_pendulum_continuous_scripted_source_reproduces(tmp_path):
-    stats = demos.record("python:demos.scripted:pendulum", "Pendulum-v1", 2, tmp_path / "p", seed=10,
+    stats = demos.record("python:rlkit.demos.scripted:pendulum", "Pendulum-v1", 2, tmp_path / "p", seed=10,
                          keep_rewards=True, env_kwargs={"max_episode_steps": 60})
     ds = demos.load(tmp_path / "p")
     assert stats["steps"] == 120 and ds.meta["env_kwargs"] == {"max_episode_steps": 60}
@@ -345,7 +345,7 @@ def test_python_sources_function_class_and_errors(tmp_path):
     assert fn.act(np.array([[0, 0, 0.1, 0]], np.float32)).tolist() == [1]
     cls = demos.resolve_policy(f"python:{__name__}:ConstantFactory", "CartPole-v1")
     assert cls.act(obs).tolist() == [1, 1, 1]
-    for bad, text in [("python:nope_module:f", "cannot import"), ("python:demos.scripted:nope", "no attribute"),
+    for bad, text in [("python:nope_module:f", "cannot import"), ("python:rlkit.demos.scripted:nope", "no attribute"),
                       ("sb3:PPO:/no/such.zip", "does not exist"), ("sb3:XYZ:m.zip", "unknown SB3"),
                       ("nonsense", "unknown policy source")]:
         with pytest.raises(RLKitError, match=text) as err:
@@ -389,7 +389,7 @@ def test_sb3_source_records_model_predict_actions(ppo_zip, tmp_path):
 
 
 def test_rlkit_run_dir_source(tmp_path):
-    from agents.dqn import DQNConfig, train
+    from rlkit.agents.dqn import DQNConfig, train
     from rlkit.cli import load_policy
 
     run_dir = tmp_path / "run"
@@ -407,7 +407,7 @@ def test_rlkit_run_dir_source(tmp_path):
 
 def test_human_session_records_the_keys_pressed(tmp_path):
     pygame = pytest.importorskip("pygame")
-    from demos.human import HumanPolicy
+    from rlkit.demos.human import HumanPolicy
 
     K = pygame
     script = {  # (episode attempt, step) -> events to inject before that step's action is read
@@ -452,7 +452,7 @@ def test_human_session_records_the_keys_pressed(tmp_path):
 
 def test_human_key_maps_classic_atari_and_user(tmp_path):
     pygame = pytest.importorskip("pygame")
-    from demos.human import default_key_map, parse_key_map
+    from rlkit.demos.human import default_key_map, parse_key_map
 
     keys, noop = default_key_map(pygame, "Pendulum-v1", None)
     assert keys[frozenset([pygame.K_RIGHT])] == [-2.0] and noop == [0.0]

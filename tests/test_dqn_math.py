@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.dqn import dqn_loss, linear_schedule, td_target
+from rlkit.agents.dqn import dqn_loss, linear_schedule, td_target
 from rlkit.buffers import PrioritizedReplayBuffer, ReplayBuffer, SumTree
 from rlkit.types import Batch
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from agents.quickstart import report_markdown, results_table
+from rlkit.agents.quickstart import report_markdown, results_table
 
 
 @pytest.mark.slow
@@ -26,7 +26,7 @@ def test_quickstart_pipeline_via_the_cli(tmp_path, cli):
     report = (out / "report.md").read_text()
     assert "| DAgger |" in report and "returns.png" in report
     assert (out / "returns.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    import demos
+    from rlkit import demos
 
     assert all(ep.rewards is None for ep in demos.load(out / "demos"))
     # it never overwrites: a second run into the same directory is a one-line error

@@ -40,10 +40,10 @@ from typing import Any, Literal, NamedTuple
 import gymnasium as gym
 import numpy as np
 import torch
+from rlkit.envs import VecEnv, make_env, make_vec_env
 from torch import nn
 from torch.distributions import Distribution
 
-from rlkit.envs import VecEnv, make_env, make_vec_env
 from rlkit.config import BaseConfig, config_from_dict, opt
 from rlkit.errors import RLKitError
 from rlkit.nets import ActorCritic, CategoricalHead

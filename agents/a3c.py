@@ -68,8 +68,6 @@ from typing import Any, Literal
 
 import torch
 import torch.multiprocessing as mp
-from torch import nn
-
 from rlkit.agents.a2c import (
     ActorCriticOptions,
     build_model,
@@ -83,6 +81,8 @@ from rlkit.agents.a2c import (
     rollout_loss,
 )
 from rlkit.envs import make_env, make_vec_env
+from torch import nn
+
 from rlkit.config import BaseConfig, config_from_dict, opt
 from rlkit.errors import RLKitError
 from rlkit.nets import ActorCritic

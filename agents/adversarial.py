@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from rlkit.agents.bc import load_demos, resolve_env
 from rlkit.envs import make_env
+
 from rlkit.config import BaseConfig, config_from_dict, opt
 from rlkit.errors import RLKitError
 from rlkit.registry import AgentSpec

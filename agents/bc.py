@@ -38,10 +38,10 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 import torch
+from rlkit.envs import make_env
 from torch import nn
 from torch.distributions import Categorical
 
-from rlkit.envs import make_env
 from rlkit.config import BaseConfig, config_from_dict, opt
 from rlkit.errors import RLKitError
 from rlkit.nets import DeterministicActor, QNetwork, init_orthogonal, numpy_forward

@@ -39,7 +39,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-
 from rlkit.agents.bc import (
     BCNet,
     FlatAdam,
@@ -54,6 +53,7 @@ from rlkit.agents.bc import (
 )
 from rlkit.agents.bc import load_policy as load_bc_policy
 from rlkit.envs import make_env
+
 from rlkit.config import BaseConfig, opt
 from rlkit.errors import RLKitError
 from rlkit.registry import AgentSpec
@@ -119,8 +119,9 @@ def collect_episode(env: Any, expert: Policy, learner: Policy, beta: float, seed
 
 def train(cfg: DAggerConfig, resume: bool = False, expert: Policy | None = None) -> dict[str, Any]:
     """Train DAgger as configured; ``expert`` (a Policy) overrides ``cfg.expert``. Returns final.json."""
-    from rlkit import demos
     from rlkit.demos.record import DiscardEpisode, StopRecording
+
+    from rlkit import demos
 
     cfg.validate()
     initial = load_demos(cfg.demos, agent="dagger") if cfg.demos else None

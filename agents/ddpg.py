@@ -41,8 +41,8 @@ from typing import Any, Literal, NamedTuple
 import gymnasium as gym
 import numpy as np
 import torch
-
 from rlkit.envs import make_env, make_vec_env
+
 from rlkit.buffers import ReplayBuffer
 from rlkit.config import BaseConfig, apply_overrides, config_from_dict, opt
 from rlkit.errors import RLKitError

@@ -30,9 +30,9 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 import torch
+from rlkit.envs import is_atari, make_env, make_vec_env
 from torch import nn
 
-from rlkit.envs import is_atari, make_env, make_vec_env
 from rlkit.buffers import PrioritizedReplayBuffer, ReplayBuffer
 from rlkit.config import BaseConfig, config_from_dict, opt
 from rlkit.errors import RLKitError

@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from rlkit.agents.adversarial import load_sb3_policy, make_sb3_venv, sb3_bytes
 from rlkit.envs import make_env
+
 from rlkit.config import BaseConfig, opt
 from rlkit.errors import RLKitError
 from rlkit.registry import AgentSpec

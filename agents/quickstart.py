@@ -56,9 +56,9 @@ def quickstart(out: str | Path, seed: int = 0, dqn_steps: int | None = None, num
                eval_episodes: int = 20, dagger_rounds: int = 3, log: Callable[[str], None] = print
                ) -> dict[str, Any]:
     """Run the pipeline into ``out``; returns the results (also written to ``out/results.json``)."""
-    from rlkit import demos
-    from rlkit import envs
     from rlkit.agents import bc, dagger, dqn
+
+    from rlkit import demos, envs
     from rlkit.config import apply_overrides, resolve_preset
     from rlkit.evaluation import evaluate
     from rlkit.types import RandomPolicy

@@ -39,6 +39,7 @@ EVAL_EPISODES = 10
 
 def rlkit_run(agent: str, seed: int, overrides: dict[str, Any], tmp: Path) -> dict[str, Any]:
     from rlkit.agents import a2c, a3c
+
     from rlkit.config import apply_overrides, resolve_preset
 
     spec = a2c.AGENT if agent == "a2c" else a3c.AGENT

@@ -64,8 +64,7 @@ def run_imitation(dataset, size: int, seed: int, args: argparse.Namespace) -> di
     from imitation.data import rollout
     from imitation.util import logger as imit_logger
 
-    from rlkit import demos
-    from rlkit import envs
+    from rlkit import demos, envs
     from rlkit.evaluation import evaluate
     from rlkit.types import SB3ModelPolicy
 
@@ -97,8 +96,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    from rlkit import demos
-    from rlkit import envs
+    from rlkit import demos, envs
     from rlkit.evaluation import evaluate
     from rlkit.types import RandomPolicy
 

@@ -34,6 +34,7 @@ ZOO = {"gamma": 0.98, "buffer_size": 200_000, "learning_starts": 10_000, "noise_
 
 def run_rlkit(agent: str, seed: int, steps: int, learning_starts: int, run_dir: str) -> dict:
     from rlkit.agents.ddpg import AGENT, TD3_AGENT
+
     from rlkit.config import apply_overrides, resolve_preset
 
     spec = TD3_AGENT if agent == "td3" else AGENT

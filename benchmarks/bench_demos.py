@@ -39,12 +39,11 @@ import datasets
 import numpy as np
 import record_side  # benchmarks/record_side.py, beside this script
 import torch
-
-from rlkit import demos
-import rlkit.demos.scripted
 from rlkit.demos.record import dir_bytes
 from rlkit.demos.sources import FunctionPolicy
 from rlkit.envs import make_env
+
+from rlkit import demos
 from rlkit.types import RandomPolicy
 
 torch.set_num_threads(1)

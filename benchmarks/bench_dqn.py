@@ -35,6 +35,7 @@ def first_solved(curve: list[tuple[int, float]]) -> int | None:
 
 def run_rlkit(seed: int, eval_every: int, out: Path) -> dict:
     from rlkit.agents.dqn import AGENT, train
+
     from rlkit.config import apply_overrides, resolve_preset
 
     cfg = apply_overrides(AGENT.config_cls(), resolve_preset(AGENT.presets(), "cartpole", "dqn"))
@@ -51,6 +52,7 @@ def run_rlkit(seed: int, eval_every: int, out: Path) -> dict:
     rows = list(csv.DictReader(open(out / f"rlkit-{seed}" / "metrics.csv")))
     curve = [(int(r["global_step"]), float(r["eval/mean_return"])) for r in rows if r.get("eval/mean_return")]
     from rlkit.agents.dqn import eval_env_factory, load_policy
+
     from rlkit.checkpoint import load_checkpoint
     from rlkit.evaluation import evaluate
 
@@ -92,9 +94,9 @@ def run_sb3(seed: int, eval_every: int) -> dict:
 
 def action_latency(n: int = 5000) -> dict:
     import gymnasium as gym
+    from rlkit.agents.dqn import greedy
     from stable_baselines3 import DQN
 
-    from rlkit.agents.dqn import greedy
     from rlkit.nets import QNetwork, numpy_forward
     from rlkit.types import TorchPolicy
 

@@ -12,11 +12,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
-from rlkit import demos
-import rlkit.demos.scripted
 from rlkit.demos.sources import FunctionPolicy
 from rlkit.envs import make_env
+
+from rlkit import demos
 
 
 def step_without_recording(policy: FunctionPolicy, env_id: str, episodes: int, seed: int) -> int:

@@ -20,8 +20,8 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-
 from rlkit.demos.dataset import Dataset, DatasetWriter, Episode, load, versions
+
 from rlkit.errors import RLKitError
 
 

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from rlkit.demos.record import DiscardEpisode, StopRecording
+
 from rlkit.errors import RLKitError
 
 # Classic control maps: key names -> action; "noop" when nothing is held (None: repeat the last action).

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
 from rlkit.demos.dataset import DatasetWriter
+
 from rlkit.errors import RLKitError
 
 if TYPE_CHECKING:  # importing rlkit.types pulls in torch; `import demos` stays light for the CLI

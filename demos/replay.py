@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from rlkit.demos.dataset import DataFiles, Dataset, Episode, load, read_index, read_manifest
 from rlkit.demos.record import dir_bytes
+
 from rlkit.errors import RLKitError
 
 
@@ -90,6 +90,7 @@ def replay(dataset: Dataset | str | Path, episodes: Sequence[int] | None = None,
         "replay_return"}], "replayed", "reproduced", "diverged", "unreplayable", "all_reproduced", "wall_s"}``.
     """
     from rlkit.envs import make_env
+
     from rlkit.evaluation import write_video
 
     t0 = time.perf_counter()

@@ -6,8 +6,8 @@ import importlib
 from typing import Any
 
 import gymnasium as gym
-
 from rlkit.envs.vector import VecEnv
+
 from rlkit.errors import RLKitError, missing_extra
 
 _ATARI_ENTRY_POINTS = ("ale_py", "atari")

@@ -7,9 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch.distributions import Categorical, Independent, Normal
-
-from rlkit import envs
 from rlkit.agents.a2c import (
     A2CConfig,
     actor_critic_loss,
@@ -21,6 +18,9 @@ from rlkit.agents.a2c import (
     numpy_actor,
     train,
 )
+from torch.distributions import Categorical, Independent, Normal
+
+from rlkit import envs
 from rlkit.checkpoint import load_checkpoint
 from rlkit.config import apply_overrides
 from rlkit.errors import RLKitError
@@ -278,6 +278,7 @@ def test_cli_train_eval(tmp_path, cli):
 def test_pong_preset_smoke(tmp_path):
     pytest.importorskip("ale_py")
     from rlkit.agents.a2c import AGENT
+
     from rlkit.config import resolve_preset
 
     cfg = apply_overrides(A2CConfig(), resolve_preset(AGENT.presets(), "pong", "a2c"))
@@ -291,6 +292,7 @@ def test_pong_preset_smoke(tmp_path):
 @pytest.mark.slow
 def test_learns_cartpole(tmp_path):
     from rlkit.agents.a2c import AGENT
+
     from rlkit.config import resolve_preset
 
     cfg = apply_overrides(A2CConfig(), resolve_preset(AGENT.presets(), "cartpole", "a2c"))

@@ -16,10 +16,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
-
-from rlkit import envs
 from rlkit.agents.a2c import build_model, make_optimizer
 from rlkit.agents.a3c import A3CConfig, share_optimizer_state, worker
+
+from rlkit import envs
 from rlkit.checkpoint import list_checkpoints
 from rlkit.config import apply_overrides
 from rlkit.errors import RLKitError
@@ -192,6 +192,7 @@ def test_config_errors():
 def test_pong_preset_smoke(tmp_path):
     pytest.importorskip("ale_py")
     from rlkit.agents.a3c import AGENT, train
+
     from rlkit.config import resolve_preset
 
     cfg = apply_overrides(A3CConfig(), resolve_preset(AGENT.presets(), "pong", "a3c"))
@@ -206,6 +207,7 @@ def test_pong_preset_smoke(tmp_path):
 @pytest.mark.slow
 def test_learns_cartpole_with_two_workers(tmp_path):
     from rlkit.agents.a3c import AGENT, train
+
     from rlkit.config import resolve_preset
 
     cfg = apply_overrides(A3CConfig(), resolve_preset(AGENT.presets(), "cartpole", "a3c"))

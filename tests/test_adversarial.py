@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from rlkit import demos
 from rlkit.agents.adversarial import AdversarialConfig, train_airl, train_gail
 from rlkit.agents.preference import PreferenceConfig, reward_correlation
 from rlkit.agents.preference import train as train_preference
+
+from rlkit import demos
 from rlkit.cli import load_policy
 from rlkit.errors import RLKitError
 

@@ -9,9 +9,6 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-
-from rlkit import demos
-from rlkit import envs
 from rlkit.agents.bc import (
     BCConfig,
     BCNet,
@@ -24,6 +21,8 @@ from rlkit.agents.bc import (
     train,
     train_epoch,
 )
+
+from rlkit import demos, envs
 from rlkit.checkpoint import load_checkpoint
 from rlkit.errors import RLKitError
 

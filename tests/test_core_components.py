@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from rlkit import envs
-from rlkit import nets
+from rlkit import envs, nets
 from rlkit.buffers import ReplayBuffer
 from rlkit.checkpoint import atomic_write_text, list_checkpoints, load_checkpoint, save_checkpoint
 from rlkit.config import apply_overrides, parse_set_args

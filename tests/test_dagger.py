@@ -6,13 +6,12 @@ import json
 
 import numpy as np
 import pytest
-
-from rlkit import demos
-from rlkit import envs
 from rlkit.agents.bc import BCConfig
 from rlkit.agents.bc import train as train_bc
 from rlkit.agents.dagger import DAggerConfig, beta_at, collect_episode, train
 from rlkit.envs.test_envs import CurvyRoadExpert
+
+from rlkit import demos, envs
 from rlkit.errors import RLKitError
 from rlkit.evaluation import evaluate
 

@@ -7,8 +7,6 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-
-from rlkit import envs
 from rlkit.agents.ddpg import (
     AGENT,
     TD3_AGENT,
@@ -27,6 +25,8 @@ from rlkit.agents.ddpg import (
     train,
     train_td3,
 )
+
+from rlkit import envs
 from rlkit.checkpoint import load_checkpoint
 from rlkit.config import apply_overrides, resolve_preset
 from rlkit.errors import RLKitError

@@ -15,9 +15,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
+from rlkit.demos.dataset import INDEX, DatasetWriter, space_from_json, space_to_json
 
 from rlkit import demos
-from rlkit.demos.dataset import INDEX, DatasetWriter, space_from_json, space_to_json
 from rlkit.errors import RLKitError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -390,6 +390,7 @@ def test_sb3_source_records_model_predict_actions(ppo_zip, tmp_path):
 
 def test_rlkit_run_dir_source(tmp_path):
     from rlkit.agents.dqn import DQNConfig, train
+
     from rlkit.cli import load_policy
 
     run_dir = tmp_path / "run"

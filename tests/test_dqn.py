@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from rlkit.agents.dqn import DQNConfig, load_policy, train
+
 from rlkit.checkpoint import load_checkpoint
 from rlkit.config import apply_overrides
 
@@ -44,8 +44,9 @@ def test_smoke_variants_change_parameters(tmp_path, variant):
 
 
 def test_parameters_move_during_training(tmp_path):
-    from rlkit import envs
     from rlkit.agents.dqn import build_q_net
+
+    from rlkit import envs
 
     torch.manual_seed(0)
     result = train(tiny(tmp_path, seed=0))
@@ -113,6 +114,7 @@ def test_refuses_continuous_actions(tmp_path):
 
 def test_atari_preset_smoke(tmp_path):
     from rlkit.agents.dqn import AGENT
+
     from rlkit.config import resolve_preset
 
     cfg = apply_overrides(DQNConfig(), resolve_preset(AGENT.presets(), "pong", "dqn"))
@@ -126,6 +128,7 @@ def test_atari_preset_smoke(tmp_path):
 @pytest.mark.slow
 def test_learns_cartpole(tmp_path):
     from rlkit.agents.dqn import AGENT
+
     from rlkit.config import resolve_preset
 
     cfg = apply_overrides(DQNConfig(), resolve_preset(AGENT.presets(), "cartpole", "dqn"))

@@ -4,8 +4,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-
 from rlkit.agents.dqn import dqn_loss, linear_schedule, td_target
+
 from rlkit.buffers import PrioritizedReplayBuffer, ReplayBuffer, SumTree
 from rlkit.types import Batch
 

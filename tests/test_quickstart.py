@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from rlkit.agents.quickstart import report_markdown, results_table
 
 

@@ -38,7 +38,7 @@ from rlkit.agents.bc import load_demos, resolve_env
 from rlkit.envs import make_env
 
 from rlkit.config import BaseConfig, config_from_dict, opt
-from rlkit.errors import RLKitError
+from rlkit.errors import RLKitError, require_imitation
 from rlkit.registry import AgentSpec
 from rlkit.run import Run
 from rlkit.types import SB3ModelPolicy
@@ -79,6 +79,7 @@ class AdversarialConfig(BaseConfig):
 
 def make_sb3_venv(env_id: str, num_envs: int, seed: int, env_kwargs: dict | None = None) -> Any:
     """SB3 DummyVecEnv of rlkit-made envs (Monitor for true returns, RolloutInfoWrapper for imitation)."""
+    require_imitation("GAIL/AIRL/preference learning")
     from imitation.data.wrappers import RolloutInfoWrapper
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv
@@ -115,6 +116,7 @@ def load_sb3_policy(state: dict[str, Any]) -> SB3ModelPolicy:
 
 
 def build_trainer(algo: str, cfg: AdversarialConfig, trajectories: list, venv: Any, log_dir: Path) -> Any:
+    require_imitation(algo.upper())
     from imitation.algorithms.adversarial.airl import AIRL
     from imitation.algorithms.adversarial.gail import GAIL
     from imitation.rewards.reward_nets import BasicRewardNet, BasicShapedRewardNet
@@ -162,6 +164,7 @@ def train_adversarial(algo: str, cfg: AdversarialConfig, resume: bool = False,
     ``on_round(trainer, round_index, disc_stats)`` is called after each round (tests and notebooks
     inspect the imitation trainer there).
     """
+    require_imitation(algo.upper())
     import seals  # noqa: F401  (registers the seals/ fixed-horizon envs the presets train in)
     from imitation.util import networks
 

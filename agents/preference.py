@@ -35,7 +35,7 @@ from rlkit.agents.adversarial import load_sb3_policy, make_sb3_venv, sb3_bytes
 from rlkit.envs import make_env
 
 from rlkit.config import BaseConfig, opt
-from rlkit.errors import RLKitError
+from rlkit.errors import RLKitError, require_imitation
 from rlkit.registry import AgentSpec
 from rlkit.run import Run
 from rlkit.types import RandomPolicy, SB3ModelPolicy
@@ -119,6 +119,7 @@ def sample_rewards(reward_net: Any, policies: list[Any], env_id: str, env_kwargs
 
 def train(cfg: PreferenceConfig, resume: bool = False) -> dict[str, Any]:
     """Learn a reward from synthetic preferences and a PPO agent on it; returns final.json."""
+    require_imitation("preference learning")
     import seals  # noqa: F401  (registers seals/ envs)
     from imitation.algorithms import preference_comparisons as pc
     from imitation.rewards.reward_nets import BasicRewardNet

@@ -22,7 +22,7 @@ import gymnasium as gym
 import numpy as np
 from rlkit.demos.dataset import Dataset, DatasetWriter, Episode, load, versions
 
-from rlkit.errors import RLKitError
+from rlkit.errors import RLKitError, require_imitation
 
 
 def to_trajectories(dataset: Dataset) -> list[Any]:
@@ -30,6 +30,7 @@ def to_trajectories(dataset: Dataset) -> list[Any]:
 
     ``terminal`` is the episode's ``terminated`` flag: a truncated episode is not terminal.
     """
+    require_imitation("conversion to imitation Trajectory objects")
     from imitation.data.types import Trajectory, TrajectoryWithRew
 
     with_rew = dataset.has_rewards
@@ -90,6 +91,7 @@ def from_trajectories(trajs: Sequence[Any], env_id: str, out: str | Path | None 
 
 def save_imitation(dataset: Dataset, path: str | Path) -> Path:
     """Write the dataset in imitation's on-disk format (``imitation.data.serialize.save``)."""
+    require_imitation("rlkit demos convert --to imitation")
     import datasets
     from imitation.data import serialize
 
@@ -103,6 +105,7 @@ def save_imitation(dataset: Dataset, path: str | Path) -> Path:
 
 def load_imitation(path: str | Path) -> list[Any]:
     """Trajectories saved by ``imitation.data.serialize.save`` (or imitation's older .npz/.pkl files)."""
+    require_imitation("rlkit demos convert --from imitation")
     from imitation.data import serialize
 
     if not Path(path).exists():
@@ -195,6 +198,7 @@ def from_minari(path: str | Path, env_id: str | None = None, out: str | Path | N
         env_id = env_id or (mds.spec.env_spec.id if getattr(mds.spec, "env_spec", None) else None)
         if env_id is None:
             raise RLKitError(f"Minari dataset {dataset_id} names no env; pass --env ENV_ID")
+        require_imitation("rlkit demos convert --from minari")
         from imitation.data.types import TrajectoryWithRew
 
         episodes = list(mds.iterate_episodes())

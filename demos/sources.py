@@ -136,7 +136,7 @@ def resolve_policy(source: str, env_id: str, seed: int = 0, env_kwargs: dict[str
     elif Path(source).exists():
         from rlkit.cli import load_policy
 
-        policy, _ = load_policy(source)
+        policy = load_policy(source)
     else:
         raise RLKitError(f"unknown policy source {source!r}; use a run directory or checkpoint, "
                          f"sb3:ALGO:PATH.zip, random, human or python:module:callable")

@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlkit.config import (
     BaseConfig,
@@ -21,6 +21,9 @@ from rlkit.config import (
 )
 from rlkit.errors import RLKitError
 from rlkit.registry import agent_names, command_loaders, get_agent
+
+if TYPE_CHECKING:  # the CLI starts without importing torch
+    from rlkit.types import Policy
 
 
 class _Parser(argparse.ArgumentParser):
@@ -130,20 +133,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_policy(path: str | Path) -> tuple[Any, dict[str, Any]]:
-    """Rebuild the policy of a run directory or checkpoint; returns (policy, checkpoint state)."""
+def load_policy(path: str | Path) -> Policy:
+    """Rebuild the policy of a run directory (its latest checkpoint) or of a checkpoint file.
+
+    ``policy.act(obs_batch, deterministic=True)`` gives actions; ``SB3PredictAdapter(policy)`` gives SB3's
+    ``predict``. The checkpoint's own contents (agent, config, step counters) are
+    ``rlkit.checkpoint.load_checkpoint(path)``; to have both from one read, load the state and call
+    :func:`policy_from_checkpoint` on it.
+    """
     from rlkit.checkpoint import load_checkpoint
 
-    state = load_checkpoint(path)
-    spec = get_agent(state["agent"])
-    return spec.load_policy(state), state
+    return policy_from_checkpoint(load_checkpoint(path))
+
+
+def policy_from_checkpoint(state: dict[str, Any]) -> Policy:
+    """The policy of a loaded checkpoint state, rebuilt by the agent that wrote it (found by entry point)."""
+    return get_agent(state["agent"]).load_policy(state)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from rlkit.checkpoint import load_checkpoint
     from rlkit.evaluation import evaluate
     from rlkit.registry import env_factory
 
-    policy, state = load_policy(args.path)
+    state = load_checkpoint(args.path)
+    policy = policy_from_checkpoint(state)
     cfg = state["config"]
     env_id = args.env_id or cfg["env_id"]
     make = env_factory()

@@ -8,6 +8,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from rlkit.errors import RLKitError
+
 
 @runtime_checkable
 class Policy(Protocol):
@@ -84,13 +86,24 @@ class SB3PredictAdapter:
     """Expose an rlkit Policy with SB3's ``predict`` signature.
 
     This lets ``stable_baselines3.common.evaluation.evaluate_policy`` and ``imitation``'s rollout
-    helpers drive any rlkit policy.
+    helpers drive any rlkit policy: ``evaluate_policy(SB3PredictAdapter(policy), env)``.
+
+    Args:
+        policy: the rlkit Policy.
+        observation_space, action_space: the spaces SB3 and imitation read from the model. By default
+            they are the policy's own (every policy rlkit loads or trains carries them); pass them for a
+            policy without (a plain function, :class:`RandomPolicy`).
     """
 
-    def __init__(self, policy: Policy, observation_space: gym.Space, action_space: gym.Space) -> None:
+    def __init__(self, policy: Policy, observation_space: gym.Space | None = None,
+                 action_space: gym.Space | None = None) -> None:
         self.policy = policy
-        self.observation_space = observation_space
-        self.action_space = action_space
+        self.observation_space = observation_space or getattr(policy, "observation_space", None)
+        self.action_space = action_space or getattr(policy, "action_space", None)
+        missing = [name for name in ("observation_space", "action_space") if getattr(self, name) is None]
+        if missing:
+            raise RLKitError(f"SB3PredictAdapter: the policy ({type(policy).__name__}) has no {' or '.join(missing)}; "
+                             f"pass them: SB3PredictAdapter(policy, env.observation_space, env.action_space)")
 
     def predict(self, observation: np.ndarray, state: Any = None, episode_start: Any = None,
                 deterministic: bool = False) -> tuple[np.ndarray, None]:

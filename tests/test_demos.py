@@ -398,7 +398,7 @@ def test_rlkit_run_dir_source(tmp_path):
                     tensorboard=False, run_dir=str(run_dir), hidden=[16]))
     demos.record(str(run_dir), "CartPole-v1", 1, tmp_path / "dqn", seed=2)
     ep = demos.load(tmp_path / "dqn")[0]
-    policy, _ = load_policy(run_dir)
+    policy = load_policy(run_dir)
     assert np.array_equal(policy.act(ep.obs[:-1], deterministic=True), ep.actions)
 
 

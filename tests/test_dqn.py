@@ -62,7 +62,7 @@ def test_checkpoint_roundtrip_gives_identical_actions(tmp_path):
     policy = load_policy(load_checkpoint(result["run_dir"]))
     from rlkit.cli import load_policy as cli_load_policy
 
-    same, _ = cli_load_policy(result["checkpoint"])
+    same = cli_load_policy(result["checkpoint"])
     obs = np.random.default_rng(0).normal(size=(128, 4)).astype(np.float32)
     np.testing.assert_array_equal(policy.act(obs), same.act(obs))
     # and the torch path agrees with the numpy fast path

@@ -33,8 +33,22 @@ class _Parser(argparse.ArgumentParser):
         raise RLKitError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
+class _VersionAction(argparse.Action):
+    """``rlkit --version``: rlkit's version and the key stack's on one line (argparse's own would rewrap it)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None) -> None:
+        from rlkit.doctor import version_line
+
+        print(version_line())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from rlkit import doctor
+
     parser = _Parser(prog="rlkit", description="Deep RL and imitation learning toolkit.")
+    parser.add_argument("--version", action=_VersionAction, nargs=0,
+                        help="print rlkit's version and the key stack's, then exit (`rlkit doctor`: everything)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -65,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--video", help="write a video of the episodes (.mp4 or .gif)")
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
     ev.set_defaults(func=cmd_eval)
+
+    doctor.add_parser(sub)
 
     for name, add_parser in command_loaders().items():
         try:

@@ -98,8 +98,10 @@ class SB3PredictAdapter:
     def __init__(self, policy: Policy, observation_space: gym.Space | None = None,
                  action_space: gym.Space | None = None) -> None:
         self.policy = policy
-        self.observation_space = observation_space or getattr(policy, "observation_space", None)
-        self.action_space = action_space or getattr(policy, "action_space", None)
+        # `is None`, not `or`: a composite space (Tuple, Dict) with no members is falsy
+        self.observation_space = getattr(policy, "observation_space", None) if observation_space is None \
+            else observation_space
+        self.action_space = getattr(policy, "action_space", None) if action_space is None else action_space
         missing = [name for name in ("observation_space", "action_space") if getattr(self, name) is None]
         if missing:
             raise RLKitError(f"SB3PredictAdapter: the policy ({type(policy).__name__}) has no {' or '.join(missing)}; "

@@ -72,3 +72,53 @@ def test_train_eval_resume_json_roundtrip(tmp_path):
 
     frames = iio.imread(video)
     assert frames.shape[0] == json.loads(ev.stdout)["lengths"][0] and frames.shape[-1] == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# The Python side of `rlkit eval`: the SB3 adapter over a loaded policy
+# ---------------------------------------------------------------------------------------------
+
+
+class _ThresholdPolicy:
+    """A policy that carries its spaces, as every policy rlkit trains or loads does."""
+
+    def __init__(self):
+        import gymnasium as gym
+        import numpy as np
+
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+
+    def act(self, obs, deterministic=True):
+        return (obs[:, 0] > 0).astype("int64")
+
+
+def test_sb3_adapter_takes_the_policys_spaces():
+    import numpy as np
+
+    from rlkit.types import SB3PredictAdapter
+
+    policy = _ThresholdPolicy()
+    adapter = SB3PredictAdapter(policy)
+    assert adapter.observation_space is policy.observation_space and adapter.action_space is policy.action_space
+    action, state = adapter.predict(np.array([0.5, 0.0], np.float32))  # one observation -> one action
+    assert action == 1 and np.ndim(action) == 0 and state is None
+    actions, _ = adapter.predict(np.array([[0.5, 0.0], [-0.5, 0.0], [0.1, 0.0]], np.float32))
+    assert actions.tolist() == [1, 0, 1]
+
+
+def test_sb3_adapter_without_spaces_is_a_one_line_error():
+    import gymnasium as gym
+
+    from rlkit.errors import RLKitError
+    from rlkit.types import RandomPolicy, SB3PredictAdapter
+
+    space = gym.spaces.Discrete(3)
+    with pytest.raises(RLKitError) as err:
+        SB3PredictAdapter(RandomPolicy(space))  # it knows its action space, not its observations
+    message = str(err.value)
+    assert "\n" not in message and "RandomPolicy) has no observation_space;" in message
+    assert "SB3PredictAdapter(policy, env.observation_space, env.action_space)" in message
+    obs_space = gym.spaces.Box(0.0, 1.0, (4,))
+    adapter = SB3PredictAdapter(RandomPolicy(space), obs_space)  # the missing one given, the other from the policy
+    assert adapter.observation_space is obs_space and adapter.action_space is space

@@ -122,3 +122,14 @@ def test_readme_python_block(index, tmp_path, monkeypatch):
         # pad with newlines so a traceback names README.md and the line a reader sees
         code = compile("\n" * (block.line - 1) + substituted(block), str(README), "exec")
         exec(code, namespace)
+
+
+def test_install_commands_are_the_ones_that_work():
+    """The checkout's two commands exist, and the pip users' second step is the one rlkit's errors print."""
+    from rlkit.errors import IMITATION_INSTALL
+
+    text = README.read_text()
+    for command, script in [("bash .ci/rlkit quickstart", ".ci/rlkit"), ("bash .ci/test", ".ci/test")]:
+        assert re.search(rf"^{re.escape(command)}\s", text, re.MULTILINE), command
+        assert (README.parent / script).is_file(), script
+    assert re.search(rf"^{re.escape(IMITATION_INSTALL)}\s", text, re.MULTILINE)

@@ -127,10 +127,13 @@ def _requirements() -> list[tuple[str, str, str]]:
     """(name, specifier, group) of rlkit's declared requirements, from its installed metadata."""
     from packaging.requirements import Requirement  # packaging comes with matplotlib, a core requirement
 
-    meta = metadata.metadata("rlkit")
+    try:
+        meta, requires = metadata.metadata("rlkit"), metadata.requires("rlkit") or []
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed: no declared ranges
+        return [(name, "", "core") for name in KEY_STACK if name != "imitation"]
     extras = meta.get_all("Provides-Extra") or []
     found = []
-    for text in metadata.requires("rlkit") or []:
+    for text in requires:
         req = Requirement(text)
         group = "core"
         if req.marker is not None:
@@ -172,7 +175,7 @@ def package_rows(root: Path | None = None) -> list[PackageRow]:
     reqs = _requirements()
     reqs.append(("imitation", f"=={IMITATION_VERSION}", "imitation"))
     reqs.sort(key=lambda r: KEY_STACK.index(r[0]) if r[0] in KEY_STACK else len(KEY_STACK))  # stable sort
-    python_req = metadata.metadata("rlkit").get("Requires-Python")
+    python_req = metadata.metadata("rlkit").get("Requires-Python") if installed_version("rlkit") else None
     rows = [PackageRow("python", platform.python_version(), python_req, "python", "ok", None),
             PackageRow("rlkit", installed_version("rlkit") or __version__, None, "core", "ok", None)]
     seen = set()
@@ -391,7 +394,7 @@ def format_report(rep: dict[str, Any]) -> str:
 def add_parser(subparsers: Any) -> None:
     """Register ``rlkit doctor`` on the CLI's subparsers."""
     doctor = subparsers.add_parser("doctor", help="versions of the stack, usable extras, and how to install the rest",
-                                   description=(__doc__ or "").split("\n\n")[1].replace("\n", " "))
+                                   description=(__doc__ or "").split("\n\n")[1].replace("\n", " ").replace("``", "`"))
     doctor.add_argument("--json", action="store_true", help="print the report as JSON (schema in rlkit/doctor.py)")
     doctor.set_defaults(func=cmd_doctor)
 

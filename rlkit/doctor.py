@@ -320,8 +320,8 @@ def feature_rows(names: list[str] | None = None, root: Path | None = None) -> li
             with _quiet_native_output():
                 detail = check()
             rows.append(FeatureRow(name, core, True, "ok", detail, None))
-        except Missing as e:
-            rows.append(FeatureRow(name, core, False, "missing", str(e), install))
+        except Missing:
+            rows.append(FeatureRow(name, core, False, "missing", f"{package} is not installed", install))
         except Exception as e:  # a broken install can fail in any way; report it, keep checking the rest
             rows.append(FeatureRow(name, core, False, "broken", _one_line(e), install))
     if "imitation" in (names or FEATURES):  # say why --no-deps next to the command

@@ -283,18 +283,25 @@ FEATURES: dict[str, tuple[Callable[[], str], bool, str, str]] = {
 
 
 @contextlib.contextmanager
-def _quiet_native_output() -> Iterator[None]:
-    """Silence what the checks print from C (ALE's banner, MuJoCo's compiler notes) and their warnings."""
+def _isolated_check() -> Iterator[None]:
+    """Run a check in a scratch working directory with its native output and warnings silenced.
+
+    ALE prints a banner and MuJoCo its compiler notes from C, straight to the file descriptors; MuJoCo also
+    appends those notes to ``MUJOCO_LOG.TXT`` in the working directory, which must not appear in the user's.
+    """
     sys.stdout.flush()
     sys.stderr.flush()
     saved = [os.dup(1), os.dup(2)]
-    with tempfile.TemporaryFile() as sink, warnings.catch_warnings():
+    cwd = os.getcwd()
+    with tempfile.TemporaryFile() as sink, tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         os.dup2(sink.fileno(), 1)
         os.dup2(sink.fileno(), 2)
+        os.chdir(scratch)
         try:
             yield
         finally:
+            os.chdir(cwd)
             sys.stdout.flush()
             sys.stderr.flush()
             os.dup2(saved[0], 1)
@@ -317,7 +324,7 @@ def feature_rows(names: list[str] | None = None, root: Path | None = None) -> li
         spec = required.get(package, (f"=={IMITATION_VERSION}", group))[0]
         install = install_command(package, spec, group, root)
         try:
-            with _quiet_native_output():
+            with _isolated_check():
                 detail = check()
             rows.append(FeatureRow(name, core, True, "ok", detail, None))
         except Missing:

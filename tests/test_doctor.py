@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -29,6 +30,13 @@ def test_missing_atari_names_its_install_command(monkeypatch, checkout, command)
     [row] = doctor.feature_rows(["atari"], root=checkout)
     assert (row.name, row.status, row.usable, row.core) == ("atari", "missing", False, False)
     assert row.install == command and row.detail == "ale-py is not installed"
+
+
+def test_checks_leave_the_working_directory_alone(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rows = doctor.feature_rows(["mujoco", "atari"])  # MuJoCo logs its compiler notes to MUJOCO_LOG.TXT in the cwd
+    assert list(tmp_path.iterdir()) == [] and Path.cwd() == tmp_path
+    assert all(row.status in ("ok", "missing") for row in rows), rows
 
 
 def test_missing_mujoco_is_missing_not_broken(monkeypatch):

@@ -255,7 +255,7 @@ def check_imitation() -> str:
         importlib.import_module(module)
     return (f"imitation {imitation.__version__}: GAIL, AIRL, preferences, demos conversion; its metadata pins "
             f"gymnasium~=0.29 and stable-baselines3~=2.2.1, ignored on purpose (installed --no-deps; "
-            f"`pip check` lists those two pins only)")
+            f"`pip check` reporting those two pins is expected)")
 
 
 def check_video() -> str:

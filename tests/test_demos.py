@@ -521,19 +521,6 @@ def test_imitation_round_trips_both_ways(ppo_zip, tmp_path):
         assert np.allclose(t.rews, u.rews)
 
 
-def test_minari_round_trip_replays(cartpole_ds, tmp_path):
-    pytest.importorskip("minari")
-    with pytest.raises(RLKitError, match="keep-rewards"):
-        demos.to_minari(demos.load(cartpole_ds), tmp_path / "m" / "cartpole-nr-v0")
-    demos.record("random", "CartPole-v1", 2, tmp_path / "r", seed=4, keep_rewards=True)
-    ds = demos.load(tmp_path / "r")
-    demos.to_minari(ds, tmp_path / "m" / "cartpole-random-v0")
-    back = demos.from_minari(tmp_path / "m" / "cartpole-random-v0", out=tmp_path / "back")
-    assert back.env_id == "CartPole-v1"
-    assert_same_episodes(ds, back)
-    assert demos.replay(back)["all_reproduced"]
-
-
 # ---------------------------------------------------------------------------------------------
 # The CLI, as a user drives it
 # ---------------------------------------------------------------------------------------------

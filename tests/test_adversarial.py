@@ -47,6 +47,8 @@ def small(tmp_path, demos_path, name, **over) -> AdversarialConfig:
     return AdversarialConfig(**{**base, **over})
 
 
+# seals 0.2.1's CartPole builds its Box from float64 bounds; gymnasium warns about seals' code, not rlkit's
+@pytest.mark.filterwarnings("ignore:.*Box (low|high)'s precision lowered:UserWarning")
 @pytest.mark.parametrize("algo", ["gail", "airl"])
 def test_adversarial_runs_the_real_imitation_code(tmp_path, fixed_length_demos, algo):
     snapshots, losses = [], []
@@ -68,6 +70,8 @@ def test_adversarial_runs_the_real_imitation_code(tmp_path, fixed_length_demos, 
     assert state["agent"] == algo and policy.act(np.zeros((3, 4), np.float32)).shape == (3,)
 
 
+# seals 0.2.1's CartPole builds its Box from float64 bounds; gymnasium warns about seals' code, not rlkit's
+@pytest.mark.filterwarnings("ignore:.*Box (low|high)'s precision lowered:UserWarning")
 def test_variable_horizons_are_refused_in_one_line(tmp_path, fixed_length_demos):
     out = tmp_path / "random"
     demos.record("random", "CartPole-v1", episodes=12, out=out, seed=0)  # lengths differ

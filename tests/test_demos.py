@@ -314,6 +314,7 @@ def test_sigkilled_recorder_leaves_every_committed_episode(tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        proc.stderr.close()
     assert reported >= 30
     ds = demos.load(out)  # every committed episode loads, checksums verified; no half-written one
     assert len(ds) >= reported

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -253,17 +254,23 @@ def to_minari(dataset: Dataset, path: str | Path) -> Path:
             # Minari asks for contact fields rlkit cannot know (and, without an env, for a spec): noise here
             warnings.filterwarnings("ignore", message=r"`(author_email|code_permalink)` is set to None",
                                     category=UserWarning)
-            warnings.filterwarnings("ignore", message=r"(env_spec|`eval_env`) is set to None|env_spec is None",
+            warnings.filterwarnings("ignore", message=r"`eval_env` is set to None|env_spec is None",
                                     category=UserWarning)
-            mds = minari.create_dataset_from_buffers(
-                dataset_id, buffers, env=env, eval_env=env, algorithm_name=str(dataset.meta.get("source")),
-                author="rlkit demos convert",
-                description=f"rlkit dataset {dataset.path or ''} ({dataset.env_id}); rewards {how}.",
-                observation_space=dataset.observation_space, action_space=dataset.action_space,
-                data_format="arrow", jpeg_encoding=False)  # lossless: image observations must replay-verify
-            mds.storage.update_metadata({"rlkit": {"env_id": dataset.env_id, "source": dataset.meta.get("source"),
-                                                   "env_kwargs": dataset.meta.get("env_kwargs") or {},
-                                                   "rewards": "recomputed" if recomputed else "recorded"}})
+            try:
+                mds = minari.create_dataset_from_buffers(
+                    dataset_id, buffers, env=env, eval_env=env,
+                    algorithm_name=str(dataset.meta.get("source") or "unknown"), author="rlkit demos convert",
+                    description=f"rlkit dataset {dataset.path or ''} ({dataset.env_id}); rewards {how}.",
+                    observation_space=dataset.observation_space, action_space=dataset.action_space,
+                    data_format="arrow", jpeg_encoding=False)  # lossless: image observations must replay-verify
+                mds.storage.update_metadata({"rlkit": {
+                    "env_id": dataset.env_id, "source": dataset.meta.get("source"),
+                    "env_kwargs": dataset.meta.get("env_kwargs") or {},
+                    "rewards": "recomputed" if recomputed else "recorded"}})
+            except Exception as e:  # e.g. an env spec whose kwargs are not JSON; the folder is ours, just made
+                shutil.rmtree(root / dataset_id, ignore_errors=True)
+                raise RLKitError(f"Minari could not write {root / dataset_id} ({type(e).__name__}: "
+                                 f"{str(e).splitlines()[0] if str(e) else ''})") from None
     finally:
         if env is not None:
             env.close()

@@ -168,3 +168,14 @@ def test_cli_convert_both_ways(cli, cartpole, tmp_path):
     assert r.returncode == 0 and json.loads(r.stdout)["all_reproduced"]
     r = cli("demos", "convert", str(tmp_path / "nothing-v0"), "--from", "minari", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "not a Minari dataset" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_spec_minari_cannot_store_is_a_one_line_error_and_leaves_nothing(tmp_path):
+    from gymnasium.envs.classic_control.cartpole import CartPoleEnv
+
+    gym.register("rlkit_test/CallableEntry-v0", entry_point=CartPoleEnv, max_episode_steps=10)  # not JSON-able
+    demos.record("random", "rlkit_test/CallableEntry-v0", 1, tmp_path / "d", seed=0, keep_rewards=True)
+    with pytest.raises(RLKitError, match="Minari could not write") as err:
+        demos.to_minari(demos.load(tmp_path / "d"), tmp_path / "m" / "callable-v0")
+    one_line(err)
+    assert not (tmp_path / "m" / "callable-v0").exists()

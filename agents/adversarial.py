@@ -130,14 +130,18 @@ def build_trainer(algo: str, cfg: AdversarialConfig, trajectories: list, venv: A
         reward_net = BasicShapedRewardNet(*spaces, reward_hid_sizes=cfg.reward_hidden,
                                           potential_hid_sizes=cfg.reward_hidden, normalize_input_layer=RunningNorm)
     trainer_cls = GAIL if algo == "gail" else AIRL
-    with imitation_errors():
-        return trainer_cls(demonstrations=trajectories, demo_batch_size=cfg.demo_batch_size, venv=venv,
-                           gen_algo=make_ppo(cfg, venv), reward_net=reward_net,
-                           gen_replay_buffer_capacity=cfg.gen_replay_buffer_capacity or None,
-                           n_disc_updates_per_round=cfg.n_disc_updates_per_round,
-                           disc_opt_kwargs={"lr": cfg.disc_lr}, log_dir=log_dir,
-                           custom_logger=imit_logger.configure(str(log_dir), ["csv"]),
-                           allow_variable_horizon=cfg.allow_variable_horizon)
+    csv_logger = imit_logger.configure(str(log_dir), ["csv"])
+    try:
+        with imitation_errors():
+            return trainer_cls(demonstrations=trajectories, demo_batch_size=cfg.demo_batch_size, venv=venv,
+                               gen_algo=make_ppo(cfg, venv), reward_net=reward_net,
+                               gen_replay_buffer_capacity=cfg.gen_replay_buffer_capacity or None,
+                               n_disc_updates_per_round=cfg.n_disc_updates_per_round,
+                               disc_opt_kwargs={"lr": cfg.disc_lr}, log_dir=log_dir, custom_logger=csv_logger,
+                               allow_variable_horizon=cfg.allow_variable_horizon)
+    except BaseException:
+        csv_logger.close()  # no trainer to own imitation's open CSV files
+        raise
 
 
 @contextlib.contextmanager
@@ -165,6 +169,13 @@ def train_adversarial(algo: str, cfg: AdversarialConfig, resume: bool = False,
     inspect the imitation trainer there).
     """
     require_imitation(algo.upper())
+    with contextlib.ExitStack() as cleanup:  # closes imitation's CSV logger however the run ends
+        return _train_adversarial(algo, cfg, resume, on_round, cleanup)
+
+
+def _train_adversarial(algo: str, cfg: AdversarialConfig, resume: bool,
+                       on_round: Callable[[Any, int, dict], None] | None, cleanup: contextlib.ExitStack
+                       ) -> dict[str, Any]:
     import seals  # noqa: F401  (registers the seals/ fixed-horizon envs the presets train in)
     from imitation.util import networks
 
@@ -186,6 +197,7 @@ def train_adversarial(algo: str, cfg: AdversarialConfig, resume: bool = False,
     venv = make_sb3_venv(cfg.env_id, cfg.num_envs, cfg.seed, cfg.env_kwargs)
     # In memory, reward-free: imitation sees exactly what the learner may see.
     trainer = build_trainer(algo, cfg, demos.to_trajectories(dataset), venv, run.dir / "imitation")
+    cleanup.callback(trainer.logger.close)
     # imitation keeps the bare reward net and the discriminator optimiser in these attributes.
     ppo, reward_net = trainer.gen_algo, trainer._reward_net
     global_step, round_index = 0, 0

@@ -162,9 +162,12 @@ def train(cfg: PreferenceConfig, resume: bool = False) -> dict[str, Any]:
         run.logger.record("charts/comparisons", len(trainer.dataset))
         run.logger.dump(agent.num_timesteps)
 
-    stats = trainer.train(total_timesteps=cfg.total_steps, total_comparisons=cfg.total_comparisons,
-                          callback=on_iteration)
-    venv.close()
+    try:
+        stats = trainer.train(total_timesteps=cfg.total_steps, total_comparisons=cfg.total_comparisons,
+                              callback=on_iteration)
+    finally:
+        log.close()  # imitation's CSV files stay open otherwise
+        venv.close()
     policy = SB3ModelPolicy(agent)
     with torch.no_grad():
         learned, true = sample_rewards(reward_net, [policy, RandomPolicy(venv.action_space, seed=cfg.seed)],

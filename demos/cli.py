@@ -71,10 +71,11 @@ def add_parser(subparsers: Any) -> None:
     ins.add_argument("--json", action="store_true", help="print the summary as JSON")
     ins.set_defaults(func=cmd_inspect)
 
-    con = sub.add_parser("convert", help="convert to or from imitation (and to Minari)",
+    con = sub.add_parser("convert", help="convert to or from imitation and Minari",
                          description="rlkit demos convert DATASET --to imitation|minari --out PATH\n"
-                                     "rlkit demos convert PATH --from imitation|minari --env ENV_ID --out DATASET\n"
-                                     "Minari needs the minari extra (Minari 0.4.3; 0.5 needs numpy 2).",
+                                     "rlkit demos convert PATH --from imitation|minari [--env ENV_ID] --out DATASET\n"
+                                     "Minari stores rewards: a dataset without them exports with rewards recomputed\n"
+                                     "by replay, if every episode replays exactly.",
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     con.add_argument("source", metavar="DATASET|PATH")
     direction = con.add_mutually_exclusive_group(required=True)
@@ -181,7 +182,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
             dataset = convert.from_trajectories(trajs, args.env_id, args.out, env_kwargs=args.env_kwargs,
                                                 source=f"imitation:{args.source}")
         else:
-            dataset = convert.from_minari(args.source, args.env_id, args.out)
+            dataset = convert.from_minari(args.source, args.env_id, args.out, env_kwargs=args.env_kwargs)
         result = {"from": args.source, "to": "rlkit", "out": args.out, "episodes": len(dataset),
                   "steps": dataset.num_steps, "rewards": dataset.has_rewards}
     print(json.dumps(result, indent=2) if args.json else

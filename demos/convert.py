@@ -4,15 +4,30 @@
 cannot be replayed (its episodes have ``seed=None``); converting *to* them drops the seeds.
 Rewards travel only when the dataset kept them (``TrajectoryWithRew``).
 
-Minari: 0.5.x needs numpy 2, so the lock (gymnasium 0.29, numpy<2) takes Minari 0.4.3, installed
-with ``pip install 'rlkit[minari]'``. Its datasets require rewards, so only datasets recorded with
-``--keep-rewards`` export; the files are written by Minari itself, never by hand.
+Minari (0.5.x, in the default install; no jax needed): files are written by Minari itself,
+through ``create_dataset_from_buffers`` with one ``EpisodeBuffer`` per episode, in its arrow format
+with JPEG encoding off (lossless, so image observations still replay-verify). Each episode's reset
+seed and options travel as Minari's per-episode ``seed``/``options``, so episodes imported with
+``--from minari`` replay-verify.
+
+Minari datasets require rewards, and rlkit records none unless asked (``--keep-rewards``). Of the
+two ways out, rlkit takes the second: rather than refusing a reward-free dataset with a hint, the
+export *recomputes* its rewards by replaying every episode from its seed, and writes them only when
+every episode reproduces its stored observations and end flags exactly (bit for bit, stricter than
+``replay --verify``'s 1e-5). Why: reward-free is the default, so the hint alone would make
+``--to minari`` fail for almost every dataset, while a replay that reproduces every observation
+exactly has, by construction, the rewards of those transitions; these are the rewards
+``--keep-rewards`` would have stored. When any episode has no seed or diverges, the export fails
+with one line naming the episode and the fix (record with ``--keep-rewards``). The Minari metadata
+says which it was (``rlkit.rewards``: ``recorded`` or ``recomputed``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -20,7 +35,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from rlkit.demos.dataset import Dataset, DatasetWriter, Episode, load, versions
+from rlkit.demos.dataset import FORMAT_VERSION, Dataset, DatasetWriter, Episode, load, versions
 
 from rlkit.errors import RLKitError, require_imitation
 
@@ -77,15 +92,21 @@ def from_trajectories(trajs: Sequence[Any], env_id: str, out: str | Path | None 
                                 rewards=None if rews is None else np.asarray(rews, dtype=np.float32),
                                 episode_return=None if rews is None else float(np.sum(rews)), index=i,
                                 source=source))
+    return _finish(episodes, env_id, out, observation_space, action_space, env_kwargs, source, append)
+
+
+def _finish(episodes: list[Episode], env_id: str, out: str | Path | None, observation_space: gym.Space,
+            action_space: gym.Space, env_kwargs: dict[str, Any] | None, source: str, append: bool = False) -> Dataset:
+    """The imported episodes as a dataset: in memory when ``out`` is None, else written there and loaded."""
     if out is None:
-        meta = {"format_version": 1, "env_id": env_id, "env_kwargs": dict(env_kwargs or {}),
+        meta = {"format_version": FORMAT_VERSION, "env_id": env_id, "env_kwargs": dict(env_kwargs or {}),
                 "observation_space": observation_space, "action_space": action_space, "source": source,
                 "versions": versions()}
         return Dataset(meta, episodes)
     with DatasetWriter(out, env_id, observation_space, action_space, source, env_kwargs, append=append) as writer:
         for ep in episodes:
-            writer.add_episode(ep.obs, ep.actions, ep.terminated, ep.truncated, ep.seed, rewards=ep.rewards,
-                               episode_return=ep.episode_return)
+            writer.add_episode(ep.obs, ep.actions, ep.terminated, ep.truncated, ep.seed, options=ep.options,
+                               rewards=ep.rewards, episode_return=ep.episode_return)
     return load(out)
 
 
@@ -117,22 +138,27 @@ def load_imitation(path: str | Path) -> list[Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Minari (optional extra)
+# Minari (in the default install)
 # ---------------------------------------------------------------------------------------------
+
+# Replay must reproduce the stored observations bit for bit before its rewards are written as the
+# dataset's: stricter than `rlkit demos replay --verify` (1e-5), so the rewards are those of these
+# very observations, not of a neighbouring trajectory.
+_EXACT = {"atol": 0.0, "rtol": 0.0}
+
 
 def _minari() -> Any:
     try:
         import minari
-    except ImportError:
-        raise RLKitError("Minari export needs the minari extra (Minari 0.4.3: the 0.5 series needs numpy 2, "
-                         "which this lock's gymnasium 0.29 does not support); pip install 'rlkit[minari]'"
-                         ) from None
+    except ImportError:  # a default dependency: missing only in a broken install
+        raise RLKitError("minari is not installed (rlkit depends on minari>=0.5.4,<0.6); "
+                         "pip install 'minari>=0.5.4,<0.6'") from None
     return minari
 
 
 @contextlib.contextmanager
 def _minari_root(root: Path) -> Iterator[None]:
-    """Minari 0.4 finds datasets through $MINARI_DATASETS_PATH only; point it at ``root`` meanwhile."""
+    """``create_dataset_from_buffers`` places datasets under $MINARI_DATASETS_PATH only; point it at ``root``."""
     old = os.environ.get("MINARI_DATASETS_PATH")
     os.environ["MINARI_DATASETS_PATH"] = str(root)
     try:
@@ -146,7 +172,7 @@ def _minari_root(root: Path) -> Iterator[None]:
 
 def _split_minari_path(path: str | Path) -> tuple[Path, str]:
     path = Path(path)
-    if "-v" not in path.name:
+    if re.fullmatch(r"[A-Za-z0-9_.\-]+-v\d+", path.name) is None:
         raise RLKitError(f"a Minari dataset path must end in a dataset id such as cartpole-expert-v0; got {path}")
     return path.parent.resolve(), path.name
 
@@ -158,53 +184,143 @@ def _last_step_flag(length: int, flag: bool) -> np.ndarray:
     return flags
 
 
+class _RewardLog(gym.Wrapper):
+    """Keeps the rewards of the episode being stepped (replay reports only their sum)."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.rewards: list[float] = []
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict]:
+        self.rewards = []
+        return self.env.reset(**kwargs)
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        out = self.env.step(action)
+        self.rewards.append(float(out[1]))
+        return out
+
+
+def rewards_by_replay(dataset: Dataset, env: gym.Env) -> list[np.ndarray]:
+    """Each episode's rewards, recomputed by replaying it from its seed; one-line error unless all
+    episodes reproduce their stored observations and end flags exactly."""
+    from rlkit.demos.replay import replay_episode
+
+    log = _RewardLog(env)
+    rewards = []
+    for ep in dataset:
+        result = replay_episode(log, ep, True, frames=None, **_EXACT)
+        if result["status"] != "reproduced":
+            where = "" if result["diverged_at"] is None else f" at step {result['diverged_at']}"
+            raise RLKitError(f"Minari datasets require rewards and {dataset.path or 'the dataset'} stores none; they "
+                             f"are recomputed by replay, but episode {ep.index} does not replay exactly{where} "
+                             f"({result['reason']}); record it again with --keep-rewards")
+        rewards.append(np.asarray(log.rewards, dtype=np.float32))  # float32, as --keep-rewards stores them
+    return rewards
+
+
 def to_minari(dataset: Dataset, path: str | Path) -> Path:
     """Write ``dataset`` as the Minari dataset ``path`` (its last component is the dataset id, e.g.
-    ``out/cartpole-expert-v0``); needs rewards, so record with ``--keep-rewards``."""
+    ``out/cartpole-expert-v0``), through ``minari.create_dataset_from_buffers`` (arrow format, lossless).
+
+    Rewards are the stored ones; a reward-free dataset gets rewards recomputed by replaying every
+    episode, and is refused (one line naming the episode) unless every episode replays exactly.
+    Reset seeds and options travel as Minari's per-episode ``seed``/``options``; the env is passed as
+    rlkit builds it (env kwargs and Atari preprocessing are in its spec, so Minari's
+    ``recover_environment`` rebuilds it), and the dataset's env id, env kwargs and source go under
+    the metadata key ``rlkit``, so :func:`from_minari` restores them exactly.
+    """
     minari = _minari()
-    if not dataset.has_rewards:
-        raise RLKitError(f"Minari datasets require rewards and {dataset.path} has none; "
-                         f"record it again with --keep-rewards")
+    from minari.data_collector import EpisodeBuffer
+    from rlkit.envs import make_env
+
     root, dataset_id = _split_minari_path(path)
     if (root / dataset_id).exists():
         raise RLKitError(f"{root / dataset_id} already exists; choose another --out")
-    buffers = [{"observations": ep.obs, "actions": ep.actions, "rewards": ep.rewards,
-                "terminations": _last_step_flag(ep.length, ep.terminated),
-                "truncations": _last_step_flag(ep.length, ep.truncated),
-                **({} if ep.seed is None else {"seed": ep.seed})} for ep in dataset]
-    try:  # the spec names the env for Minari's users; spaces are passed as stored (Atari is preprocessed)
-        spec = gym.spec(dataset.env_id.rpartition(":")[2])
-    except gym.error.Error:
-        spec = None
-    with _minari_root(root), warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # Minari nags about author/permalink fields we leave empty
-        minari.create_dataset_from_buffers(dataset_id, buffers, env=spec, algorithm_name=dataset.meta.get("source"),
-                                           author="rlkit demos convert", minari_version=f"~={minari.__version__}",
-                                           observation_space=dataset.observation_space,
-                                           action_space=dataset.action_space)
+    if not len(dataset):
+        raise RLKitError(f"{dataset.path or 'the dataset'} has no episodes to export")
+    env = None
+    try:
+        env = make_env(dataset.env_id, env_kwargs=dataset.meta.get("env_kwargs"))
+    except RLKitError:
+        if not dataset.has_rewards:
+            raise
+    try:
+        recomputed = not dataset.has_rewards
+        rewards = rewards_by_replay(dataset, env) if recomputed else [ep.rewards for ep in dataset]
+        buffers = [EpisodeBuffer(id=i, seed=ep.seed, options=ep.options, observations=ep.obs, actions=ep.actions,
+                                 rewards=rew, terminations=_last_step_flag(ep.length, ep.terminated),
+                                 truncations=_last_step_flag(ep.length, ep.truncated))
+                   for i, (ep, rew) in enumerate(zip(dataset, rewards))]
+        how = "recomputed by replaying each episode from its seed (rlkit stored none)" if recomputed else "as recorded"
+        with _minari_root(root), warnings.catch_warnings():
+            # Minari asks for contact fields rlkit cannot know (and, without an env, for a spec): noise here
+            warnings.filterwarnings("ignore", message=r"`(author_email|code_permalink)` is set to None",
+                                    category=UserWarning)
+            warnings.filterwarnings("ignore", message=r"`eval_env` is set to None|env_spec is None",
+                                    category=UserWarning)
+            try:
+                mds = minari.create_dataset_from_buffers(
+                    dataset_id, buffers, env=env, eval_env=env,
+                    algorithm_name=str(dataset.meta.get("source") or "unknown"), author="rlkit demos convert",
+                    description=f"rlkit dataset {dataset.path or ''} ({dataset.env_id}); rewards {how}.",
+                    observation_space=dataset.observation_space, action_space=dataset.action_space,
+                    data_format="arrow", jpeg_encoding=False)  # lossless: image observations must replay-verify
+                mds.storage.update_metadata({"rlkit": {
+                    "env_id": dataset.env_id, "source": dataset.meta.get("source"),
+                    "env_kwargs": dataset.meta.get("env_kwargs") or {},
+                    "rewards": "recomputed" if recomputed else "recorded"}})
+            except Exception as e:  # e.g. an env spec whose kwargs are not JSON; the folder is ours, just made
+                shutil.rmtree(root / dataset_id, ignore_errors=True)
+                raise RLKitError(f"Minari could not write {root / dataset_id} ({type(e).__name__}: "
+                                 f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    finally:
+        if env is not None:
+            env.close()
     return root / dataset_id
 
 
-def from_minari(path: str | Path, env_id: str | None = None, out: str | Path | None = None) -> Dataset:
-    """A dataset from a local Minari dataset directory (rewards kept; reset seeds when Minari has them,
-    so episodes exported by :func:`to_minari` replay again)."""
-    minari = _minari()
-    root, dataset_id = _split_minari_path(path)
-    with _minari_root(root):
-        try:
-            mds = minari.load_dataset(dataset_id)
-        except Exception as e:  # minari raises ValueError / FileNotFoundError / h5py errors
-            raise RLKitError(f"cannot read Minari dataset {root / dataset_id} ({type(e).__name__})") from None
-        env_id = env_id or (mds.spec.env_spec.id if getattr(mds.spec, "env_spec", None) else None)
-        if env_id is None:
-            raise RLKitError(f"Minari dataset {dataset_id} names no env; pass --env ENV_ID")
-        require_imitation("rlkit demos convert --from minari")
-        from imitation.data.types import TrajectoryWithRew
+def from_minari(path: str | Path, env_id: str | None = None, out: str | Path | None = None,
+                env_kwargs: dict[str, Any] | None = None) -> Dataset:
+    """A dataset from a local Minari dataset directory ``DIR/name-vN``, rewards kept.
 
-        episodes = list(mds.iterate_episodes())
-        trajs = [TrajectoryWithRew(obs=ep.observations, acts=ep.actions, infos=None,
-                                   terminal=bool(ep.terminations[-1]) if ep.total_timesteps else True,
-                                   rews=np.asarray(ep.rewards, dtype=np.float32)) for ep in episodes]
-        return from_trajectories(trajs, env_id, out, observation_space=mds.spec.observation_space,
-                                 action_space=mds.spec.action_space, source=f"minari:{dataset_id}",
-                                 seeds=[ep.seed for ep in episodes])
+    Reset seeds and options come from Minari's episode metadata, so episodes that were recorded
+    with seeds (by rlkit, or by Minari's ``DataCollector``) replay-verify. The env id and kwargs are
+    ``env_id``/``env_kwargs`` when given, else those rlkit stored on export, else Minari's env spec.
+    """
+    minari = _minari()
+    path = Path(path)
+    if not (path / "data" / "metadata.json").is_file():
+        raise RLKitError(f"{path} is not a Minari dataset (no data/metadata.json); pass the DIR/name-vN directory")
+    try:
+        mds = minari.MinariDataset(path / "data")
+        metadata = mds.storage.metadata
+        raw_episodes = list(mds.iterate_episodes())
+        episode_meta = list(mds.storage.get_episode_metadata(mds.episode_indices))
+    except ImportError as e:  # a dataset in hdf5 format needs h5py, which rlkit does not install
+        raise RLKitError(f"cannot read Minari dataset {path}: {e}") from None
+    except Exception as e:  # minari raises ValueError / KeyError / pyarrow errors for damaged data
+        raise RLKitError(f"cannot read Minari dataset {path} ({type(e).__name__}: {str(e)[:200]})") from None
+    ours = metadata.get("rlkit") or {}
+    spec = mds.env_spec
+    env_id = env_id or ours.get("env_id") or (spec.id if spec is not None else None)
+    if env_id is None:
+        raise RLKitError(f"Minari dataset {path} names no env; pass --env ENV_ID")
+    if env_kwargs is None:
+        if "env_kwargs" in ours:
+            env_kwargs = ours["env_kwargs"]
+        elif spec is not None:  # kwargs given to gym.make, and its step limit
+            env_kwargs = {**spec.kwargs, **({} if spec.max_episode_steps is None
+                                           else {"max_episode_steps": spec.max_episode_steps})}
+    source = ours.get("source") or f"minari:{metadata.get('dataset_id', path.name)}"
+    episodes = []
+    for i, (ep, info) in enumerate(zip(raw_episodes, episode_meta)):
+        rewards = np.asarray(ep.rewards, dtype=np.float32)
+        ended = len(rewards) > 0
+        episodes.append(Episode(obs=np.asarray(ep.observations), actions=np.asarray(ep.actions),
+                                terminated=bool(ended and ep.terminations[-1]),
+                                truncated=bool(ended and ep.truncations[-1]),
+                                seed=None if info.get("seed") is None else int(info["seed"]),
+                                options=info.get("options"), rewards=rewards,
+                                episode_return=float(rewards.sum()), index=i, source=source))
+    return _finish(episodes, env_id, out, mds.observation_space, mds.action_space, env_kwargs, source)

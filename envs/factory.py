@@ -55,16 +55,28 @@ def make_env(env_id: str, seed: int | None = None, render_mode: str | None = Non
         env_id: any id ``gymnasium.make`` accepts, including ``package.module:EnvName-v0``.
         seed: seed for the spaces (and for the first reset, by the caller).
         render_mode: e.g. ``"rgb_array"`` for video.
-        atari_wrappers: apply DQN-Nature preprocessing to ALE ids (84x84 gray, frame skip 4,
-            30 no-op starts, frame stack).
+        atari_wrappers: apply DQN-Nature preprocessing to ALE ids (84x84 gray, frame skip 4 with a
+            max over the last two frames, 30 no-op starts, frame stack).
         frame_stack: frames to stack for Atari.
         env_kwargs: keyword arguments for ``gymnasium.make``.
+
+    Atari ids: ``*NoFrameskip-v4`` (the Nature/A3C protocol: no sticky actions) and ``ALE/*-v5``
+    both come out as ``(frame_stack, 84, 84)`` uint8. A v5 env skips 4 frames inside ALE by default;
+    it is made with ``frameskip=1`` so that the skip happens once, in ``AtariPreprocessing`` (which
+    also max-pools the last two frames, which ALE's own skip does not). v5's sticky actions stay on
+    (``repeat_action_probability=0.25``, Machado et al. 2018): ALE applies them to every emulator
+    frame, so with the skip moved into the wrapper they act exactly as under ALE's own skip. Pass
+    ``env_kwargs={"repeat_action_probability": 0.0}`` to turn them off.
     """
     spec = _spec(env_id)
     kwargs = dict(env_kwargs or {})
     atari = is_atari(env_id) and atari_wrappers
-    if atari and spec.kwargs.get("frameskip", 1) != 1:
-        kwargs.setdefault("frameskip", 1)  # AtariPreprocessing does the frame skipping itself
+    if atari:
+        if kwargs.get("frameskip", 1) != 1:
+            raise RLKitError(f"env_kwargs frameskip={kwargs['frameskip']!r} with Atari preprocessing would skip "
+                             f"frames twice; drop it (the wrapper skips 4) or pass atari_wrappers=False")
+        if spec.kwargs.get("frameskip", 1) != 1:  # ALE/*-v5 skips 4 by default; the wrapper skips instead
+            kwargs["frameskip"] = 1
     try:
         if render_mode is not None:
             kwargs["render_mode"] = render_mode

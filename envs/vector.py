@@ -1,9 +1,13 @@
 """A synchronous vector env whose autoreset is explicit and version-neutral.
 
-Gymnasium 0.29 autoresets in the same step and hides the last observation in
-``infos["final_observation"]``; gymnasium 1.x defaults to next-step autoreset. Agents should not
-depend on either, so this class steps plain envs and does the reset itself: :meth:`step` returns
-the observation to act on next *and* the true final observation of every env whose episode ended.
+Gymnasium 1.x vector envs autoreset on the *next* step by default (the step after an episode ends
+returns the reset observation, with reward 0 and no action taken); 0.29 reset in the same step and
+hid the last observation in ``infos["final_observation"]``. Agents should depend on neither, so this
+class steps plain envs and does the reset itself, in the same step: :meth:`step` returns the
+observation to act on next *and* the true final observation of every env whose episode ended, with
+that step's reward and flags. This is gymnasium 1.x's ``AutoresetMode.SAME_STEP`` (``metadata``
+says so, as gymnasium's vector envs do), which ``tests/test_envs.py`` checks step for step against
+``gym.vector.SyncVectorEnv(..., autoreset_mode=SAME_STEP)``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ class VecStep(NamedTuple):
 
 class VecEnv:
     """Steps ``envs`` in lockstep; env ``i`` is reset with ``seed + i`` the first time only."""
+
+    metadata = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
 
     def __init__(self, envs: list[gym.Env], seed: int | None = 0) -> None:
         self.envs = envs

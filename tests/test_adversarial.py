@@ -48,6 +48,8 @@ def small(tmp_path, demos_path, name, **over) -> AdversarialConfig:
     return AdversarialConfig(**{**base, **over})
 
 
+# seals 0.2.1's CartPole builds its Box from float64 bounds; gymnasium warns about seals' code, not rlkit's
+@pytest.mark.filterwarnings("ignore:.*Box (low|high)'s precision lowered:UserWarning")
 @pytest.mark.parametrize("algo", ["gail", "airl"])
 def test_adversarial_runs_the_real_imitation_code(tmp_path, fixed_length_demos, algo):
     snapshots, losses = [], []
@@ -70,6 +72,8 @@ def test_adversarial_runs_the_real_imitation_code(tmp_path, fixed_length_demos, 
     assert load_checkpoint(result["run_dir"])["agent"] == algo
 
 
+# seals 0.2.1's CartPole builds its Box from float64 bounds; gymnasium warns about seals' code, not rlkit's
+@pytest.mark.filterwarnings("ignore:.*Box (low|high)'s precision lowered:UserWarning")
 def test_variable_horizons_are_refused_in_one_line(tmp_path, fixed_length_demos):
     out = tmp_path / "random"
     demos.record("random", "CartPole-v1", episodes=12, out=out, seed=0)  # lengths differ

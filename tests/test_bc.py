@@ -243,22 +243,28 @@ def test_cli_without_demos_is_a_one_line_error(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
-def test_dataset_to_imitation_trajectories_trains_imitation_bc(cartpole_demos):
+# imitation's BC logs float(loss) of a tensor that requires grad: torch's warning, raised inside imitation
+@pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad=True to a scalar:UserWarning")
+def test_dataset_to_imitation_trajectories_trains_imitation_bc(cartpole_demos, tmp_path):
     from imitation.algorithms import bc as imitation_bc
     from imitation.data import rollout
     from imitation.data.types import TrajectoryWithRew
+    from imitation.util import logger as imit_logger
 
     dataset = demos.load(cartpole_demos)
     trajectories = demos.to_trajectories(dataset)
     assert len(trajectories) == 10 and not any(isinstance(t, TrajectoryWithRew) for t in trajectories)
     transitions = rollout.flatten_trajectories(trajectories)
     assert len(transitions) == dataset.num_steps
+    log = imit_logger.configure(str(tmp_path / "imitation"), ["csv"])  # not imitation's default under /tmp
     trainer = imitation_bc.BC(observation_space=dataset.observation_space, action_space=dataset.action_space,
-                              demonstrations=transitions, rng=np.random.default_rng(0), device="cpu")
-    obs = torch.as_tensor(transitions.obs)
-    acts = torch.as_tensor(transitions.acts)
+                              demonstrations=transitions, rng=np.random.default_rng(0), device="cpu",
+                              custom_logger=log)
+    obs = torch.as_tensor(np.array(transitions.obs))  # imitation's arrays are read-only; torch wants writable
+    acts = torch.as_tensor(np.array(transitions.acts))
     before = trainer.policy.evaluate_actions(obs, acts)[1].mean().item()
     trainer.train(n_batches=150, progress_bar=False)
+    log.close()
     after = trainer.policy.evaluate_actions(obs, acts)[1].mean().item()
     assert np.isfinite(after) and after > before + 0.1  # the expert's actions became more likely
 

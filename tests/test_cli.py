@@ -1,6 +1,8 @@
 """Layer 5: the CLI driven as a user would, in a subprocess."""
 
+import gc
 import json
+import warnings
 
 import pytest
 
@@ -70,7 +72,10 @@ def test_train_eval_resume_json_roundtrip(tmp_path):
     assert ev.returncode == 0, ev.stderr
     import imageio.v3 as iio
 
-    frames = iio.imread(video)
+    with warnings.catch_warnings():  # imageio-ffmpeg's frame reader leaves ffmpeg's pipes to the GC
+        warnings.simplefilter("ignore", ResourceWarning)
+        frames = iio.imread(video)
+        gc.collect()
     assert frames.shape[0] == json.loads(ev.stdout)["lengths"][0] and frames.shape[-1] == 3
 
 

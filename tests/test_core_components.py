@@ -58,7 +58,7 @@ def test_builders_shapes_and_actor_bounds():
     assert nets.QNetwork(image, gym.spaces.Discrete(6), [])(frames).shape == (2, 6)
     onehot = nets.QNetwork(gym.spaces.Discrete(5), gym.spaces.Discrete(2), [8])
     assert onehot(torch.tensor([0, 4])).shape == (2, 2)
-    asym = gym.spaces.Box(np.array([-1.0, 0.0]), np.array([3.0, 0.5]), dtype=np.float32)
+    asym = gym.spaces.Box(np.array([-1.0, 0.0], np.float32), np.array([3.0, 0.5], np.float32), dtype=np.float32)
     actor = nets.DeterministicActor(box, asym, [16])
     with torch.no_grad():
         for p in actor.parameters():
@@ -164,8 +164,9 @@ def test_atari_env_is_preprocessed():
 
 def test_sb3_evaluate_policy_drives_an_rlkit_policy():
     from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.monitor import Monitor
 
-    env = gym.make("rlkit/Identity-v0")
+    env = Monitor(gym.make("rlkit/Identity-v0"))  # SB3 warns that its episode stats may be off without it
     adapter = SB3PredictAdapter(RandomPolicy(env.action_space, seed=0), env.observation_space, env.action_space)
     mean, std = evaluate_policy(adapter, env, n_eval_episodes=3)
     assert 0 <= mean <= 20

@@ -314,6 +314,7 @@ def test_sigkilled_recorder_leaves_every_committed_episode(tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        proc.stderr.close()
     assert reported >= 30
     ds = demos.load(out)  # every committed episode loads, checksums verified; no half-written one
     assert len(ds) >= reported
@@ -519,19 +520,6 @@ def test_imitation_round_trips_both_ways(ppo_zip, tmp_path):
     for t, u in zip(expert_trajs, again):
         assert np.array_equal(t.obs, u.obs) and np.array_equal(t.acts, u.acts) and t.terminal == u.terminal
         assert np.allclose(t.rews, u.rews)
-
-
-def test_minari_round_trip_replays(cartpole_ds, tmp_path):
-    pytest.importorskip("minari")
-    with pytest.raises(RLKitError, match="keep-rewards"):
-        demos.to_minari(demos.load(cartpole_ds), tmp_path / "m" / "cartpole-nr-v0")
-    demos.record("random", "CartPole-v1", 2, tmp_path / "r", seed=4, keep_rewards=True)
-    ds = demos.load(tmp_path / "r")
-    demos.to_minari(ds, tmp_path / "m" / "cartpole-random-v0")
-    back = demos.from_minari(tmp_path / "m" / "cartpole-random-v0", out=tmp_path / "back")
-    assert back.env_id == "CartPole-v1"
-    assert_same_episodes(ds, back)
-    assert demos.replay(back)["all_reproduced"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -204,7 +204,8 @@ def train(cfg: PreferenceConfig, resume: bool = False) -> dict[str, Any]:
     corr = {**reward_correlation(learned, true), "transitions": len(true)}
     run.logger.record("charts/reward_pearson", corr["pearson"] if corr["pearson"] is not None else float("nan"))
     state = {"ppo_zip": sb3_bytes(agent), "reward_net": reward_net.state_dict(),
-             "observation_space": venv.observation_space, "action_space": venv.action_space}
+             "observation_space": venv.observation_space, "action_space": venv.action_space,
+             "eval_env_id": cfg.env_id}
     extra = {"reward_correlation": corr, "comparisons": len(trainer.dataset),
              "reward_loss": float(stats["reward_loss"]), "reward_accuracy": float(stats["reward_accuracy"]),
              "eval_env_id": cfg.env_id, "train_env_id": cfg.env_id, "rater": cfg.rater}
@@ -235,6 +236,7 @@ def start_web_rater(cfg: PreferenceConfig, run_dir: Path, venv: Any, episode_log
     import sys
 
     from rlkit.agents import preference_web as pw
+
     from rlkit.prefs_web import LabelQueue, PreferenceStore, PrefsServer
     from rlkit.spaces import space_to_json
 

@@ -91,10 +91,9 @@ class EpisodeOrigin(gym.Wrapper):
 def make_origin_venv(env_id: str, num_envs: int, seed: int, env_kwargs: dict | None, log: EpisodeLog) -> Any:
     """Like ``adversarial.make_sb3_venv`` with :class:`EpisodeOrigin` innermost (it must see the env's own actions)."""
     from imitation.data.wrappers import RolloutInfoWrapper
+    from rlkit.envs import make_env
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv
-
-    from rlkit.envs import make_env
 
     def factory(i: int) -> Callable[[], gym.Env]:
         return lambda: RolloutInfoWrapper(Monitor(EpisodeOrigin(

@@ -163,6 +163,7 @@ class PreferenceStore:
             raise RLKitError(f"{self.root}/meta.json is not an rlkit preference store of format <= "
                              f"{FORMAT_VERSION}; upgrade rlkit")
         self._lock_fd: int | None = None
+        self._render_env: Any = None
         self._mutex = threading.Lock()
         if write:
             self._lock_fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -195,6 +196,9 @@ class PreferenceStore:
         return PreferenceStore(run_dir)
 
     def close(self) -> None:
+        if self._render_env is not None:
+            self._render_env.close()
+            self._render_env = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -283,41 +287,54 @@ class PreferenceStore:
         return self.root / "videos" / f"{pair_id}-{side}.mp4"
 
     def render_pair(self, pair_id: str, make_env: Callable[..., Any] | None = None) -> None:
-        """Render both clips of a pair unless they exist (each written atomically)."""
+        """Render both clips of a pair unless they exist (each written atomically; the two encode in parallel)."""
         pair = self.pairs[pair_id]
+        jobs = []
         for side, which in (("left", pair["left_fragment"]), ("right", 3 - pair["left_fragment"])):
             path = self.video_path(pair_id, side)
             if not path.exists():
-                frames = replay_frames(self.meta, self.fragment(pair_id, which), make_env)
-                write_clip(frames, path, fps=int(self.meta.get("fps", 30)))
+                frames = replay_frames(self.meta, self.fragment(pair_id, which), self._env(make_env))
+                jobs.append(threading.Thread(target=write_clip, args=(frames, path, int(self.meta.get("fps", 30)))))
+        for job in jobs:  # ffmpeg runs in its own process: two clips, two cores
+            job.start()
+        for job in jobs:
+            job.join()
+        for side in ("left", "right"):
+            if not self.video_path(pair_id, side).exists():
+                raise RLKitError(f"could not write the {side} clip of pair {pair_id} (see the ffmpeg error above)")
+
+    def _env(self, make_env: Callable[..., Any] | None) -> Any:
+        """One rgb_array env for all clips (creating one costs more than replaying an episode)."""
+        if self._render_env is None:
+            if make_env is None:
+                from rlkit.registry import env_factory
+
+                make_env = env_factory()
+            # rgb_array needs no window or sound; SDL would otherwise complain on headless machines
+            os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+            os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+            self._render_env = make_env(self.meta["env_id"], render_mode="rgb_array",
+                                        env_kwargs=self.meta.get("env_kwargs") or {})
+        return self._render_env
 
 
-def replay_frames(meta: dict[str, Any], fragment: dict[str, Any], make_env: Callable[..., Any] | None = None
-                  ) -> list[np.ndarray]:
-    """The rgb_array frames of a fragment, replayed from its episode's reset seed and actions.
+def replay_frames(meta: dict[str, Any], fragment: dict[str, Any], env: Any) -> list[np.ndarray]:
+    """The rgb_array frames of a fragment, replayed in ``env`` from its episode's reset seed and actions.
 
     The replayed observations are checked against the stored ones, so a clip never shows something
     other than what the reward model will be trained on.
     """
-    if make_env is None:
-        from rlkit.registry import env_factory
-
-        make_env = env_factory()
-    env = make_env(meta["env_id"], render_mode="rgb_array", env_kwargs=meta.get("env_kwargs") or {})
-    try:
-        obs, _ = env.reset(seed=int(fragment["seed"]))
-        start, acts = int(fragment["start"]), fragment["replay_acts"]
-        frames = []
-        for t in range(len(acts)):
-            if t == start:
-                _check_replay(meta, fragment, obs, 0)
-                frames.append(np.asarray(env.render()))
-            obs = env.step(acts[t])[0]
-            if t >= start:
-                frames.append(np.asarray(env.render()))
-        _check_replay(meta, fragment, obs, len(acts) - start)
-    finally:
-        env.close()
+    obs, _ = env.reset(seed=int(fragment["seed"]))
+    start, acts = int(fragment["start"]), fragment["replay_acts"]
+    frames = []
+    for t in range(len(acts)):
+        if t == start:
+            _check_replay(meta, fragment, obs, 0)
+            frames.append(np.asarray(env.render()))
+        obs = env.step(acts[t])[0]
+        if t >= start:
+            frames.append(np.asarray(env.render()))
+    _check_replay(meta, fragment, obs, len(acts) - start)
     return frames
 
 
@@ -384,7 +401,7 @@ class LabelQueue:
         """The pair this rater should label now (the same one again after a reload), or None."""
         with self._cond:
             now = time.monotonic()
-            for pair_id, (holder, expiry) in list(self.leases.items()):
+            for pair_id, (_, expiry) in list(self.leases.items()):
                 if expiry < now or pair_id in self.store.resolved:
                     del self.leases[pair_id]
             for pair_id, (holder, _) in self.leases.items():
@@ -530,8 +547,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/html; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
-        self.send_header("Content-Security-Policy", "default-src 'self'; style-src 'unsafe-inline'; "
-                                                    "script-src 'unsafe-inline'; media-src 'self'")
+        self.send_header("Content-Security-Policy", "default-src 'self'; style-src 'unsafe-inline'; script-src "
+                                                    "'unsafe-inline'; media-src 'self'; img-src 'self' data:")
         for cookie in cookies:
             self.send_header("Set-Cookie", cookie)
         self.end_headers()

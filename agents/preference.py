@@ -229,6 +229,10 @@ def web_resume_check(cfg: PreferenceConfig) -> None:
     if list_checkpoints(run_dir):
         raise RLKitError(f"{run_dir} finished already; its labels are in {run_dir / PREFS_DIR} (train a reward on "
                          "them with rlkit.agents.preference_web.train_reward_from_store, or start a new run)")
+    # the replay writes the metrics of the replayed iterations again; keep the interrupted run's rows apart
+    metrics = run_dir / "metrics.csv"
+    if metrics.exists():
+        metrics.replace(run_dir / "metrics.interrupted.csv")
 
 
 def start_web_rater(cfg: PreferenceConfig, run_dir: Path, venv: Any, episode_log: Any, log: Any) -> dict[str, Any]:

@@ -452,3 +452,107 @@ def test_page_in_a_real_browser_plays_both_clips_and_keys_answer(tmp_path):
         value = got[order[pair_id]]
         assert (np.isnan(value) and want is None) or value == want
     store.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Training end to end: resume after a kill, and learning as well as imitation's synthetic rater
+# ---------------------------------------------------------------------------------------------
+
+def tiny_web_config(run_dir: Path, port: int, **over) -> dict:
+    base = dict(env_id="Pendulum-v1", total_steps=2048, total_comparisons=20, num_iterations=2, fragment_length=10,
+                num_envs=2, ppo_n_steps=256, correlation_steps=200, eval_episodes=2, rater="web", web_port=port,
+                run_dir=str(run_dir), progress=False, tensorboard=False)
+    return {**base, **over}
+
+
+class LazyOracle:
+    """The true-return oracle, opened once the trainer has created the store; records what it was asked."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir, self.oracle, self.asked = run_dir, None, []
+
+    def __call__(self, pair_id: str) -> str:
+        self.oracle = self.oracle or true_return_oracle(self.run_dir)
+        self.asked.append(pair_id)
+        return self.oracle(pair_id)
+
+
+@pytest.mark.slow
+def test_killed_trainer_resumes_with_every_label_and_serves_only_unanswered_pairs(tmp_path):
+    from rlkit.agents.preference import PreferenceConfig
+    from rlkit.agents.preference import train as train_preference
+
+    from rlkit.config import config_from_dict
+
+    run_dir, port = tmp_path / "run", free_port()
+    sets = [f"{k}={v}" for k, v in tiny_web_config(run_dir, port).items() if k not in ("env_id", "run_dir")]
+    cmd = [sys.executable, "-m", "rlkit.cli", "train", "preference", "--env", "Pendulum-v1", "--run-dir",
+           str(run_dir), *[a for s in sets for a in ("--set", s)]]
+    env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    client, before = Client(f"http://127.0.0.1:{port}/"), []
+    try:
+        deadline = time.time() + 300
+        while len(before) < 3 and time.time() < deadline:
+            try:
+                pair = client.json("GET", "/api/next?rater=alice")["pair"]
+            except (ConnectionError, OSError):
+                pair = None
+            if pair is None:
+                time.sleep(0.2)
+                continue
+            client.json("POST", "/api/answer", {"pair": pair["id"], "answer": "skip" if not before else "left",
+                                                "rater": "alice"})
+            before.append(pair["id"])
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)  # the trainer dies in the middle of round 0
+        proc.wait(timeout=10)
+    assert len(before) == 3, proc.stderr.read()
+    store = PreferenceStore(run_dir, write=False)
+    # round 0 holds 2 pairs (initial_comparison_frac 0.1 of 20); the kill came in the middle of round 1
+    unanswered = [p for p in store.pairs if p not in before]
+    assert [a["pair"] for a in store.answers] == before and store.pairs[before[-1]]["round"] == 1 and unanswered
+
+    oracle = LazyOracle(run_dir)
+    rater = ScriptedRater(f"http://127.0.0.1:{port}/", oracle, rater="bob")
+    rater.start()
+    saved = json.loads((run_dir / "config.json").read_text())
+    result = train_preference(config_from_dict(PreferenceConfig, saved), resume=True)
+    rater.stop()
+    assert rater.error is None
+    assert not set(oracle.asked) & set(before)  # nothing answered before the kill is asked again
+    assert set(unanswered) <= set(oracle.asked)  # the pairs stored but unanswered at the kill are served again
+    final = PreferenceStore(run_dir, write=False)
+    assert [a["pair"] for a in final.answers[:3]] == before and not any(a["duplicate"] for a in final.answers)
+    labels = result["labels"]
+    assert labels["answered"] == labels["pairs"] == len(final.pairs) and labels["skipped"] == 1
+    assert labels["raters"] == {"alice": 3, "bob": len(final.pairs) - 3}
+    assert result["comparisons"] == labels["pairs"] - 1  # the "can't tell" pair is not trained on
+
+
+@pytest.mark.slow
+def test_web_rater_learns_as_well_as_imitations_synthetic_rater(tmp_path):
+    """Same budget, same seed: a scripted rater answering through the page's API vs SyntheticGatherer.
+
+    Measured here (2 shared cores): Pearson 0.69 (web) vs 0.69 (synthetic), ~50 s of CPU for both.
+    """
+    from rlkit.agents.preference import PreferenceConfig
+    from rlkit.agents.preference import train as train_preference
+
+    results = {}
+    for rater in ("synthetic", "web"):
+        port = free_port()
+        cfg = tiny_web_config(tmp_path / rater, port, rater=rater, total_steps=8192, total_comparisons=60,
+                              num_iterations=3, fragment_length=25, num_envs=4, correlation_steps=2000)
+        scripted = None
+        if rater == "web":
+            scripted = ScriptedRater(f"http://127.0.0.1:{port}/", LazyOracle(tmp_path / rater))
+            scripted.start()
+        results[rater] = train_preference(PreferenceConfig(**cfg))
+        if scripted is not None:
+            scripted.stop()
+            assert scripted.error is None and scripted.answered == results[rater]["labels"]["pairs"]
+    web, synthetic = (results[k]["reward_correlation"]["pearson"] for k in ("web", "synthetic"))
+    assert synthetic >= 0.5, f"the synthetic baseline did not learn at this budget ({synthetic:.2f})"
+    assert web >= synthetic - 0.1, f"web {web:.2f} vs synthetic {synthetic:.2f}"
+    assert results["web"]["comparisons"] == results["synthetic"]["comparisons"]

@@ -30,6 +30,7 @@ Run it: ``rlkit train preference --env Pendulum-v1 --preset pendulum``.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -192,6 +193,11 @@ def train(cfg: PreferenceConfig, resume: bool = False) -> dict[str, Any]:
     try:
         stats = trainer.train(total_timesteps=cfg.total_steps, total_comparisons=cfg.total_comparisons,
                               callback=on_iteration)
+    except KeyboardInterrupt:
+        if web is not None:
+            print(f"rlkit prefs: every answer is kept in {web['store'].root}; continue with "
+                  f"`rlkit train preference --resume {run.dir}`", file=sys.stderr, flush=True)
+        raise
     finally:
         if web is not None:
             web["server"].stop()
@@ -237,8 +243,6 @@ def web_resume_check(cfg: PreferenceConfig) -> None:
 
 def start_web_rater(cfg: PreferenceConfig, run_dir: Path, venv: Any, episode_log: Any, log: Any) -> dict[str, Any]:
     """The store, label queue, server and gatherer of ``rater=web``; prints the page's URL."""
-    import sys
-
     from rlkit.agents import preference_web as pw
 
     from rlkit.prefs_web import LabelQueue, PreferenceStore, PrefsServer

@@ -199,6 +199,7 @@ class StoredRoundsFragmenter(pc.Fragmenter):
     def __init__(self, base: pc.Fragmenter, store: PreferenceStore, custom_logger: Any = None) -> None:
         super().__init__(custom_logger=custom_logger)
         self.base, self.store, self.round = base, store, 0
+        self.reproduced: dict[int, bool] = {}  # round -> the resumed run sampled the stored fragments again
 
     def __call__(self, trajectories: Sequence[TrajectoryWithRew], fragment_length: int, num_pairs: int
                  ) -> Sequence[tuple[TrajectoryWithRew, TrajectoryWithRew]]:
@@ -206,7 +207,16 @@ class StoredRoundsFragmenter(pc.Fragmenter):
         fresh = self.base(trajectories, fragment_length, num_pairs)  # keeps the random stream as in the first run
         if round_index not in self.store.rounds:
             return fresh
-        return stored_fragment_pairs(self.store, round_index)
+        stored = stored_fragment_pairs(self.store, round_index)
+        # With the same seeds the replayed run queries the same fragments again; say so when it does not
+        # (e.g. after a library upgrade): the stored ones, which people labelled, are used either way.
+        same = len(fresh) == len(stored) and all(np.array_equal(np.asarray(f.obs), s.obs)
+                                                  for a, b in zip(fresh, stored) for f, s in zip(a, b))
+        self.reproduced[round_index] = same
+        if not same:
+            print(f"rlkit prefs: resumed round {round_index} sampled other fragments than the first run; using the "
+                  "stored (labelled) ones", file=sys.stderr, flush=True)
+        return stored
 
 
 class SkipAwarePreferenceDataset(pc.PreferenceDataset):

@@ -248,6 +248,8 @@ def start_web_rater(cfg: PreferenceConfig, run_dir: Path, venv: Any, episode_log
     from rlkit.prefs_web import LabelQueue, PreferenceStore, PrefsServer
     from rlkit.spaces import space_to_json
 
+    if cfg.web_lease_s <= 0 or not 0 <= cfg.web_port <= 65535:
+        raise RLKitError(f"web_lease_s must be > 0 and web_port in 0..65535; got {cfg.web_lease_s}, {cfg.web_port}")
     probe = make_env(cfg.env_id, env_kwargs=cfg.env_kwargs)
     fps = int(probe.metadata.get("render_fps") or 30)
     probe.close()

@@ -227,6 +227,21 @@ def test_raters_get_different_pairs_and_answers_reach_the_store(served):
     assert len(server.store.answers) == 1
 
 
+def test_an_expired_lease_goes_to_another_rater_and_the_first_answer_counts(tmp_path):
+    store, pairs, log = make_store(tmp_path, 1)
+    queue = LabelQueue(store, lease_s=0.2)
+    (pair_id,) = WebGatherer(store, queue, log, np.random.default_rng(0)).commit_round(0, pairs)
+    queue.open_round(0, [pair_id])
+    queue.mark_ready(pair_id)
+    assert queue.lease("alice") == pair_id and queue.lease("bob") is None  # reserved for alice
+    time.sleep(0.3)
+    assert queue.lease("bob") == pair_id  # alice walked away; bob gets it
+    assert not queue.answer(pair_id, "left", "alice")["duplicate"]  # alice's late answer is kept and counts
+    assert queue.answer(pair_id, "right", "bob")["duplicate"]
+    assert queue.lease("carol") is None and store.resolved[pair_id]["rater"] == "alice"
+    store.close()
+
+
 def test_clips_are_served_with_byte_ranges(served):
     server, client, ids = served
     data = server.store.video_path(ids[0], "left").read_bytes()
@@ -478,7 +493,7 @@ class LazyOracle:
 
 
 @pytest.mark.slow
-def test_killed_trainer_resumes_with_every_label_and_serves_only_unanswered_pairs(tmp_path):
+def test_killed_trainer_resumes_with_every_label_and_serves_only_unanswered_pairs(tmp_path, capsys):
     from rlkit.agents.preference import PreferenceConfig
     from rlkit.agents.preference import train as train_preference
 
@@ -520,6 +535,8 @@ def test_killed_trainer_resumes_with_every_label_and_serves_only_unanswered_pair
     result = train_preference(config_from_dict(PreferenceConfig, saved), resume=True)
     rater.stop()
     assert rater.error is None
+    # same seeds, same stored labels: the replay sampled the very fragments that were stored before the kill
+    assert "sampled other fragments" not in capsys.readouterr().err
     assert not set(oracle.asked) & set(before)  # nothing answered before the kill is asked again
     assert set(unanswered) <= set(oracle.asked)  # the pairs stored but unanswered at the kill are served again
     final = PreferenceStore(run_dir, write=False)

@@ -164,6 +164,7 @@ class PreferenceStore:
                              f"{FORMAT_VERSION}; upgrade rlkit")
         self._lock_fd: int | None = None
         self._render_env: Any = None
+        self._round_cache: tuple[int | None, dict[str, np.ndarray]] = (None, {})
         self._mutex = threading.Lock()
         if write:
             self._lock_fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -235,6 +236,8 @@ class PreferenceStore:
 
     def load_round(self, round_index: int) -> dict[str, np.ndarray]:
         """A round's arrays, checked against the checksum in its committed line (no pickle)."""
+        if self._round_cache[0] == round_index:  # clips of one round are rendered one pair after another
+            return self._round_cache[1]
         record = self.rounds[round_index]
         path = self.root / record["file"]
         data = path.read_bytes() if path.exists() else b""
@@ -242,7 +245,9 @@ class PreferenceStore:
             raise RLKitError(f"{path} is missing or damaged (checksum mismatch); its round's pairs cannot be "
                              "shown or trained on")
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            arrays = {k: z[k] for k in z.files}
+        self._round_cache = (round_index, arrays)
+        return arrays
 
     def fragment(self, pair_id: str, which: int) -> dict[str, Any]:
         """Fragment ``which`` (1 or 2) of a pair: obs, acts, true rews, replay actions and origin."""
@@ -670,11 +675,12 @@ def true_return_oracle(run_dir: str | Path) -> Callable[[str], str]:
     Reads the true rewards from the round files (which the page never serves); ties and sums are
     computed like imitation's ``SyntheticGatherer`` (float32 sums), so the two agree pair by pair.
     """
-    store = PreferenceStore(run_dir, write=False)
+    current = [PreferenceStore(run_dir, write=False)]
 
     def oracle(pair_id: str) -> str:
-        if pair_id not in store.pairs:
-            store.__init__(run_dir, write=False)  # a new round was committed since: re-read the store
+        if pair_id not in current[0].pairs:  # a round was committed since: read the store again
+            current[0] = PreferenceStore(run_dir, write=False)
+        store = current[0]
         pair = store.pairs[pair_id]
         returns = [np.float32(np.sum(store.fragment(pair_id, w)["rews"], dtype=np.float32)) for w in (1, 2)]
         left, right = returns[pair["left_fragment"] - 1], returns[2 - pair["left_fragment"]]

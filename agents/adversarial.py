@@ -212,6 +212,7 @@ def _train_adversarial(algo: str, cfg: AdversarialConfig, resume: bool,
     def state_dict() -> dict[str, Any]:
         return {"ppo_zip": sb3_bytes(ppo), "reward_net": reward_net.state_dict(),
                 "disc_optimizer": trainer._disc_opt.state_dict(), "round": round_index,
+                "eval_env_id": eval_env_id,  # `rlkit eval` scores this env, not the generator's
                 "observation_space": venv.observation_space, "action_space": venv.action_space}
 
     policy = SB3ModelPolicy(ppo)
@@ -248,7 +249,8 @@ def _train_adversarial(algo: str, cfg: AdversarialConfig, resume: bool,
         if Run.due(global_step, cfg.checkpoint_every, steps_per_round) and global_step < cfg.total_steps:
             run.checkpoint(global_step, state_dict())
     venv.close()
-    extra = {"eval_env_id": eval_env_id, "eval_initial_mean": initial, "rounds": round_index,
+    extra = {"eval_env_id": eval_env_id, "train_env_id": cfg.env_id, "eval_initial_mean": initial,
+             "rounds": round_index,
              "demo_episodes": len(dataset), "disc": {k: float(v) for k, v in disc_stats.items()}}
     return run.finish(policy, make_eval_env, global_step, state_dict(), extra=extra)
 

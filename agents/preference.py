@@ -17,6 +17,11 @@ only defined up to a positive affine map on preferences, so correlation, not err
 Envs whose true reward never varies (CartPole-v1: +1 per step) have no defined correlation; use the
 fixed-horizon ``seals/CartPole-v0`` (reward 1 while the pole is up) or Pendulum-v1.
 
+``--set rater=web`` replaces the synthetic rater by people: each round's pairs are shown as clips on a
+local web page and the run waits for the answers (rlkit/prefs_web.py, agents/preference_web.py; the
+README's "Human preferences in the browser"). Such a run can be resumed: it trains again from the
+start with the same seeds, reusing every stored label, and serves only the unanswered pairs.
+
 Deviations: imitation's defaults otherwise (hyperbolic query schedule, ``initial_comparison_frac``
 0.1); no reward ensemble or active query selection (imitation has both; not exposed here).
 
@@ -25,9 +30,10 @@ Run it: ``rlkit train preference --env Pendulum-v1 --preset pendulum``.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -68,6 +74,13 @@ class PreferenceConfig(BaseConfig):
     gamma: float = opt(0.9, "discount of the agent")
     gae_lambda: float = opt(0.95, "GAE lambda of PPO")
     correlation_steps: int = opt(4_000, "transitions used to correlate the learned and the true reward")
+    rater: Literal["synthetic", "web"] = opt("synthetic", "who answers the queries: the synthetic rater (true "
+                                             "return) or people on a local web page (see README)")
+    web_host: str = opt("127.0.0.1", "rater=web: address the label page binds to (beyond loopback needs a token)")
+    web_port: int = opt(8765, "rater=web: TCP port of the label page (0 = any free port)")
+    web_token: str | None = opt(None, "rater=web: access token for the page's URL (generated when binding "
+                                      "beyond loopback)")
+    web_lease_s: float = opt(120.0, "rater=web: seconds a pair stays reserved for the rater who got it")
 
     def validate(self) -> None:
         for name in ("total_comparisons", "num_iterations", "fragment_length", "num_envs", "correlation_steps"):
@@ -128,11 +141,21 @@ def train(cfg: PreferenceConfig, resume: bool = False) -> dict[str, Any]:
     from stable_baselines3 import PPO
 
     cfg.validate()
+    if resume and cfg.rater != "web":
+        raise RLKitError("preference runs with the synthetic rater cannot be resumed (imitation keeps its "
+                         "comparison dataset in memory); start a new run")
     if resume:
-        raise RLKitError("preference runs cannot be resumed (imitation keeps its comparison dataset in memory); "
-                         "start a new run")
+        web_resume_check(cfg)
+    # A resumed web run trains again from the start with the stored labels (agents/preference_web.py).
     run = Run("preference", cfg)
-    venv = make_sb3_venv(cfg.env_id, cfg.num_envs, cfg.seed, cfg.env_kwargs)
+    web = None
+    if cfg.rater == "web":
+        from rlkit.agents import preference_web as pw
+
+        episode_log = pw.EpisodeLog()
+        venv = pw.make_origin_venv(cfg.env_id, cfg.num_envs, cfg.seed, cfg.env_kwargs, episode_log)
+    else:
+        venv = make_sb3_venv(cfg.env_id, cfg.num_envs, cfg.seed, cfg.env_kwargs)
     rng = np.random.default_rng(cfg.seed)
     log = imit_logger.configure(str(run.dir / "imitation"), ["csv"])
     reward_net = BasicRewardNet(venv.observation_space, venv.action_space, hid_sizes=cfg.reward_hidden,
@@ -145,10 +168,14 @@ def train(cfg: PreferenceConfig, resume: bool = False) -> dict[str, Any]:
     # temperature 0: imitation returns 1, 0 (or 0.5 on a tie) for "the higher true return wins".
     gatherer = pc.SyntheticGatherer(temperature=cfg.gatherer_temperature, sample=cfg.gatherer_temperature > 0,
                                     rng=rng, custom_logger=log)
+    fragmenter = pc.RandomFragmenter(rng=rng, warning_threshold=0, custom_logger=log)
+    if cfg.rater == "web":
+        web = start_web_rater(cfg, run.dir, venv, episode_log, log)
+        gatherer, fragmenter = web["gatherer"], pw.StoredRoundsFragmenter(fragmenter, web["store"], log)
     trainer = pc.PreferenceComparisons(
         pc.AgentTrainer(agent, reward_net, venv, rng=rng, exploration_frac=cfg.exploration_frac, custom_logger=log),
         reward_net, num_iterations=cfg.num_iterations,
-        fragmenter=pc.RandomFragmenter(rng=rng, warning_threshold=0, custom_logger=log),
+        fragmenter=fragmenter,
         preference_gatherer=gatherer,
         reward_trainer=pc.BasicRewardTrainer(pc.PreferenceModel(reward_net), pc.CrossEntropyRewardLoss(), rng=rng,
                                              epochs=cfg.reward_epochs, lr=cfg.reward_lr, custom_logger=log),
@@ -162,12 +189,22 @@ def train(cfg: PreferenceConfig, resume: bool = False) -> dict[str, Any]:
         run.logger.record("charts/comparisons", len(trainer.dataset))
         run.logger.dump(agent.num_timesteps)
 
+    if web is not None:
+        trainer.dataset = pw.SkipAwarePreferenceDataset()  # "can't tell" answers stay out of training
     try:
         stats = trainer.train(total_timesteps=cfg.total_steps, total_comparisons=cfg.total_comparisons,
                               callback=on_iteration)
+    except KeyboardInterrupt:
+        if web is not None:
+            print(f"rlkit prefs: every answer is kept in {web['store'].root}; continue with "
+                  f"`rlkit train preference --resume {run.dir}`", file=sys.stderr, flush=True)
+        raise
     finally:
         log.close()  # imitation's CSV files stay open otherwise
         venv.close()
+        if web is not None:
+            web["server"].stop()
+            web["store"].close()
     policy = SB3ModelPolicy(agent)
     with torch.no_grad():
         learned, true = sample_rewards(reward_net, [policy, RandomPolicy(venv.action_space, seed=cfg.seed)],
@@ -175,12 +212,67 @@ def train(cfg: PreferenceConfig, resume: bool = False) -> dict[str, Any]:
     corr = {**reward_correlation(learned, true), "transitions": len(true)}
     run.logger.record("charts/reward_pearson", corr["pearson"] if corr["pearson"] is not None else float("nan"))
     state = {"ppo_zip": sb3_bytes(agent), "reward_net": reward_net.state_dict(),
-             "observation_space": venv.observation_space, "action_space": venv.action_space}
+             "observation_space": venv.observation_space, "action_space": venv.action_space,
+             "eval_env_id": cfg.env_id}
     extra = {"reward_correlation": corr, "comparisons": len(trainer.dataset),
-             "reward_loss": float(stats["reward_loss"]), "reward_accuracy": float(stats["reward_accuracy"])}
+             "reward_loss": float(stats["reward_loss"]), "reward_accuracy": float(stats["reward_accuracy"]),
+             "eval_env_id": cfg.env_id, "train_env_id": cfg.env_id, "rater": cfg.rater}
+    if web is not None:
+        from rlkit.prefs_web import store_status
+
+        status = store_status(run.dir)
+        extra["labels"] = {k: status[k] for k in ("pairs", "answered", "answers", "skipped", "raters")}
     return run.finish(policy, lambda render_mode=None: make_env(cfg.env_id, render_mode=render_mode,
                                                                 env_kwargs=cfg.env_kwargs),
                       agent.num_timesteps, state, extra=extra)
+
+
+def web_resume_check(cfg: PreferenceConfig) -> None:
+    from rlkit.checkpoint import list_checkpoints
+    from rlkit.prefs_web import PREFS_DIR
+
+    run_dir = Path(cfg.run_dir or "")
+    if not (run_dir / PREFS_DIR / "meta.json").exists():
+        raise RLKitError(f"cannot resume: {run_dir} holds no preference labels ({PREFS_DIR}/meta.json)")
+    if list_checkpoints(run_dir):
+        raise RLKitError(f"{run_dir} finished already; its labels are in {run_dir / PREFS_DIR} (train a reward on "
+                         "them with rlkit.agents.preference_web.train_reward_from_store, or start a new run)")
+    # the replay writes the metrics of the replayed iterations again; keep the interrupted run's rows apart
+    metrics = run_dir / "metrics.csv"
+    if metrics.exists():
+        metrics.replace(run_dir / "metrics.interrupted.csv")
+
+
+def start_web_rater(cfg: PreferenceConfig, run_dir: Path, venv: Any, episode_log: Any, log: Any) -> dict[str, Any]:
+    """The store, label queue, server and gatherer of ``rater=web``; prints the page's URL."""
+    from rlkit.agents import preference_web as pw
+
+    from rlkit.prefs_web import LabelQueue, PreferenceStore, PrefsServer
+    from rlkit.spaces import space_to_json
+
+    if cfg.web_lease_s <= 0 or not 0 <= cfg.web_port <= 65535:
+        raise RLKitError(f"web_lease_s must be > 0 and web_port in 0..65535; got {cfg.web_lease_s}, {cfg.web_port}")
+    probe = make_env(cfg.env_id, env_kwargs=cfg.env_kwargs)
+    fps = int(probe.metadata.get("render_fps") or 30)
+    probe.close()
+    store = PreferenceStore.create(run_dir, {
+        "env_id": cfg.env_id, "env_kwargs": cfg.env_kwargs, "fragment_length": cfg.fragment_length, "fps": fps,
+        "observation_space": space_to_json(venv.observation_space), "action_space": space_to_json(venv.action_space)})
+    if store.meta["env_id"] != cfg.env_id or store.meta["fragment_length"] != cfg.fragment_length:
+        store.close()
+        raise RLKitError(f"{run_dir / 'prefs'} holds labels for {store.meta['env_id']} with fragment_length "
+                         f"{store.meta['fragment_length']}; use another --run-dir")
+    queue = LabelQueue(store, cfg.web_lease_s)
+    try:
+        server = PrefsServer(queue, cfg.web_host, cfg.web_port, cfg.web_token).start()
+    except RLKitError:
+        store.close()
+        raise
+    print(f"rlkit prefs: label preferences at {server.url} (answers go to {store.root / 'answers.jsonl'})",
+          file=sys.stderr, flush=True)
+    gatherer = pw.WebGatherer(store, queue, episode_log, np.random.default_rng([cfg.seed, 0x1EF7]), server.url,
+                              custom_logger=log)
+    return {"store": store, "queue": queue, "server": server, "gatherer": gatherer}
 
 
 AGENT = AgentSpec(
@@ -189,7 +281,8 @@ AGENT = AgentSpec(
     train=train,
     load_policy=load_sb3_policy,
     presets_file=Path(__file__).parent / "presets" / "preference.yaml",
-    summary="reward learning from synthetic preferences (Christiano et al. 2017) through imitation, PPO agent",
+    summary="reward learning from preferences (Christiano et al. 2017) through imitation, PPO agent; "
+            "--set rater=web asks people on a local web page",
 )
 
 

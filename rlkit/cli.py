@@ -6,6 +6,7 @@ User errors (:class:`RLKitError`) print one line ``rlkit: error: ...`` and exit 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -167,6 +168,23 @@ def policy_from_checkpoint(state: dict[str, Any]) -> Policy:
     return get_agent(state["agent"]).load_policy(state)
 
 
+def eval_env_id(state: dict[str, Any], path: str | Path) -> str:
+    """The env a run is evaluated on: the checkpoint's ``eval_env_id``, else final.json's, else the config's.
+
+    Adversarial and preference runs may train in another env than the task (GAIL's generator in
+    seals/CartPole-v0 imitating CartPole-v1 demonstrations); ``rlkit eval`` must score the task.
+    """
+    if state.get("eval_env_id"):
+        return str(state["eval_env_id"])
+    path = Path(path)
+    final = (path if path.is_dir() else path.parent.parent) / "final.json"
+    with contextlib.suppress(OSError, ValueError):
+        recorded = json.loads(final.read_text()).get("eval_env_id")
+        if recorded:
+            return str(recorded)
+    return str(state["config"].get("eval_env_id") or state["config"]["env_id"])
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from rlkit.checkpoint import load_checkpoint
     from rlkit.evaluation import evaluate
@@ -175,11 +193,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     state = load_checkpoint(args.path)
     policy = policy_from_checkpoint(state)
     cfg = state["config"]
-    env_id = args.env_id or cfg["env_id"]
+    env_id = args.env_id or eval_env_id(state, args.path)
     make = env_factory()
+    # env_kwargs belong to the training env; another eval env (GAIL's CartPole-v1 vs seals) gets none
+    env_kwargs = (cfg.get("env_kwargs") or {}) if env_id == cfg["env_id"] else {}
 
     def factory(render_mode: str | None = None) -> Any:
-        return make(env_id, render_mode=render_mode, env_kwargs=cfg.get("env_kwargs") or {})
+        return make(env_id, render_mode=render_mode, env_kwargs=env_kwargs)
 
     result = evaluate(policy, factory, args.episodes, seed=args.seed, deterministic=not args.stochastic,
                       video=args.video)

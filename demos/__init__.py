@@ -11,7 +11,8 @@ The Python API (stable; ``agents/bc.py`` and ``agents/dagger.py`` build on it)::
     report = demos.replay(dataset, verify=True)      # re-run the actions from the stored seeds
     trajs = demos.to_trajectories(dataset)           # imitation.data.types.Trajectory list
 
-The on-disk format is documented in the README ("Demonstrations") and in :mod:`demos.dataset`.
+The on-disk format is documented in the README ("Demonstrations") and in :mod:`demos.dataset`;
+``demos.repair(path)`` rebuilds a damaged index from the packs.
 """
 
 from rlkit.demos.convert import (
@@ -25,22 +26,23 @@ from rlkit.demos.convert import (
 from rlkit.demos.dataset import (
     FORMAT_VERSION,
     Dataset,
-    DatasetWriter,
     Episode,
     Transitions,
-    load,
     space_from_json,
     space_to_json,
 )
 from rlkit.demos.protocol import DiscardEpisode, InteractivePolicy, StopRecording
+from rlkit.demos.reader import load
 from rlkit.demos.record import record
+from rlkit.demos.repair import repair
 from rlkit.demos.replay import inspect_dataset, parse_episode_list, replay
 from rlkit.demos.sources import resolve_policy
+from rlkit.demos.writer import DatasetWriter
 
 __all__ = [
     "FORMAT_VERSION", "Dataset", "DatasetWriter", "DiscardEpisode", "Episode", "InteractivePolicy", "StopRecording",
     "Transitions",
     "from_minari", "from_trajectories", "inspect_dataset", "load", "load_imitation", "parse_episode_list",
-    "record", "replay", "resolve_policy", "save_imitation", "space_from_json", "space_to_json", "to_minari",
+    "record", "repair", "replay", "resolve_policy", "save_imitation", "space_from_json", "space_to_json", "to_minari",
     "to_trajectories",
 ]

@@ -20,7 +20,9 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from rlkit.demos.dataset import Dataset, DatasetWriter, Episode, load, versions
+from rlkit.demos.dataset import Dataset, Episode, versions
+from rlkit.demos.reader import load
+from rlkit.demos.writer import DatasetWriter
 
 from rlkit.errors import RLKitError
 

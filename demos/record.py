@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from rlkit.demos.dataset import DatasetWriter
 from rlkit.demos.protocol import DiscardEpisode, StopRecording, is_interactive
+from rlkit.demos.writer import DatasetWriter
 
 from rlkit.errors import RLKitError
 

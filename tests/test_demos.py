@@ -15,7 +15,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
-from rlkit.demos.dataset import INDEX, DatasetWriter, space_from_json, space_to_json
+from rlkit.demos.dataset import INDEX, space_from_json, space_to_json
+from rlkit.demos.writer import DatasetWriter
 
 from rlkit import demos
 from rlkit.errors import RLKitError

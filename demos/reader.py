@@ -75,7 +75,9 @@ def open_regular(path: Path, flags: int = os.O_RDONLY, mode: int = 0o644) -> int
         if e.errno == errno.ELOOP:
             raise RLKitError(f"{path} is a symbolic link; a dataset holds plain files only") from None
         if e.errno == errno.EISDIR:
-            raise RLKitError(f"{path} is a directory, not a file") from None
+            raise RLKitError(f"{path} is a directory, not a regular file") from None
+        if e.errno == errno.ENXIO:  # opening a FIFO for writing without a reader
+            raise RLKitError(f"{path} is a FIFO, not a regular file") from None
         raise RLKitError(f"cannot open {path} ({e.strerror})") from None
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
@@ -205,7 +207,7 @@ def read_index(path: str | Path, skip_corrupt: bool = False) -> tuple[list[dict[
         except (ValueError, UnicodeDecodeError):
             reason = f"line {n + 1} of {root / INDEX} (episode {n}) is corrupt"
             if not skip_corrupt:
-                raise RLKitError(f"{reason}; {SKIP_HINT}") from None
+                raise RLKitError(f"{reason}; {SKIP_HINT}, or rebuild the index: `rlkit demos repair {root}`") from None
             skipped.append((n, reason))
             continue
         episode_file(root, rec.get("file"), f"line {n + 1} of {root / INDEX}")
@@ -291,8 +293,8 @@ def check_coverage(root: Path, records: list[dict[str, Any]], num_lines: int, in
     for entry in sorted(os.listdir(folder)):
         rel = f"{EPISODE_DIR}/{entry}"
         st = os.lstat(folder / entry)
-        if not stat.S_ISREG(st.st_mode):
-            result.damage.append(f"{folder / entry} is {_kind(st.st_mode)}; {EPISODE_DIR}/ holds plain files only")
+        if not stat.S_ISREG(st.st_mode):  # named first: it explains the bytes the index then misses
+            result.damage.insert(0, f"{folder / entry} is {_kind(st.st_mode)}; {EPISODE_DIR}/ holds plain files only")
             continue
         pos = 0
         for offset, size in sorted(by_file.get(rel, ())):

@@ -141,6 +141,10 @@ class DatasetWriter:
                 raise RLKitError(f"{self.path} exists and is not an rlkit dataset; choose another --out")
             (self.path / EPISODE_DIR).mkdir(parents=True, exist_ok=True)
         index_existed = os.path.lexists(self.path / INDEX)
+        if exists and not index_existed:  # refuse before creating anything
+            coverage = check_coverage(self.path, [], 0, index_exists=False)
+            if coverage.damage:
+                raise RLKitError(f"cannot append: {coverage_error(self.path, coverage)}")
         self._fd = open_regular(self.path / INDEX, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -166,14 +170,16 @@ class DatasetWriter:
     def _settle(self, index_existed: bool) -> int:
         """Apply rules 1-3 of the module docstring; returns the next episode index."""
         data = read_regular(self.path / INDEX)
+        records, skipped = read_index(self.path, skip_corrupt=True)
+        if skipped:
+            raise RLKitError(f"cannot append: {skipped[0][1]}; rebuild the index with `rlkit demos repair {self.path}`")
+        lines, _ = index_lines(self.path)
+        coverage = check_coverage(self.path, records, len(lines), index_existed)
+        if coverage.damage:  # refused before anything changes
+            raise RLKitError(f"cannot append: {coverage_error(self.path, coverage)}")
         keep = data.rfind(b"\n") + 1
         if keep != len(data):
             os.ftruncate(self._fd, keep)  # rule 1: a line without its newline was never committed
-        records, _ = read_index(self.path)
-        lines, _ = index_lines(self.path)
-        coverage = check_coverage(self.path, records, len(lines), index_existed)
-        if coverage.damage:
-            raise RLKitError(f"cannot append: {coverage_error(self.path, coverage)}")
         next_index = len(lines)
         for tail in sorted(coverage.tails, key=lambda t: not t["complete"]):
             path = episode_file(self.path, tail["file"])

@@ -416,6 +416,8 @@ def kill_and_append(tmp_path: Path, rng: np.random.Generator, n: int) -> dict[st
         demos.record(RandomPolicy(gym.spaces.Discrete(2), seed=n), "CartPole-v1", 3, out, seed=10**5,
                      source="random")
         cmd += ["--append", "--seed", "1000"]
+    if n % 3 != 1:  # fsync after the archive widens the window between it and its index line
+        cmd += ["--fsync"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO)
     try:
         assert proc.stderr.readline().startswith("episode "), "the recorder did not start"

@@ -20,13 +20,14 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import mmap
 import os
 import stat
 import time
 from pathlib import Path
 from typing import Any
 
-from rlkit.demos.archive import decode_episode, read_meta
+from rlkit.demos.archive import META_KEYS, decode_episode, read_meta
 from rlkit.demos.codec import ArchiveError, archive_end
 from rlkit.demos.dataset import EPISODE_DIR, IGNORED, INDEX
 from rlkit.demos.reader import (
@@ -35,7 +36,6 @@ from rlkit.demos.reader import (
     open_regular,
     read_index,
     read_manifest,
-    read_regular,
 )
 from rlkit.demos.writer import index_line, record_for
 
@@ -45,7 +45,7 @@ from rlkit.errors import RLKitError
 _LOCAL_SIG = b"PK\x03\x04"
 
 
-def _archives(data: bytes) -> list[tuple[int, int | None]]:
+def _archives(data: bytes | mmap.mmap) -> list[tuple[int, int | None]]:
     """(offset, end) of each complete archive, and (offset, None) for each stretch that is none."""
     found: list[tuple[int, int | None]] = []
     pos = 0
@@ -61,6 +61,31 @@ def _archives(data: bytes) -> list[tuple[int, int | None]]:
         found.append((pos, None))
         pos = len(data) if nxt < 0 else nxt
     return found
+
+
+def _index_pack(data: bytes | mmap.mmap, rel: str, meta: dict[str, Any], old: dict[tuple[str, int], dict[str, Any]],
+                found: list[tuple[int, str, int, dict[str, Any]]], ignored: list[dict[str, Any]]) -> None:
+    """Add each complete, checked archive of one pack to ``found`` and each other byte range to ``ignored``."""
+    parts = _archives(data)
+    for i, (start, end) in enumerate(parts):
+        if end is None:
+            size = (parts[i + 1][0] if i + 1 < len(parts) else len(data)) - start
+            ignored.append({"file": rel, "offset": start, "bytes": size, "reason": "not a complete archive"})
+            continue
+        archive = data[start:end]
+        try:
+            info = read_meta(archive)
+            if info is None:  # formats 1 and 2: only a surviving index line describes it
+                rec = old.get((rel, start))
+                if rec is None or rec["sha256"] != hashlib.sha256(archive).hexdigest():
+                    raise ArchiveError("an archive without meta.json that no index line describes")
+                info = {k: rec.get(k) for k in META_KEYS}
+            decode_episode(archive, meta["observation_space"], meta["action_space"], info["length"])
+        except (ArchiveError, ValueError, KeyError, TypeError) as e:
+            ignored.append({"file": rel, "offset": start, "bytes": end - start, "reason": str(e)})
+            continue
+        claimed = info["index"] if isinstance(info["index"], int) else 1 << 62
+        found.append((claimed, rel, start, {**record_for(info, rel, start, archive)}))
 
 
 def repair(path: str | Path) -> dict[str, Any]:
@@ -104,28 +129,18 @@ def _repair(root: Path, meta: dict[str, Any], folder: Path) -> dict[str, Any]:
         rel = f"{EPISODE_DIR}/{entry}"
         if not stat.S_ISREG(os.lstat(folder / entry).st_mode):
             continue  # not ours to read (a FIFO, a directory); readers keep reporting it
-        data = read_regular(folder / entry)
-        parts = _archives(data)
-        for i, (start, end) in enumerate(parts):
-            if end is None:
-                size = (parts[i + 1][0] if i + 1 < len(parts) else len(data)) - start
-                ignored.append({"file": rel, "offset": start, "bytes": size, "reason": "not a complete archive"})
-                continue
-            archive = data[start:end]
-            try:
-                info = read_meta(archive)
-                if info is None:  # formats 1 and 2: only a surviving index line describes it
-                    rec = old.get((rel, start))
-                    if rec is None or rec["sha256"] != hashlib.sha256(archive).hexdigest():
-                        raise ArchiveError("an archive without meta.json that no index line describes")
-                    info = {k: rec.get(k) for k in ("index", "length", "terminated", "truncated", "seed", "options",
-                                                    "rewards", "episode_return", "source")}
-                decode_episode(archive, meta["observation_space"], meta["action_space"], info["length"])
-            except (ArchiveError, ValueError, KeyError, TypeError) as e:
-                ignored.append({"file": rel, "offset": start, "bytes": end - start, "reason": str(e)})
-                continue
-            claimed = info["index"] if isinstance(info["index"], int) else 1 << 62
-            found.append((claimed, rel, start, {**record_for(info, rel, start, archive)}))
+        fd = open_regular(folder / entry)
+        try:
+            size = os.fstat(fd).st_size
+            # mapped, not read: a pack may be larger than memory; only one archive at a time is copied out
+            data = mmap.mmap(fd, size, access=mmap.ACCESS_READ) if size else b""
+        finally:
+            os.close(fd)
+        try:
+            _index_pack(data, rel, meta, old, found, ignored)
+        finally:
+            if isinstance(data, mmap.mmap):
+                data.close()
     found.sort(key=lambda item: item[:3])
     lines = []
     for n, (_, _, _, rec) in enumerate(found):

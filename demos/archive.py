@@ -23,7 +23,8 @@ from rlkit.demos.codec import ArchiveError, npz_bytes, read_members, read_npy
 
 META_MEMBER = "meta.json"
 META_LIMIT = 1 << 20  # a meta.json is a few hundred bytes; options could be larger, but not a megabyte
-_HEADER_ROOM = 4096  # .npy headers numpy writes are about 128 bytes
+_HEADER_ROOM = 1024  # .npy headers numpy writes are 64-byte aligned, about 128 bytes for a few dimensions
+_NPY_MIN_HEADER = 10 + 16  # magic, version, length, and the shortest dict numpy would write
 # the keys of an episode's metadata (its index line holds these plus file, offset, bytes and sha256)
 META_KEYS = ("index", "length", "terminated", "truncated", "seed", "options", "rewards", "episode_return",
              "source")
@@ -51,19 +52,21 @@ def encode_episode(obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray | N
     return npz_bytes(arrays, extra)
 
 
-def _member_limits(obs_space: gym.Space, act_space: gym.Space, length: int) -> dict[str, int]:
+def _member_limits(obs_space: gym.Space, act_space: gym.Space, length: int) -> dict[str, tuple[int, int]]:
+    """Member -> (min, max) uncompressed size: the declared data bytes plus room for a .npy header."""
     obs_shape, obs_item = tuple(obs_space.shape), np.dtype(obs_space.dtype).itemsize
     act_bytes = math.prod(act_space.shape) * np.dtype(act_space.dtype).itemsize
     limits = {"actions.npy": length * act_bytes, "obs.npy": (length + 1) * math.prod(obs_shape) * obs_item,
               "rewards.npy": length * 4, "obs_stack.npy": 8}
     if len(obs_shape) >= 2:
         limits["obs_frames.npy"] = (obs_shape[0] + length) * math.prod(obs_shape[1:]) * obs_item
-    return {name: size + _HEADER_ROOM for name, size in limits.items()} | {META_MEMBER: META_LIMIT}
+    return {name: (size + _NPY_MIN_HEADER, size + _HEADER_ROOM) for name, size in limits.items()} \
+        | {META_MEMBER: (2, META_LIMIT)}
 
 
 def read_meta(data: bytes) -> dict[str, Any] | None:
     """The ``meta.json`` of an archive (None for archives of formats 1 and 2); ArchiveError when damaged."""
-    raw = read_members(data, lambda name: META_LIMIT if name == META_MEMBER else 0, only={META_MEMBER})
+    raw = read_members(data, lambda name: (2, META_LIMIT) if name == META_MEMBER else None, only={META_MEMBER})
     if META_MEMBER not in raw:
         return None
     try:

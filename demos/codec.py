@@ -130,13 +130,14 @@ def _central_directory(data: bytes) -> list[tuple[str, int, int, int, int, int]]
     return members
 
 
-def read_members(data: bytes, limit: Callable[[str], int | None], only: set[str] | None = None
+def read_members(data: bytes, limit: Callable[[str], tuple[int, int] | None], only: set[str] | None = None
                  ) -> dict[str, bytes]:
     """The members of the zip ``data``, each checked against ``limit(name)`` before it is inflated.
 
-    ``limit(name)`` returns the largest uncompressed size allowed for that member, or None for a
-    member that must not be there; ``only`` reads just those members. Raises :class:`ArchiveError` on
-    a bad layout, an unexpected or oversized member, or a CRC mismatch.
+    ``limit(name)`` returns the (smallest, largest) uncompressed size that member may declare, or None
+    for a member that must not be there; ``only`` reads just those members. Raises
+    :class:`ArchiveError` on a bad layout, an unexpected member, a declared size outside its range, or
+    a CRC mismatch.
     """
     members = _central_directory(data)
     out: dict[str, bytes] = {}
@@ -146,9 +147,9 @@ def read_members(data: bytes, limit: Callable[[str], int | None], only: set[str]
         allowed = limit(name)
         if allowed is None:
             raise ArchiveError(f"unexpected member {name!r}")
-        if usize > allowed:
-            raise ArchiveError(f"member {name!r} declares {usize} bytes where at most {allowed} fit the "
-                               f"declared shapes (refused before inflating)")
+        if not allowed[0] <= usize <= allowed[1]:
+            raise ArchiveError(f"member {name!r} declares {usize} bytes where the declared shapes give "
+                               f"{allowed[0]}..{allowed[1]} (refused before inflating)")
         if name in out:
             raise ArchiveError(f"duplicate member {name!r}")
         if offset + ZIP_LOCAL.size > len(data):

@@ -591,3 +591,36 @@ def test_cli_record_inspect_replay_convert(cli, capsys, tmp_path):
     r = cli("demos", "record", "--env", "Pendulum-v1", "--policy", "random", "--episodes", "1", "--out", str(out),
             "--append")
     assert r.returncode == 2 and "cannot append" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_record_takes_a_policy_and_calls_hooks_only_on_interactive_ones(tmp_path, capsys):
+    with pytest.raises(RLKitError) as err:
+        demos.record("random", "CartPole-v1", 1, tmp_path / "s")
+    assert "demos.resolve_policy('random', 'CartPole-v1')" in one_line(err)
+    calls = []
+
+    class Interactive:
+        needs_render = False
+
+        def act(self, obs, deterministic=True):
+            return np.zeros(len(obs), dtype=np.int64)
+
+        def begin_episode(self, env, index, total):
+            calls.append(("begin", index, total))
+
+        def close(self):
+            calls.append(("close",))
+
+    class OnlyClose:  # not an InteractivePolicy: its close() is not the recorder's to call
+        def act(self, obs, deterministic=True):
+            return np.zeros(len(obs), dtype=np.int64)
+
+        def close(self):
+            calls.append(("wrong",))
+
+    assert isinstance(Interactive(), demos.InteractivePolicy) and not isinstance(OnlyClose(), demos.InteractivePolicy)
+    demos.record(Interactive(), "CartPole-v1", 2, tmp_path / "i")
+    demos.record(OnlyClose(), "CartPole-v1", 1, tmp_path / "c")
+    assert calls == [("begin", 0, 2), ("begin", 1, 2), ("close",)]
+    with pytest.raises(RLKitError, match="non-negative"):
+        demos.replay(tmp_path / "i", atol=-1)

@@ -52,6 +52,7 @@ from rlkit.agents.bc import (
     train_epoch,
 )
 from rlkit.agents.bc import load_policy as load_bc_policy
+from rlkit.demos.protocol import DiscardEpisode, StopRecording
 from rlkit.envs import make_env
 
 from rlkit.config import BaseConfig, opt
@@ -119,8 +120,6 @@ def collect_episode(env: Any, expert: Policy, learner: Policy, beta: float, seed
 
 def train(cfg: DAggerConfig, resume: bool = False, expert: Policy | None = None) -> dict[str, Any]:
     """Train DAgger as configured; ``expert`` (a Policy) overrides ``cfg.expert``. Returns final.json."""
-    from rlkit.demos.record import DiscardEpisode, StopRecording
-
     from rlkit import demos
 
     cfg.validate()

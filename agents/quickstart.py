@@ -88,7 +88,8 @@ def quickstart(out: str | Path, seed: int = 0, dqn_steps: int | None = None, num
     t0 = time.perf_counter()
     log(f"[2/5] recording {num_demos} demonstrations without rewards, then replay-verifying them...")
     demo_dir = out / "demos"
-    recorded = demos.record(expert["run_dir"], ENV_ID, episodes=num_demos, out=demo_dir, seed=seed)
+    recorded = demos.record(demos.resolve_policy(expert["run_dir"], ENV_ID), ENV_ID, episodes=num_demos,
+                            out=demo_dir, seed=seed, source=expert["run_dir"])
     verified = demos.replay(demo_dir, verify=True)
     if not verified["all_reproduced"]:
         bad = [e for e in verified["episodes"] if e["status"] != "reproduced"]

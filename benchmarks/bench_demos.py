@@ -208,7 +208,9 @@ def bench_load(episodes: int, tmp: Path) -> dict[str, Any]:
 
 def bench_atari_bytes(episodes: int, max_frames: int, tmp: Path) -> dict[str, Any]:
     path = tmp / "pong"
-    demos.record("random", "PongNoFrameskip-v4", episodes, path, seed=0, env_kwargs={"max_episode_steps": max_frames})
+    env_kwargs = {"max_episode_steps": max_frames}
+    demos.record(demos.resolve_policy("random", "PongNoFrameskip-v4", env_kwargs=env_kwargs), "PongNoFrameskip-v4",
+                 episodes, path, seed=0, env_kwargs=env_kwargs)
     ds = demos.load(path)
     # every frame once: the reset stack, then the newest frame of each step's observation
     frames = np.concatenate([np.concatenate([ep.obs[0], ep.obs[1:, -1]]) for ep in ds])

@@ -3,14 +3,16 @@
 The Python API (stable; ``agents/bc.py`` and ``agents/dagger.py`` build on it)::
 
     from rlkit import demos
-    stats = demos.record("random", "CartPole-v1", episodes=10, out="data/cartpole")   # or a Policy
+    policy = demos.resolve_policy("random", "CartPole-v1")   # or any Policy object
+    stats = demos.record(policy, "CartPole-v1", episodes=10, out="data/cartpole", source="random")
     dataset = demos.load("data/cartpole")            # checksums verified; skip_corrupt=True to skip damage
     obs, acts, next_obs, dones = dataset.transitions(torch=True)
     train, val = dataset.split(val_fraction=0.2, seed=0)
     report = demos.replay(dataset, verify=True)      # re-run the actions from the stored seeds
     trajs = demos.to_trajectories(dataset)           # imitation.data.types.Trajectory list
 
-The on-disk format is documented in the README ("Demonstrations") and in :mod:`demos.dataset`.
+The on-disk format is documented in the README ("Demonstrations") and in :mod:`demos.dataset`;
+``demos.repair(path)`` rebuilds a damaged index from the packs.
 """
 
 from rlkit.demos.convert import (
@@ -24,20 +26,23 @@ from rlkit.demos.convert import (
 from rlkit.demos.dataset import (
     FORMAT_VERSION,
     Dataset,
-    DatasetWriter,
     Episode,
     Transitions,
-    load,
     space_from_json,
     space_to_json,
 )
-from rlkit.demos.record import DiscardEpisode, StopRecording, record
+from rlkit.demos.protocol import DiscardEpisode, InteractivePolicy, StopRecording
+from rlkit.demos.reader import load
+from rlkit.demos.record import record
+from rlkit.demos.repair import repair
 from rlkit.demos.replay import inspect_dataset, parse_episode_list, replay
 from rlkit.demos.sources import resolve_policy
+from rlkit.demos.writer import DatasetWriter
 
 __all__ = [
-    "FORMAT_VERSION", "Dataset", "DatasetWriter", "DiscardEpisode", "Episode", "StopRecording", "Transitions",
+    "FORMAT_VERSION", "Dataset", "DatasetWriter", "DiscardEpisode", "Episode", "InteractivePolicy", "StopRecording",
+    "Transitions",
     "from_minari", "from_trajectories", "inspect_dataset", "load", "load_imitation", "parse_episode_list",
-    "record", "replay", "resolve_policy", "save_imitation", "space_from_json", "space_to_json", "to_minari",
+    "record", "repair", "replay", "resolve_policy", "save_imitation", "space_from_json", "space_to_json", "to_minari",
     "to_trajectories",
 ]

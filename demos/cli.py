@@ -1,4 +1,4 @@
-"""``rlkit demos record|replay|inspect|convert``: thin layers over the :mod:`demos` functions."""
+"""``rlkit demos record|replay|inspect|repair|convert``: thin layers over the :mod:`demos` functions."""
 
 from __future__ import annotations
 
@@ -61,6 +61,9 @@ def add_parser(subparsers: Any) -> None:
     rep.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance of --verify")
     rep.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance of --verify")
     rep.add_argument("--skip-corrupt", action="store_true", help="skip damaged episodes instead of failing")
+    rep.add_argument("--env", dest="env_id", metavar="ENV_ID",
+                     help="the env to replay in (default: the recorded one); a recorded pkg.module:Env-v0 id "
+                          "imports pkg.module, so it must be named here")
     rep.add_argument("--json", action="store_true", help="print the report as JSON")
     rep.set_defaults(func=cmd_replay)
 
@@ -70,6 +73,14 @@ def add_parser(subparsers: Any) -> None:
     ins.add_argument("--check", action="store_true", help="also verify every episode's checksum")
     ins.add_argument("--json", action="store_true", help="print the summary as JSON")
     ins.set_defaults(func=cmd_inspect)
+
+    fix = sub.add_parser("repair", help="rebuild a damaged or lost index from the packs",
+                         description="Rebuild DATASET/episodes.jsonl from the episode archives in DATASET/episodes "
+                                     "(the old index is kept as episodes.jsonl.before-repair-TIME). Byte ranges "
+                                     "that hold no complete episode are listed in ignored.jsonl, never deleted.")
+    fix.add_argument("dataset", metavar="DATASET")
+    fix.add_argument("--json", action="store_true", help="print what was done as JSON")
+    fix.set_defaults(func=cmd_repair)
 
     con = sub.add_parser("convert", help="convert to or from imitation and Minari",
                          description="rlkit demos convert DATASET --to imitation|minari --out PATH\n"
@@ -125,7 +136,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     episodes = parse_episode_list(args.episodes) if args.episodes else None
     report = replay(args.dataset, episodes=episodes, verify=args.verify, video=args.video, atol=args.atol,
-                    rtol=args.rtol, skip_corrupt=args.skip_corrupt)
+                    rtol=args.rtol, skip_corrupt=args.skip_corrupt, env_id=args.env_id)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -159,14 +170,30 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                                                             f"({info['returns_known']} episodes)"),
              f"rewards   {info['rewards_kept']} stored",
              "versions  " + ", ".join(f"{k} {v}" for k, v in info["versions"].items())]
+    for tail in info["uncommitted"]:
+        lines.append(f"note      {tail['bytes']} uncommitted bytes at the end of {tail['file']} (an interrupted "
+                     f"recording; the next --append {'commits' if tail['complete'] else 'removes'} them)")
     lines += [f"PROBLEM   {p}" for p in info["problems"]]
     print("\n".join(lines))
     return 1 if info["problems"] else 0
 
 
+def cmd_repair(args: argparse.Namespace) -> int:
+    from rlkit.demos.repair import repair
+
+    result = repair(args.dataset)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"repaired {result['path']}: {result['episodes']} episodes indexed ({result['previously_indexed']} "
+              f"before); {len(result['ignored'])} range(s), {result['ignored_bytes']} bytes, hold no complete "
+              f"episode (listed in ignored.jsonl, kept in place)")
+    return 0
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from rlkit.demos import convert
-    from rlkit.demos.dataset import load
+    from rlkit.demos.reader import load
 
     if args.to:
         dataset = load(args.source, skip_corrupt=args.skip_corrupt)

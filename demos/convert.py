@@ -35,7 +35,9 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from rlkit.demos.dataset import FORMAT_VERSION, Dataset, DatasetWriter, Episode, load, versions
+from rlkit.demos.dataset import FORMAT_VERSION, Dataset, Episode, versions
+from rlkit.demos.reader import load
+from rlkit.demos.writer import DatasetWriter
 
 from rlkit.errors import RLKitError, require_imitation
 
@@ -263,11 +265,11 @@ def to_minari(dataset: Dataset, path: str | Path) -> Path:
                 mds = minari.create_dataset_from_buffers(
                     dataset_id, buffers, env=env, eval_env=env,
                     algorithm_name=str(dataset.meta.get("source") or "unknown"), author="rlkit demos convert",
-                    description=f"rlkit dataset {dataset.path or ''} ({dataset.env_id}); rewards {how}.",
+                    description=f"rlkit dataset {dataset.path or ''} ({dataset.meta['env_id']}); rewards {how}.",
                     observation_space=dataset.observation_space, action_space=dataset.action_space,
                     data_format="arrow", jpeg_encoding=False)  # lossless: image observations must replay-verify
                 mds.storage.update_metadata({"rlkit": {
-                    "env_id": dataset.env_id, "source": dataset.meta.get("source"),
+                    "env_id": dataset.meta["env_id"], "source": dataset.meta.get("source"),
                     "env_kwargs": dataset.meta.get("env_kwargs") or {},
                     "rewards": "recomputed" if recomputed else "recorded"}})
             except Exception as e:  # e.g. an env spec whose kwargs are not JSON; the folder is ours, just made

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rlkit.demos.record import DiscardEpisode, StopRecording
+from rlkit.demos.protocol import DiscardEpisode, StopRecording
 
 from rlkit.errors import RLKitError
 
@@ -102,7 +102,7 @@ def load_key_map(path: str | Path) -> dict[str, Any]:
 
 
 class HumanPolicy:
-    """Keyboard actions for the recorder (an interactive Policy; see :mod:`demos.record`).
+    """Keyboard actions for the recorder (a :class:`demos.protocol.InteractivePolicy`).
 
     Args:
         env_id: the env (chooses the default key map).

@@ -4,10 +4,10 @@ Episode ``i`` of a call is reset with ``seed + i`` (and ``reset_options``); both
 ``rlkit demos replay`` can rebuild it. An interrupted recording (Ctrl-C, a crash, kill -9) keeps
 every episode committed before it; the episode in progress is dropped.
 
-Interactive policies (the human keyboard source) may additionally define ``needs_render = True``
-(the env is made with ``render_mode="rgb_array"``), ``begin_episode(env, index, total)`` and raise
-:class:`DiscardEpisode` (the episode is dropped and re-played with the same seed) or
-:class:`StopRecording` (recording ends, keeping the committed episodes) from ``act``.
+Interactive policies (the human keyboard source) follow :class:`demos.protocol.InteractivePolicy`:
+the env is rendered for them, they are told when an episode begins, they may discard the episode in
+progress or stop the recording, and they are closed at the end. ``record`` takes a Policy object; the
+CLI (and scripts, through :func:`demos.resolve_policy`) turn ``SOURCE`` strings into one.
 """
 
 from __future__ import annotations
@@ -19,20 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from rlkit.demos.dataset import DatasetWriter
+from rlkit.demos.protocol import DiscardEpisode, StopRecording, is_interactive
+from rlkit.demos.writer import DatasetWriter
 
 from rlkit.errors import RLKitError
 
 if TYPE_CHECKING:  # importing rlkit.types pulls in torch; `import demos` stays light for the CLI
     from rlkit.types import Policy
-
-
-class DiscardEpisode(Exception):
-    """Raised by an interactive policy to drop the episode in progress."""
-
-
-class StopRecording(Exception):
-    """Raised by an interactive policy to end the recording after the committed episodes."""
 
 
 def dir_bytes(path: str | Path) -> int:
@@ -48,20 +41,21 @@ def _join(chunks: list[bytes], dtype: np.dtype, shape: tuple[int, ...]) -> np.nd
     return np.frombuffer(data, dtype=dtype).reshape(len(chunks), *shape)
 
 
-def record(policy: Policy | str, env_id: str, episodes: int, out: str | Path, seed: int = 0,
+def record(policy: Policy, env_id: str, episodes: int, out: str | Path, seed: int = 0,
            keep_rewards: bool = False, source: str | None = None, env_kwargs: dict[str, Any] | None = None,
            append: bool = False, deterministic: bool = True, reset_options: dict[str, Any] | None = None,
            fsync: bool = False, on_episode: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Record ``episodes`` episodes of ``policy`` in ``env_id`` into the dataset ``out``.
 
     Args:
-        policy: a Policy, or a source string resolved by :func:`demos.resolve_policy`.
+        policy: a Policy (``demos.resolve_policy(SOURCE, env_id)`` builds one from a source string);
+            an :class:`~demos.protocol.InteractivePolicy` gets the episode hooks.
         env_id: the env (any ``gymnasium.make`` id, made through ``envs.make_env``).
         episodes: number of episodes to commit.
         out: dataset directory.
         seed: episode ``i`` is reset with ``seed + i``.
         keep_rewards: store per-step rewards (off by default: imitation learners must not see them).
-        source: the policy source stored in the metadata (defaults to ``policy`` when it is a string).
+        source: the policy source stored in the metadata (default: the policy's class name).
         env_kwargs: keyword arguments of the env (``max_episode_steps`` caps episodes).
         append: add to an existing dataset of the same env and spaces.
         deterministic: greedy actions from the policy.
@@ -77,13 +71,15 @@ def record(policy: Policy | str, env_id: str, episodes: int, out: str | Path, se
     if episodes < 1:
         raise RLKitError(f"episodes must be at least 1; got {episodes}")
     if isinstance(policy, str):
-        from rlkit.demos.sources import resolve_policy
-
-        source = source or policy
-        policy = resolve_policy(policy, env_id, seed=seed, env_kwargs=env_kwargs)
+        raise RLKitError(f"record() takes a Policy, not the source string {policy!r}; build one with "
+                         f"demos.resolve_policy({policy!r}, {env_id!r}) and pass source={policy!r}")
+    if not callable(getattr(policy, "act", None)):
+        raise RLKitError(f"record() takes a Policy (an object with act(obs_batch, deterministic)); got "
+                         f"{type(policy).__name__}")
     source = source or type(policy).__name__
+    interactive = is_interactive(policy)
     t0 = time.perf_counter()
-    env = make_env(env_id, seed=seed, render_mode="rgb_array" if getattr(policy, "needs_render", False) else None,
+    env = make_env(env_id, seed=seed, render_mode="rgb_array" if interactive and policy.needs_render else None,
                    env_kwargs=env_kwargs)
     writer = None
     returns: list[float] = []
@@ -102,7 +98,7 @@ def record(policy: Policy | str, env_id: str, episodes: int, out: str | Path, se
             obs_chunks, action_chunks, rewards = [obs.tobytes()], [], []
             obs_dtype = obs.dtype  # the env's (add_episode casts to the space's); np.asarray(obs, dtype) costs more
             total = 0.0
-            if hasattr(policy, "begin_episode"):
+            if interactive:
                 policy.begin_episode(env, i, episodes)
             try:
                 while True:
@@ -136,7 +132,7 @@ def record(policy: Policy | str, env_id: str, episodes: int, out: str | Path, se
         if writer is not None:
             writer.close()
         env.close()
-        if hasattr(policy, "close"):
+        if interactive:
             policy.close()
     return {"out": str(out), "env_id": env_id, "source": source, "episodes": len(returns),
             "total_episodes": writer.num_episodes, "steps": int(sum(lengths)),

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rlkit.demos.dataset import DataFiles, Dataset, Episode, load, read_index, read_manifest
+from rlkit.demos.dataset import Dataset, Episode
+from rlkit.demos.reader import DataFiles, check_coverage, coverage_error, index_lines, load, read_index, read_manifest
 from rlkit.demos.record import dir_bytes
 
 from rlkit.errors import RLKitError
@@ -74,7 +75,7 @@ def replay_episode(env: Any, ep: Episode, verify: bool, atol: float, rtol: float
 
 def replay(dataset: Dataset | str | Path, episodes: Sequence[int] | None = None, verify: bool = True,
            video: str | Path | None = None, atol: float = 1e-5, rtol: float = 1e-5, skip_corrupt: bool = False,
-           max_video_frames: int = 20_000) -> dict[str, Any]:
+           max_video_frames: int = 20_000, env_id: str | None = None) -> dict[str, Any]:
     """Rebuild the env from the dataset's metadata and re-run episodes from their stored seeds.
 
     Args:
@@ -84,6 +85,8 @@ def replay(dataset: Dataset | str | Path, episodes: Sequence[int] | None = None,
             for integer observations) and the end flags; report the first step that diverges.
         video: write the replayed frames to this .mp4 or .gif.
         skip_corrupt: when loading from a path, skip damaged episodes.
+        env_id: the env to replay in (it must be the recorded env); a manifest's ``pkg.module:Env-v0``
+            id is imported only when named here (CLI: ``--env``), since the dataset may come from others.
 
     Returns:
         ``{"env_id", "episodes": [{"index", "seed", "length", "status", "diverged_at", "reason",
@@ -94,8 +97,13 @@ def replay(dataset: Dataset | str | Path, episodes: Sequence[int] | None = None,
     from rlkit.evaluation import write_video
 
     t0 = time.perf_counter()
+    if not (atol >= 0 and rtol >= 0):
+        raise RLKitError(f"atol and rtol must be non-negative; got {atol} and {rtol}")
     if not isinstance(dataset, Dataset):
-        dataset = load(dataset, skip_corrupt=skip_corrupt)
+        dataset = load(dataset, skip_corrupt=skip_corrupt, env_id=env_id)
+    elif env_id is not None:
+        dataset.check_env(env_id)
+    make_id = env_id if env_id is not None else dataset.env_id
     by_index = {ep.index: ep for ep in dataset}
     if episodes is None:
         chosen = list(dataset)
@@ -106,7 +114,7 @@ def replay(dataset: Dataset | str | Path, episodes: Sequence[int] | None = None,
                              f"{min(by_index, default=0)}..{max(by_index, default=-1)})")
         chosen = [by_index[i] for i in episodes]
     meta = dataset.meta
-    env = make_env(meta["env_id"], render_mode="rgb_array" if video else None, env_kwargs=meta.get("env_kwargs"))
+    env = make_env(make_id, render_mode="rgb_array" if video else None, env_kwargs=meta.get("env_kwargs"))
     frames: list[np.ndarray] | None = [] if video else None
     results = []
     try:
@@ -135,13 +143,24 @@ def _stats(values: list[float]) -> dict[str, float] | None:
 
 
 def inspect_dataset(path: str | Path, check: bool = False) -> dict[str, Any]:
-    """Summary of a dataset from its manifest and index (``check=True`` also verifies every checksum)."""
+    """Summary of a dataset from its manifest and index (``check=True`` also verifies every checksum).
+
+    Per-episode damage (a missing, cut or corrupt episode, a corrupt index line) is listed in
+    ``problems``; damage to the whole (pack bytes no index line covers, a file that is not a regular
+    file inside the dataset) raises a one-line RLKitError. ``uncommitted`` describes the archive a
+    killed recorder may have left (the next ``record --append`` settles it).
+    """
     root = Path(path)
     raw = read_manifest(root)
     records, bad_lines = read_index(root, skip_corrupt=True)
+    lines, index_exists = index_lines(root)
+    coverage = check_coverage(root, records, len(lines), index_exists)
+    if coverage.damage and not bad_lines:  # with corrupt lines, their episodes' bytes are uncovered too
+        raise coverage_error(root, coverage)
+    tails = coverage.tails
     lengths = [r["length"] for r in records]
     returns = [r["episode_return"] for r in records if r.get("episode_return") is not None]
-    problems = [reason for _, reason in bad_lines]
+    problems = [reason for _, reason in bad_lines] + (coverage.damage if bad_lines else [])
     with DataFiles(root) as files:
         for r in records:
             try:
@@ -161,4 +180,6 @@ def inspect_dataset(path: str | Path, check: bool = False) -> dict[str, Any]:
         "terminated": sum(bool(r["terminated"]) for r in records),
         "truncated": sum(bool(r["truncated"]) for r in records),
         "bytes": dir_bytes(root), "checked": check, "problems": problems,
+        "uncommitted": [{"file": t["file"], "offset": t["offset"], "bytes": t["bytes"], "complete": t["complete"]}
+                        for t in tails],
     }

@@ -1,9 +1,9 @@
 """Gymnasium glue: seeded env factories, an explicit same-step-autoreset vector env, test envs."""
 
-from rlkit.envs.factory import is_atari, make_env, make_vec_env, space_summary
+from rlkit.envs.factory import is_atari, make_env, make_vec_env
 from rlkit.envs.test_envs import register_test_envs
 from rlkit.envs.vector import VecEnv, VecStep
 
 register_test_envs()
 
-__all__ = ["VecEnv", "VecStep", "is_atari", "make_env", "make_vec_env", "register_test_envs", "space_summary"]
+__all__ = ["VecEnv", "VecStep", "is_atari", "make_env", "make_vec_env", "register_test_envs"]

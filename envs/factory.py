@@ -106,14 +106,3 @@ def make_vec_env(env_id: str, num_envs: int = 1, seed: int = 0, **make_kwargs: A
     if num_envs < 1:
         raise RLKitError(f"num_envs must be at least 1; got {num_envs}")
     return VecEnv([make_env(env_id, seed=seed + i, **make_kwargs) for i in range(num_envs)], seed=seed)
-
-
-def space_summary(space: gym.Space) -> dict[str, Any]:
-    """A JSON-able description of a space (for metadata and error messages)."""
-    if isinstance(space, gym.spaces.Discrete):
-        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
-    if isinstance(space, gym.spaces.Box):
-        return {"type": "Box", "shape": list(space.shape), "dtype": str(space.dtype),
-                "low": space.low.tolist() if space.low.size <= 64 else float(space.low.min()),
-                "high": space.high.tolist() if space.high.size <= 64 else float(space.high.max())}
-    return {"type": type(space).__name__, "repr": repr(space)}

@@ -385,3 +385,68 @@ def plot_runs(paths: list[str], out: str | Path = "curves.png", labels: list[str
     ylabel = "eval return" if all(c.metric == EVAL_KEY for _, cs in groups for c in cs) else "return"
     path = plot_curves(groups, out, reference=ref, title=title, ylabel=ylabel)
     return {"plot": str(path), "curves": info}
+
+
+# ---------------------------------------------------------------------------------------------
+# The report of a reproduction (report.md)
+# ---------------------------------------------------------------------------------------------
+
+def _early_stop_note(results: dict[str, Any]) -> list[str]:
+    """Runs that ended before their step budget (an agent's own early stop, e.g. ``target_return``)."""
+    total = results["total_steps"]
+    early = [r for r in results["per_seed"] if total and r["env_steps"] < total]
+    if not early:
+        return []
+    steps = ", ".join(f"seed {r['seed']}: {r['env_steps']:,}" for r in early)
+    return [f"{len(early)} of {len(results['per_seed'])} seeds stopped before {total:,} steps through the "
+            f"agent's own early stop ({steps}).", ""]
+
+
+def reproduction_report(results: dict[str, Any], plot_note: str = "") -> str:
+    """report.md of a reproduction from its results.json dict (``plot_note`` explains a missing plot)."""
+    s, ref = results["aggregate"], results["reference"]
+    n = len(results["seeds"])
+    lines = [f"# Reproduction: {results['preset']}", ""]
+    if results["full_budget"] is False:
+        lines += [f"> **{results['label']}** The comparison with the reference below is for orientation only.", ""]
+    else:
+        lines += [results["label"], ""]
+    lines += [f"Agent `{results['agent']}` (preset `{results['agent_preset']}`) on `{results['env_id']}`, "
+              f"{n} seeds ({', '.join(map(str, results['seeds']))}), backend `{results['backend']}`.",
+              f"Command: `{results['command']}`", "",
+              "## Final return per seed", "",
+              "Each seed's deterministic evaluation after training (final.json).", "",
+              per_seed_table([{"seed": r["seed"], "eval": {"mean": r["return"], "std": r["std"],
+                                                                  "episodes": r["episodes"]},
+                                       "env_steps": r["env_steps"], "wall_s": r["wall_s"]}
+                                      for r in results["per_seed"]]), "",
+              "## Aggregate over seeds", "",
+              summary_table(s), "",
+              *_early_stop_note(results),
+              f"IQM: mean of the middle 50% of seeds (trims int(0.25·n) = {int(0.25 * n)} from each end). "
+              f"CIs: percentile stratified bootstrap over seeds, {s['bootstrap_reps']:,} replicates, seed "
+              f"{s['bootstrap_seed']} (Agarwal et al. 2021, rliable). With {n} seeds they are wide; "
+              "read them as such.", "",
+              "## Reference", ""]
+    rows = [[ref.get("source", "—"), format_reference(ref), fmt(results["budget"])]]
+    rows += [[r.get("source", "—"), format_reference(r), fmt(r.get("steps"))]
+             for r in results["also"]]
+    lines += [markdown_table(["source", "score", "budget (steps)"], rows), ""]
+    cmp_ = results["comparison"]
+    if cmp_ is not None:
+        lo, hi = cmp_["range"]
+        verdict = f"rlkit's mean {fmt(s['mean'])} (95% CI [{fmt(s['mean_ci'][0])}, " \
+                  f"{fmt(s['mean_ci'][1])}]) against the reference range [{fmt(lo)}, " \
+                  f"{fmt(hi)}]: {cmp_['verdict']}."
+        if results["full_budget"] is False:
+            verdict += " Reduced budget: this says nothing about the reproduction."
+        lines += [verdict, ""]
+    if results["note"]:
+        lines += [f"Note: {results['note']}", ""]
+    lines += ["## Learning curves", ""]
+    if results["plot"]:
+        lines += [f"![learning curves]({results['plot']})", "",
+                  "Mean over seeds with a 95% bootstrap CI band; the dashed line is the reference.", ""]
+    else:
+        lines += [plot_note or "No learning-curve plot.", ""]
+    return "\n".join(lines)

@@ -76,7 +76,8 @@ def test_adversarial_runs_the_real_imitation_code(tmp_path, fixed_length_demos, 
 @pytest.mark.filterwarnings("ignore:.*Box (low|high)'s precision lowered:UserWarning")
 def test_variable_horizons_are_refused_in_one_line(tmp_path, fixed_length_demos):
     out = tmp_path / "random"
-    demos.record("random", "CartPole-v1", episodes=12, out=out, seed=0)  # lengths differ
+    policy = demos.resolve_policy("random", "CartPole-v1")
+    demos.record(policy, "CartPole-v1", episodes=12, out=out, seed=0)  # lengths differ
     with pytest.raises(RLKitError, match="different lengths .*allow_variable_horizon"):
         train_gail(small(tmp_path, out, "vh", demo_batch_size=32))
     with pytest.raises(RLKitError, match="lower --set demo_batch_size"):

@@ -229,7 +229,8 @@ def test_cli_train_eval_and_record_from_bc(tmp_path, cli, cartpole_demos):
     proc = cli("eval", str(run_dir), "--episodes", "2", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["episodes"] == 2
-    stats = demos.record(str(run_dir), "CartPole-v1", episodes=1, out=tmp_path / "from-bc")
+    policy = demos.resolve_policy(str(run_dir), "CartPole-v1")
+    stats = demos.record(policy, "CartPole-v1", episodes=1, out=tmp_path / "from-bc")
     assert stats["episodes"] == 1
 
 

@@ -15,13 +15,21 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
-from rlkit.demos.dataset import INDEX, DatasetWriter, space_from_json, space_to_json
+from rlkit.demos.dataset import INDEX, space_from_json, space_to_json
+from rlkit.demos.writer import DatasetWriter
 
 from rlkit import demos
 from rlkit.errors import RLKitError
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTED_CARTPOLE = "python:rlkit.demos.scripted:cartpole"
+
+
+def record_source(spec: str, env_id: str, episodes: int, out, seed: int = 0, **kwargs) -> dict:
+    """What `rlkit demos record --policy SOURCE` does: resolve the source, then record the Policy."""
+    policy = demos.resolve_policy(spec, env_id, seed=seed, env_kwargs=kwargs.get("env_kwargs"))
+    kwargs.setdefault("source", spec)
+    return demos.record(policy, env_id, episodes, out, seed=seed, **kwargs)
 
 
 def one_line(err: pytest.ExceptionInfo) -> str:
@@ -34,7 +42,7 @@ def one_line(err: pytest.ExceptionInfo) -> str:
 def cartpole_ds(tmp_path_factory):
     """5 random CartPole episodes (short, terminated), rewards not kept."""
     out = tmp_path_factory.mktemp("ds") / "cartpole"
-    demos.record("random", "CartPole-v1", 5, out, seed=3)
+    record_source("random", "CartPole-v1", 5, out, seed=3)
     return out
 
 
@@ -138,7 +146,7 @@ def test_replay_reports_the_step_where_a_tampered_episode_diverges(cartpole_ds):
 
 
 def test_pendulum_continuous_scripted_source_reproduces(tmp_path):
-    stats = demos.record("python:rlkit.demos.scripted:pendulum", "Pendulum-v1", 2, tmp_path / "p", seed=10,
+    stats = record_source("python:rlkit.demos.scripted:pendulum", "Pendulum-v1", 2, tmp_path / "p", seed=10,
                          keep_rewards=True, env_kwargs={"max_episode_steps": 60})
     ds = demos.load(tmp_path / "p")
     assert stats["steps"] == 120 and ds.meta["env_kwargs"] == {"max_episode_steps": 60}
@@ -150,7 +158,7 @@ def test_pendulum_continuous_scripted_source_reproduces(tmp_path):
 
 def test_atari_images_stored_once_per_frame_and_reproduce(tmp_path):
     pytest.importorskip("ale_py")
-    demos.record("random", "PongNoFrameskip-v4", 2, tmp_path / "pong", seed=0,
+    record_source("random", "PongNoFrameskip-v4", 2, tmp_path / "pong", seed=0,
                  env_kwargs={"max_episode_steps": 160})  # 160 raw frames ~ 35 agent steps after no-ops
     ds = demos.load(tmp_path / "pong")
     ep = ds[0]
@@ -209,7 +217,7 @@ def test_damage_gives_one_line_errors_naming_the_episode(cartpole_ds, tmp_path):
 
     # a deleted pack: a second session's episodes 5-6, appended to the first session's 0-4
     missing = copy_dataset(cartpole_ds, tmp_path / "missing")
-    demos.record("random", "CartPole-v1", 2, missing, seed=50, append=True)
+    record_source("random", "CartPole-v1", 2, missing, seed=50, append=True)
     (missing / "episodes" / "000005.pack").unlink()
     with pytest.raises(RLKitError) as err:
         demos.load(missing)
@@ -227,7 +235,7 @@ def test_damage_gives_one_line_errors_naming_the_episode(cartpole_ds, tmp_path):
         demos.load(cartpole_ds, env_id="Pendulum-v1")
     assert "recorded on CartPole-v1, not Pendulum-v1" in one_line(err)
     with pytest.raises(RLKitError) as err:
-        demos.record("random", "Acrobot-v1", 1, copy_dataset(cartpole_ds, tmp_path / "wrong"), append=True)
+        record_source("random", "Acrobot-v1", 1, copy_dataset(cartpole_ds, tmp_path / "wrong"), append=True)
     assert "cannot append" in one_line(err) and "env CartPole-v1 (not Acrobot-v1)" in str(err.value)
     with pytest.raises(RLKitError) as err:
         demos.load(tmp_path / "nowhere")
@@ -248,7 +256,7 @@ def test_append_adds_episodes_and_survives_a_torn_index_line(cartpole_ds, tmp_pa
     with DatasetWriter(ds_path, "CartPole-v1", env.observation_space, env.action_space, source="x", append=True):
         pass  # opening for append cuts what was never committed
     assert pack.stat().st_size == committed_bytes and not (ds_path / "episodes" / "000005.pack").exists()
-    stats = demos.record("random", "CartPole-v1", 2, ds_path, seed=100, append=True, source="second")
+    stats = record_source("random", "CartPole-v1", 2, ds_path, seed=100, append=True, source="second")
     ds = demos.load(ds_path)
     assert stats["total_episodes"] == 7 and [ep.index for ep in ds] == list(range(7))
     assert [ep.seed for ep in ds][5:] == [100, 101] and ds[6].source == "second" and ds.meta["source"] == "random"
@@ -294,7 +302,7 @@ if DRIFT_ID not in gym.envs.registry:
 def test_an_env_changing_its_obs_dtype_mid_episode_is_a_one_line_error_and_keeps_what_was_committed(tmp_path):
     out = tmp_path / "drift"
     with pytest.raises(RLKitError) as err:
-        demos.record("random", f"tests.test_demos:{DRIFT_ID}", 2, out, seed=0)
+        record_source("random", f"tests.test_demos:{DRIFT_ID}", 2, out, seed=0)
     assert "changed dtype or shape within an episode" in one_line(err)
     assert [ep.index for ep in demos.load(out)] == [0]  # episode 0 (seed 0) was committed before
 
@@ -320,7 +328,7 @@ def test_sigkilled_recorder_leaves_every_committed_episode(tmp_path):
     assert len(ds) >= reported
     assert [ep.index for ep in ds] == list(range(len(ds)))
     assert demos.replay(ds, episodes=[0, len(ds) - 1])["all_reproduced"]
-    demos.record("random", "CartPole-v1", 1, out, seed=10**6, append=True)  # the dataset stays appendable
+    record_source("random", "CartPole-v1", 1, out, seed=10**6, append=True)  # the dataset stays appendable
     # the pack holds the committed episodes and the appended one, and no bytes besides
     ds = demos.load(out)
     assert sum(p.stat().st_size for p in (out / "episodes").iterdir()) == sum(r["bytes"] for r in index_records(out))
@@ -352,7 +360,7 @@ def test_python_sources_function_class_and_errors(tmp_path):
         with pytest.raises(RLKitError, match=text) as err:
             demos.resolve_policy(bad, "CartPole-v1")
         one_line(err)
-    stats = demos.record(SCRIPTED_CARTPOLE, "CartPole-v1", 1, tmp_path / "s")
+    stats = record_source(SCRIPTED_CARTPOLE, "CartPole-v1", 1, tmp_path / "s")
     assert stats["steps"] == 500 and demos.load(tmp_path / "s").meta["source"] == SCRIPTED_CARTPOLE
 
 
@@ -375,7 +383,7 @@ def test_sb3_source_records_model_predict_actions(ppo_zip, tmp_path):
     from stable_baselines3 import PPO
 
     source = f"sb3:PPO:{ppo_zip}"
-    demos.record(source, "CartPole-v1", 2, tmp_path / "sb3", seed=5)
+    record_source(source, "CartPole-v1", 2, tmp_path / "sb3", seed=5)
     ds = demos.load(tmp_path / "sb3")
     model = PPO.load(ppo_zip, device="cpu")
     for ep in ds:
@@ -397,7 +405,7 @@ def test_rlkit_run_dir_source(tmp_path):
     run_dir = tmp_path / "run"
     train(DQNConfig(env_id="CartPole-v1", total_steps=300, learning_starts=100, eval_episodes=1, progress=False,
                     tensorboard=False, run_dir=str(run_dir), hidden=[16]))
-    demos.record(str(run_dir), "CartPole-v1", 1, tmp_path / "dqn", seed=2)
+    record_source(str(run_dir), "CartPole-v1", 1, tmp_path / "dqn", seed=2)
     ep = demos.load(tmp_path / "dqn")[0]
     policy = load_policy(run_dir)
     assert np.array_equal(policy.act(ep.obs[:-1], deterministic=True), ep.actions)
@@ -494,7 +502,7 @@ def test_imitation_round_trips_both_ways(ppo_zip, tmp_path):
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
 
-    demos.record("random", "CartPole-v1", 3, tmp_path / "r", seed=1, keep_rewards=True,
+    record_source("random", "CartPole-v1", 3, tmp_path / "r", seed=1, keep_rewards=True,
                  env_kwargs={"max_episode_steps": 15})
     ds = demos.load(tmp_path / "r")
     trajs = demos.to_trajectories(ds)
@@ -506,7 +514,7 @@ def test_imitation_round_trips_both_ways(ppo_zip, tmp_path):
     assert_same_episodes(ds, back, seeds=False)
     assert all(ep.seed is None for ep in back)
     assert demos.replay(back)["unreplayable"] == 3
-    no_rew = demos.load(demos.record("random", "CartPole-v1", 1, tmp_path / "nr")["out"])
+    no_rew = demos.load(record_source("random", "CartPole-v1", 1, tmp_path / "nr")["out"])
     assert type(demos.to_trajectories(no_rew)[0]) is Trajectory
 
     # the other direction: trajectories made by imitation's own rollout of a real SB3 expert
@@ -571,3 +579,36 @@ def test_cli_record_inspect_replay_convert(cli, capsys, tmp_path):
     r = cli("demos", "record", "--env", "Pendulum-v1", "--policy", "random", "--episodes", "1", "--out", str(out),
             "--append")
     assert r.returncode == 2 and "cannot append" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_record_takes_a_policy_and_calls_hooks_only_on_interactive_ones(tmp_path, capsys):
+    with pytest.raises(RLKitError) as err:
+        demos.record("random", "CartPole-v1", 1, tmp_path / "s")
+    assert "demos.resolve_policy('random', 'CartPole-v1')" in one_line(err)
+    calls = []
+
+    class Interactive:
+        needs_render = False
+
+        def act(self, obs, deterministic=True):
+            return np.zeros(len(obs), dtype=np.int64)
+
+        def begin_episode(self, env, index, total):
+            calls.append(("begin", index, total))
+
+        def close(self):
+            calls.append(("close",))
+
+    class OnlyClose:  # not an InteractivePolicy: its close() is not the recorder's to call
+        def act(self, obs, deterministic=True):
+            return np.zeros(len(obs), dtype=np.int64)
+
+        def close(self):
+            calls.append(("wrong",))
+
+    assert isinstance(Interactive(), demos.InteractivePolicy) and not isinstance(OnlyClose(), demos.InteractivePolicy)
+    demos.record(Interactive(), "CartPole-v1", 2, tmp_path / "i")
+    demos.record(OnlyClose(), "CartPole-v1", 1, tmp_path / "c")
+    assert calls == [("begin", 0, 2), ("begin", 1, 2), ("close",)]
+    with pytest.raises(RLKitError, match="non-negative"):
+        demos.replay(tmp_path / "i", atol=-1)

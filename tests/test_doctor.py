@@ -153,7 +153,7 @@ def test_doctor_json_schema_and_real_checks():
 def cartpole_demos(tmp_path):
     from rlkit import demos
 
-    demos.record("random", "CartPole-v1", episodes=2, out=tmp_path / "ds", seed=0)
+    demos.record(demos.resolve_policy("random", "CartPole-v1"), "CartPole-v1", episodes=2, out=tmp_path / "ds", seed=0)
     return demos.load(tmp_path / "ds")
 
 

@@ -10,7 +10,7 @@ import minari
 import numpy as np
 import pytest
 from minari.data_collector import EpisodeBuffer
-from rlkit.demos.dataset import DatasetWriter
+from rlkit.demos.writer import DatasetWriter
 
 from rlkit import demos
 from rlkit.errors import RLKitError
@@ -32,7 +32,8 @@ def assert_same(a: demos.Episode, b: demos.Episode) -> None:
 def cartpole(tmp_path_factory) -> Path:
     """4 random CartPole episodes capped at 20 steps (some terminate, some are truncated), no rewards."""
     out = tmp_path_factory.mktemp("mi") / "cp"
-    demos.record("random", "CartPole-v1", 4, out, seed=11, env_kwargs={"max_episode_steps": 20})
+    policy = demos.resolve_policy("random", "CartPole-v1", seed=11, env_kwargs={"max_episode_steps": 20})
+    demos.record(policy, "CartPole-v1", 4, out, seed=11, env_kwargs={"max_episode_steps": 20}, source="random")
     return out
 
 
@@ -54,8 +55,9 @@ def test_reward_free_export_recomputes_rewards_and_round_trips(cartpole, tmp_pat
     seeds = [m.get("seed") for m in mds.storage.get_episode_metadata(range(4))]
     assert seeds == [11, 12, 13, 14] == [ep.seed for ep in ds]
     # the independent reference for the recomputed rewards: the recorder's own, same seeds, kept this time
-    kept = demos.load(demos.record("random", "CartPole-v1", 4, tmp_path / "kept", seed=11, keep_rewards=True,
-                                   env_kwargs={"max_episode_steps": 20})["out"])
+    random_policy = demos.resolve_policy("random", "CartPole-v1", seed=11)
+    kept = demos.load(demos.record(random_policy, "CartPole-v1", 4, tmp_path / "kept", seed=11, keep_rewards=True,
+                                   source="random", env_kwargs={"max_episode_steps": 20})["out"])
     for ep, mep, ref in zip(ds, mds.iterate_episodes(), kept):
         assert np.array_equal(mep.observations, ep.obs) and np.array_equal(mep.actions, ep.actions)
         assert np.array_equal(mep.rewards, ref.rewards) and len(mep.rewards) == ep.length
@@ -88,7 +90,7 @@ def test_stored_rewards_are_exported_as_recorded_not_recomputed(tmp_path):
     assert mds.env_spec is None and mds.storage.metadata["rlkit"]["rewards"] == "recorded"
     assert [ep.rewards.tolist() for ep in mds.iterate_episodes()] == [[0.5, -2.0, 7.25], [1, 2, 3, 4, 5]]
     back = demos.from_minari(path)  # in memory
-    assert back.env_id == "nosuchpkg.envs:Noise-v0" and back.observation_space == space
+    assert back.meta["env_id"] == "nosuchpkg.envs:Noise-v0" and back.observation_space == space  # not imported
     for ep, b in zip(ds, back):
         assert_same(ep, b)  # bit-exact pixels: no lossy JPEG on the way
         assert np.array_equal(ep.rewards, b.rewards)
@@ -174,7 +176,8 @@ def test_a_spec_minari_cannot_store_is_a_one_line_error_and_leaves_nothing(tmp_p
     from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
     gym.register("rlkit_test/CallableEntry-v0", entry_point=CartPoleEnv, max_episode_steps=10)  # not JSON-able
-    demos.record("random", "rlkit_test/CallableEntry-v0", 1, tmp_path / "d", seed=0, keep_rewards=True)
+    env_id = "rlkit_test/CallableEntry-v0"
+    demos.record(demos.resolve_policy("random", env_id), env_id, 1, tmp_path / "d", seed=0, keep_rewards=True)
     with pytest.raises(RLKitError, match="Minari could not write") as err:
         demos.to_minari(demos.load(tmp_path / "d"), tmp_path / "m" / "callable-v0")
     one_line(err)

@@ -229,6 +229,25 @@ def test_plot_command(tiny_repro, tmp_path):
         reports.expand_runs(tmp_path)
 
 
+def test_presets_are_found_from_any_directory(tmp_path):
+    # the shipped presets live in the installed rlkit.agents package, not in an `agents` folder of the cwd
+    proc = run_cli("reproduce", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "dqn-cartpole" in [row["preset"] for row in json.loads(proc.stdout)]
+
+
+def test_the_split_modules_keep_their_concerns():
+    from rlkit import backends, plot_cli, reproduce_cli, reproduce_presets
+
+    assert reproduce_presets.get_preset("dqn-cartpole").agent == "dqn"
+    assert callable(backends.run_local) and callable(backends.run_ray)
+    assert callable(reproduce_cli.add_parser) and callable(plot_cli.add_parser)
+    from importlib.metadata import entry_points
+
+    targets = {ep.name: ep.value for ep in entry_points(group="rlkit.commands")}
+    assert targets["reproduce"] == "rlkit.reproduce_cli:add_parser" and targets["plot"] == "rlkit.plot_cli:add_parser"
+
+
 def test_unknown_preset_is_one_line_error():
     proc = run_cli("reproduce", "nope")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

@@ -1,0 +1,158 @@
+"""Execution backends: run training jobs (one run each) in spawned worker processes or as Ray tasks.
+
+Both take a list of :class:`Job` and a progress callback and return ``key -> final.json dict`` (or
+the exception the run raised); :func:`execute` picks one and turns failures into one RLKitError.
+Each run gets one OpenMP/MKL/torch thread: the runs are the parallelism.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlkit.errors import RLKitError, missing_extra
+from rlkit.registry import get_agent
+
+
+@dataclass
+class Job:
+    key: str  # "seed 3", "expert"
+    agent: str
+    config: dict[str, Any]
+    resume: bool = False
+
+
+_GATHERED_FILES = ("final.json", "config.json", "metrics.csv")
+
+
+def run_job(agent: str, config: dict[str, Any], resume: bool = False, gather: bool = False) -> dict[str, Any]:
+    """Train one run in this process and return its final.json (the worker function of both backends).
+
+    With ``gather`` the small result files travel back too, so a run on another Ray node still lands
+    in DIR on the driver's machine (checkpoints stay where the run ran unless DIR is shared storage).
+    """
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+    from rlkit.config import config_from_dict
+
+    spec = get_agent(agent)
+    result = spec.train(config_from_dict(spec.config_cls, config), resume=resume)
+    if gather:
+        run_dir = Path(result["run_dir"])
+        result["_files"] = {name: (run_dir / name).read_text() for name in _GATHERED_FILES
+                            if (run_dir / name).exists()}
+    return result
+
+
+def _worker_init() -> None:
+    # Before torch is imported in the worker: one OpenMP/MKL thread per run.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+
+
+Report = Callable[[Job, dict[str, Any] | BaseException, int, int], None]
+
+
+def run_local(jobs: list[Job], workers: int, report: Report) -> dict[str, dict[str, Any] | BaseException]:
+    """Run jobs in ``workers`` fresh (spawned) processes; returns key -> result or the exception."""
+    import multiprocessing
+
+    outcomes: dict[str, dict[str, Any] | BaseException] = {}
+    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no inherited torch threads or seeds
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
+        futures = {pool.submit(run_job, j.agent, j.config, j.resume): j for j in jobs}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                job = futures[fut]
+                exc = fut.exception()
+                outcomes[job.key] = exc if exc is not None else fut.result()
+                report(job, outcomes[job.key], len(outcomes), len(jobs))
+    return outcomes
+
+
+def run_ray(jobs: list[Job], workers: int, report: Report, address: str | None = None
+            ) -> dict[str, dict[str, Any] | BaseException]:
+    """Run jobs as Ray tasks (one CPU each) on a local instance of ``workers`` CPUs or on a cluster."""
+    try:
+        import ray
+    except ImportError:
+        raise missing_extra("ray", "ray") from None
+    started = not ray.is_initialized()
+    if started:
+        kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}
+        address = address or os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=workers, **kwargs)
+    outcomes: dict[str, dict[str, Any] | BaseException] = {}
+    try:
+        task = ray.remote(num_cpus=1, max_retries=0)(run_job)
+        refs = {task.remote(j.agent, j.config, j.resume, True): j for j in jobs}
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                job = refs[ref]
+                try:
+                    result = ray.get(ref)
+                    _write_gathered(Path(job.config["run_dir"]), result.pop("_files", {}))
+                    outcomes[job.key] = result
+                except Exception as e:  # RayTaskError wraps the task's own exception as .cause
+                    outcomes[job.key] = getattr(e, "cause", None) or e
+                report(job, outcomes[job.key], len(outcomes), len(jobs))
+    finally:
+        if started:
+            ray.shutdown()
+    return outcomes
+
+
+def _write_gathered(run_dir: Path, files: dict[str, str]) -> None:
+    """Write a remote run's result files where they are missing (on one machine they already exist)."""
+    from rlkit.checkpoint import atomic_write_text
+
+    for name, text in files.items():
+        if not (run_dir / name).exists():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / name, text)
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def print_progress(job: Job, outcome: dict[str, Any] | BaseException, done: int, total: int) -> None:
+    if isinstance(outcome, BaseException):
+        print(f"[{done}/{total}] {job.key} failed: {type(outcome).__name__}: {outcome}", file=sys.stderr)
+    else:
+        ev = outcome["eval"]
+        print(f"[{done}/{total}] {job.key} done: eval {ev['mean']:.1f} ± {ev['std']:.1f} "
+              f"({outcome['env_steps']} steps, {outcome['wall_s']:.0f}s)", file=sys.stderr)
+
+
+def execute(jobs: list[Job], backend: str, workers: int, address: str | None, report: Report
+             ) -> dict[str, dict[str, Any]]:
+    if not jobs:
+        return {}
+    if backend == "ray":
+        outcomes = run_ray(jobs, workers, report, address)
+    else:
+        outcomes = run_local(jobs, min(workers, len(jobs)), report)
+    failed = {k: v for k, v in outcomes.items() if isinstance(v, BaseException)}
+    if failed:
+        key, exc = next(iter(failed.items()))
+        message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise RLKitError(f"{len(failed)} of {len(jobs)} runs failed ({', '.join(failed)}); {key}: {message}; "
+                         "completed runs are kept, rerun the same command to retry the rest")
+    return outcomes  # type: ignore[return-value]

@@ -1,0 +1,103 @@
+"""The schema of reproduction presets: ``agents/presets/reproduce.yaml`` or a user's own file (``--presets``).
+
+A preset names an agent, that agent's preset, the budget at which the published number was measured,
+the number itself with its source, and optionally an expert and demonstrations for imitation agents.
+:func:`build_config` turns one into the agent's config (without a seed or run directory).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rlkit.config import BaseConfig, apply_overrides, resolve_preset
+from rlkit.errors import RLKitError
+from rlkit.registry import agent_names, get_agent
+
+_PRESET_KEYS = {"agent", "preset", "seeds", "budget", "eval_points", "reference", "also", "overrides", "demos",
+                "note"}
+
+
+@dataclass
+class ReproducePreset:
+    """One entry of reproduce.yaml (see the comment at the top of that file)."""
+
+    name: str
+    agent: str
+    preset: str | None = None
+    seeds: int = 5
+    budget: int | None = None
+    eval_points: int = 20
+    reference: dict[str, Any] = field(default_factory=dict)
+    also: list[dict[str, Any]] = field(default_factory=list)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    demos: dict[str, Any] | None = None
+    note: str = ""
+
+    @classmethod
+    def from_dict(cls, name: str, data: dict[str, Any], source: Path) -> ReproducePreset:
+        unknown = set(data) - _PRESET_KEYS
+        if unknown:
+            raise RLKitError(f"reproduce preset {name!r} in {source} has unknown keys {sorted(unknown)}; "
+                             f"known: {', '.join(sorted(_PRESET_KEYS))}")
+        if "agent" not in data:
+            raise RLKitError(f"reproduce preset {name!r} in {source} names no agent; add `agent: NAME`")
+        preset = cls(name=name, **data)
+        if preset.seeds < 1 or preset.eval_points < 1 or (preset.budget is not None and preset.budget < 1):
+            raise RLKitError(f"reproduce preset {name!r}: seeds, eval_points and budget must be positive")
+        return preset
+
+
+def default_presets_file() -> Path:
+    """agents/presets/reproduce.yaml, found without importing rlkit.agents (the core must not import it)."""
+    spec = find_spec("rlkit.agents")
+    if spec is None or not spec.submodule_search_locations:
+        raise RLKitError("the agents package is not installed, so rlkit has no reproduction presets; "
+                         "pass --presets FILE")
+    return Path(list(spec.submodule_search_locations)[0]) / "presets" / "reproduce.yaml"
+
+
+def load_presets(path: str | Path | None = None) -> dict[str, ReproducePreset]:
+    path = Path(path) if path else default_presets_file()
+    if not path.exists():
+        raise RLKitError(f"reproduction presets file {path} not found")
+    data = yaml.safe_load(path.read_text()) or {}
+    return {name: ReproducePreset.from_dict(name, dict(values or {}), path) for name, values in data.items()}
+
+
+def get_preset(name: str, path: str | Path | None = None) -> ReproducePreset:
+    presets = load_presets(path)
+    if name not in presets:
+        raise RLKitError(f"unknown reproduction preset {name!r}; available: {', '.join(sorted(presets))}")
+    preset = presets[name]
+    installed = agent_names()
+    if preset.agent not in installed:
+        raise RLKitError(f"preset {name!r} needs agent {preset.agent!r}, which is not installed yet "
+                         f"(installed: {', '.join(installed) or 'none'})")
+    return preset
+
+
+def build_config(preset: ReproducePreset, steps: int | None = None, eval_points: int | None = None) -> BaseConfig:
+    """Agent defaults -> agent preset -> reproduce overrides -> budget and eval schedule (seed not set)."""
+    spec = get_agent(preset.agent)
+    cfg = apply_overrides(spec.config_cls(), spec.defaults, source="agent defaults")
+    if preset.preset:
+        cfg = apply_overrides(cfg, resolve_preset(spec.presets(), preset.preset, preset.agent),
+                              source=f"preset {preset.preset!r}")
+    cfg = apply_overrides(cfg, preset.overrides, source=f"reproduce preset {preset.name!r}")
+    if steps is not None and steps < 1:
+        raise RLKitError(f"--steps must be at least 1; got {steps}")
+    total = steps or preset.budget or cfg.total_steps
+    # One torch thread per run: the seeds are the parallelism, and oversubscribed threads slow everyone.
+    changes: dict[str, Any] = {"total_steps": total, "progress": False, "torch_threads": 1}
+    if eval_points is not None and eval_points < 1:
+        raise RLKitError(f"--eval-points must be at least 1; got {eval_points}")
+    if total > 0:
+        eval_every = max(total // (eval_points or preset.eval_points), 1)
+        # Every evaluation must reach metrics.csv, so metrics are written at least as often.
+        changes.update(eval_every=eval_every, log_every=min(cfg.log_every, eval_every))
+    return apply_overrides(cfg, changes, source="reproduce")

@@ -271,7 +271,7 @@ def train(cfg: A2CConfig, resume: bool = False) -> dict[str, Any]:
     envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
     check_spaces(obs_space, act_space, "a2c")
-    run = Run("a2c", cfg, resume=resume)
+    run = Run("a2c", cfg, resume=resume)  # seeds the global RNGs, sets thread counts
     model = build_model(obs_space, act_space, cfg.hidden, cfg.activation, cfg.shared_trunk)
     optimizer = cfg.build_optimizer(model.parameters())
     global_step = 0

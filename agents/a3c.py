@@ -16,17 +16,17 @@ or Adam's moments) live in shared memory, so all workers update the same ones: t
 RMSProp". The global step counter reserves ``t_max`` steps before each rollout, so the budget is exact.
 
 Start method: 'fork' by default, deliberately ('spawn' is an option). Workers must start fast: spawn
-starts a fresh interpreter that imports torch, about a second per worker on an idle core and several
-on a loaded one, which can be as long as a whole CartPole run; fork starts workers in milliseconds
-(benchmarks/bench_a2c_a3c.py). Fork is safe here because of what the children do, not by luck: the
-parent already holds threads (TensorBoard's writer, tqdm's monitor), whose locks a forked child inherits in whatever state they were, but a worker never touches the logger, tqdm or anything that
-the parent's threads lock; torch runs on one thread in the parent (no OpenMP team exists to break)
-and the worker calls torch.set_num_threads(1) first; CPU tensors in shared memory are inherited as
-they are (torch's docs restrict fork only for CUDA); and a forked child leaves through os._exit,
-running none of the parent's exit handlers. Use ``start_method=spawn`` where fork is unavailable or
-unsafe (Windows, macOS with system frameworks loaded, CUDA models): spawned workers read
-OMP_NUM_THREADS=1 before torch loads, and multiprocessing adds its resource-tracker helper process,
-which exits with the main process.
+starts a fresh interpreter that imports torch, about a second per worker on an idle core and several on
+a loaded one, which can be as long as a whole CartPole run; fork starts workers in milliseconds. Fork is
+safe here because of what the children do, not by luck: the parent already holds threads (TensorBoard's
+writer, tqdm's monitor), whose locks a forked child inherits in whatever state they were, but a worker
+never touches the logger, tqdm or anything that the parent's threads lock; torch runs on one thread in
+the parent (no OpenMP team exists to break) and the worker calls torch.set_num_threads(1) first; CPU
+tensors in shared memory are inherited as they are (torch's docs restrict fork only for CUDA); and a
+forked child leaves through os._exit, running none of the parent's exit handlers. Use
+``start_method=spawn`` where fork is unavailable or unsafe (Windows, macOS with system frameworks
+loaded, CUDA models): spawned workers read OMP_NUM_THREADS=1 before torch loads, and multiprocessing
+adds its resource-tracker helper process, which exits with the main process.
 
 Shutdown: the step budget, ``target_return``, Ctrl-C (SIGINT, which workers ignore so that the main
 process decides) or any worker's exception set a shared stop event; workers finish their update and
@@ -295,7 +295,7 @@ def train(cfg: A3CConfig, resume: bool = False) -> dict[str, Any]:
     check_spaces(obs_space, act_space, "a3c")
     # cfg.num_workers stays as the user gave it (0 = one per core): config.json keeps the choice, final.json the count.
     num_workers = cfg.num_workers or available_cores()
-    run = Run("a3c", cfg, resume=resume)
+    run = Run("a3c", cfg, resume=resume)  # seeds the global RNGs, sets thread counts
     model = build_model(obs_space, act_space, cfg.hidden, cfg.activation, cfg.shared_trunk)
     optimizer = cfg.build_optimizer(model.parameters())
     first_step = 0

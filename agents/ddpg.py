@@ -242,7 +242,7 @@ def train(cfg: DDPGConfig, resume: bool = False, agent: str = "ddpg") -> dict[st
     envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
     check_spaces(obs_space, act_space, cfg.env_id, agent)
-    run = Run(agent, cfg, resume=resume)
+    run = Run(agent, cfg, resume=resume)  # seeds the global RNGs, sets thread counts
     stride = cfg.num_envs
     low, high = act_space.low.astype(np.float32), act_space.high.astype(np.float32)
     half_range = (high - low) / 2

@@ -141,7 +141,7 @@ def train(cfg: DQNConfig, resume: bool = False) -> dict[str, Any]:
     cfg.validate()
     envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
     check_action_space(envs.single_action_space, cfg.env_id)
-    run = Run("dqn", cfg, resume=resume)
+    run = Run("dqn", cfg, resume=resume)  # seeds the global RNGs, sets thread counts
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
     n_actions = int(act_space.n)
 

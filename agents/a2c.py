@@ -42,7 +42,7 @@ from rlkit.envs import VecEnv, make_vec_env
 from torch import nn
 from torch.distributions import Distribution
 
-from rlkit.config import BaseConfig, config_from_dict, default, opt
+from rlkit.config import BaseConfig, config_from_dict, default, opt, require_at_least_one
 from rlkit.errors import RLKitError
 from rlkit.nets import ActorCritic, numpy_actor_critic
 from rlkit.optim import OptimizerName, OptimizerOptions, set_lr
@@ -90,8 +90,7 @@ class A2CConfig(ActorCriticOptions, OptimizerOptions, BaseConfig):
     def validate(self) -> None:
         self.validate_actor_critic()
         self.validate_optimizer()
-        if self.num_envs < 1 or self.n_steps < 1:
-            raise RLKitError(f"num_envs and n_steps must be at least 1; got {self.num_envs} and {self.n_steps}")
+        require_at_least_one(self, "num_envs", "n_steps")
 
 
 # ALGO LOGIC: the math, as pure functions (unit-tested against a loop reference and hand values).
@@ -233,6 +232,19 @@ def build_model(observation_space: gym.Space, action_space: gym.Space, hidden: l
                        activation=nn.Tanh if activation == "tanh" else nn.ReLU)
 
 
+def build_learner(cfg: A2CConfig | Any, observation_space: gym.Space, action_space: gym.Space,
+                  resume_state: dict[str, Any] | None) -> tuple[ActorCritic, torch.optim.Optimizer, int]:
+    """The model and its optimizer (A2C's and A3C's), restored from ``resume_state`` when resuming;
+    returns them and the global step to continue from."""
+    model = build_model(observation_space, action_space, cfg.hidden, cfg.activation, cfg.shared_trunk)
+    optimizer = cfg.build_optimizer(model.parameters())
+    if resume_state is None:
+        return model, optimizer, 0
+    model.load_state_dict(resume_state["model"])
+    optimizer.load_state_dict(resume_state["optimizer"])
+    return model, optimizer, int(resume_state["global_step"])
+
+
 def make_actor(model: ActorCritic, rng: np.random.Generator) -> Actor:
     """The rollout actor: numpy (:func:`rlkit.nets.numpy_actor_critic`) where it applies, else the torch
     module (torch's RNG samples)."""
@@ -272,13 +284,7 @@ def train(cfg: A2CConfig, resume: bool = False) -> dict[str, Any]:
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
     check_spaces(obs_space, act_space, "a2c")
     run = Run("a2c", cfg, resume=resume)  # seeds the global RNGs, sets thread counts
-    model = build_model(obs_space, act_space, cfg.hidden, cfg.activation, cfg.shared_trunk)
-    optimizer = cfg.build_optimizer(model.parameters())
-    global_step = 0
-    if run.resume_state is not None:
-        model.load_state_dict(run.resume_state["model"])
-        optimizer.load_state_dict(run.resume_state["optimizer"])
-        global_step = run.global_step
+    model, optimizer, global_step = build_learner(cfg, obs_space, act_space, run.resume_state)
     run.restore_rng()
     actor = make_actor(model, run.rng)
     policy = make_policy(model, obs_space, act_space)

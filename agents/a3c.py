@@ -68,6 +68,7 @@ import torch
 import torch.multiprocessing as mp
 from rlkit.agents.a2c import (
     ActorCriticOptions,
+    build_learner,
     build_model,
     check_spaces,
     collect_rollout,
@@ -293,16 +294,10 @@ def train(cfg: A3CConfig, resume: bool = False) -> dict[str, Any]:
     obs_space, act_space = probe.observation_space, probe.action_space
     probe.close()
     check_spaces(obs_space, act_space, "a3c")
-    # cfg.num_workers stays as the user gave it (0 = one per core): config.json keeps the choice, final.json the count.
+    # cfg.num_workers stays as given (0 = one per core): config.json keeps the choice, final.json the count.
     num_workers = cfg.num_workers or available_cores()
     run = Run("a3c", cfg, resume=resume)  # seeds the global RNGs, sets thread counts
-    model = build_model(obs_space, act_space, cfg.hidden, cfg.activation, cfg.shared_trunk)
-    optimizer = cfg.build_optimizer(model.parameters())
-    first_step = 0
-    if run.resume_state is not None:
-        model.load_state_dict(run.resume_state["model"])
-        optimizer.load_state_dict(run.resume_state["optimizer"])
-        first_step = run.global_step
+    model, optimizer, first_step = build_learner(cfg, obs_space, act_space, run.resume_state)
     run.restore_rng()
     model.share_memory()
     optim_state = share_optimizer_state(optimizer)

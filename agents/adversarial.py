@@ -37,7 +37,7 @@ import numpy as np
 from rlkit.agents.bc import load_demos, resolve_env
 from rlkit.envs import make_env
 
-from rlkit.config import BaseConfig, config_from_dict, opt
+from rlkit.config import BaseConfig, config_from_dict, opt, require_at_least_one
 from rlkit.errors import RLKitError
 from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
 from rlkit.run import Run
@@ -63,9 +63,7 @@ class GeneratorOptions:
     gae_lambda: float = opt(0.95, "GAE lambda of PPO")
 
     def validate_generator(self) -> None:
-        for name in ("num_envs", "ppo_n_steps", "ppo_batch_size", "ppo_epochs"):
-            if getattr(self, name) < 1:
-                raise RLKitError(f"{name} must be at least 1; got {getattr(self, name)}")
+        require_at_least_one(self, "num_envs", "ppo_n_steps", "ppo_batch_size", "ppo_epochs")
 
 
 @dataclass
@@ -86,9 +84,7 @@ class AdversarialConfig(GeneratorOptions, BaseConfig):
 
     def validate(self) -> None:
         self.validate_generator()
-        for name in ("demo_batch_size", "n_disc_updates_per_round"):
-            if getattr(self, name) < 1:
-                raise RLKitError(f"{name} must be at least 1; got {getattr(self, name)}")
+        require_at_least_one(self, "demo_batch_size", "n_disc_updates_per_round")
 
 
 def make_sb3_venv(env_id: str, num_envs: int, seed: int, env_kwargs: dict | None = None) -> Any:

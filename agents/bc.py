@@ -41,7 +41,7 @@ from rlkit.envs import make_env
 from torch import nn
 from torch.distributions import Categorical
 
-from rlkit.config import BaseConfig, config_from_dict, opt
+from rlkit.config import BaseConfig, config_from_dict, opt, require_at_least_one
 from rlkit.errors import RLKitError
 from rlkit.nets import DeterministicActor, QNetwork, init_orthogonal, numpy_forward
 from rlkit.optim import FlatAdam
@@ -75,9 +75,7 @@ class BCConfig(BaseConfig):
     def validate(self) -> None:
         if not 0 <= self.val_fraction < 1:
             raise RLKitError(f"val_fraction must be in [0, 1); got {self.val_fraction}")
-        for name in ("batch_size", "epochs"):
-            if getattr(self, name) < 1:
-                raise RLKitError(f"{name} must be at least 1; got {getattr(self, name)}")
+        require_at_least_one(self, "batch_size", "epochs")
 
 
 # ALGO LOGIC: the math, as pure functions (unit-tested against hand values).

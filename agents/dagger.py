@@ -53,7 +53,7 @@ from rlkit.agents.bc import (
 from rlkit.agents.bc import load_policy as load_bc_policy
 from rlkit.envs import make_env
 
-from rlkit.config import BaseConfig, opt
+from rlkit.config import BaseConfig, opt, require_at_least_one
 from rlkit.errors import RLKitError
 from rlkit.optim import FlatAdam
 from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
@@ -84,9 +84,7 @@ class DAggerConfig(BaseConfig):
     loss: Literal["auto", "ce", "mse", "nll"] = opt("auto", "BC loss: auto (ce / mse), ce, mse or nll")
 
     def validate(self) -> None:
-        for name in ("rounds", "episodes_per_round", "epochs_per_round", "batch_size", "beta_rampdown"):
-            if getattr(self, name) < 1:
-                raise RLKitError(f"{name} must be at least 1; got {getattr(self, name)}")
+        require_at_least_one(self, "rounds", "episodes_per_round", "epochs_per_round", "batch_size", "beta_rampdown")
         if not 0 <= self.beta_decay <= 1:
             raise RLKitError(f"beta_decay must be in [0, 1]; got {self.beta_decay}")
 

@@ -42,7 +42,15 @@ import torch
 from rlkit.envs import make_vec_env
 
 from rlkit.buffers import ReplayBuffer
-from rlkit.config import BaseConfig, ReplayOptions, apply_overrides, config_from_dict, default, opt
+from rlkit.config import (
+    BaseConfig,
+    ReplayOptions,
+    apply_overrides,
+    config_from_dict,
+    default,
+    opt,
+    require_at_least_one,
+)
 from rlkit.errors import RLKitError
 from rlkit.nets import DeterministicActor, QCriticEnsemble, is_image_space, numpy_forward, polyak_update
 from rlkit.optim import make_optimizer
@@ -77,8 +85,7 @@ class DDPGConfig(ReplayOptions, BaseConfig):
 
     def validate(self) -> None:
         self.validate_replay()
-        if self.policy_delay < 1:
-            raise RLKitError(f"policy_delay must be at least 1; got {self.policy_delay}")
+        require_at_least_one(self, "policy_delay")
         for name in ("noise_std", "target_noise", "target_noise_clip", "critic_weight_decay", "ou_theta"):
             if getattr(self, name) < 0:
                 raise RLKitError(f"{name} must be non-negative; got {getattr(self, name)}")

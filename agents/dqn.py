@@ -33,7 +33,7 @@ from rlkit.envs import is_atari, make_vec_env
 from torch import nn
 
 from rlkit.buffers import PrioritizedReplayBuffer, ReplayBuffer
-from rlkit.config import BaseConfig, ReplayOptions, config_from_dict, opt
+from rlkit.config import BaseConfig, ReplayOptions, config_from_dict, opt, require_at_least_one
 from rlkit.errors import RLKitError
 from rlkit.nets import QNetwork, numpy_forward, polyak_update
 from rlkit.optim import OptimizerOptions, linear, set_lr
@@ -66,9 +66,7 @@ class DQNConfig(ReplayOptions, OptimizerOptions, BaseConfig):
     def validate(self) -> None:
         self.validate_replay()
         self.validate_optimizer()
-        for name in ("target_update_every", "n_step"):
-            if getattr(self, name) < 1:
-                raise RLKitError(f"{name} must be at least 1; got {getattr(self, name)}")
+        require_at_least_one(self, "target_update_every", "n_step")
 
 
 # ALGO LOGIC: the math, as pure functions (unit-tested against hand values).

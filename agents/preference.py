@@ -33,7 +33,7 @@ import torch
 from rlkit.agents.adversarial import GeneratorOptions, load_sb3_policy, make_ppo, make_sb3_venv, sb3_bytes
 from rlkit.envs import make_env
 
-from rlkit.config import BaseConfig, default, opt
+from rlkit.config import BaseConfig, default, opt, require_at_least_one
 from rlkit.errors import RLKitError
 from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
 from rlkit.run import Run
@@ -65,9 +65,7 @@ class PreferenceConfig(GeneratorOptions, BaseConfig):
 
     def validate(self) -> None:
         self.validate_generator()
-        for name in ("total_comparisons", "num_iterations", "fragment_length", "correlation_steps"):
-            if getattr(self, name) < 1:
-                raise RLKitError(f"{name} must be at least 1; got {getattr(self, name)}")
+        require_at_least_one(self, "total_comparisons", "num_iterations", "fragment_length", "correlation_steps")
 
 
 # ALGO LOGIC: the measure of success, a pure function (unit-tested).

@@ -39,6 +39,13 @@ def default(options: type, name: str, value: Any) -> Any:
     return opt(value, options.__dataclass_fields__[name].metadata["help"])
 
 
+def require_at_least_one(cfg: Any, *names: str) -> None:
+    """A one-line RLKitError naming the first of the fields ``names`` of ``cfg`` that is below 1."""
+    for name in names:
+        if getattr(cfg, name) < 1:
+            raise RLKitError(f"{name} must be at least 1; got {getattr(cfg, name)}")
+
+
 @dataclass
 class BaseConfig:
     """Fields every agent shares."""
@@ -93,9 +100,7 @@ class ReplayOptions:
             raise RLKitError(f"tau must be in (0, 1]; got {self.tau}")
         if not 0 <= self.gamma <= 1:
             raise RLKitError(f"gamma must be in [0, 1]; got {self.gamma}")
-        for name in ("batch_size", "train_every", "gradient_steps", "num_envs", "buffer_size"):
-            if getattr(self, name) < 1:
-                raise RLKitError(f"{name} must be at least 1; got {getattr(self, name)}")
+        require_at_least_one(self, "batch_size", "train_every", "gradient_steps", "num_envs", "buffer_size")
         if self.learning_starts < 0:
             raise RLKitError(f"learning_starts must be non-negative; got {self.learning_starts}")
 

@@ -173,11 +173,11 @@ def train(cfg: DQNConfig, resume: bool = False) -> dict[str, Any]:
                 "optimizer": optimizer.state_dict(), "observation_space": obs_space, "action_space": act_space}
 
     stride = cfg.num_envs
-    decay_steps = max(cfg.exploration_fraction * cfg.total_steps, 1e-9)
+    decay_steps = cfg.exploration_fraction * cfg.total_steps
     with run.checkpoint_on_interrupt(lambda: (global_step, state_dict())):
         while global_step < cfg.total_steps:
             # ALGO LOGIC: epsilon-greedy action selection.
-            epsilon = linear(cfg.epsilon_start, cfg.epsilon_end, global_step / decay_steps)
+            epsilon = linear(cfg.epsilon_start, cfg.epsilon_end, global_step / decay_steps if decay_steps > 0 else 1.0)
             actions = policy.act(obs)
             explore = run.rng.random(stride) < epsilon
             if explore.any():

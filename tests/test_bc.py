@@ -169,6 +169,28 @@ def test_resume_continues_the_epoch_count(tmp_path, cartpole_demos):
     assert again["epochs"] == 4 and again["gradient_steps"] == 2 * first["gradient_steps"]
 
 
+def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path, cartpole_demos, monkeypatch):
+    from rlkit.agents import bc
+
+    calls = []
+
+    def interrupted_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original_epoch(*args, **kwargs)
+
+    original_epoch = bc.train_epoch
+    monkeypatch.setattr(bc, "train_epoch", interrupted_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(quick(tmp_path, cartpole_demos, epochs=5, checkpoint_every=0))
+    state = load_checkpoint(tmp_path / "run")  # written on the way out, after two finished epochs
+    assert state["epoch"] == 2 and state["global_step"] > 0
+    monkeypatch.setattr(bc, "train_epoch", original_epoch)
+    result = train(quick(tmp_path, cartpole_demos, epochs=5, checkpoint_every=0), resume=True)
+    assert result["epochs"] == 5
+
+
 def test_num_demos_and_bad_input(tmp_path, cartpole_demos):
     assert train(quick(tmp_path, cartpole_demos, num_demos=1))["train_transitions"] == 500  # 1 episode: no split
     with pytest.raises(RLKitError, match="holds 10 episodes"):

@@ -23,9 +23,8 @@ Deviations from the paper, and why:
       the paper's workers end a rollout at a terminal state.
     * Gaussian actions are clipped to the Box bounds before the env sees them; the log-probability
       uses the unclipped sample (as SB3 does).
-    * Rollouts act through numpy views of the same weights when the network is a plain MLP on flat
-      observations: at batch sizes 1-16 a torch forward costs 5-10x more than the matrix products.
-      Images and Discrete observations act through torch.
+    * Rollouts act through numpy views of the same weights (:func:`rlkit.nets.numpy_actor_critic`) when
+      the network is a plain MLP on flat observations; images and Discrete observations act through torch.
 
 Run it: ``rlkit train a2c --env CartPole-v1 --preset cartpole`` or ``python -m rlkit.agents.a2c --help``.
 """
@@ -34,20 +33,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import gymnasium as gym
 import numpy as np
 import torch
-from rlkit.envs import VecEnv, make_env, make_vec_env
+from rlkit.envs import VecEnv, make_vec_env
 from torch import nn
 from torch.distributions import Distribution
 
-from rlkit.config import BaseConfig, config_from_dict, opt
+from rlkit.config import BaseConfig, config_from_dict, default, opt, require_at_least_one
 from rlkit.errors import RLKitError
-from rlkit.nets import ActorCritic, CategoricalHead
-from rlkit.registry import AgentSpec
+from rlkit.nets import ActorCritic, numpy_actor_critic
+from rlkit.optim import OptimizerName, OptimizerOptions, set_lr
+from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
 from rlkit.run import Run
 from rlkit.types import TorchPolicy
 
@@ -56,16 +55,15 @@ Actor = Callable[..., tuple[np.ndarray, np.ndarray]]  # actor(obs_batch, determi
 
 @dataclass
 class ActorCriticOptions:
-    """The loss, optimizer and network options of A2C and A3C (both configs mix them in; defaults follow
-    SB3/Baselines and the A3C paper, presets hold per-task values)."""
+    """The loss and network options of A2C and A3C, and their optimizer defaults (both configs mix them in
+    before :class:`OptimizerOptions`; defaults follow SB3/Baselines and the A3C paper, presets hold per-task
+    values)."""
 
     gamma: float = opt(0.99, "discount factor")
     gae_lambda: float = opt(1.0, "GAE lambda in [0, 1]; 1.0 gives the paper's n-step returns")
-    lr: float = opt(7e-4, "learning rate")
-    lr_schedule: Literal["constant", "linear"] = opt("constant", "linear anneals the learning rate to 0 at total_steps")
-    optimizer: Literal["rmsprop", "adam"] = opt("rmsprop", "rmsprop (the paper's) or adam; shared by A3C's workers")
-    rmsprop_alpha: float = opt(0.99, "RMSProp decay of the squared-gradient average (paper: 0.99)")
-    optimizer_eps: float = opt(1e-5, "epsilon of the optimizer")
+    lr: float = default(OptimizerOptions, "lr", 7e-4)
+    optimizer: OptimizerName = default(OptimizerOptions, "optimizer", "rmsprop")  # the paper's; A3C shares its state
+    optimizer_eps: float = default(OptimizerOptions, "optimizer_eps", 1e-5)
     ent_coef: float = opt(0.01, "weight of the entropy bonus (paper: 0.01)")
     vf_coef: float = opt(0.5, "weight of the value loss")
     max_grad_norm: float = opt(0.5, "clip each update's gradients to this global norm (0 = no clipping)")
@@ -78,21 +76,21 @@ class ActorCriticOptions:
     def validate_actor_critic(self) -> None:
         if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
             raise RLKitError(f"gamma and gae_lambda must be in [0, 1]; got {self.gamma} and {self.gae_lambda}")
-        if self.lr <= 0 or self.ent_coef < 0 or self.vf_coef < 0 or self.max_grad_norm < 0:
-            raise RLKitError("lr must be positive and ent_coef, vf_coef, max_grad_norm non-negative")
+        if self.ent_coef < 0 or self.vf_coef < 0 or self.max_grad_norm < 0:
+            raise RLKitError("ent_coef, vf_coef and max_grad_norm must be non-negative")
 
 
 @dataclass
-class A2CConfig(ActorCriticOptions, BaseConfig):
-    """A2C hyper-parameters: the shared actor-critic options plus the vector env's."""
+class A2CConfig(ActorCriticOptions, OptimizerOptions, BaseConfig):
+    """A2C hyper-parameters: the shared actor-critic and optimizer options plus the vector env's."""
 
     num_envs: int = opt(8, "parallel envs stepping in lockstep")
     n_steps: int = opt(5, "steps per env between updates (t_max in the A3C paper)")
 
     def validate(self) -> None:
         self.validate_actor_critic()
-        if self.num_envs < 1 or self.n_steps < 1:
-            raise RLKitError(f"num_envs and n_steps must be at least 1; got {self.num_envs} and {self.n_steps}")
+        self.validate_optimizer()
+        require_at_least_one(self, "num_envs", "n_steps")
 
 
 # ALGO LOGIC: the math, as pure functions (unit-tested against a loop reference and hand values).
@@ -218,84 +216,39 @@ def collect_rollout(envs: VecEnv, obs: np.ndarray, actor: Actor, n_steps: int, c
     return Rollout(obs_buf, actions_buf, rewards, terminated, truncated, values, next_values), obs, episodes
 
 
-# Networks, optimizers and fast acting (shared with agents/a3c.py).
+# Networks and acting (shared with agents/a3c.py).
+def check_spaces(observation_space: gym.Space, action_space: gym.Space, agent: str) -> None:
+    """Refuse what :class:`rlkit.nets.ActorCritic` cannot take, before a run directory is written."""
+    if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)):
+        raise RLKitError(f"{agent} supports Discrete and Box action spaces; got {action_space}")
+    if not isinstance(observation_space, (gym.spaces.Discrete, gym.spaces.Box)):
+        raise RLKitError(f"{agent} supports Box and Discrete observations; got {observation_space} "
+                         "(flatten Dict/Tuple spaces with gymnasium.wrappers.FlattenObservation)")
+
+
 def build_model(observation_space: gym.Space, action_space: gym.Space, hidden: list[int], activation: str,
                 shared_trunk: bool) -> ActorCritic:
-    if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)):
-        raise RLKitError(f"a2c/a3c support Discrete and Box action spaces; got {action_space}")
     return ActorCritic(observation_space, action_space, hidden, shared=shared_trunk,
                        activation=nn.Tanh if activation == "tanh" else nn.ReLU)
 
 
-def make_optimizer(kind: str, params: Any, lr: float, alpha: float, eps: float) -> torch.optim.Optimizer:
-    if kind == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, alpha=alpha, eps=eps, foreach=True)
-    return torch.optim.Adam(params, lr=lr, eps=eps, foreach=True)
-
-
-def learning_rate(lr: float, schedule: str, global_step: int, total_steps: int) -> float:
-    """Constant, or annealed linearly from ``lr`` to 0 at ``total_steps``."""
-    return lr * max(1.0 - global_step / total_steps, 0.0) if schedule == "linear" else lr
-
-
-def _numpy_layers(seq: nn.Sequential) -> list[tuple[str, Any, Any]] | None:
-    ops: list[tuple[str, Any, Any]] = []
-    for layer in seq:
-        if isinstance(layer, nn.Linear):  # .numpy() views share memory: optimizer steps show up here
-            ops.append(("linear", layer.weight.detach().numpy().T, layer.bias.detach().numpy()))
-        elif isinstance(layer, (nn.Tanh, nn.ReLU)):
-            ops.append((type(layer).__name__, None, None))
-        else:
-            return None
-    return ops
-
-
-def _run_layers(ops: list[tuple[str, Any, Any]], x: np.ndarray) -> np.ndarray:
-    for kind, weight, bias in ops:
-        x = x @ weight + bias if kind == "linear" else np.tanh(x) if kind == "Tanh" else np.maximum(x, 0.0)
-    return x
-
-
-def numpy_actor(model: ActorCritic, rng: np.random.Generator | None) -> Actor | None:
-    """``actor(obs, deterministic=False) -> (actions, values)`` on numpy views of the live weights, or None.
-
-    Works for plain MLPs on flat observations (on CPU); samples with ``rng`` (unused when deterministic).
-    Returns None for other networks (CNN, one-hot inputs), which then act through torch.
-    """
-    if model.encoder.n_discrete or model.encoder.cnn is not None or any(p.device.type != "cpu"
-                                                                        for p in model.parameters()):
-        return None
-    categorical = isinstance(model.policy, CategoricalHead)
-    trunk = _numpy_layers(model.trunk)
-    value_trunk = None if model.value_trunk is None else _numpy_layers(model.value_trunk)
-    if trunk is None or (model.value_trunk is not None and value_trunk is None):
-        return None
-    head = _numpy_layers(nn.Sequential(model.policy.logits if categorical else model.policy.mean))
-    value_head = _numpy_layers(nn.Sequential(model.value))
-    log_std = None if categorical else model.policy.log_std.detach().numpy()
-
-    def actor(obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        x = np.asarray(obs, dtype=np.float32).reshape(len(obs), -1)
-        hidden = _run_layers(trunk, x)
-        values = _run_layers(value_head, hidden if value_trunk is None else _run_layers(value_trunk, x))[:, 0]
-        out = _run_layers(head, hidden)
-        if categorical:
-            if deterministic:
-                return out.argmax(axis=1), values
-            cdf = np.cumsum(np.exp(out - out.max(axis=1, keepdims=True)), axis=1)
-            # inverse-CDF sampling: one uniform per row, scaled by the unnormalised total
-            u = rng.random((len(out), 1)) * cdf[:, -1:]
-            return np.minimum((cdf <= u).sum(axis=1), out.shape[1] - 1), values
-        if deterministic:
-            return out, values
-        return (out + np.exp(log_std) * rng.standard_normal(out.shape)).astype(np.float32), values
-
-    return actor
+def build_learner(cfg: A2CConfig | Any, observation_space: gym.Space, action_space: gym.Space,
+                  resume_state: dict[str, Any] | None) -> tuple[ActorCritic, torch.optim.Optimizer, int]:
+    """The model and its optimizer (A2C's and A3C's), restored from ``resume_state`` when resuming;
+    returns them and the global step to continue from."""
+    model = build_model(observation_space, action_space, cfg.hidden, cfg.activation, cfg.shared_trunk)
+    optimizer = cfg.build_optimizer(model.parameters())
+    if resume_state is None:
+        return model, optimizer, 0
+    model.load_state_dict(resume_state["model"])
+    optimizer.load_state_dict(resume_state["optimizer"])
+    return model, optimizer, int(resume_state["global_step"])
 
 
 def make_actor(model: ActorCritic, rng: np.random.Generator) -> Actor:
-    """The rollout actor: :func:`numpy_actor` where it applies, else the torch module (torch's RNG samples)."""
-    fast = numpy_actor(model, rng)
+    """The rollout actor: numpy (:func:`rlkit.nets.numpy_actor_critic`) where it applies, else the torch
+    module (torch's RNG samples)."""
+    fast = numpy_actor_critic(model, rng)
     if fast is not None:
         return fast
 
@@ -319,7 +272,7 @@ def make_policy(model: ActorCritic, observation_space: gym.Space, action_space: 
     def act_fn(module: ActorCritic, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         return torch.as_tensor(clip(module.act(obs, deterministic).numpy()))
 
-    actor = numpy_actor(model, rng=None)
+    actor = numpy_actor_critic(model, rng=None)
     fast = None if actor is None else (lambda obs: clip(actor(obs, deterministic=True)[0]))
     return TorchPolicy(model, act_fn, action_space, observation_space, fast=fast)
 
@@ -329,15 +282,9 @@ def train(cfg: A2CConfig, resume: bool = False) -> dict[str, Any]:
     cfg.validate()
     envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
-    build_model(obs_space, act_space, [], cfg.activation, True)  # refuse unsupported spaces before writing a run
-    run = Run("a2c", cfg, resume=resume)
-    model = build_model(obs_space, act_space, cfg.hidden, cfg.activation, cfg.shared_trunk)
-    optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.rmsprop_alpha, cfg.optimizer_eps)
-    global_step = 0
-    if run.resume_state is not None:
-        model.load_state_dict(run.resume_state["model"])
-        optimizer.load_state_dict(run.resume_state["optimizer"])
-        global_step = run.global_step
+    check_spaces(obs_space, act_space, "a2c")
+    run = Run("a2c", cfg, resume=resume)  # seeds the global RNGs, sets thread counts
+    model, optimizer, global_step = build_learner(cfg, obs_space, act_space, run.resume_state)
     run.restore_rng()
     actor = make_actor(model, run.rng)
     policy = make_policy(model, obs_space, act_space)
@@ -363,9 +310,8 @@ def train(cfg: A2CConfig, resume: bool = False) -> dict[str, Any]:
             loss.backward()
             if cfg.max_grad_norm > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            lr = learning_rate(cfg.lr, cfg.lr_schedule, global_step - stride, cfg.total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            lr = cfg.lr_at((global_step - stride) / cfg.total_steps)
+            set_lr(optimizer, lr)
             optimizer.step()
 
             result = run.step_done(global_step, stride, policy, eval_env_factory(cfg), state_dict,
@@ -378,10 +324,6 @@ def train(cfg: A2CConfig, resume: bool = False) -> dict[str, Any]:
 
     envs.close()
     return run.finish(policy, eval_env_factory(cfg), global_step, state_dict(), extra=reached)
-
-
-def eval_env_factory(cfg: BaseConfig) -> Any:
-    return lambda render_mode=None: make_env(cfg.env_id, render_mode=render_mode, env_kwargs=cfg.env_kwargs)
 
 
 def policy_from_state(state: dict[str, Any], cfg: Any) -> TorchPolicy:
@@ -397,17 +339,8 @@ def load_policy(state: dict[str, Any]) -> TorchPolicy:
     return policy_from_state(state, config_from_dict(A2CConfig, state["config"]))
 
 
-AGENT = AgentSpec(
-    name="a2c",
-    config_cls=A2CConfig,
-    train=train,
-    load_policy=load_policy,
-    presets_file=Path(__file__).parent / "presets" / "a2c.yaml",
-    summary="synchronous advantage actor-critic (n-step returns or GAE; discrete and Gaussian actions)",
-)
-
+AGENT = AgentSpec("a2c", A2CConfig, train, load_policy,
+                  summary="synchronous advantage actor-critic (n-step returns or GAE; discrete and Gaussian actions)")
 
 if __name__ == "__main__":
-    from rlkit.cli import main
-
-    main(["train", "a2c", *__import__("sys").argv[1:]])
+    train_from_command_line("a2c")

@@ -16,18 +16,17 @@ or Adam's moments) live in shared memory, so all workers update the same ones: t
 RMSProp". The global step counter reserves ``t_max`` steps before each rollout, so the budget is exact.
 
 Start method: 'fork' by default, deliberately ('spawn' is an option). Workers must start fast: spawn
-starts a fresh interpreter that imports torch, about a second per worker on an idle core and 11 s for
-two workers on this shared 2-core machine (measured), about as long as the whole run takes to solve
-CartPole here; fork starts both in 30 ms. Fork is safe here because of what the children do, not by luck:
-the parent already holds threads (TensorBoard's writer, tqdm's monitor), whose locks a forked child
-inherits in whatever state they were, but a worker never touches the logger, tqdm or anything that
-the parent's threads lock; torch runs on one thread in the parent (no OpenMP team exists to break)
-and the worker calls torch.set_num_threads(1) first; CPU tensors in shared memory are inherited as
-they are (torch's docs restrict fork only for CUDA); and a forked child leaves through os._exit,
-running none of the parent's exit handlers. Use ``start_method=spawn`` where fork is unavailable or
-unsafe (Windows, macOS with system frameworks loaded, CUDA models): spawned workers read
-OMP_NUM_THREADS=1 before torch loads, and multiprocessing adds its resource-tracker helper process,
-which exits with the main process.
+starts a fresh interpreter that imports torch, about a second per worker on an idle core and several on
+a loaded one, which can be as long as a whole CartPole run; fork starts workers in milliseconds. Fork is
+safe here because of what the children do, not by luck: the parent already holds threads (TensorBoard's
+writer, tqdm's monitor), whose locks a forked child inherits in whatever state they were, but a worker
+never touches the logger, tqdm or anything that the parent's threads lock; torch runs on one thread in
+the parent (no OpenMP team exists to break) and the worker calls torch.set_num_threads(1) first; CPU
+tensors in shared memory are inherited as they are (torch's docs restrict fork only for CUDA); and a
+forked child leaves through os._exit, running none of the parent's exit handlers. Use
+``start_method=spawn`` where fork is unavailable or unsafe (Windows, macOS with system frameworks
+loaded, CUDA models): spawned workers read OMP_NUM_THREADS=1 before torch loads, and multiprocessing
+adds its resource-tracker helper process, which exits with the main process.
 
 Shutdown: the step budget, ``target_return``, Ctrl-C (SIGINT, which workers ignore so that the main
 process decides) or any worker's exception set a shared stop event; workers finish their update and
@@ -63,19 +62,17 @@ import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import torch.multiprocessing as mp
 from rlkit.agents.a2c import (
     ActorCriticOptions,
+    build_learner,
     build_model,
+    check_spaces,
     collect_rollout,
-    eval_env_factory,
-    learning_rate,
     make_actor,
-    make_optimizer,
     make_policy,
     policy_from_state,
     rollout_loss,
@@ -86,7 +83,8 @@ from torch import nn
 from rlkit.config import BaseConfig, config_from_dict, opt
 from rlkit.errors import RLKitError
 from rlkit.nets import ActorCritic
-from rlkit.registry import AgentSpec
+from rlkit.optim import OptimizerOptions, set_lr
+from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
 from rlkit.run import Run
 from rlkit.seeding import seed_everything
 
@@ -94,8 +92,8 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 @dataclass
-class A3CConfig(ActorCriticOptions, BaseConfig):
-    """A3C hyper-parameters: the actor-critic options A2C has too, plus the workers'."""
+class A3CConfig(ActorCriticOptions, OptimizerOptions, BaseConfig):
+    """A3C hyper-parameters: the actor-critic and optimizer options A2C has too, plus the workers'."""
 
     num_workers: int = opt(0, "worker processes, one env each (0 = one per available CPU core)")
     start_method: Literal["fork", "spawn"] = opt("fork", "how workers start: fork (fast, POSIX) or spawn (portable)")
@@ -103,6 +101,7 @@ class A3CConfig(ActorCriticOptions, BaseConfig):
 
     def validate(self) -> None:
         self.validate_actor_critic()
+        self.validate_optimizer()
         if self.num_workers < 0 or self.t_max < 1:
             raise RLKitError(f"num_workers must be >= 0 and t_max >= 1; got {self.num_workers} and {self.t_max}")
         if self.torch_threads != 1:
@@ -137,6 +136,8 @@ def share_optimizer_state(optimizer: torch.optim.Optimizer) -> list[dict[str, to
                 state["step"] = torch.zeros((), dtype=torch.float32)
                 if isinstance(optimizer, torch.optim.RMSprop):
                     state["square_avg"] = torch.zeros_like(p)
+                    if group["centered"]:
+                        state["grad_avg"] = torch.zeros_like(p)
                 else:
                     state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
             for value in state.values():
@@ -165,8 +166,7 @@ def _work(rank: int, cfg: A3CConfig, shared_model: ActorCritic, optim_state: lis
     envs = make_vec_env(cfg.env_id, 1, seed=cfg.seed + rank + first_step, env_kwargs=cfg.env_kwargs)
     local = build_model(envs.single_observation_space, envs.single_action_space, cfg.hidden, cfg.activation,
                         cfg.shared_trunk)
-    optimizer = make_optimizer(cfg.optimizer, shared_model.parameters(), cfg.lr, cfg.rmsprop_alpha,
-                               cfg.optimizer_eps)
+    optimizer = cfg.build_optimizer(shared_model.parameters())
     for param, state in zip(shared_model.parameters(), optim_state):
         optimizer.state[param] = state  # the shared statistics, not a private copy
     actor = make_actor(local, rng)
@@ -195,8 +195,7 @@ def _work(rank: int, cfg: A3CConfig, shared_model: ActorCritic, optim_state: lis
         # TRY NOT TO MODIFY: assign (not accumulate, not "only if None") the fresh gradients every update.
         for shared, own in zip(shared_params, local_params):
             shared.grad = own.grad
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(cfg.lr, cfg.lr_schedule, start, cfg.total_steps)
+        set_lr(optimizer, cfg.lr_at(start / cfg.total_steps))
         optimizer.step()
         updates[rank] += 1
 
@@ -283,8 +282,9 @@ def _stop_workers(stop: Any, workers: list[Any], messages: Any, run: Run, timeou
     return error or _drain(messages, run)
 
 
-def _crossed(previous: int, now: int, every: int) -> bool:
-    return every > 0 and now // every > previous // every
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the platform has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def train(cfg: A3CConfig, resume: bool = False) -> dict[str, Any]:
@@ -293,17 +293,11 @@ def train(cfg: A3CConfig, resume: bool = False) -> dict[str, Any]:
     probe = make_env(cfg.env_id, env_kwargs=cfg.env_kwargs)
     obs_space, act_space = probe.observation_space, probe.action_space
     probe.close()
-    build_model(obs_space, act_space, [], cfg.activation, True)  # refuse unsupported spaces before writing a run
-    if cfg.num_workers == 0:
-        cfg.num_workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    run = Run("a3c", cfg, resume=resume)
-    model = build_model(obs_space, act_space, cfg.hidden, cfg.activation, cfg.shared_trunk)
-    optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.rmsprop_alpha, cfg.optimizer_eps)
-    first_step = 0
-    if run.resume_state is not None:
-        model.load_state_dict(run.resume_state["model"])
-        optimizer.load_state_dict(run.resume_state["optimizer"])
-        first_step = run.global_step
+    check_spaces(obs_space, act_space, "a3c")
+    # cfg.num_workers stays as given (0 = one per core): config.json keeps the choice, final.json the count.
+    num_workers = cfg.num_workers or available_cores()
+    run = Run("a3c", cfg, resume=resume)  # seeds the global RNGs, sets thread counts
+    model, optimizer, first_step = build_learner(cfg, obs_space, act_space, run.resume_state)
     run.restore_rng()
     model.share_memory()
     optim_state = share_optimizer_state(optimizer)
@@ -314,11 +308,11 @@ def train(cfg: A3CConfig, resume: bool = False) -> dict[str, Any]:
 
     ctx = mp.get_context(cfg.start_method)
     counter = ctx.Value("q", first_step)
-    updates = ctx.Array("q", cfg.num_workers, lock=False)
+    updates = ctx.Array("q", num_workers, lock=False)
     stop, messages = ctx.Event(), ctx.SimpleQueue()
     workers = [ctx.Process(target=worker, name=f"a3c-worker-{rank}", daemon=True,
                            args=(rank, cfg, model, optim_state, counter, updates, stop, messages, first_step))
-               for rank in range(cfg.num_workers)]
+               for rank in range(num_workers)]
 
     def state_dict() -> dict[str, Any]:
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -345,16 +339,17 @@ def train(cfg: A3CConfig, resume: bool = False) -> dict[str, Any]:
                     raise error
                 step = counter.value
                 run.logger.progress(step)
-                if _crossed(seen, step, cfg.log_every):
+                # The counter advances by any amount between two ticks: the stride is what it moved.
+                if Run.due(step, cfg.log_every, step - seen):
                     run.logger.dump(step)
-                if _crossed(seen, step, cfg.eval_every) and not stop.is_set():
+                if Run.due(step, cfg.eval_every, step - seen) and not stop.is_set():
                     snapshot.load_state_dict(model.state_dict())
                     result = run.evaluate(snapshot_policy, eval_env_factory(cfg), step)
                     if cfg.target_return is not None and result["mean"] >= cfg.target_return:
                         reached = {"target_reached": {"env_steps": step, "wall_s": round(run.wall_s, 3),
                                                       "eval_mean": result["mean"]}}
                         stop.set()
-                if _crossed(seen, step, cfg.checkpoint_every) and step < cfg.total_steps:
+                if Run.due(step, cfg.checkpoint_every, step - seen) and step < cfg.total_steps:
                     run.checkpoint(step, state_dict())
                 seen = step
                 time.sleep(0.02)
@@ -368,7 +363,7 @@ def train(cfg: A3CConfig, resume: bool = False) -> dict[str, Any]:
             run.checkpoint(counter.value, state_dict())
             run.close()
             raise
-    extra = {"num_workers": cfg.num_workers, "worker_updates": list(updates), "start_method": cfg.start_method,
+    extra = {"num_workers": num_workers, "worker_updates": list(updates), "start_method": cfg.start_method,
              **reached}
     return run.finish(policy, eval_env_factory(cfg), counter.value, state_dict(), extra=extra)
 
@@ -377,17 +372,9 @@ def load_policy(state: dict[str, Any]) -> Any:
     return policy_from_state(state, config_from_dict(A3CConfig, state["config"]))
 
 
-AGENT = AgentSpec(
-    name="a3c",
-    config_cls=A3CConfig,
-    train=train,
-    load_policy=load_policy,
-    presets_file=Path(__file__).parent / "presets" / "a3c.yaml",
-    summary="asynchronous advantage actor-critic: Hogwild worker processes with shared RMSProp/Adam statistics",
-)
-
+AGENT = AgentSpec("a3c", A3CConfig, train, load_policy,
+                  summary="asynchronous advantage actor-critic: Hogwild worker processes with shared optimizer "
+                          "statistics")
 
 if __name__ == "__main__":
-    from rlkit.cli import main
-
-    main(["train", "a3c", *__import__("sys").argv[1:]])
+    train_from_command_line("a3c")

@@ -37,28 +37,20 @@ import numpy as np
 from rlkit.agents.bc import load_demos, resolve_env
 from rlkit.envs import make_env
 
-from rlkit.config import BaseConfig, config_from_dict, opt
+from rlkit.config import BaseConfig, config_from_dict, opt, require_at_least_one
 from rlkit.errors import RLKitError, require_imitation
-from rlkit.registry import AgentSpec
+from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
 from rlkit.run import Run
 from rlkit.types import SB3ModelPolicy
 
 
 @dataclass
-class AdversarialConfig(BaseConfig):
-    """GAIL/AIRL hyper-parameters (imitation's and SB3 PPO's names, prefixed by what they tune)."""
+class GeneratorOptions:
+    """The SB3 PPO agent that GAIL/AIRL train as the generator and preference learning as the agent (mixed
+    into both configs; the defaults are GAIL's, :class:`rlkit.agents.preference.PreferenceConfig`
+    re-declares its own, presets hold per-task values)."""
 
-    env_id: str | None = opt(None, "env the generator trains in; default: the dataset's env")
-    eval_env_id: str | None = opt(None, "env of the final evaluation; default: the dataset's env")
-    demos: str | None = opt(None, "demonstration dataset directory (no rewards needed)")
-    num_demos: int = opt(0, "use only the first N episodes of the dataset (0 = all)")
-    total_steps: int = opt(200_000, "generator env steps (summed over envs)")
-    num_envs: int = opt(8, "parallel envs of the generator")
-    demo_batch_size: int = opt(1024, "expert transitions per discriminator step (as many generator ones)")
-    gen_replay_buffer_capacity: int = opt(0, "generator transitions kept for the discriminator (0 = one round)")
-    n_disc_updates_per_round: int = opt(4, "discriminator steps after each round of generator training")
-    disc_lr: float = opt(5e-4, "discriminator Adam learning rate")
-    reward_hidden: list[int] = opt([32, 32], "hidden sizes of the reward (and AIRL potential) MLP")
+    num_envs: int = opt(8, "parallel envs of the PPO agent")
     policy_hidden: list[int] = opt([64, 64], "hidden sizes of PPO's policy and value MLPs")
     ppo_n_steps: int = opt(256, "PPO rollout length per env (one round = num_envs * ppo_n_steps steps)")
     ppo_batch_size: int = opt(64, "PPO minibatch size")
@@ -67,14 +59,32 @@ class AdversarialConfig(BaseConfig):
     ppo_ent_coef: float = opt(0.0, "PPO entropy coefficient")
     ppo_clip_range: float = opt(0.2, "PPO clip range")
     ppo_vf_coef: float = opt(0.5, "PPO value-loss coefficient")
-    gamma: float = opt(0.95, "discount of the generator's RL problem")
+    gamma: float = opt(0.95, "discount of the PPO agent's RL problem")
     gae_lambda: float = opt(0.95, "GAE lambda of PPO")
+
+    def validate_generator(self) -> None:
+        require_at_least_one(self, "num_envs", "ppo_n_steps", "ppo_batch_size", "ppo_epochs")
+
+
+@dataclass
+class AdversarialConfig(GeneratorOptions, BaseConfig):
+    """GAIL/AIRL hyper-parameters (imitation's and SB3 PPO's names, prefixed by what they tune)."""
+
+    env_id: str | None = opt(None, "env the generator trains in; default: the dataset's env")
+    eval_env_id: str | None = opt(None, "env of the final evaluation; default: the dataset's env")
+    demos: str | None = opt(None, "demonstration dataset directory (no rewards needed)")
+    num_demos: int = opt(0, "use only the first N episodes of the dataset (0 = all)")
+    total_steps: int = opt(200_000, "generator env steps (summed over envs)")
+    demo_batch_size: int = opt(1024, "expert transitions per discriminator step (as many generator ones)")
+    gen_replay_buffer_capacity: int = opt(0, "generator transitions kept for the discriminator (0 = one round)")
+    n_disc_updates_per_round: int = opt(4, "discriminator steps after each round of generator training")
+    disc_lr: float = opt(5e-4, "discriminator Adam learning rate")
+    reward_hidden: list[int] = opt([32, 32], "hidden sizes of the reward (and AIRL potential) MLP")
     allow_variable_horizon: bool = opt(False, "accept episodes of different lengths (biased; see imitation docs)")
 
     def validate(self) -> None:
-        for name in ("num_envs", "demo_batch_size", "n_disc_updates_per_round", "ppo_n_steps", "ppo_batch_size"):
-            if getattr(self, name) < 1:
-                raise RLKitError(f"{name} must be at least 1; got {getattr(self, name)}")
+        self.validate_generator()
+        require_at_least_one(self, "demo_batch_size", "n_disc_updates_per_round")
 
 
 def make_sb3_venv(env_id: str, num_envs: int, seed: int, env_kwargs: dict | None = None) -> Any:
@@ -92,7 +102,8 @@ def make_sb3_venv(env_id: str, num_envs: int, seed: int, env_kwargs: dict | None
     return venv
 
 
-def make_ppo(cfg: AdversarialConfig, venv: Any) -> Any:
+def make_ppo(cfg: GeneratorOptions, venv: Any) -> Any:
+    """SB3 PPO on ``venv`` with the generator options (and ``cfg.seed``, ``cfg.device``)."""
     from stable_baselines3 import PPO
 
     return PPO("MlpPolicy", venv, n_steps=cfg.ppo_n_steps, batch_size=cfg.ppo_batch_size, n_epochs=cfg.ppo_epochs,
@@ -193,7 +204,7 @@ def _train_adversarial(algo: str, cfg: AdversarialConfig, resume: bool,
                          "allow_variable_horizon=true")
     eval_env_id = cfg.eval_env_id or dataset.env_id
     resolve_env(cfg, dataset)
-    run = Run(algo, cfg, resume=resume)
+    run = Run(algo, cfg, resume=resume)  # seeds the global RNGs, sets thread counts
     venv = make_sb3_venv(cfg.env_id, cfg.num_envs, cfg.seed, cfg.env_kwargs)
     # In memory, reward-free: imitation sees exactly what the learner may see.
     trainer = build_trainer(algo, cfg, demos.to_trajectories(dataset), venv, run.dir / "imitation")
@@ -216,7 +227,7 @@ def _train_adversarial(algo: str, cfg: AdversarialConfig, resume: bool,
                 "observation_space": venv.observation_space, "action_space": venv.action_space}
 
     policy = SB3ModelPolicy(ppo)
-    make_eval_env = eval_env_factory(eval_env_id, cfg)
+    make_eval_env = eval_env_factory(cfg, eval_env_id)
     initial = None if resume else run.evaluate(policy, make_eval_env, 0)["mean"]
     steps_per_round = trainer.gen_train_timesteps
     if cfg.total_steps < steps_per_round:
@@ -255,11 +266,6 @@ def _train_adversarial(algo: str, cfg: AdversarialConfig, resume: bool,
     return run.finish(policy, make_eval_env, global_step, state_dict(), extra=extra)
 
 
-def eval_env_factory(env_id: str, cfg: BaseConfig) -> Any:
-    kwargs = cfg.env_kwargs if env_id == cfg.env_id else {}
-    return lambda render_mode=None: make_env(env_id, render_mode=render_mode, env_kwargs=kwargs)
-
-
 def train_gail(cfg: AdversarialConfig, resume: bool = False, **kwargs: Any) -> dict[str, Any]:
     return train_adversarial("gail", cfg, resume, **kwargs)
 
@@ -274,18 +280,10 @@ def load_policy(state: dict[str, Any]) -> SB3ModelPolicy:
     return load_sb3_policy(state)
 
 
-PRESETS = Path(__file__).parent / "presets"
-GAIL = AgentSpec(name="gail", config_cls=AdversarialConfig, train=train_gail, load_policy=load_policy,
-                 presets_file=PRESETS / "gail.yaml",
+GAIL = AgentSpec("gail", AdversarialConfig, train_gail, load_policy,
                  summary="GAIL (Ho & Ermon 2016) through imitation, SB3 PPO generator (--demos DATASET)")
-AIRL = AgentSpec(name="airl", config_cls=AdversarialConfig, train=train_airl, load_policy=load_policy,
-                 presets_file=PRESETS / "airl.yaml",
+AIRL = AgentSpec("airl", AdversarialConfig, train_airl, load_policy,
                  summary="AIRL (Fu et al. 2018) through imitation, SB3 PPO generator (--demos DATASET)")
 
-
 if __name__ == "__main__":
-    import sys
-
-    from rlkit.cli import main
-
-    main(["train", *sys.argv[1:]])
+    train_from_command_line(None)  # python -m rlkit.agents.adversarial gail|airl ...

@@ -41,7 +41,6 @@ import numpy as np
 import torch
 from rlkit.agents.bc import (
     BCNet,
-    FlatAdam,
     action_tensor,
     evaluate_loss,
     load_demos,
@@ -55,9 +54,10 @@ from rlkit.agents.bc import load_policy as load_bc_policy
 from rlkit.demos.protocol import DiscardEpisode, StopRecording
 from rlkit.envs import make_env
 
-from rlkit.config import BaseConfig, opt
+from rlkit.config import BaseConfig, opt, require_at_least_one
 from rlkit.errors import RLKitError
-from rlkit.registry import AgentSpec
+from rlkit.optim import FlatAdam
+from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
 from rlkit.run import Run
 from rlkit.types import Policy
 
@@ -85,9 +85,7 @@ class DAggerConfig(BaseConfig):
     loss: Literal["auto", "ce", "mse", "nll"] = opt("auto", "BC loss: auto (ce / mse), ce, mse or nll")
 
     def validate(self) -> None:
-        for name in ("rounds", "episodes_per_round", "epochs_per_round", "batch_size", "beta_rampdown"):
-            if getattr(self, name) < 1:
-                raise RLKitError(f"{name} must be at least 1; got {getattr(self, name)}")
+        require_at_least_one(self, "rounds", "episodes_per_round", "epochs_per_round", "batch_size", "beta_rampdown")
         if not 0 <= self.beta_decay <= 1:
             raise RLKitError(f"beta_decay must be in [0, 1]; got {self.beta_decay}")
 
@@ -133,7 +131,7 @@ def train(cfg: DAggerConfig, resume: bool = False, expert: Policy | None = None)
             raise RLKitError("dagger needs an expert: --set expert=SOURCE (a run dir, sb3:ALGO:PATH.zip, "
                              "python:module:callable or human)")
         expert = demos.resolve_policy(cfg.expert, cfg.env_id, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
-    run = Run("dagger", cfg, resume=resume)
+    run = Run("dagger", cfg, resume=resume)  # seeds the global RNGs, sets thread counts
     render = "rgb_array" if getattr(expert, "needs_render", False) else None
     env = make_env(cfg.env_id, seed=cfg.seed, render_mode=render, env_kwargs=cfg.env_kwargs)
     obs_space, act_space = env.observation_space, env.action_space
@@ -228,27 +226,14 @@ def train(cfg: DAggerConfig, resume: bool = False, expert: Policy | None = None)
     return run.finish(learner, eval_env_factory(cfg), global_step, state_dict(round_index), extra=extra)
 
 
-def eval_env_factory(cfg: BaseConfig) -> Any:
-    return lambda render_mode=None: make_env(cfg.env_id, render_mode=render_mode, env_kwargs=cfg.env_kwargs)
-
-
 def load_policy(state: dict[str, Any]) -> Policy:
     """The learner is a BC network: rebuild it the same way."""
     return load_bc_policy({**state, "config": {k: v for k, v in state["config"].items()
                                                if k in ("hidden", "loss", "seed")}})
 
 
-AGENT = AgentSpec(
-    name="dagger",
-    config_cls=DAggerConfig,
-    train=train,
-    load_policy=load_policy,
-    presets_file=Path(__file__).parent / "presets" / "dagger.yaml",
-    summary="DAgger (Ross et al. 2011): BC on states the learner visits, labelled by an expert policy",
-)
-
+AGENT = AgentSpec("dagger", DAggerConfig, train, load_policy,
+                  summary="DAgger (Ross et al. 2011): BC on states the learner visits, labelled by an expert policy")
 
 if __name__ == "__main__":
-    from rlkit.cli import main
-
-    main(["train", "dagger", *__import__("sys").argv[1:]])
+    train_from_command_line("dagger")

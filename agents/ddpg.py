@@ -34,39 +34,43 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from functools import partial
-from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import gymnasium as gym
 import numpy as np
 import torch
-from rlkit.envs import make_env, make_vec_env
+from rlkit.envs import make_vec_env
 
 from rlkit.buffers import ReplayBuffer
-from rlkit.config import BaseConfig, apply_overrides, config_from_dict, opt
+from rlkit.config import (
+    BaseConfig,
+    ReplayOptions,
+    apply_overrides,
+    config_from_dict,
+    default,
+    opt,
+    require_at_least_one,
+)
 from rlkit.errors import RLKitError
 from rlkit.nets import DeterministicActor, QCriticEnsemble, is_image_space, numpy_forward, polyak_update
-from rlkit.registry import AgentSpec
+from rlkit.optim import make_optimizer
+from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
 from rlkit.run import Run
 from rlkit.types import Batch, TorchPolicy
 
 
 @dataclass
-class DDPGConfig(BaseConfig):
-    """DDPG/TD3 hyper-parameters (defaults: the TD3 paper's "Our DDPG"; presets hold the rest)."""
+class DDPGConfig(ReplayOptions, BaseConfig):
+    """DDPG/TD3 hyper-parameters: the replay options, plus DDPG's (defaults: the TD3 paper's "Our DDPG";
+    presets hold the rest)."""
 
-    num_envs: int = opt(1, "parallel envs stepping in lockstep")
-    buffer_size: int = opt(1_000_000, "replay capacity in transitions")
-    learning_starts: int = opt(1_000, "env steps of uniform random actions; updates start after them")
-    batch_size: int = opt(100, "minibatch size")
+    buffer_size: int = default(ReplayOptions, "buffer_size", 1_000_000)
+    batch_size: int = default(ReplayOptions, "batch_size", 100)
+    tau: float = default(ReplayOptions, "tau", 0.005)
+    train_every: int = default(ReplayOptions, "train_every", 1)
     actor_lr: float = opt(1e-3, "actor learning rate (Adam)")
     critic_lr: float = opt(1e-3, "critic learning rate (Adam)")
     critic_weight_decay: float = opt(0.0, "L2 penalty on the critic weights (Lillicrap: 0.01)")
-    gamma: float = opt(0.99, "discount factor")
-    tau: float = opt(0.005, "Polyak factor of the target updates in (0, 1]; 1.0 is a hard copy")
-    train_every: int = opt(1, "env steps between updates")
-    gradient_steps: int = opt(1, "gradient steps per update")
     hidden: list[int] = opt([400, 300], "hidden layer sizes of the actor and critic MLPs")
     noise: Literal["gaussian", "ou", "none"] = opt("gaussian", "exploration noise: gaussian, ou (Ornstein-Uhlenbeck)")
     noise_std: float = opt(0.1, "exploration noise std (OU: sigma), as a fraction of each action's half-range")
@@ -78,16 +82,10 @@ class DDPGConfig(BaseConfig):
     target_noise_clip: float = opt(0.0, "TD3: clip the smoothing noise to +-this (fraction of half-range)")
     normalize_obs: bool = opt(False, "normalize observations by a running mean/std (kept in checkpoints)")
     obs_clip: float = opt(10.0, "clip normalized observations to +-this")
-    save_buffer: bool = opt(True, "save the replay buffer with each checkpoint so --resume continues exactly")
 
     def validate(self) -> None:
-        if not 0 < self.tau <= 1:
-            raise RLKitError(f"tau must be in (0, 1]; got {self.tau}")
-        if not 0 <= self.gamma <= 1:
-            raise RLKitError(f"gamma must be in [0, 1]; got {self.gamma}")
-        for name in ("batch_size", "train_every", "gradient_steps", "policy_delay", "num_envs", "buffer_size"):
-            if getattr(self, name) < 1:
-                raise RLKitError(f"{name} must be at least 1; got {getattr(self, name)}")
+        self.validate_replay()
+        require_at_least_one(self, "policy_delay")
         for name in ("noise_std", "target_noise", "target_noise_clip", "critic_weight_decay", "ou_theta"):
             if getattr(self, name) < 0:
                 raise RLKitError(f"{name} must be non-negative; got {getattr(self, name)}")
@@ -141,20 +139,12 @@ class Nets(NamedTuple):
     critic_opt: torch.optim.Optimizer
 
 
-def adam(params: Any, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
-    params = list(params)
-    try:  # one fused kernel for all parameters (torch >= 2.4 on CPU; CUDA), else the foreach path
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
-
-
 def build_nets(cfg: DDPGConfig, obs_space: gym.Space, act_space: gym.spaces.Box) -> Nets:
     actor = DeterministicActor(obs_space, act_space, cfg.hidden).to(cfg.device)
     critic = QCriticEnsemble(obs_space, act_space, cfg.hidden, n_critics=2 if cfg.twin_critics else 1).to(cfg.device)
     return Nets(actor, copy.deepcopy(actor).requires_grad_(False), critic, copy.deepcopy(critic).requires_grad_(False),
-                adam(actor.parameters(), cfg.actor_lr),
-                adam(critic.parameters(), cfg.critic_lr, cfg.critic_weight_decay))
+                make_optimizer(actor.parameters(), "adam", cfg.actor_lr),
+                make_optimizer(critic.parameters(), "adam", cfg.critic_lr, weight_decay=cfg.critic_weight_decay))
 
 
 def gradient_step(nets: Nets, batch: Batch, cfg: DDPGConfig, update_index: int) -> dict[str, torch.Tensor]:
@@ -259,7 +249,7 @@ def train(cfg: DDPGConfig, resume: bool = False, agent: str = "ddpg") -> dict[st
     envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
     check_spaces(obs_space, act_space, cfg.env_id, agent)
-    run = Run(agent, cfg, resume=resume)
+    run = Run(agent, cfg, resume=resume)  # seeds the global RNGs, sets thread counts
     stride = cfg.num_envs
     low, high = act_space.low.astype(np.float32), act_space.high.astype(np.float32)
     half_range = (high - low) / 2
@@ -314,9 +304,8 @@ def train(cfg: DDPGConfig, resume: bool = False, agent: str = "ddpg") -> dict[st
                 run.logger.record_episode(step.episode_returns[i], int(step.episode_lengths[i]))
                 ou_state[i] = 0.0  # a new episode starts the OU process afresh
 
-            # ALGO LOGIC: training (after learning_starts steps, as SB3 counts them).
-            if global_step > cfg.learning_starts and len(buffer) >= cfg.batch_size \
-                    and Run.due(global_step, cfg.train_every, stride):
+            # ALGO LOGIC: training.
+            if cfg.learning(global_step, len(buffer)) and Run.due(global_step, cfg.train_every, stride):
                 # All minibatches of this update in one gather (nothing is added in between).
                 batches = buffer.sample(cfg.batch_size * cfg.gradient_steps).to(cfg.device)
                 if normalizer is not None:
@@ -341,10 +330,6 @@ def train_td3(cfg: DDPGConfig, resume: bool = False) -> dict[str, Any]:
     return train(cfg, resume=resume, agent="td3")
 
 
-def eval_env_factory(cfg: BaseConfig) -> Any:
-    return partial(make_env, cfg.env_id, env_kwargs=cfg.env_kwargs)
-
-
 def load_policy(state: dict[str, Any]) -> TorchPolicy:
     """Rebuild the deterministic policy mu(s) (with its observation normalizer) from a checkpoint."""
     cfg = config_from_dict(DDPGConfig, state["config"])
@@ -359,16 +344,10 @@ def load_policy(state: dict[str, Any]) -> TorchPolicy:
     return make_policy(actor, act_space, obs_space, normalizer)
 
 
-_PRESETS = Path(__file__).parent / "presets"
-AGENT = AgentSpec(name="ddpg", config_cls=DDPGConfig, train=train, load_policy=load_policy,
-                  presets_file=_PRESETS / "ddpg.yaml",
+AGENT = AgentSpec("ddpg", DDPGConfig, train, load_policy,
                   summary="DDPG (deterministic actor-critic, continuous actions)")
-TD3_AGENT = AgentSpec(name="td3", config_cls=DDPGConfig, train=train_td3, load_policy=load_policy,
-                      presets_file=_PRESETS / "td3.yaml", defaults=TD3_DEFAULTS,
+TD3_AGENT = AgentSpec("td3", DDPGConfig, train_td3, load_policy, defaults=TD3_DEFAULTS,
                       summary="TD3: DDPG with twin critics, target smoothing and delayed actor updates")
 
-
 if __name__ == "__main__":
-    from rlkit.cli import main
-
-    main(["train", "ddpg", *__import__("sys").argv[1:]])
+    train_from_command_line("ddpg")

@@ -24,43 +24,32 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
 import torch
-from rlkit.envs import is_atari, make_env, make_vec_env
+from rlkit.envs import is_atari, make_vec_env
 from torch import nn
 
 from rlkit.buffers import PrioritizedReplayBuffer, ReplayBuffer
-from rlkit.config import BaseConfig, config_from_dict, opt
+from rlkit.config import BaseConfig, ReplayOptions, config_from_dict, opt, require_at_least_one
 from rlkit.errors import RLKitError
 from rlkit.nets import QNetwork, numpy_forward, polyak_update
-from rlkit.registry import AgentSpec
+from rlkit.optim import OptimizerOptions, linear, set_lr
+from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
 from rlkit.run import Run
 from rlkit.types import Batch, TorchPolicy
 
 
 @dataclass
-class DQNConfig(BaseConfig):
-    """DQN hyper-parameters (defaults suit small classic-control tasks; presets hold the rest)."""
+class DQNConfig(ReplayOptions, OptimizerOptions, BaseConfig):
+    """DQN hyper-parameters: the replay and optimizer options, plus DQN's (defaults suit small
+    classic-control tasks; presets hold the rest)."""
 
-    num_envs: int = opt(1, "parallel envs stepping in lockstep")
-    buffer_size: int = opt(100_000, "replay capacity in transitions")
-    learning_starts: int = opt(1_000, "env steps of random play before updates start")
-    batch_size: int = opt(64, "minibatch size")
-    lr: float = opt(1e-3, "learning rate")
-    lr_decay: bool = opt(False, "anneal the learning rate linearly to 0 over total_steps")
-    optimizer: Literal["adam", "rmsprop"] = opt("adam", "adam, or rmsprop (centered, as in the Nature paper)")
-    optimizer_eps: float = opt(1e-8, "epsilon of the optimizer (Nature RMSProp: 0.01)")
-    gamma: float = opt(0.99, "discount factor")
-    train_every: int = opt(4, "env steps between gradient updates")
-    gradient_steps: int = opt(1, "gradient steps per update")
     target_update_every: int = opt(1_000, "env steps between target-network updates")
-    tau: float = opt(1.0, "Polyak factor of the target update in (0, 1]; 1.0 is a hard copy")
     epsilon_start: float = opt(1.0, "initial exploration rate")
-    epsilon_end: float = opt(0.05, "final exploration rate")
+    epsilon_end: float = opt(0.05, "final exploration rate; also the epsilon of `rlkit eval --stochastic`")
     exploration_fraction: float = opt(0.1, "fraction of total_steps over which epsilon decays linearly")
     hidden: list[int] = opt([64, 64], "hidden layer sizes of the MLP (after the CNN for images)")
     double: bool = opt(False, "Double DQN: the online net picks the next action, the target net rates it")
@@ -73,27 +62,14 @@ class DQNConfig(BaseConfig):
     loss: Literal["huber", "mse"] = opt("huber", "TD loss")
     max_grad_norm: float = opt(10.0, "clip gradients to this global norm (0 = no clipping)")
     clip_rewards: bool = opt(False, "train on sign(reward) (Atari); logged returns stay raw")
-    save_buffer: bool = opt(True, "save the replay buffer with each checkpoint so --resume continues exactly")
 
     def validate(self) -> None:
-        if not 0 < self.tau <= 1:
-            raise RLKitError(f"tau must be in (0, 1]; got {self.tau}")
-        if not 0 <= self.gamma <= 1:
-            raise RLKitError(f"gamma must be in [0, 1]; got {self.gamma}")
-        for name in ("batch_size", "train_every", "gradient_steps", "target_update_every", "n_step",
-                     "num_envs", "buffer_size"):
-            if getattr(self, name) < 1:
-                raise RLKitError(f"{name} must be at least 1; got {getattr(self, name)}")
+        self.validate_replay()
+        self.validate_optimizer()
+        require_at_least_one(self, "target_update_every", "n_step")
 
 
 # ALGO LOGIC: the math, as pure functions (unit-tested against hand values).
-def linear_schedule(start: float, end: float, duration: float, t: float) -> float:
-    """Linear interpolation from ``start`` to ``end`` over ``duration`` steps, then constant."""
-    if duration <= 0:
-        return end
-    return start + min(t / duration, 1.0) * (end - start)
-
-
 def td_target(rewards: torch.Tensor, terminated: torch.Tensor, discounts: torch.Tensor,
               next_q_target: torch.Tensor, next_q_online: torch.Tensor | None = None) -> torch.Tensor:
     """y = R + gamma^k * (1 - terminated) * Q_target(s', a*).
@@ -135,19 +111,27 @@ def check_action_space(space: gym.Space, env_id: str) -> None:
                          "use ddpg or td3 for continuous actions (or a2c, which handles both)")
 
 
-def greedy(q_net: nn.Module, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
-    return q_net(obs).argmax(dim=1)
+def epsilon_greedy(q_values: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """argmax Q, replaced with probability ``epsilon`` per row by a uniform action (torch's RNG)."""
+    greedy = q_values.argmax(dim=1)
+    explore = torch.rand(len(q_values), device=q_values.device) < epsilon
+    return torch.where(explore, torch.randint_like(greedy, q_values.shape[1]), greedy)
 
 
 def build_q_net(cfg: DQNConfig, observation_space: gym.Space, action_space: gym.Space) -> QNetwork:
     return QNetwork(observation_space, action_space, cfg.hidden, dueling=cfg.dueling)
 
 
-def make_optimizer(cfg: DQNConfig, params: Any) -> torch.optim.Optimizer:
-    if cfg.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=cfg.lr, alpha=0.95, eps=cfg.optimizer_eps, centered=True,
-                                   foreach=True)
-    return torch.optim.Adam(params, lr=cfg.lr, eps=cfg.optimizer_eps, foreach=True)
+def make_policy(q_net: QNetwork, cfg: DQNConfig, observation_space: gym.Space, action_space: gym.Space
+                ) -> TorchPolicy:
+    """Greedy actions; ``act(obs, deterministic=False)`` (``rlkit eval --stochastic``) is epsilon-greedy with
+    the final exploration rate ``epsilon_end``, the behaviour the agent trained with at the end."""
+
+    def act_fn(module: QNetwork, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        q_values = module(obs)
+        return q_values.argmax(dim=1) if deterministic else epsilon_greedy(q_values, cfg.epsilon_end)
+
+    return TorchPolicy(q_net, act_fn, action_space, observation_space, fast=numpy_forward(q_net))
 
 
 def train(cfg: DQNConfig, resume: bool = False) -> dict[str, Any]:
@@ -155,20 +139,20 @@ def train(cfg: DQNConfig, resume: bool = False) -> dict[str, Any]:
     cfg.validate()
     envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
     check_action_space(envs.single_action_space, cfg.env_id)
-    run = Run("dqn", cfg, resume=resume)
+    run = Run("dqn", cfg, resume=resume)  # seeds the global RNGs, sets thread counts
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
     n_actions = int(act_space.n)
 
     q_net = build_q_net(cfg, obs_space, act_space).to(cfg.device)
     q_target = copy.deepcopy(q_net).requires_grad_(False)
-    optimizer = make_optimizer(cfg, q_net.parameters())
+    optimizer = cfg.build_optimizer(q_net.parameters())
     buffer_cls = PrioritizedReplayBuffer if cfg.prioritized else ReplayBuffer
     buffer_kwargs = {"alpha": cfg.per_alpha, "eps": cfg.per_eps} if cfg.prioritized else {}
     # Atari observations are FrameStack'ed: store each frame once (see rlkit.buffers).
     frame_stack = obs_space.shape[0] if is_atari(cfg.env_id) else 0
     buffer = buffer_cls(cfg.buffer_size, obs_space, act_space, num_envs=cfg.num_envs, n_step=cfg.n_step,
                         gamma=cfg.gamma, rng=run.rng, frame_stack=frame_stack, **buffer_kwargs)
-    policy = TorchPolicy(q_net, greedy, act_space, obs_space, fast=numpy_forward(q_net))
+    policy = make_policy(q_net, cfg, obs_space, act_space)
 
     global_step = 0
     if run.resume_state is not None:
@@ -193,7 +177,7 @@ def train(cfg: DQNConfig, resume: bool = False) -> dict[str, Any]:
     with run.checkpoint_on_interrupt(lambda: (global_step, state_dict())):
         while global_step < cfg.total_steps:
             # ALGO LOGIC: epsilon-greedy action selection.
-            epsilon = linear_schedule(cfg.epsilon_start, cfg.epsilon_end, decay_steps, global_step)
+            epsilon = linear(cfg.epsilon_start, cfg.epsilon_end, global_step / decay_steps if decay_steps > 0 else 1.0)
             actions = policy.act(obs)
             explore = run.rng.random(stride) < epsilon
             if explore.any():
@@ -209,13 +193,10 @@ def train(cfg: DQNConfig, resume: bool = False) -> dict[str, Any]:
                 run.logger.record_episode(step.episode_returns[i], int(step.episode_lengths[i]))
 
             # ALGO LOGIC: training.
-            if global_step >= cfg.learning_starts and len(buffer) >= cfg.batch_size \
-                    and Run.due(global_step, cfg.train_every, stride):
-                if cfg.lr_decay:
-                    for group in optimizer.param_groups:
-                        group["lr"] = cfg.lr * max(1.0 - global_step / cfg.total_steps, 0.0)
+            if cfg.learning(global_step, len(buffer)) and Run.due(global_step, cfg.train_every, stride):
+                set_lr(optimizer, cfg.lr_at(global_step / cfg.total_steps))
                 if cfg.prioritized:
-                    buffer.beta = linear_schedule(cfg.per_beta_start, 1.0, cfg.total_steps, global_step)
+                    buffer.beta = linear(cfg.per_beta_start, 1.0, global_step / cfg.total_steps)
                 # Uniform replay: draw all minibatches of this update at once (one numpy gather
                 # instead of gradient_steps); PER must re-sample after each priority update.
                 presampled = None if cfg.prioritized else buffer.sample(cfg.batch_size * cfg.gradient_steps)
@@ -237,36 +218,24 @@ def train(cfg: DQNConfig, resume: bool = False) -> dict[str, Any]:
                 polyak_update(q_net, q_target, cfg.tau)
 
             run.step_done(global_step, stride, policy, eval_env_factory(cfg), state_dict,
-                          lambda epsilon=epsilon: {"charts/epsilon": epsilon})
+                          lambda epsilon=epsilon: {"charts/epsilon": epsilon,
+                                                   "charts/learning_rate": optimizer.param_groups[0]["lr"]})
 
     envs.close()
     return run.finish(policy, eval_env_factory(cfg), global_step, state_dict())
 
 
-def eval_env_factory(cfg: BaseConfig) -> Any:
-    return lambda render_mode=None: make_env(cfg.env_id, render_mode=render_mode, env_kwargs=cfg.env_kwargs)
-
-
 def load_policy(state: dict[str, Any]) -> TorchPolicy:
-    """Rebuild the greedy policy from a checkpoint."""
+    """Rebuild the policy (greedy; epsilon-greedy when not deterministic) from a checkpoint."""
     cfg = config_from_dict(DQNConfig, state["config"])
     q_net = build_q_net(cfg, state["observation_space"], state["action_space"])
     q_net.load_state_dict(state["q_net"])
     q_net.eval()
-    return TorchPolicy(q_net, greedy, state["action_space"], state["observation_space"], fast=numpy_forward(q_net))
+    return make_policy(q_net, cfg, state["observation_space"], state["action_space"])
 
 
-AGENT = AgentSpec(
-    name="dqn",
-    config_cls=DQNConfig,
-    train=train,
-    load_policy=load_policy,
-    presets_file=Path(__file__).parent / "presets" / "dqn.yaml",
-    summary="DQN with Double, Dueling, n-step and prioritized replay (discrete actions)",
-)
-
+AGENT = AgentSpec("dqn", DQNConfig, train, load_policy,
+                  summary="DQN with Double, Dueling, n-step and prioritized replay (discrete actions)")
 
 if __name__ == "__main__":
-    from rlkit.cli import main
-
-    main(["train", "dqn", *__import__("sys").argv[1:]])
+    train_from_command_line("dqn")

@@ -37,19 +37,19 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from rlkit.agents.adversarial import load_sb3_policy, make_sb3_venv, sb3_bytes
+from rlkit.agents.adversarial import GeneratorOptions, load_sb3_policy, make_ppo, make_sb3_venv, sb3_bytes
 from rlkit.envs import make_env
 
-from rlkit.config import BaseConfig, opt
+from rlkit.config import BaseConfig, default, opt, require_at_least_one
 from rlkit.errors import RLKitError, require_imitation
-from rlkit.registry import AgentSpec
+from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
 from rlkit.run import Run
 from rlkit.types import RandomPolicy, SB3ModelPolicy
 
 
 @dataclass
-class PreferenceConfig(BaseConfig):
-    """Preference-comparison hyper-parameters (imitation's names)."""
+class PreferenceConfig(GeneratorOptions, BaseConfig):
+    """Preference-comparison hyper-parameters (imitation's names) and the PPO agent's options."""
 
     env_id: str = opt("Pendulum-v1", "env to learn a reward for (its true reward is only shown to the gatherer)")
     total_steps: int = opt(50_000, "agent env steps (PPO on the learned reward)")
@@ -59,21 +59,16 @@ class PreferenceConfig(BaseConfig):
     initial_comparison_frac: float = opt(0.1, "share of the comparisons asked before the first agent training")
     gatherer_temperature: float = opt(0.0, "Boltzmann temperature of the synthetic rater (0 = always the better)")
     exploration_frac: float = opt(0.05, "share of the agent's trajectories with random actions mixed in")
-    num_envs: int = opt(4, "parallel envs of the agent")
     reward_hidden: list[int] = opt([32, 32], "hidden sizes of the reward MLP")
     reward_epochs: int = opt(3, "reward-net epochs per iteration")
     reward_lr: float = opt(1e-3, "reward-net learning rate")
-    policy_hidden: list[int] = opt([64, 64], "hidden sizes of PPO's policy and value MLPs")
-    ppo_n_steps: int = opt(512, "PPO rollout length per env")
-    ppo_batch_size: int = opt(64, "PPO minibatch size")
-    ppo_epochs: int = opt(10, "PPO epochs per rollout")
-    ppo_lr: float = opt(1e-3, "PPO learning rate")
-    ppo_ent_coef: float = opt(0.0, "PPO entropy coefficient")
-    ppo_clip_range: float = opt(0.2, "PPO clip range")
-    ppo_vf_coef: float = opt(0.5, "PPO value-loss coefficient")
-    gamma: float = opt(0.9, "discount of the agent")
-    gae_lambda: float = opt(0.95, "GAE lambda of PPO")
     correlation_steps: int = opt(4_000, "transitions used to correlate the learned and the true reward")
+    # The PPO agent's defaults for Pendulum (RL Zoo); GAIL's are GeneratorOptions' own.
+    num_envs: int = default(GeneratorOptions, "num_envs", 4)
+    ppo_n_steps: int = default(GeneratorOptions, "ppo_n_steps", 512)
+    ppo_epochs: int = default(GeneratorOptions, "ppo_epochs", 10)
+    ppo_lr: float = default(GeneratorOptions, "ppo_lr", 1e-3)
+    gamma: float = default(GeneratorOptions, "gamma", 0.9)
     rater: Literal["synthetic", "web"] = opt("synthetic", "who answers the queries: the synthetic rater (true "
                                              "return) or people on a local web page (see README)")
     web_host: str = opt("127.0.0.1", "rater=web: address the label page binds to (beyond loopback needs a token)")
@@ -83,9 +78,8 @@ class PreferenceConfig(BaseConfig):
     web_lease_s: float = opt(120.0, "rater=web: seconds a pair stays reserved for the rater who got it")
 
     def validate(self) -> None:
-        for name in ("total_comparisons", "num_iterations", "fragment_length", "num_envs", "correlation_steps"):
-            if getattr(self, name) < 1:
-                raise RLKitError(f"{name} must be at least 1; got {getattr(self, name)}")
+        self.validate_generator()
+        require_at_least_one(self, "total_comparisons", "num_iterations", "fragment_length", "correlation_steps")
 
 
 # ALGO LOGIC: the measure of success, a pure function (unit-tested).
@@ -138,7 +132,6 @@ def train(cfg: PreferenceConfig, resume: bool = False) -> dict[str, Any]:
     from imitation.rewards.reward_nets import BasicRewardNet
     from imitation.util import logger as imit_logger
     from imitation.util.networks import RunningNorm
-    from stable_baselines3 import PPO
 
     cfg.validate()
     if resume and cfg.rater != "web":
@@ -147,7 +140,7 @@ def train(cfg: PreferenceConfig, resume: bool = False) -> dict[str, Any]:
     if resume:
         web_resume_check(cfg)
     # A resumed web run trains again from the start with the stored labels (agents/preference_web.py).
-    run = Run("preference", cfg)
+    run = Run("preference", cfg)  # seeds the global RNGs, sets thread counts
     web = None
     if cfg.rater == "web":
         from rlkit.agents import preference_web as pw
@@ -160,10 +153,7 @@ def train(cfg: PreferenceConfig, resume: bool = False) -> dict[str, Any]:
     log = imit_logger.configure(str(run.dir / "imitation"), ["csv"])
     reward_net = BasicRewardNet(venv.observation_space, venv.action_space, hid_sizes=cfg.reward_hidden,
                                 normalize_input_layer=RunningNorm)
-    agent = PPO("MlpPolicy", venv, n_steps=cfg.ppo_n_steps, batch_size=cfg.ppo_batch_size, n_epochs=cfg.ppo_epochs,
-                learning_rate=cfg.ppo_lr, ent_coef=cfg.ppo_ent_coef, clip_range=cfg.ppo_clip_range,
-                vf_coef=cfg.ppo_vf_coef, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, seed=cfg.seed,
-                device=cfg.device, policy_kwargs={"net_arch": list(cfg.policy_hidden)}, verbose=0)
+    agent = make_ppo(cfg, venv)
     # TRY NOT TO MODIFY: the rater is the only place the true reward enters training.
     # temperature 0: imitation returns 1, 0 (or 0.5 on a tie) for "the higher true return wins".
     gatherer = pc.SyntheticGatherer(temperature=cfg.gatherer_temperature, sample=cfg.gatherer_temperature > 0,
@@ -222,9 +212,7 @@ def train(cfg: PreferenceConfig, resume: bool = False) -> dict[str, Any]:
 
         status = store_status(run.dir)
         extra["labels"] = {k: status[k] for k in ("pairs", "answered", "answers", "skipped", "raters")}
-    return run.finish(policy, lambda render_mode=None: make_env(cfg.env_id, render_mode=render_mode,
-                                                                env_kwargs=cfg.env_kwargs),
-                      agent.num_timesteps, state, extra=extra)
+    return run.finish(policy, eval_env_factory(cfg), agent.num_timesteps, state, extra=extra)
 
 
 def web_resume_check(cfg: PreferenceConfig) -> None:
@@ -275,18 +263,9 @@ def start_web_rater(cfg: PreferenceConfig, run_dir: Path, venv: Any, episode_log
     return {"store": store, "queue": queue, "server": server, "gatherer": gatherer}
 
 
-AGENT = AgentSpec(
-    name="preference",
-    config_cls=PreferenceConfig,
-    train=train,
-    load_policy=load_sb3_policy,
-    presets_file=Path(__file__).parent / "presets" / "preference.yaml",
-    summary="reward learning from preferences (Christiano et al. 2017) through imitation, PPO agent; "
-            "--set rater=web asks people on a local web page",
-)
-
+AGENT = AgentSpec("preference", PreferenceConfig, train, load_sb3_policy,
+                  summary="reward learning from preferences (Christiano et al. 2017) through imitation, PPO agent; "
+                          "--set rater=web asks people on a local web page")
 
 if __name__ == "__main__":
-    from rlkit.cli import main
-
-    main(["train", "preference", *__import__("sys").argv[1:]])
+    train_from_command_line("preference")

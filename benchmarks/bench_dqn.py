@@ -94,17 +94,17 @@ def run_sb3(seed: int, eval_every: int) -> dict:
 
 def action_latency(n: int = 5000) -> dict:
     import gymnasium as gym
-    from rlkit.agents.dqn import greedy
+    from rlkit.agents.dqn import DQNConfig, make_policy
     from stable_baselines3 import DQN
 
-    from rlkit.nets import QNetwork, numpy_forward
+    from rlkit.nets import QNetwork
     from rlkit.types import TorchPolicy
 
     env = gym.make("CartPole-v1")
     obs = np.zeros((1, 4), np.float32)
     q = QNetwork(env.observation_space, env.action_space, [64, 64])
-    fast = TorchPolicy(q, greedy, env.action_space, env.observation_space, fast=numpy_forward(q))
-    plain = TorchPolicy(q, greedy, env.action_space, env.observation_space)
+    fast = make_policy(q, DQNConfig(), env.observation_space, env.action_space)
+    plain = TorchPolicy(q, fast.act_fn, env.action_space, env.observation_space)
     model = DQN("MlpPolicy", "CartPole-v1", device="cpu", policy_kwargs=dict(net_arch=[64, 64]))
 
     def per_call(fn) -> float:

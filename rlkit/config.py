@@ -1,8 +1,10 @@
 """Typed configs: defaults in dataclasses, YAML presets, and checked ``key=value`` overrides.
 
-Every agent config subclasses :class:`BaseConfig` (one level of inheritance, no deeper). Each field
-carries its help text in ``metadata["help"]`` (see :func:`opt`), which ``rlkit train AGENT --help``
-prints. The resolved config is written to ``run_dir/config.json``.
+Every agent config subclasses :class:`BaseConfig` (one level of inheritance, no deeper); option groups
+that several agents share are dataclass mixins listed beside it (:class:`ReplayOptions` here,
+:class:`rlkit.optim.OptimizerOptions`), and an agent re-declares a mixin's default with :func:`default`.
+Each field carries its help text in ``metadata["help"]`` (see :func:`opt`), which
+``rlkit train AGENT --help`` prints. The resolved config is written to ``run_dir/config.json``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,21 @@ def opt(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse's name
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help})
     return field(default=default, metadata={"help": help})
+
+
+def default(options: type, name: str, value: Any) -> Any:
+    """Field ``name`` of the mixin ``options`` with another default and the same help text.
+
+    ``tau: float = default(ReplayOptions, "tau", 0.005)`` in a config that mixes in ``ReplayOptions``.
+    """
+    return opt(value, options.__dataclass_fields__[name].metadata["help"])
+
+
+def require_at_least_one(cfg: Any, *names: str) -> None:
+    """A one-line RLKitError naming the first of the fields ``names`` of ``cfg`` that is below 1."""
+    for name in names:
+        if getattr(cfg, name) < 1:
+            raise RLKitError(f"{name} must be at least 1; got {getattr(cfg, name)}")
 
 
 @dataclass
@@ -56,6 +73,36 @@ class BaseConfig:
         from rlkit.checkpoint import atomic_write_text
 
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, sort_keys=True))
+
+
+@dataclass
+class ReplayOptions:
+    """Options of the off-policy agents that learn from a replay buffer (DQN, DDPG/TD3), mixed into their
+    configs; the defaults are DQN's, ``default`` re-declares DDPG's."""
+
+    num_envs: int = opt(1, "parallel envs stepping in lockstep")
+    buffer_size: int = opt(100_000, "replay capacity in transitions")
+    learning_starts: int = opt(1_000, "env steps before learning: the first update comes once global_step > "
+                                      "learning_starts (as SB3 counts them)")
+    batch_size: int = opt(64, "minibatch size")
+    gamma: float = opt(0.99, "discount factor")
+    tau: float = opt(1.0, "Polyak factor of the target update in (0, 1]; 1.0 is a hard copy")
+    train_every: int = opt(4, "env steps between updates")
+    gradient_steps: int = opt(1, "gradient steps per update")
+    save_buffer: bool = opt(True, "save the replay buffer with each checkpoint so --resume continues exactly")
+
+    def learning(self, global_step: int, buffered: int) -> bool:
+        """Whether updates have started: past ``learning_starts`` and a full minibatch in the buffer."""
+        return global_step > self.learning_starts and buffered >= self.batch_size
+
+    def validate_replay(self) -> None:
+        if not 0 < self.tau <= 1:
+            raise RLKitError(f"tau must be in (0, 1]; got {self.tau}")
+        if not 0 <= self.gamma <= 1:
+            raise RLKitError(f"gamma must be in [0, 1]; got {self.gamma}")
+        require_at_least_one(self, "batch_size", "train_every", "gradient_steps", "num_envs", "buffer_size")
+        if self.learning_starts < 0:
+            raise RLKitError(f"learning_starts must be non-negative; got {self.learning_starts}")
 
 
 def field_help(cls: type[BaseConfig]) -> dict[str, str]:

@@ -161,28 +161,14 @@ class DeterministicActor(nn.Module):
         return self.net(self.encoder(obs)) * self.action_scale + self.action_bias
 
 
-class QCritic(nn.Module):
-    """Q(s, a) for continuous actions: [features(s), a] -> MLP -> scalar."""
-
-    def __init__(self, observation_space: gym.Space, action_space: gym.spaces.Box,
-                 hidden: Sequence[int] = (256, 256)) -> None:
-        super().__init__()
-        self.encoder = ObsEncoder(observation_space)
-        self.net = mlp(self.encoder.out_dim + int(np.prod(action_space.shape)), 1, hidden)
-
-    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([self.encoder(obs), action.reshape(action.shape[0], -1).float()], dim=1)
-        return self.net(x).squeeze(-1)
-
-
 class QCriticEnsemble(nn.Module):
     """``n_critics`` independent Q(s, a) MLPs (TD3's twin critics) evaluated in one pass.
 
     Layer ``i`` of every critic is stacked into one ``(n, in, out)`` weight, so a single batched
     matmul (``baddbmm``) serves all critics: for twin [400, 300] critics on one CPU thread an update
-    is about a fifth faster than with two :class:`QCritic` modules. Each critic starts as an
-    independent default-initialised ``nn.Linear`` stack, like :class:`QCritic`. Takes flat or discrete
-    observations (a per-critic CNN would not stack).
+    is about a fifth faster than with two separate MLPs. Each critic starts as an independent stack of
+    freshly built ``nn.Linear`` layers (torch's default initialisation, as ``mlp(in_dim, 1, hidden)``).
+    Takes flat or discrete observations (a per-critic CNN would not stack).
 
     ``forward(obs, action) -> (n_critics, batch)``; ``forward(obs, action, first_only=True)`` runs
     critic 0 alone, ``(1, batch)`` (TD3's actor loss).
@@ -196,7 +182,7 @@ class QCriticEnsemble(nn.Module):
         self.encoder = ObsEncoder(observation_space)
         if self.encoder.cnn is not None:
             raise RLKitError("QCriticEnsemble takes flat or discrete observations; got image observations "
-                             f"{observation_space} (flatten them or use one QCritic per critic)")
+                             f"{observation_space} (flatten them first)")
         self.n_critics = n_critics
         sizes = [self.encoder.out_dim + int(np.prod(action_space.shape)), *hidden, 1]
         self.weights = nn.ParameterList()
@@ -316,51 +302,97 @@ def polyak_update(source: nn.Module, target: nn.Module, tau: float) -> None:
             t.copy_(s)
 
 
-def numpy_forward(module: nn.Module) -> Any:
-    """A numpy re-implementation of a plain MLP Q-network/actor for fast batched inference, or None.
+# The numpy fast path. At batch sizes 1-64 a torch forward of a CartPole-sized MLP costs 5-10x more than
+# its matrix products (per-call dispatch, autograd bookkeeping), so acting (DQN, DDPG, A2C rollouts, BC
+# and DAgger policies) runs the same layers in numpy. The arrays are views of the live torch parameters
+# (CPU only), so every in-place optimizer step is seen without a copy; tests compare it with torch.
+NumpyOps = list[tuple[str, Any, Any]]
 
-    Works for :class:`QNetwork` without dueling and :class:`DeterministicActor` on flat Box
-    observations: a chain of Linear layers with ReLU/Tanh. The arrays are views of the torch
-    parameters (CPU), so in-place optimizer updates are seen without copying. Returns
-    ``forward(obs) -> output`` (``argmax`` for Q-networks, scaled actions for actors), or ``None``
-    when the module has another shape (then callers use torch).
-    """
-    if isinstance(module, QNetwork):
-        if module.encoder.n_discrete or module.encoder.cnn is not None or not isinstance(module.head, nn.Linear):
-            return None
-        layers = [*module.trunk, module.head]
-        post = "argmax"
-    elif isinstance(module, DeterministicActor):
-        if module.encoder.n_discrete or module.encoder.cnn is not None:
-            return None
-        layers = list(module.net)
-        post = "scale"
-    else:
-        return None
-    if any(p.device.type != "cpu" for p in module.parameters()):
-        return None
-    ops: list[tuple[str, Any, Any]] = []
+
+def numpy_ops(layers: Sequence[nn.Module]) -> NumpyOps | None:
+    """A chain of Linear/ReLU/Tanh layers as numpy ops on views of their weights, or None for anything else."""
+    ops: NumpyOps = []
     for layer in layers:
         if isinstance(layer, nn.Linear):
+            if layer.weight.device.type != "cpu":
+                return None
             ops.append(("linear", layer.weight.detach().numpy().T, layer.bias.detach().numpy()))
-        elif isinstance(layer, nn.ReLU):
-            ops.append(("relu", None, None))
-        elif isinstance(layer, nn.Tanh):
-            ops.append(("tanh", None, None))
+        elif isinstance(layer, (nn.ReLU, nn.Tanh)):
+            ops.append((type(layer).__name__.lower(), None, None))
         else:
             return None
+    return ops
 
-    def forward(obs: np.ndarray) -> np.ndarray:
-        x = np.asarray(obs, dtype=np.float32).reshape(len(obs), -1)
-        for kind, weight, bias in ops:
-            if kind == "linear":
-                x = x @ weight + bias
-            elif kind == "relu":
-                np.maximum(x, 0.0, out=x)
-            else:
-                np.tanh(x, out=x)
-        if post == "argmax":
-            return x.argmax(axis=1)
-        return x * module.action_scale.numpy() + module.action_bias.numpy()
 
-    return forward
+def run_numpy(ops: NumpyOps, x: np.ndarray) -> np.ndarray:
+    """Apply :func:`numpy_ops` to a (batch, features) float32 array (activations in place on fresh arrays)."""
+    for kind, weight, bias in ops:
+        if kind == "linear":
+            x = x @ weight + bias
+        elif kind == "relu":
+            np.maximum(x, 0.0, out=x)
+        else:
+            np.tanh(x, out=x)
+    return x
+
+
+def _flat_input(encoder: ObsEncoder) -> bool:
+    return encoder.cnn is None and not encoder.n_discrete
+
+
+def numpy_forward(module: nn.Module) -> Any:
+    """Greedy actions of a plain-MLP :class:`QNetwork` (no dueling) or :class:`DeterministicActor` in numpy,
+    or None (then callers use torch).
+
+    Returns ``forward(obs) -> output``: ``argmax`` for Q-networks, scaled actions for actors.
+    """
+    if isinstance(module, QNetwork) and _flat_input(module.encoder) and isinstance(module.head, nn.Linear):
+        ops = numpy_ops([*module.trunk, module.head])
+        return None if ops is None else lambda obs: run_numpy(ops, _as_rows(obs)).argmax(axis=1)
+    if isinstance(module, DeterministicActor) and _flat_input(module.encoder):
+        ops = numpy_ops(list(module.net))
+        if ops is None:
+            return None
+        scale, bias = module.action_scale.numpy(), module.action_bias.numpy()
+        return lambda obs: run_numpy(ops, _as_rows(obs)) * scale + bias
+    return None
+
+
+def _as_rows(obs: np.ndarray) -> np.ndarray:
+    return np.asarray(obs, dtype=np.float32).reshape(len(obs), -1)
+
+
+def numpy_actor_critic(model: ActorCritic, rng: np.random.Generator | None) -> Any:
+    """``actor(obs, deterministic=False) -> (actions, values)`` of a plain-MLP :class:`ActorCritic` in numpy,
+    or None (CNN, one-hot inputs, a GPU model).
+
+    Samples with ``rng`` (unused when deterministic): categorical actions by inverse-CDF sampling,
+    Gaussian ones as mean + std * N(0, 1) (unclipped, as the torch head samples them).
+    """
+    if not _flat_input(model.encoder):
+        return None
+    categorical = isinstance(model.policy, CategoricalHead)
+    trunk = numpy_ops(model.trunk)
+    value_trunk = None if model.value_trunk is None else numpy_ops(model.value_trunk)
+    head = numpy_ops([model.policy.logits if categorical else model.policy.mean])
+    value_head = numpy_ops([model.value])
+    if trunk is None or head is None or value_head is None or (model.value_trunk is not None and value_trunk is None):
+        return None
+    log_std = None if categorical else model.policy.log_std.detach().numpy()
+
+    def actor(obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        x = _as_rows(obs)
+        hidden = run_numpy(trunk, x)
+        values = run_numpy(value_head, hidden if value_trunk is None else run_numpy(value_trunk, x))[:, 0]
+        out = run_numpy(head, hidden)
+        if categorical:
+            if deterministic:
+                return out.argmax(axis=1), values
+            cdf = np.cumsum(np.exp(out - out.max(axis=1, keepdims=True)), axis=1)
+            u = rng.random((len(out), 1)) * cdf[:, -1:]  # one uniform per row, scaled by the unnormalised total
+            return np.minimum((cdf <= u).sum(axis=1), out.shape[1] - 1), values
+        if deterministic:
+            return out, values
+        return (out + np.exp(log_std) * rng.standard_normal(out.shape)).astype(np.float32), values
+
+    return actor

@@ -7,6 +7,8 @@ A user's own package can add either in its pyproject.toml without touching rlkit
 
 from __future__ import annotations
 
+import inspect
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -26,8 +28,9 @@ class AgentSpec:
         config_cls: the agent's dataclass config.
         train: ``train(cfg, resume=False) -> result dict`` (the contents of final.json).
         load_policy: ``load_policy(checkpoint_state) -> Policy`` rebuilding the policy from a checkpoint.
-        presets_file: YAML file of presets for this agent.
         summary: one line for ``rlkit train --help``.
+        presets_file: YAML file of presets for this agent; by default ``presets/NAME.yaml`` beside the
+            module that defines ``train`` (where rlkit's own agents keep theirs), when it exists.
         defaults: overrides applied on top of ``config_cls()`` before presets (e.g. td3's switches).
     """
 
@@ -35,9 +38,14 @@ class AgentSpec:
     config_cls: type[BaseConfig]
     train: Callable[..., dict[str, Any]]
     load_policy: Callable[[dict[str, Any]], Any]
-    presets_file: Path | None = None
     summary: str = ""
+    presets_file: Path | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.presets_file is None:
+            beside = Path(inspect.getfile(self.train)).parent / "presets" / f"{self.name}.yaml"
+            self.presets_file = beside if beside.exists() else None
 
     def presets(self) -> dict[str, dict[str, Any]]:
         return load_presets(self.presets_file) if self.presets_file else {}
@@ -73,6 +81,22 @@ def command_loaders() -> dict[str, Callable[[Any], None]]:
         return lambda subparsers: ep.load()(subparsers)
 
     return {name: loader(ep) for name, ep in sorted(_group("rlkit.commands").items())}
+
+
+def train_from_command_line(agent: str | None) -> None:
+    """``python -m rlkit.agents.MODULE ARGS`` as ``rlkit train AGENT ARGS`` (None: ARGS name the agent)."""
+    from rlkit.cli import main
+
+    main(["train", *([agent] if agent else []), *sys.argv[1:]])
+
+
+def eval_env_factory(cfg: BaseConfig, env_id: str | None = None) -> Callable[..., Any]:
+    """``make_eval_env(render_mode=None)`` for ``cfg.env_id`` with ``cfg.env_kwargs``, or for another ``env_id``
+    (an evaluation env other than the training one; ``cfg.env_kwargs`` then do not apply)."""
+    make_env = env_factory()
+    env_id = env_id or cfg.env_id
+    kwargs = cfg.env_kwargs if env_id == cfg.env_id else {}
+    return lambda render_mode=None: make_env(env_id, render_mode=render_mode, env_kwargs=kwargs)
 
 
 def env_factory() -> Callable[..., Any]:

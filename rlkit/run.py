@@ -2,7 +2,7 @@
 
 Each agent keeps its own training loop and uses a :class:`Run` for the bookkeeping around it::
 
-    run = Run("dqn", cfg, resume=resume)          # seeds everything, writes config.json
+    run = Run("dqn", cfg, resume=resume)          # sets thread counts, seeds the global RNGs, writes config.json
     state = run.resume_state                      # the latest checkpoint when resuming, else None
     ...
     with run.checkpoint_on_interrupt(lambda: (global_step, state_dict())):
@@ -65,6 +65,12 @@ def versions() -> dict[str, str]:
 
 class Run:
     """Bookkeeping for one training run (see module docstring).
+
+    Creating a Run changes process-wide state, on purpose and before anything random happens: it
+    sets torch's intra-op threads and numpy's BLAS threads to ``cfg.torch_threads`` and seeds python's,
+    numpy's and torch's global RNGs with ``cfg.seed`` (:func:`rlkit.seeding.seed_everything`), so a
+    script that builds a Run gets those settings too. It also fills in ``cfg.run_dir`` when it was None
+    and writes ``config.json``. ``self.rng`` is the run's own numpy Generator (buffers, exploration).
 
     Args:
         agent: registered agent name, stored in checkpoints so ``rlkit eval`` can rebuild the policy.
@@ -176,10 +182,9 @@ class Run:
             buffer.load_state_dict(torch.load(self._replay_buffer_path, weights_only=False))
             buffer.rng = self.rng
 
-    def evaluate(self, policy: Policy, make_eval_env: Callable[..., gym.Env], global_step: int,
-                 episodes: int | None = None) -> dict[str, Any]:
-        """Evaluate during training and log ``eval/mean_return``."""
-        result = evaluate(policy, make_eval_env, episodes or self.cfg.eval_episodes, seed=self.cfg.eval_seed)
+    def evaluate(self, policy: Policy, make_eval_env: Callable[..., gym.Env], global_step: int) -> dict[str, Any]:
+        """Evaluate ``cfg.eval_episodes`` episodes during training and log ``eval/mean_return``."""
+        result = evaluate(policy, make_eval_env, self.cfg.eval_episodes, seed=self.cfg.eval_seed)
         self.logger.record("eval/mean_return", result["mean"])
         self.logger.record("eval/std_return", result["std"])
         return result

@@ -9,20 +9,15 @@ import numpy as np
 import torch
 
 
-def seed_everything(seed: int, deterministic_torch: bool = False) -> np.random.Generator:
-    """Seed python, numpy and torch; return a fresh numpy Generator for buffers and noise.
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed python's, numpy's and torch's global RNGs; return a fresh numpy Generator for buffers and noise.
 
     Args:
         seed: the run's seed. Envs get ``seed + idx``, A3C workers ``seed + rank``.
-        deterministic_torch: also ask torch for deterministic kernels (slower; matters on GPU).
     """
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    if deterministic_torch:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
     return np.random.default_rng(seed)
 
 

@@ -15,7 +15,6 @@ from rlkit.agents.a2c import (
     gae_advantages,
     load_policy,
     n_step_returns,
-    numpy_actor,
     train,
 )
 from torch.distributions import Categorical, Independent, Normal
@@ -24,6 +23,7 @@ from rlkit import envs
 from rlkit.checkpoint import load_checkpoint
 from rlkit.config import apply_overrides
 from rlkit.errors import RLKitError
+from rlkit.nets import numpy_actor_critic
 
 TINY = dict(total_steps=480, num_envs=4, n_steps=5, hidden=[16], eval_episodes=2, checkpoint_every=240,
             log_every=120, progress=False)
@@ -172,7 +172,7 @@ def test_truncated_steps_bootstrap_from_final_obs():
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "rlkit/ContinuousTarget-v0"])
-def test_numpy_actor_matches_torch(env_id):
+def test_numpy_actor_critic_matches_torch(env_id):
     env = envs.make_env(env_id)
     torch.manual_seed(0)
     model = build_model(env.observation_space, env.action_space, [32, 32], "tanh", shared_trunk=False)
@@ -180,7 +180,7 @@ def test_numpy_actor_matches_torch(env_id):
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.5)
     obs = np.random.default_rng(0).uniform(-1, 1, size=(4000, *env.observation_space.shape)).astype(np.float32)
-    actor = numpy_actor(model, np.random.default_rng(1))
+    actor = numpy_actor_critic(model, np.random.default_rng(1))
     with torch.no_grad():
         dist, values = model(torch.from_numpy(obs))
         mode = model.policy.mode(dist).numpy()
@@ -199,16 +199,25 @@ def test_numpy_actor_matches_torch(env_id):
     {}, {"gae_lambda": 0.95, "optimizer": "adam", "shared_trunk": False, "lr_schedule": "linear"},
     {"env_id": "rlkit/ContinuousTarget-v0"}, {"env_id": "rlkit/Identity-v0"},
 ])
-def test_smoke_variants_change_parameters(tmp_path, variant):
-    torch.manual_seed(0)
+def test_smoke_variants_change_parameters(tmp_path, monkeypatch, variant):
+    from rlkit.agents import a2c
+
+    built = []  # the run's own model, as train() built it, before any update
+
+    def recording_build(*args):
+        model = original_build(*args)
+        built.append({k: v.clone() for k, v in model.state_dict().items()})
+        return model
+
+    original_build = a2c.build_model
+    monkeypatch.setattr(a2c, "build_model", recording_build)
     result = train(tiny(tmp_path, **variant))
     assert result["env_steps"] == 480
     state = load_checkpoint(result["run_dir"])
-    env = envs.make_env(variant.get("env_id", "CartPole-v1"))
-    torch.manual_seed(0)  # Run seeds torch with cfg.seed (0) before building: the same initial network
-    cfg = tiny(tmp_path, **variant)
-    initial = build_model(env.observation_space, env.action_space, cfg.hidden, cfg.activation, cfg.shared_trunk)
-    assert any(not torch.allclose(v, state["model"][k]) for k, v in initial.state_dict().items())
+    (initial,) = built
+    assert initial.keys() == state["model"].keys()
+    unchanged = [k for k in initial if torch.equal(initial[k], state["model"][k])]
+    assert not unchanged, f"parameters never updated: {unchanged}"
     assert all(torch.isfinite(v).all() for v in state["model"].values())
     header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"losses/policy_loss", "losses/value_loss", "losses/entropy", "charts/steps_per_second"} <= set(header)
@@ -255,7 +264,7 @@ def test_truncation_bootstraps_to_infinite_horizon_value(tmp_path):
 
 
 def test_refuses_unsupported_spaces(tmp_path):
-    with pytest.raises(RLKitError, match="unsupported observation space"):
+    with pytest.raises(RLKitError, match="a2c supports Box and Discrete observations"):
         train(tiny(tmp_path, env_id="Blackjack-v1"))
     assert not (tmp_path / "run").exists()
     with pytest.raises(RLKitError, match="gae_lambda"):

@@ -16,13 +16,14 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
-from rlkit.agents.a2c import build_model, make_optimizer
+from rlkit.agents.a2c import build_model
 from rlkit.agents.a3c import A3CConfig, share_optimizer_state, worker
 
 from rlkit import envs
 from rlkit.checkpoint import list_checkpoints
 from rlkit.config import apply_overrides
 from rlkit.errors import RLKitError
+from rlkit.optim import make_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,13 +82,13 @@ def assert_no_leftovers(marker: str) -> None:
 SMALL = ["--set", "num_workers=2", "--set", "hidden=[16]", "--set", "eval_episodes=2", "--no-progress"]
 
 
-@pytest.mark.parametrize("kind", ["rmsprop", "adam"])
-def test_shared_optimizer_state_matches_torch(kind):
+@pytest.mark.parametrize("kind, centered", [("rmsprop", False), ("rmsprop", True), ("adam", False)])
+def test_shared_optimizer_state_matches_torch(kind, centered):
     torch.manual_seed(0)
     shared, plain = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
     plain.load_state_dict(shared.state_dict())
-    opt_shared = make_optimizer(kind, shared.parameters(), 0.01, 0.99, 1e-5)
-    opt_plain = make_optimizer(kind, plain.parameters(), 0.01, 0.99, 1e-5)
+    opt_shared = make_optimizer(shared.parameters(), kind, 0.01, 1e-5, 0.99, centered=centered)
+    opt_plain = make_optimizer(plain.parameters(), kind, 0.01, 1e-5, 0.99, centered=centered)
     states = share_optimizer_state(opt_shared)
     assert all(t.is_shared() for state in states for t in state.values())
     for _ in range(3):  # torch's own lazily created state and ours give the same steps
@@ -107,7 +108,7 @@ def test_every_worker_update_changes_shared_parameters(start_method, ranks):
     cfg = A3CConfig(num_workers=2, t_max=5, total_steps=5, hidden=[16], start_method=start_method)
     env = envs.make_env(cfg.env_id)
     model = build_model(env.observation_space, env.action_space, cfg.hidden, cfg.activation, cfg.shared_trunk)
-    optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.rmsprop_alpha, cfg.optimizer_eps)
+    optimizer = cfg.build_optimizer(model.parameters())
     model.share_memory()
     optim_state = share_optimizer_state(optimizer)
     ctx = mp.get_context(start_method)

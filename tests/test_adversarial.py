@@ -52,21 +52,27 @@ def small(tmp_path, demos_path, name, **over) -> AdversarialConfig:
 @pytest.mark.filterwarnings("ignore:.*Box (low|high)'s precision lowered:UserWarning")
 @pytest.mark.parametrize("algo", ["gail", "airl"])
 def test_adversarial_runs_the_real_imitation_code(tmp_path, fixed_length_demos, algo):
-    snapshots, losses = [], []
+    """Both halves learn in the glue's round loop: every reward-net (discriminator) tensor and every PPO
+    (generator) tensor moves between rounds, and the discriminator's loss falls from round 1 to round 2
+    (16 updates a round: enough to see it at this budget, measured on seeds 0-2)."""
+    disc_snapshots, gen_snapshots, losses = [], [], []
 
     def on_round(trainer, round_index, stats):
         # the real imitation trainer: its reward net is the discriminator being trained
         assert type(trainer).__name__ == algo.upper()
-        snapshots.append([p.detach().clone() for p in trainer._reward_net.parameters()])
-        losses.append(stats["disc_loss"])
+        disc_snapshots.append({k: v.detach().clone() for k, v in trainer._reward_net.named_parameters()})
+        gen_snapshots.append({k: v.detach().clone() for k, v in trainer.gen_algo.policy.named_parameters()})
+        losses.append(float(stats["disc_loss"]))
 
     train = train_gail if algo == "gail" else train_airl
-    result = train(small(tmp_path, fixed_length_demos, algo), on_round=on_round)
-    assert result["rounds"] == 2 == len(snapshots) and result["env_steps"] == 1024
+    result = train(small(tmp_path, fixed_length_demos, algo, n_disc_updates_per_round=16), on_round=on_round)
+    assert result["rounds"] == 2 == len(disc_snapshots) and result["env_steps"] == 1024
     assert all(math.isfinite(loss) for loss in losses)
-    assert any(not torch.equal(a, b) for a, b in zip(snapshots[0], snapshots[1])), "discriminator did not move"
+    for name, (first, second) in (("discriminator", disc_snapshots), ("generator", gen_snapshots)):
+        frozen = [k for k in first if torch.equal(first[k], second[k])]
+        assert not frozen, f"{name} tensors did not move between rounds: {frozen}"
+    assert losses[1] < losses[0], f"the discriminator's loss did not fall: {losses}"
     assert result["eval_env_id"] == "CartPole-v1"  # evaluated on the task the demonstrations show
-    assert result["eval"]["mean"] != result["eval_initial_mean"], "the generator's return did not move"
     policy = load_policy(result["run_dir"])  # what `rlkit eval` and the demo recorder load
     assert policy.act(np.zeros((3, 4), np.float32)).shape == (3,)
     assert load_checkpoint(result["run_dir"])["agent"] == algo
@@ -93,7 +99,9 @@ def test_preference_comparisons_report_reward_correlation(tmp_path):
         num_iterations=2, num_envs=2, ppo_n_steps=256, fragment_length=10, correlation_steps=400,
         eval_episodes=1, progress=False, tensorboard=False))
     corr = result["reward_correlation"]
-    assert corr["transitions"] == 400 and -1.0 <= corr["pearson"] <= 1.0 and -1.0 <= corr["spearman"] <= 1.0
+    # 40 answers already make the learned reward follow the true one (seed 0: Pearson 0.38; seeds 1, 2: 0.27,
+    # 0.10); a rater or reward fit that got the preference's direction wrong makes it negative.
+    assert corr["transitions"] == 400 and corr["pearson"] > 0.2 and corr["spearman"] > 0.1
     assert result["comparisons"] == 40 and math.isfinite(result["reward_loss"])
     policy = load_policy(result["run_dir"])
     assert policy.act(np.zeros((2, 3), np.float32)).shape == (2, 1)

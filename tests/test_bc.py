@@ -12,7 +12,6 @@ import torch
 from rlkit.agents.bc import (
     BCConfig,
     BCNet,
-    FlatAdam,
     bc_loss,
     gaussian_nll,
     load_policy,
@@ -25,6 +24,7 @@ from rlkit.agents.bc import (
 from rlkit import demos, envs
 from rlkit.checkpoint import load_checkpoint
 from rlkit.errors import RLKitError
+from rlkit.optim import FlatAdam
 
 
 class CartPoleRule:
@@ -96,35 +96,6 @@ def test_resolve_loss_checks_the_action_space():
 
 # -- layer 2: networks and policies ----------------------------------------------------------------
 
-@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
-def test_flat_adam_matches_torch_adam_step_for_step(weight_decay):
-    env = envs.make_env("CartPole-v1")
-    torch.manual_seed(0)
-    ours = BCNet(env.observation_space, env.action_space, [8, 8], "ce")
-    torch.manual_seed(0)
-    ref = BCNet(env.observation_space, env.action_space, [8, 8], "ce")
-    opt_ours = FlatAdam(ours, lr=0.01, weight_decay=weight_decay)
-    opt_ref = torch.optim.Adam(ref.parameters(), lr=0.01, weight_decay=weight_decay)
-    obs, acts = torch.randn(64, 4), torch.randint(0, 2, (64,))
-    for _ in range(5):
-        for net, opt in ((ours, opt_ours), (ref, opt_ref)):
-            opt.zero_grad()
-            bc_loss(net(obs), acts, "ce").backward()
-            opt.step()
-    for (name, a), b in zip(ours.named_parameters(), ref.parameters()):
-        assert torch.allclose(a, b, atol=1e-6), name
-    assert ours.flat.data_ptr() == next(ours.parameters()).data_ptr()  # still views of the flat buffer
-
-
-def test_lean_forward_equals_the_module_forward():
-    for env_id, loss in (("CartPole-v1", "ce"), ("rlkit/ContinuousTarget-v0", "nll")):
-        env = envs.make_env(env_id)
-        net = BCNet(env.observation_space, env.action_space, [16, 16], loss)
-        assert net._plan is not None
-        obs = torch.rand(10, *env.observation_space.shape)
-        assert torch.allclose(net(obs), net.body(obs), atol=1e-6)
-
-
 def test_training_moves_every_parameter_through_the_flat_buffer():
     env = envs.make_env("CartPole-v1")
     net = BCNet(env.observation_space, env.action_space, [16], "ce")
@@ -133,6 +104,7 @@ def test_training_moves_every_parameter_through_the_flat_buffer():
     loss, steps, samples = train_epoch(net, optimizer, torch.randn(100, 4), torch.randint(0, 2, (100,)), 32, "ce")
     assert (steps, samples) == (4, 100) and math.isfinite(loss)
     assert all(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
+    assert optimizer.param.data_ptr() == next(net.parameters()).data_ptr()  # still views of the flat buffer
 
 def test_continuous_policy_stays_in_asymmetric_bounds_and_fast_path_matches():
     env = envs.make_env("rlkit/ContinuousTarget-v0")
@@ -195,6 +167,28 @@ def test_resume_continues_the_epoch_count(tmp_path, cartpole_demos):
     assert first["epochs"] == 2
     again = train(quick(tmp_path, cartpole_demos, epochs=4, val_fraction=0.0), resume=True)
     assert again["epochs"] == 4 and again["gradient_steps"] == 2 * first["gradient_steps"]
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path, cartpole_demos, monkeypatch):
+    from rlkit.agents import bc
+
+    calls = []
+
+    def interrupted_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original_epoch(*args, **kwargs)
+
+    original_epoch = bc.train_epoch
+    monkeypatch.setattr(bc, "train_epoch", interrupted_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(quick(tmp_path, cartpole_demos, epochs=5, checkpoint_every=0))
+    state = load_checkpoint(tmp_path / "run")  # written on the way out, after two finished epochs
+    assert state["epoch"] == 2 and state["global_step"] > 0
+    monkeypatch.setattr(bc, "train_epoch", original_epoch)
+    result = train(quick(tmp_path, cartpole_demos, epochs=5, checkpoint_every=0), resume=True)
+    assert result["epochs"] == 5
 
 
 def test_num_demos_and_bad_input(tmp_path, cartpole_demos):

@@ -12,7 +12,7 @@ from rlkit.buffers import ReplayBuffer
 from rlkit.checkpoint import atomic_write_text, list_checkpoints, load_checkpoint, save_checkpoint
 from rlkit.config import apply_overrides, parse_set_args
 from rlkit.errors import RLKitError
-from rlkit.types import RandomPolicy, SB3PredictAdapter
+from rlkit.types import SB3PredictAdapter
 
 
 def test_buffer_wraparound_keeps_newest_and_dtypes():
@@ -65,7 +65,6 @@ def test_builders_shapes_and_actor_bounds():
             p.uniform_(-50, 50)  # saturate tanh
         out = actor(torch.randn(256, 3) * 10)
     assert (out >= torch.tensor([-1.0, 0.0]) - 1e-6).all() and (out <= torch.tensor([3.0, 0.5]) + 1e-6).all()
-    assert nets.QCritic(box, asym, [16])(torch.zeros(7, 3), torch.zeros(7, 2)).shape == (7,)
     ac = nets.ActorCritic(box, gym.spaces.Discrete(3), [16])
     dist, value = ac(torch.zeros(4, 3))
     assert dist.sample().shape == (4,) and value.shape == (4,)
@@ -81,14 +80,32 @@ def test_numpy_fast_path_matches_torch():
     with torch.no_grad():
         expected = q(torch.from_numpy(obs)).argmax(1).numpy()
     np.testing.assert_array_equal(fast(obs), expected)
-    with torch.no_grad():  # the fast path reads the live weights
-        next(q.parameters()).mul_(-1)
-        expected = q(torch.from_numpy(obs)).argmax(1).numpy()
-    np.testing.assert_array_equal(fast(obs), expected)
     actor = nets.DeterministicActor(box, gym.spaces.Box(-1, 3, (2,), np.float32), [16])
     with torch.no_grad():
         np.testing.assert_allclose(nets.numpy_forward(actor)(obs), actor(torch.from_numpy(obs)).numpy(), atol=1e-5)
     assert nets.numpy_forward(nets.QNetwork(box, gym.spaces.Discrete(3), [8], dueling=True)) is None
+    assert nets.numpy_forward(nets.QNetwork(gym.spaces.Discrete(5), gym.spaces.Discrete(3), [8])) is None
+
+
+@pytest.mark.parametrize("activation", [torch.nn.ReLU, torch.nn.Tanh])
+def test_numpy_ops_equal_torch_and_see_optimizer_steps(activation):
+    """The numpy layers of a Linear + ReLU/Tanh stack equal torch's forward, before and after optimizer steps
+    (the arrays share the parameters' memory, and Adam updates them in place)."""
+    torch.manual_seed(0)
+    net = nets.mlp(5, 3, [16, 16], activation)
+    ops = nets.numpy_ops(net)
+    obs = np.random.default_rng(1).normal(size=(32, 5)).astype(np.float32)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.1)
+    for _ in range(3):
+        with torch.no_grad():
+            expected = net(torch.from_numpy(obs)).numpy()
+        np.testing.assert_allclose(nets.run_numpy(ops, obs.copy()), expected, rtol=1e-5, atol=1e-6)
+        optimizer.zero_grad()
+        net(torch.from_numpy(obs)).pow(2).sum().backward()
+        optimizer.step()
+    np.testing.assert_allclose(nets.run_numpy(ops, obs), net(torch.from_numpy(obs)).detach().numpy(), rtol=1e-5,
+                               atol=1e-6)
+    assert nets.numpy_ops([torch.nn.Linear(2, 2), torch.nn.Sigmoid()]) is None
 
 
 def test_polyak_update():
@@ -162,14 +179,34 @@ def test_atari_env_is_preprocessed():
     assert np.asarray(obs).shape == (4, 84, 84) and np.asarray(obs).dtype == np.uint8
 
 
+class _Repeat:
+    """Identity-v0's oracle (act = the observed symbol), or with ``shift`` a policy that is always wrong."""
+
+    def __init__(self, shift: int = 0) -> None:
+        self.shift = shift
+        self.seen_deterministic: set[bool] = set()
+
+    def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        self.seen_deterministic.add(deterministic)
+        return (np.asarray(obs).astype(np.int64) + self.shift) % 4
+
+
 def test_sb3_evaluate_policy_drives_an_rlkit_policy():
+    """SB3's evaluate_policy through the adapter: the oracle earns all 20 rewards an episode, a policy that
+    is always one symbol off earns none, so the adapter passes observations and actions through unchanged."""
     from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.monitor import Monitor
 
-    env = Monitor(gym.make("rlkit/Identity-v0"))  # SB3 warns that its episode stats may be off without it
-    adapter = SB3PredictAdapter(RandomPolicy(env.action_space, seed=0), env.observation_space, env.action_space)
-    mean, std = evaluate_policy(adapter, env, n_eval_episodes=3)
-    assert 0 <= mean <= 20
+    # 4 symbols, 20 steps, reward 1 for repeating the symbol; Monitor because SB3 warns without it
+    env = Monitor(gym.make("rlkit/Identity-v0"))
+    oracle = _Repeat()
+    adapter = SB3PredictAdapter(oracle, env.observation_space, env.action_space)
+    assert evaluate_policy(adapter, env, n_eval_episodes=3) == (20.0, 0.0)
+    assert oracle.seen_deterministic == {True}
+    wrong = SB3PredictAdapter(_Repeat(shift=1), env.observation_space, env.action_space)
+    assert evaluate_policy(wrong, env, n_eval_episodes=3) == (0.0, 0.0)
+    evaluate_policy(adapter, env, n_eval_episodes=1, deterministic=False)
+    assert oracle.seen_deterministic == {True, False}  # the flag reaches the rlkit policy
 
 
 @pytest.mark.parametrize("prioritized", [False, True])

@@ -30,7 +30,7 @@ from rlkit import envs
 from rlkit.checkpoint import load_checkpoint
 from rlkit.config import apply_overrides, resolve_preset
 from rlkit.errors import RLKitError
-from rlkit.nets import QCriticEnsemble, polyak_update
+from rlkit.nets import QCriticEnsemble, mlp, polyak_update
 from rlkit.types import Batch
 
 TINY = dict(env_id="Pendulum-v1", total_steps=400, learning_starts=200, batch_size=32, buffer_size=1000,
@@ -100,19 +100,30 @@ def test_running_moments_match_numpy():
 
 
 def test_critic_ensemble_equals_separate_mlps():
-    env = envs.make_env("rlkit/ContinuousTarget-v0")
-    critic = QCriticEnsemble(env.observation_space, env.action_space, [8, 8], n_critics=2)
+    """Two independently built ReLU MLPs Q_k([s, a]); their weights loaded into the stacked ensemble give
+    the same outputs, critic by critic."""
+    env = envs.make_env("rlkit/ContinuousTarget-v0")  # 1-d observation, 1-d action
+    separate = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        separate.append(mlp(2, 1, [8, 6]))
+    critic = QCriticEnsemble(env.observation_space, env.action_space, [8, 6], n_critics=2)
+    linears = [[m for m in net if isinstance(m, torch.nn.Linear)] for net in separate]
+    with torch.no_grad():
+        for i, (weight, bias) in enumerate(zip(critic.weights, critic.biases)):
+            assert weight.shape == (2, linears[0][i].in_features, linears[0][i].out_features)
+            for k in range(2):
+                weight[k] = linears[k][i].weight.T
+                bias[k] = linears[k][i].bias
     obs, act = torch.randn(5, 1), torch.randn(5, 1)
     q = critic(obs, act)
     assert q.shape == (2, 5)
-    x = torch.cat([obs, act], 1)
-    for k in range(2):
-        h = x
-        for i, (w, b) in enumerate(zip(critic.weights, critic.biases)):
-            h = h @ w[k] + b[k]
-            h = torch.relu(h) if i < 2 else h
-        torch.testing.assert_close(q[k], h.squeeze(-1))
-    torch.testing.assert_close(critic(obs, act, first_only=True)[0], q[0])
+    with torch.no_grad():
+        for k in range(2):
+            torch.testing.assert_close(q[k], separate[k](torch.cat([obs, act], 1)).squeeze(-1))
+        torch.testing.assert_close(critic(obs, act, first_only=True)[0], q[0])
+    fresh = QCriticEnsemble(env.observation_space, env.action_space, [8, 6], n_critics=2)
+    assert not torch.allclose(fresh.weights[0][0], fresh.weights[0][1])  # the critics start independent
 
 
 # ---------------------------------------------------------------- components

@@ -4,7 +4,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from rlkit.agents.dqn import dqn_loss, linear_schedule, td_target
+from rlkit.agents.dqn import DQNConfig, dqn_loss, epsilon_greedy, make_policy, td_target
 
 from rlkit.buffers import PrioritizedReplayBuffer, ReplayBuffer, SumTree
 from rlkit.types import Batch
@@ -21,12 +21,6 @@ def test_td_target_dqn_and_double():
     next_q_online = torch.tensor([[5.0, 1.0], [0.0, 1.0]])
     y = td_target(rewards, terminated, discounts, next_q_target, next_q_online)
     assert torch.allclose(y, torch.tensor([1.9, 0.5]))
-
-
-def test_linear_schedule_table():
-    table = {0: 1.0, 50: 0.525, 100: 0.05, 1_000: 0.05}
-    for t, expected in table.items():
-        assert linear_schedule(1.0, 0.05, 100, t) == pytest.approx(expected)
 
 
 class _FixedQ(torch.nn.Module):
@@ -50,6 +44,71 @@ def test_dqn_loss_weighted_mse_by_hand():
     assert torch.allclose(td, torch.tensor([1.0, 0.0]))
     assert loss.item() == pytest.approx((1.0 * 1.0 + 0.5 * 0.0) / 2)
     assert torch.allclose(q_taken, torch.tensor([2.0, 0.0]))
+
+
+def _batch(obs, actions, rewards, next_obs, terminated, discounts, weights):
+    return Batch(obs=torch.tensor(obs), actions=torch.tensor(actions), rewards=torch.tensor(rewards),
+                 next_obs=torch.tensor(next_obs), terminated=torch.tensor(terminated),
+                 discounts=torch.tensor(discounts), weights=torch.tensor(weights), indices=np.arange(len(obs)))
+
+
+def test_dqn_loss_huber_by_hand():
+    q = _FixedQ([[1.0, 2.0]])
+    # Both transitions terminate, so y = r: TD errors 1.5 - 1 = 0.5 (quadratic zone) and 4 - 1 = 3 (linear zone).
+    batch = _batch([0, 0], [0, 0], [1.5, 4.0], [0, 0], [1.0, 1.0], [0.9, 0.9], [1.0, 0.5])
+    loss, td, _ = dqn_loss(q, q, batch, double=False, loss="huber")
+    assert torch.allclose(td, torch.tensor([0.5, 3.0]))
+    # Huber(0.5) = 0.5 * 0.5^2 = 0.125; Huber(3) = 3 - 0.5 = 2.5; weighted mean (0.125 * 1 + 2.5 * 0.5) / 2
+    assert loss.item() == pytest.approx(0.6875)
+    loss.backward()
+    # d loss / d Q(s, a0) = -(1 * 0.5 + 0.5 * 1) / 2: the large error's gradient is clipped to 1
+    torch.testing.assert_close(q.table.grad, torch.tensor([[-0.5, 0.0]]))
+
+
+def test_dqn_loss_double_dqn_by_hand():
+    online = _FixedQ([[1.0, 2.0], [0.0, 4.0], [3.0, 1.0]])
+    target = _FixedQ([[10.0, 20.0], [7.0, 5.0], [6.0, 8.0]])
+    batch = _batch([0, 2], [1, 0], [1.0, 0.0], [1, 2], [0.0, 0.0], [0.5, 0.5], [1.0, 1.0])
+    loss, td, q_taken = dqn_loss(online, target, batch, double=True, loss="mse")
+    # sample 0: the online net picks a'=1 in s'=1 (4 > 0), the target rates it 5: y = 1 + 0.5 * 5 = 3.5, Q = 2.
+    # sample 1: the online net picks a'=0 in s'=2 (3 > 1), the target rates it 6: y = 0 + 0.5 * 6 = 3, Q = 3.
+    assert torch.allclose(td, torch.tensor([1.5, 0.0]))
+    assert torch.allclose(q_taken, torch.tensor([2.0, 3.0]))
+    assert loss.item() == pytest.approx((1.5**2 + 0.0) / 2)
+    # plain DQN takes the target's own max (7 and 8) instead: different targets, so the switch matters
+    _, td_plain, _ = dqn_loss(online, target, batch, double=False, loss="mse")
+    assert torch.allclose(td_plain, torch.tensor([2.5, 1.0]))
+    loss.backward()
+    assert target.table.grad is None  # the target net gets no gradient
+
+
+def test_epsilon_greedy_rates():
+    torch.manual_seed(0)
+    q_values = torch.tensor([[0.0, 1.0, 0.0, 0.0]]).repeat(20_000, 1)
+    assert (epsilon_greedy(q_values, 0.0) == 1).all()
+    uniform = torch.bincount(epsilon_greedy(q_values, 1.0), minlength=4) / 20_000
+    assert torch.allclose(uniform, torch.full((4,), 0.25), atol=0.02)
+    half = (epsilon_greedy(q_values, 0.5) == 1).float().mean().item()
+    assert half == pytest.approx(0.5 + 0.5 / 4, abs=0.02)  # greedy, or explore and happen to pick it
+
+
+def test_stochastic_policy_is_epsilon_greedy_with_epsilon_end():
+    """`rlkit eval --stochastic` asks act(obs, deterministic=False): epsilon-greedy, not the greedy action."""
+    from rlkit.nets import QNetwork
+
+    box = gym.spaces.Box(-1, 1, (3,), np.float32)
+    q_net = QNetwork(box, gym.spaces.Discrete(3), [8])
+    policy = make_policy(q_net, DQNConfig(epsilon_end=0.3), box, gym.spaces.Discrete(3))
+    obs = np.random.default_rng(0).normal(size=(5_000, 3)).astype(np.float32)
+    with torch.no_grad():
+        greedy = q_net(torch.from_numpy(obs)).argmax(1).numpy()
+    np.testing.assert_array_equal(policy.act(obs), greedy)
+    np.testing.assert_array_equal(policy.act(obs[:4]), greedy[:4])  # the numpy fast path agrees
+    torch.manual_seed(0)
+    share_greedy = (policy.act(obs, deterministic=False) == greedy).mean()
+    assert share_greedy == pytest.approx(0.7 + 0.3 / 3, abs=0.03)
+    small = np.stack([policy.act(obs[:2], deterministic=False) for _ in range(500)])  # not the greedy fast path
+    assert (small != greedy[:2]).any()
 
 
 def _fill(buffer, rewards, terminated, truncated):

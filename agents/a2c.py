@@ -42,11 +42,12 @@ from rlkit.envs import VecEnv, make_vec_env
 from torch import nn
 from torch.distributions import Distribution
 
+from rlkit.cli import train_from_command_line
 from rlkit.config import BaseConfig, config_from_dict, default, opt, require_at_least_one
 from rlkit.errors import RLKitError
 from rlkit.nets import ActorCritic, numpy_actor_critic
 from rlkit.optim import OptimizerName, OptimizerOptions, set_lr
-from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
+from rlkit.registry import AgentSpec, eval_env_factory
 from rlkit.run import Run
 from rlkit.types import TorchPolicy
 

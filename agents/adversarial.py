@@ -37,9 +37,10 @@ import numpy as np
 from rlkit.agents.bc import load_demos, resolve_env
 from rlkit.envs import make_env
 
+from rlkit.cli import train_from_command_line
 from rlkit.config import BaseConfig, config_from_dict, opt, require_at_least_one
 from rlkit.errors import RLKitError, require_imitation
-from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
+from rlkit.registry import AgentSpec, eval_env_factory
 from rlkit.run import Run
 from rlkit.types import SB3ModelPolicy
 

@@ -54,10 +54,11 @@ from rlkit.agents.bc import load_policy as load_bc_policy
 from rlkit.demos.protocol import DiscardEpisode, StopRecording
 from rlkit.envs import make_env
 
+from rlkit.cli import train_from_command_line
 from rlkit.config import BaseConfig, opt, require_at_least_one
 from rlkit.errors import RLKitError
 from rlkit.optim import FlatAdam
-from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
+from rlkit.registry import AgentSpec, eval_env_factory
 from rlkit.run import Run
 from rlkit.types import Policy
 

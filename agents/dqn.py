@@ -33,11 +33,12 @@ from rlkit.envs import is_atari, make_vec_env
 from torch import nn
 
 from rlkit.buffers import PrioritizedReplayBuffer, ReplayBuffer
+from rlkit.cli import train_from_command_line
 from rlkit.config import BaseConfig, ReplayOptions, config_from_dict, opt, require_at_least_one
 from rlkit.errors import RLKitError
 from rlkit.nets import QNetwork, numpy_forward, polyak_update
 from rlkit.optim import OptimizerOptions, linear, set_lr
-from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
+from rlkit.registry import AgentSpec, eval_env_factory
 from rlkit.run import Run
 from rlkit.types import Batch, TorchPolicy
 

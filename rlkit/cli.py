@@ -239,3 +239,8 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def train_from_command_line(agent: str | None) -> None:
+    """``python -m rlkit.agents.MODULE ARGS`` as ``rlkit train AGENT ARGS`` (None: ARGS name the agent)."""
+    main(["train", *([agent] if agent else []), *sys.argv[1:]])

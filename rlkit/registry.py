@@ -8,7 +8,6 @@ A user's own package can add either in its pyproject.toml without touching rlkit
 from __future__ import annotations
 
 import inspect
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -81,13 +80,6 @@ def command_loaders() -> dict[str, Callable[[Any], None]]:
         return lambda subparsers: ep.load()(subparsers)
 
     return {name: loader(ep) for name, ep in sorted(_group("rlkit.commands").items())}
-
-
-def train_from_command_line(agent: str | None) -> None:
-    """``python -m rlkit.agents.MODULE ARGS`` as ``rlkit train AGENT ARGS`` (None: ARGS name the agent)."""
-    from rlkit.cli import main
-
-    main(["train", *([agent] if agent else []), *sys.argv[1:]])
 
 
 def eval_env_factory(cfg: BaseConfig, env_id: str | None = None) -> Callable[..., Any]:

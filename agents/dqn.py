@@ -182,15 +182,15 @@ def train(cfg: DQNConfig, resume: bool = False) -> dict[str, Any]:
     # A resumed run cannot restore the envs' internal state; it starts fresh episodes on a new seed.
     obs = envs.reset(seed=cfg.seed + global_step)
 
+    saved_buffer = buffer if cfg.save_buffer else None  # checkpointed with the state, in the same directory
+
     def state_dict() -> dict[str, Any]:
-        if cfg.save_buffer:
-            run.save_replay_buffer(buffer)
         return {"q_net": q_net.state_dict(), "q_target": q_target.state_dict(),
                 "optimizer": optimizer.state_dict(), "observation_space": obs_space, "action_space": act_space}
 
     stride = cfg.num_envs
     decay_steps = cfg.exploration_fraction * cfg.total_steps
-    with run.checkpoint_on_interrupt(lambda: (global_step, state_dict())):
+    with run.checkpoint_on_interrupt(lambda: (global_step, state_dict(), saved_buffer)):
         while global_step < cfg.total_steps:
             # ALGO LOGIC: epsilon-greedy action selection.
             epsilon = linear_schedule(cfg.epsilon_start, cfg.epsilon_end, decay_steps, global_step)
@@ -237,10 +237,10 @@ def train(cfg: DQNConfig, resume: bool = False) -> dict[str, Any]:
                 polyak_update(q_net, q_target, cfg.tau)
 
             run.step_done(global_step, stride, policy, eval_env_factory(cfg), state_dict,
-                          lambda epsilon=epsilon: {"charts/epsilon": epsilon})
+                          lambda epsilon=epsilon: {"charts/epsilon": epsilon}, replay_buffer=saved_buffer)
 
     envs.close()
-    return run.finish(policy, eval_env_factory(cfg), global_step, state_dict())
+    return run.finish(policy, eval_env_factory(cfg), global_step, state_dict(), replay_buffer=saved_buffer)
 
 
 def eval_env_factory(cfg: BaseConfig) -> Any:

@@ -108,8 +108,11 @@ def _encode(obj: Any, where: str = "state") -> Any:
     lists, tuples and dicts. numpy arrays and scalars and gymnasium spaces become tagged dicts."""
     import torch
 
-    if obj is None or isinstance(obj, (bool, int, float, str, bytes, torch.Tensor)):
+    if obj is None or type(obj) in (bool, int, float, str, bytes) or isinstance(obj, torch.Tensor):
         return obj
+    for plain in (str, bool, int, float, bytes):  # subclasses (torch's version string, IntEnum) pickle by class
+        if isinstance(obj, plain):
+            return plain(obj)
     if isinstance(obj, np.ndarray):
         if obj.dtype.kind not in "biufc":
             raise RLKitError(f"cannot store the {obj.dtype} array at {where} in a checkpoint (numbers only)")
@@ -368,3 +371,20 @@ def checkpoint_agent(run_dir: str | Path) -> str | None:
     except RLKitError:
         return None
     return agent if isinstance(agent, str) else None
+
+
+def read_json(path: str | Path, expect: type = dict) -> Any:
+    """A JSON file of a run (config.json, final.json, ...): a missing, non-regular, damaged or wrongly shaped
+    file is a one-line error naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise RLKitError(f"{path} not found")
+    if not path.is_file():
+        raise RLKitError(f"{path} is not a regular file")
+    try:
+        data = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RLKitError(f"{path} is damaged ({type(e).__name__}: {str(e).splitlines()[0][:80]})") from None
+    if not isinstance(data, expect):
+        raise RLKitError(f"{path} is damaged: expected a JSON {expect.__name__}, got {type(data).__name__}")
+    return data

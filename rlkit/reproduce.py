@@ -176,13 +176,18 @@ def run_local(jobs: list[Job], workers: int, report: Report) -> dict[str, dict[s
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
         futures = {pool.submit(run_job, j.agent, j.config, j.resume): j for j in jobs}
         pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                job = futures[fut]
-                exc = fut.exception()
-                outcomes[job.key] = exc if exc is not None else fut.result()
-                report(job, outcomes[job.key], len(outcomes), len(jobs))
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    job = futures[fut]
+                    exc = fut.exception()
+                    outcomes[job.key] = exc if exc is not None else fut.result()
+                    report(job, outcomes[job.key], len(outcomes), len(jobs))
+        except KeyboardInterrupt:  # Ctrl-C reaches every process, SIGTERM only this one: pass it on to checkpoint
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                proc.terminate()
+            raise
     return outcomes
 
 
@@ -271,11 +276,11 @@ def _execute(jobs: list[Job], backend: str, workers: int, address: str | None, r
 # ---------------------------------------------------------------------------------------------
 def _pending_or_done(run_dir: Path) -> tuple[dict[str, Any] | None, bool]:
     """(final.json if the run finished, resume?) for one run directory; clears a run that left nothing."""
-    from rlkit.checkpoint import list_checkpoints
+    from rlkit.checkpoint import list_checkpoints, read_json
 
     final = run_dir / "final.json"
     if final.exists():
-        return json.loads(final.read_text()), False
+        return read_json(final), False
     if list_checkpoints(run_dir):
         return None, True
     if run_dir.exists():
@@ -564,9 +569,12 @@ def add_parser(subparsers: Any) -> None:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     if not args.preset:
         return _list_presets(args)
-    results = reproduce(args.preset, seeds=args.seeds, backend=args.backend, out=args.out, steps=args.steps,
-                        workers=args.workers, ray_address=args.ray_address, presets_file=args.presets,
-                        eval_points=args.eval_points)
+    from rlkit.signals import sigterm_as_interrupt
+
+    with sigterm_as_interrupt():  # SIGTERM: every run checkpoints, then exit 143 (as Ctrl-C does, with 130)
+        results = reproduce(args.preset, seeds=args.seeds, backend=args.backend, out=args.out, steps=args.steps,
+                            workers=args.workers, ray_address=args.ray_address, presets_file=args.presets,
+                            eval_points=args.eval_points)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

@@ -110,6 +110,8 @@ def _encode(obj: Any, where: str = "state") -> Any:
 
     if obj is None or type(obj) in (bool, int, float, str, bytes) or isinstance(obj, torch.Tensor):
         return obj
+    if isinstance(obj, np.generic) and obj.dtype.kind in "biufc":  # before float: np.float64 subclasses it
+        return {_TAG: "npscalar", "dtype": obj.dtype.str, "value": obj.item()}
     for plain in (str, bool, int, float, bytes):  # subclasses (torch's version string, IntEnum) pickle by class
         if isinstance(obj, plain):
             return plain(obj)
@@ -117,8 +119,6 @@ def _encode(obj: Any, where: str = "state") -> Any:
         if obj.dtype.kind not in "biufc":
             raise RLKitError(f"cannot store the {obj.dtype} array at {where} in a checkpoint (numbers only)")
         return {_TAG: "ndarray", "dtype": obj.dtype.str, "data": torch.from_numpy(np.ascontiguousarray(obj))}
-    if isinstance(obj, np.generic):
-        return {_TAG: "npscalar", "dtype": obj.dtype.str, "value": obj.item()}
     if isinstance(obj, gym.Space):
         return {_TAG: "space", "json": json.dumps(space_to_json(obj))}
     if isinstance(obj, dict):

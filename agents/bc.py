@@ -56,14 +56,14 @@ class BCConfig(BaseConfig):
 
     env_id: str | None = opt(None, "env to evaluate on; default: the env the demonstrations were recorded on")
     demos: str | None = opt(None, "demonstration dataset directory (rlkit demos record ... --out DATASET)")
-    num_demos: int = opt(0, "use only the first N episodes of the dataset (0 = all)")
+    num_demos: int = opt(0, "use only the first N episodes of the dataset (0 = all)", low=0)
     skip_corrupt: bool = opt(False, "skip damaged episodes of the dataset instead of stopping")
     total_steps: int = opt(0, "gradient steps to train for at most (0 = run `epochs` epochs)")
     epochs: int = opt(100, "passes over the training episodes (early stopping may end sooner)")
-    batch_size: int = opt(64, "minibatch size")
-    lr: float = opt(1e-3, "Adam learning rate")
+    batch_size: int = opt(64, "minibatch size", low=1)
+    lr: float = opt(1e-3, "Adam learning rate", low=0, low_open=True)
     weight_decay: float = opt(0.0, "L2 penalty (Adam weight_decay)")
-    hidden: list[int] = opt([64, 64], "hidden layer sizes of the MLP (after the CNN for images)")
+    hidden: list[int] = opt([64, 64], "hidden layer sizes of the MLP (after the CNN for images)", low=1)
     loss: Literal["auto", "ce", "mse", "nll"] = opt("auto", "auto: ce for Discrete actions, mse for Box; "
                                                     "nll = Gaussian negative log-likelihood")
     val_fraction: float = opt(0.2, "fraction of episodes held out for validation, rounded; when that is 0 "

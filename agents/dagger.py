@@ -78,9 +78,9 @@ class DAggerConfig(BaseConfig):
     beta_decay: float = opt(0.5, "exponential schedule: beta_i = beta_decay ** i (Ross et al.'s p)")
     beta_rampdown: int = opt(5, "linear schedule: beta falls from 1 to 0 over this many rounds")
     epochs_per_round: int = opt(10, "BC epochs on the aggregated dataset after each round")
-    batch_size: int = opt(64, "minibatch size")
-    lr: float = opt(1e-3, "Adam learning rate")
-    hidden: list[int] = opt([64, 64], "hidden layer sizes of the learner's MLP")
+    batch_size: int = opt(64, "minibatch size", low=1)
+    lr: float = opt(1e-3, "Adam learning rate", low=0, low_open=True)
+    hidden: list[int] = opt([64, 64], "hidden layer sizes of the learner's MLP", low=1)
     loss: Literal["auto", "ce", "mse", "nll"] = opt("auto", "BC loss: auto (ce / mse), ce, mse or nll")
 
     def validate(self) -> None:

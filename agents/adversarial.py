@@ -52,7 +52,7 @@ class AdversarialConfig(BaseConfig):
     eval_env_id: str | None = opt(None, "env of the final evaluation; default: the dataset's env")
     demos: str | None = opt(None, "demonstration dataset directory (no rewards needed)")
     num_demos: int = opt(0, "use only the first N episodes of the dataset (0 = all)", low=0)
-    total_steps: int = opt(200_000, "generator env steps (summed over envs)")
+    total_steps: int = opt(200_000, "generator env steps (summed over envs)", low=1)
     num_envs: int = opt(8, "parallel envs of the generator")
     demo_batch_size: int = opt(1024, "expert transitions per discriminator step (as many generator ones)")
     gen_replay_buffer_capacity: int = opt(0, "generator transitions kept for the discriminator (0 = one round)")

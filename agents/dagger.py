@@ -69,7 +69,7 @@ class DAggerConfig(BaseConfig):
     expert: str | None = opt(None, "expert SOURCE: run dir/checkpoint, sb3:ALGO:PATH.zip, python:mod:fn or human")
     demos: str | None = opt(None, "optional expert demonstrations used as round 0 (instead of expert rollouts)")
     labels: str | None = opt(None, "dataset the expert-labelled states are appended to; default RUN_DIR/labels")
-    total_steps: int = opt(0, "stop after the round in which this many env steps were collected (0 = no cap)")
+    total_steps: int = opt(0, "stop after the round in which this many env steps were collected (0 = no cap)", low=0)
     checkpoint_every: int = opt(0, "not used by dagger: it checkpoints after every round")
     log_every: int = opt(0, "not used by dagger: it writes metrics after every round")
     rounds: int = opt(10, "DAgger rounds, round 0 included")

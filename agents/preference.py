@@ -46,7 +46,7 @@ class PreferenceConfig(BaseConfig):
     """Preference-comparison hyper-parameters (imitation's names)."""
 
     env_id: str = opt("Pendulum-v1", "env to learn a reward for (its true reward is only shown to the gatherer)")
-    total_steps: int = opt(50_000, "agent env steps (PPO on the learned reward)")
+    total_steps: int = opt(50_000, "agent env steps (PPO on the learned reward)", low=1)
     total_comparisons: int = opt(500, "preference queries answered by the synthetic gatherer")
     num_iterations: int = opt(10, "rounds of (collect, query, fit reward, train agent)")
     fragment_length: int = opt(25, "steps per compared fragment")

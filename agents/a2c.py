@@ -61,7 +61,7 @@ class ActorCriticOptions:
 
     gamma: float = opt(0.99, "discount factor", low=0, high=1)
     gae_lambda: float = opt(1.0, "GAE lambda in [0, 1]; 1.0 gives the paper's n-step returns")
-    lr: float = opt(7e-4, "learning rate", low=0, low_open=True)
+    lr: float = opt(7e-4, "learning rate", low=0)
     lr_schedule: Literal["constant", "linear"] = opt("constant", "linear anneals the learning rate to 0 at total_steps")
     optimizer: Literal["rmsprop", "adam"] = opt("rmsprop", "rmsprop (the paper's) or adam; shared by A3C's workers")
     rmsprop_alpha: float = opt(0.99, "RMSProp decay of the squared-gradient average (paper: 0.99)")

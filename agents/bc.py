@@ -61,7 +61,7 @@ class BCConfig(BaseConfig):
     total_steps: int = opt(0, "gradient steps to train for at most (0 = run `epochs` epochs)", low=0)
     epochs: int = opt(100, "passes over the training episodes (early stopping may end sooner)")
     batch_size: int = opt(64, "minibatch size", low=1)
-    lr: float = opt(1e-3, "Adam learning rate", low=0, low_open=True)
+    lr: float = opt(1e-3, "Adam learning rate", low=0)
     weight_decay: float = opt(0.0, "L2 penalty (Adam weight_decay)")
     hidden: list[int] = opt([64, 64], "hidden layer sizes of the MLP (after the CNN for images)", low=1)
     loss: Literal["auto", "ce", "mse", "nll"] = opt("auto", "auto: ce for Discrete actions, mse for Box; "

@@ -79,7 +79,7 @@ class DAggerConfig(BaseConfig):
     beta_rampdown: int = opt(5, "linear schedule: beta falls from 1 to 0 over this many rounds")
     epochs_per_round: int = opt(10, "BC epochs on the aggregated dataset after each round")
     batch_size: int = opt(64, "minibatch size", low=1)
-    lr: float = opt(1e-3, "Adam learning rate", low=0, low_open=True)
+    lr: float = opt(1e-3, "Adam learning rate", low=0)
     hidden: list[int] = opt([64, 64], "hidden layer sizes of the learner's MLP", low=1)
     loss: Literal["auto", "ce", "mse", "nll"] = opt("auto", "BC loss: auto (ce / mse), ce, mse or nll")
 

@@ -50,7 +50,7 @@ class DQNConfig(BaseConfig):
     buffer_size: int = opt(100_000, "replay capacity in transitions", low=1)
     learning_starts: int = opt(1_000, "env steps of random play before updates start", low=0)
     batch_size: int = opt(64, "minibatch size", low=1, high="buffer_size")
-    lr: float = opt(1e-3, "learning rate", low=0, low_open=True)
+    lr: float = opt(1e-3, "learning rate", low=0)
     lr_decay: bool = opt(False, "anneal the learning rate linearly to 0 over total_steps")
     optimizer: Literal["adam", "rmsprop"] = opt("adam", "adam, or rmsprop (centered, as in the Nature paper)")
     optimizer_eps: float = opt(1e-8, "epsilon of the optimizer (Nature RMSProp: 0.01)")

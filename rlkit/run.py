@@ -177,7 +177,8 @@ class Run:
         self._t0 = time.perf_counter()
 
     def _check_finished(self) -> None:
-        """Raise AlreadyFinished when final.json is there for this checkpoint and no steps were added."""
+        """Raise AlreadyFinished when final.json is there for this checkpoint and the config asks for nothing new
+        (``--steps`` or another training field changed: the run continues)."""
         final_path = self.dir / "final.json"
         if not final_path.exists():
             return
@@ -185,9 +186,11 @@ class Run:
             final = json.loads(final_path.read_bytes())
         except (ValueError, UnicodeDecodeError):
             return  # damaged: the run is finished again and final.json rewritten
-        saved_total = self.resume_state["config"].get("total_steps") if self.resume_state else None
-        if isinstance(final, dict) and final.get("env_steps") == self.global_step \
-                and isinstance(saved_total, int) and self.cfg.total_steps <= saved_total:
+        saved = self.resume_state["config"] if self.resume_state else {}
+        # Fields that change how a run is shown or where, not what it trains: resuming with them is no new work.
+        cosmetic = {"run_dir", "progress", "tensorboard", "torch_threads"}
+        changed = [k for k, v in self.cfg.to_dict().items() if k not in cosmetic and saved.get(k, v) != v]
+        if isinstance(final, dict) and final.get("env_steps") == self.global_step and not changed:
             raise AlreadyFinished(f"{self.dir} already finished ({self.global_step} steps, see final.json); "
                                   "pass a larger --steps to train further", final)
 

@@ -246,7 +246,7 @@ def test_corruption_matrix(finished_run, tmp_path, capsys, command):
 COMMON_BAD = [["--steps", "-5"], ["--seed", "-1"], ["--seed", str(2**70)], ["--set", "eval_episodes=0"],
               ["--set", "device=banana"], ["--set", "keep_checkpoints=0"], ["--set", "torch_threads=0"],
               ["--set", "env_kwargs=[1"], ["--set", "no_such_option=1"]]
-FIELD_BAD = {"lr": ["-1", "nan", "inf"], "actor_lr": ["0"], "ppo_lr": ["-1"], "hidden": ["[-5]", "[0]", "[64,"],
+FIELD_BAD = {"lr": ["-1", "nan", "inf"], "actor_lr": ["-0.1"], "ppo_lr": ["-1"], "hidden": ["[-5]", "[0]", "[64,"],
              "gamma": ["1.5"], "batch_size": ["10000000", "0"], "epsilon_start": ["5"],
              "exploration_fraction": ["-1"], "num_demos": ["-3"], "buffer_size": ["0"]}
 

@@ -108,10 +108,35 @@ def sb3_bytes(model: Any) -> bytes:
 
 
 def load_sb3_policy(state: dict[str, Any]) -> SB3ModelPolicy:
-    """Rebuild the PPO generator saved by :func:`sb3_bytes` as an rlkit Policy."""
+    """Rebuild the PPO generator saved by :func:`sb3_bytes` as an rlkit Policy, without unpickling.
+
+    SB3 stores classes, spaces and schedules in its zip as cloudpickles; loading them could run code from
+    the checkpoint. Every pickled entry is supplied instead (the spaces from the checkpoint's JSON, the
+    policy class by the observation space; the schedules are rebuilt from the stored numbers), and an
+    entry rlkit does not know is refused.
+    """
+    import json
+    import zipfile
+
+    import gymnasium as gym
     from stable_baselines3 import PPO
 
-    return SB3ModelPolicy(PPO.load(io.BytesIO(state["ppo_zip"]), device="cpu"))
+    obs_space, act_space = state.get("observation_space"), state.get("action_space")
+    if not isinstance(obs_space, gym.Space) or not isinstance(act_space, gym.Space):
+        raise RLKitError("this checkpoint stores no observation/action spaces; it cannot be loaded safely")
+    try:
+        data = json.loads(zipfile.ZipFile(io.BytesIO(state["ppo_zip"])).read("data"))
+    except Exception as e:  # zipfile, json and KeyError for a damaged archive
+        raise RLKitError(f"the checkpoint's PPO model is damaged ({type(e).__name__})") from None
+    alias = "CnnPolicy" if len(getattr(obs_space, "shape", ()) or ()) == 3 else "MlpPolicy"
+    supplied = {"policy_class": PPO.policy_aliases[alias], "observation_space": obs_space, "action_space": act_space,
+                "rollout_buffer_class": None, "lr_schedule": None, "clip_range": 0.2}
+    pickled = {k for k, v in data.items() if isinstance(v, dict) and ":serialized:" in v}
+    if pickled - set(supplied):
+        raise RLKitError(f"the checkpoint's PPO model holds pickled entries {sorted(pickled - set(supplied))}; "
+                         "refusing to load them")
+    return SB3ModelPolicy(PPO.load(io.BytesIO(state["ppo_zip"]), device="cpu",
+                                   custom_objects={k: v for k, v in supplied.items() if k in pickled}))
 
 
 def build_trainer(algo: str, cfg: AdversarialConfig, trajectories: list, venv: Any, log_dir: Path) -> Any:

@@ -24,6 +24,7 @@ from rlkit.config import (
 )
 from rlkit.errors import AlreadyFinished, RLKitError, Terminated
 from rlkit.registry import agent_names, command_loaders, get_agent
+from rlkit.signals import sigterm_as_interrupt
 
 
 class _Parser(argparse.ArgumentParser):
@@ -257,7 +258,8 @@ def main(argv: list[str] | None = None) -> None:
             argv = [a for a in argv if a not in ("-h", "--help")]
         args = build_parser().parse_args(argv)
         args.help_agent = help_agent
-        code = args.func(args)
+        with sigterm_as_interrupt():  # SIGTERM anywhere is Ctrl-C: agents checkpoint, the exit status is 143
+            code = args.func(args)
     except RLKitError as e:
         if debug:
             raise

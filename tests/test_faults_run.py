@@ -131,6 +131,44 @@ def test_malicious_dagger_expert_is_refused_on_resume(tmp_path, capsys):
     FIGURES["malicious files refused"] += 1
 
 
+def test_pickles_inside_an_sb3_zip_of_a_checkpoint_never_run(tmp_path):
+    """GAIL/AIRL/preference checkpoints carry PPO as SB3 zip bytes, whose classes and schedules are cloudpickles."""
+    import base64
+    import io
+    import pickle
+    import zipfile
+
+    import numpy as np
+    from stable_baselines3 import PPO
+
+    from rlkit.agents.adversarial import load_sb3_policy, sb3_bytes
+    from rlkit.errors import RLKitError
+
+    marker = tmp_path / "PWNED"
+    model = PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32)
+
+    def tampered(keys: tuple[str, ...]) -> bytes:
+        src, out = zipfile.ZipFile(io.BytesIO(sb3_bytes(model))), io.BytesIO()
+        with zipfile.ZipFile(out, "w") as dst:
+            for name in src.namelist():
+                data = src.read(name)
+                if name == "data":
+                    d = json.loads(data)
+                    for key in keys:
+                        d[key] = {":type:": "x", ":serialized:": base64.b64encode(pickle.dumps(Payload(marker))).decode()}
+                    data = json.dumps(d).encode()
+                dst.writestr(name, data)
+        return out.getvalue()
+
+    state = {"observation_space": model.observation_space, "action_space": model.action_space}
+    policy = load_sb3_policy({**state, "ppo_zip": tampered(("policy_class", "clip_range", "observation_space"))})
+    assert policy.act(np.zeros((1, 4), np.float32)).shape == (1,)  # every pickled entry was supplied by rlkit
+    with pytest.raises(RLKitError, match="refusing"):
+        load_sb3_policy({**state, "ppo_zip": tampered(("something_else",))})
+    assert not marker.exists()
+    FIGURES["malicious files refused"] += 2
+
+
 def test_code_named_in_a_run_file_is_not_imported(finished_run, tmp_path, capsys, monkeypatch):
     """A module:Env id or python: expert read from a run's own files is imported only when the user names it."""
     marker = tmp_path / "IMPORTED"

@@ -139,9 +139,9 @@ def test_pickles_inside_an_sb3_zip_of_a_checkpoint_never_run(tmp_path):
     import zipfile
 
     import numpy as np
+    from rlkit.agents.adversarial import load_sb3_policy, sb3_bytes
     from stable_baselines3 import PPO
 
-    from rlkit.agents.adversarial import load_sb3_policy, sb3_bytes
     from rlkit.errors import RLKitError
 
     marker = tmp_path / "PWNED"
@@ -154,8 +154,9 @@ def test_pickles_inside_an_sb3_zip_of_a_checkpoint_never_run(tmp_path):
                 data = src.read(name)
                 if name == "data":
                     d = json.loads(data)
+                    payload = base64.b64encode(pickle.dumps(Payload(marker))).decode()
                     for key in keys:
-                        d[key] = {":type:": "x", ":serialized:": base64.b64encode(pickle.dumps(Payload(marker))).decode()}
+                        d[key] = {":type:": "x", ":serialized:": payload}
                     data = json.dumps(d).encode()
                 dst.writestr(name, data)
         return out.getvalue()

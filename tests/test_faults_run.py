@@ -359,7 +359,7 @@ def test_final_row_once_and_wall_time_continues(finished_run, tmp_path, capsys):
     walls = [float(r["wall_s"]) for r in rows]
     assert walls == sorted(walls)
     final = json.loads((run / "final.json").read_text())
-    assert final["wall_s"] >= walls[-1] - 1e-3
+    assert final["wall_s"] >= walls[-2]  # final.json: up to the final evaluation; the last row: after it
 
 
 def test_rerun_after_death_before_first_checkpoint_starts_fresh(tmp_path, capsys):

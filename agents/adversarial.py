@@ -130,7 +130,10 @@ def load_sb3_policy(state: dict[str, Any]) -> SB3ModelPolicy:
         raise RLKitError(f"the checkpoint's PPO model is damaged ({type(e).__name__})") from None
     alias = "CnnPolicy" if len(getattr(obs_space, "shape", ()) or ()) == 3 else "MlpPolicy"
     supplied = {"policy_class": PPO.policy_aliases[alias], "observation_space": obs_space, "action_space": act_space,
-                "rollout_buffer_class": None, "lr_schedule": None, "clip_range": 0.2}
+                "rollout_buffer_class": None, "lr_schedule": None, "clip_range": 0.2,
+                # training-loop state of a model that has learned (not needed to act)
+                "_last_obs": None, "_last_original_obs": None, "_last_episode_starts": None,
+                "ep_info_buffer": None, "ep_success_buffer": None}
     pickled = {k for k, v in data.items() if isinstance(v, dict) and ":serialized:" in v}
     if pickled - set(supplied):
         raise RLKitError(f"the checkpoint's PPO model holds pickled entries {sorted(pickled - set(supplied))}; "

@@ -60,7 +60,7 @@ class ActorCriticOptions:
     before :class:`OptimizerOptions`; defaults follow SB3/Baselines and the A3C paper, presets hold per-task
     values)."""
 
-    gamma: float = opt(0.99, "discount factor")
+    gamma: float = opt(0.99, "discount factor", low=0, high=1)
     gae_lambda: float = opt(1.0, "GAE lambda in [0, 1]; 1.0 gives the paper's n-step returns")
     lr: float = default(OptimizerOptions, "lr", 7e-4)
     optimizer: OptimizerName = default(OptimizerOptions, "optimizer", "rmsprop")  # the paper's; A3C shares its state
@@ -68,7 +68,7 @@ class ActorCriticOptions:
     ent_coef: float = opt(0.01, "weight of the entropy bonus (paper: 0.01)")
     vf_coef: float = opt(0.5, "weight of the value loss")
     max_grad_norm: float = opt(0.5, "clip each update's gradients to this global norm (0 = no clipping)")
-    hidden: list[int] = opt([64, 64], "hidden layer sizes of the trunk (after the CNN for images)")
+    hidden: list[int] = opt([64, 64], "hidden layer sizes of the trunk (after the CNN for images)", low=1)
     activation: Literal["tanh", "relu"] = opt("tanh", "activation of the hidden layers")
     shared_trunk: bool = opt(True, "policy and value share the trunk (false: the value gets its own MLP)")
     clip_rewards: bool = opt(False, "train on sign(reward) (Atari); logged returns stay raw")

@@ -82,7 +82,7 @@ from torch import nn
 
 from rlkit.cli import train_from_command_line
 from rlkit.config import BaseConfig, config_from_dict, opt
-from rlkit.errors import RLKitError
+from rlkit.errors import RLKitError, Terminated
 from rlkit.nets import ActorCritic
 from rlkit.optim import OptimizerOptions, set_lr
 from rlkit.registry import AgentSpec, eval_env_factory
@@ -151,6 +151,8 @@ def worker(rank: int, cfg: A3CConfig, shared_model: ActorCritic, optim_state: li
            counter: Any, updates: Any, stop: Any, messages: Any, first_step: int) -> None:
     """Entry point of worker ``rank``: report any exception with its traceback, then stop everyone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C hits the whole process group; the main process decides
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's flag handler: terminate() must stop a worker
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # blocked only while the workers started
     torch.set_num_threads(1)
     try:
         _work(rank, cfg, shared_model, optim_state, counter, updates, stop, messages, first_step)
@@ -222,7 +224,7 @@ def _worker_start_conditions() -> Iterator[None]:
     """
     saved = {name: os.environ.get(name) for name in THREAD_VARS}
     os.environ.update({name: "1" for name in THREAD_VARS})
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         yield
     finally:
@@ -236,16 +238,20 @@ def _worker_start_conditions() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _sigint_as_flag() -> Iterator[threading.Event]:
-    """Within the block, SIGINT sets the yielded event instead of raising KeyboardInterrupt anywhere."""
+    """Within the block, SIGINT and SIGTERM set the yielded event (``.signum`` says which) instead of raising
+    KeyboardInterrupt anywhere."""
     interrupted = threading.Event()
     if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
         yield interrupted
         return
-    old_handler = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
+    old_handlers = {sig: signal.signal(sig, lambda signum, frame: (setattr(interrupted, "signum", signum),
+                                                                   interrupted.set()))
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield interrupted
     finally:
-        signal.signal(signal.SIGINT, old_handler)
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
 
 
 def _drain(messages: Any, run: Run) -> WorkerError | None:
@@ -329,7 +335,7 @@ def train(cfg: A3CConfig, resume: bool = False) -> dict[str, Any]:
             seen = first_step
             while any(w.is_alive() for w in workers):
                 if interrupted.is_set():
-                    raise KeyboardInterrupt
+                    raise Terminated if getattr(interrupted, "signum", None) == signal.SIGTERM else KeyboardInterrupt
                 error = _drain(messages, run)
                 if error is None and any(w.exitcode not in (None, 0) for w in workers):
                     error = _drain(messages, run)  # a failing worker writes its traceback before it exits

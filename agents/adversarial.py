@@ -56,11 +56,11 @@ class GeneratorOptions:
     ppo_n_steps: int = opt(256, "PPO rollout length per env (one round = num_envs * ppo_n_steps steps)")
     ppo_batch_size: int = opt(64, "PPO minibatch size")
     ppo_epochs: int = opt(5, "PPO epochs per rollout")
-    ppo_lr: float = opt(4e-4, "PPO learning rate")
+    ppo_lr: float = opt(4e-4, "PPO learning rate", low=0)
     ppo_ent_coef: float = opt(0.0, "PPO entropy coefficient")
     ppo_clip_range: float = opt(0.2, "PPO clip range")
     ppo_vf_coef: float = opt(0.5, "PPO value-loss coefficient")
-    gamma: float = opt(0.95, "discount of the PPO agent's RL problem")
+    gamma: float = opt(0.95, "discount of the PPO agent's RL problem", low=0, high=1)
     gae_lambda: float = opt(0.95, "GAE lambda of PPO")
 
     def validate_generator(self) -> None:
@@ -74,12 +74,12 @@ class AdversarialConfig(GeneratorOptions, BaseConfig):
     env_id: str | None = opt(None, "env the generator trains in; default: the dataset's env")
     eval_env_id: str | None = opt(None, "env of the final evaluation; default: the dataset's env")
     demos: str | None = opt(None, "demonstration dataset directory (no rewards needed)")
-    num_demos: int = opt(0, "use only the first N episodes of the dataset (0 = all)")
-    total_steps: int = opt(200_000, "generator env steps (summed over envs)")
+    num_demos: int = opt(0, "use only the first N episodes of the dataset (0 = all)", low=0)
+    total_steps: int = opt(200_000, "generator env steps (summed over envs)", low=1)
     demo_batch_size: int = opt(1024, "expert transitions per discriminator step (as many generator ones)")
     gen_replay_buffer_capacity: int = opt(0, "generator transitions kept for the discriminator (0 = one round)")
     n_disc_updates_per_round: int = opt(4, "discriminator steps after each round of generator training")
-    disc_lr: float = opt(5e-4, "discriminator Adam learning rate")
+    disc_lr: float = opt(5e-4, "discriminator Adam learning rate", low=0)
     reward_hidden: list[int] = opt([32, 32], "hidden sizes of the reward (and AIRL potential) MLP")
     allow_variable_horizon: bool = opt(False, "accept episodes of different lengths (biased; see imitation docs)")
 
@@ -121,10 +121,38 @@ def sb3_bytes(model: Any) -> bytes:
 
 
 def load_sb3_policy(state: dict[str, Any]) -> SB3ModelPolicy:
-    """Rebuild the PPO generator saved by :func:`sb3_bytes` as an rlkit Policy."""
+    """Rebuild the PPO generator saved by :func:`sb3_bytes` as an rlkit Policy, without unpickling.
+
+    SB3 stores classes, spaces and schedules in its zip as cloudpickles; loading them could run code from
+    the checkpoint. Every pickled entry is supplied instead (the spaces from the checkpoint's JSON, the
+    policy class by the observation space; the schedules are rebuilt from the stored numbers), and an
+    entry rlkit does not know is refused.
+    """
+    import json
+    import zipfile
+
+    import gymnasium as gym
     from stable_baselines3 import PPO
 
-    return SB3ModelPolicy(PPO.load(io.BytesIO(state["ppo_zip"]), device="cpu"))
+    obs_space, act_space = state.get("observation_space"), state.get("action_space")
+    if not isinstance(obs_space, gym.Space) or not isinstance(act_space, gym.Space):
+        raise RLKitError("this checkpoint stores no observation/action spaces; it cannot be loaded safely")
+    try:
+        data = json.loads(zipfile.ZipFile(io.BytesIO(state["ppo_zip"])).read("data"))
+    except Exception as e:  # zipfile, json and KeyError for a damaged archive
+        raise RLKitError(f"the checkpoint's PPO model is damaged ({type(e).__name__})") from None
+    alias = "CnnPolicy" if len(getattr(obs_space, "shape", ()) or ()) == 3 else "MlpPolicy"
+    supplied = {"policy_class": PPO.policy_aliases[alias], "observation_space": obs_space, "action_space": act_space,
+                "rollout_buffer_class": None, "lr_schedule": None, "clip_range": 0.2,
+                # training-loop state of a model that has learned (not needed to act)
+                "_last_obs": None, "_last_original_obs": None, "_last_episode_starts": None,
+                "ep_info_buffer": None, "ep_success_buffer": None}
+    pickled = {k for k, v in data.items() if isinstance(v, dict) and ":serialized:" in v}
+    if pickled - set(supplied):
+        raise RLKitError(f"the checkpoint's PPO model holds pickled entries {sorted(pickled - set(supplied))}; "
+                         "refusing to load them")
+    return SB3ModelPolicy(PPO.load(io.BytesIO(state["ppo_zip"]), device="cpu",
+                                   custom_objects={k: v for k, v in supplied.items() if k in pickled}))
 
 
 def build_trainer(algo: str, cfg: AdversarialConfig, trajectories: list, venv: Any, log_dir: Path) -> Any:

@@ -57,20 +57,20 @@ class BCConfig(BaseConfig):
 
     env_id: str | None = opt(None, "env to evaluate on; default: the env the demonstrations were recorded on")
     demos: str | None = opt(None, "demonstration dataset directory (rlkit demos record ... --out DATASET)")
-    num_demos: int = opt(0, "use only the first N episodes of the dataset (0 = all)")
+    num_demos: int = opt(0, "use only the first N episodes of the dataset (0 = all)", low=0)
     skip_corrupt: bool = opt(False, "skip damaged episodes of the dataset instead of stopping")
-    total_steps: int = opt(0, "gradient steps to train for at most (0 = run `epochs` epochs)")
+    total_steps: int = opt(0, "gradient steps to train for at most (0 = run `epochs` epochs)", low=0)
     epochs: int = opt(100, "passes over the training episodes (early stopping may end sooner)")
-    batch_size: int = opt(64, "minibatch size")
-    lr: float = opt(1e-3, "Adam learning rate")
+    batch_size: int = opt(64, "minibatch size", low=1)
+    lr: float = opt(1e-3, "Adam learning rate", low=0)
     weight_decay: float = opt(0.0, "L2 penalty (Adam weight_decay)")
-    hidden: list[int] = opt([64, 64], "hidden layer sizes of the MLP (after the CNN for images)")
+    hidden: list[int] = opt([64, 64], "hidden layer sizes of the MLP (after the CNN for images)", low=1)
     loss: Literal["auto", "ce", "mse", "nll"] = opt("auto", "auto: ce for Discrete actions, mse for Box; "
                                                     "nll = Gaussian negative log-likelihood")
     val_fraction: float = opt(0.2, "fraction of episodes held out for validation, rounded; when that is 0 "
                                    "episodes (0, or under 3 episodes at 0.2) all train and nothing stops early")
     patience: int = opt(10, "stop after this many epochs without a better validation loss (0 = never stop early)")
-    checkpoint_every: int = opt(5_000, "checkpoint every this many gradient steps, at the end of an epoch")
+    checkpoint_every: int = opt(5_000, "checkpoint every this many gradient steps, at the end of an epoch", low=0)
     eval_every: int = opt(0, "evaluate every this many gradient steps, at the end of an epoch (0 = only at the end)")
 
     def validate(self) -> None:

@@ -71,7 +71,7 @@ class DAggerConfig(BaseConfig):
     expert: str | None = opt(None, "expert SOURCE: run dir/checkpoint, sb3:ALGO:PATH.zip, python:mod:fn or human")
     demos: str | None = opt(None, "optional expert demonstrations used as round 0 (instead of expert rollouts)")
     labels: str | None = opt(None, "dataset the expert-labelled states are appended to; default RUN_DIR/labels")
-    total_steps: int = opt(0, "stop after the round in which this many env steps were collected (0 = no cap)")
+    total_steps: int = opt(0, "stop after the round in which this many env steps were collected (0 = no cap)", low=0)
     checkpoint_every: int = opt(0, "not used by dagger: it checkpoints after every round")
     log_every: int = opt(0, "not used by dagger: it writes metrics after every round")
     rounds: int = opt(10, "DAgger rounds, round 0 included")
@@ -80,9 +80,9 @@ class DAggerConfig(BaseConfig):
     beta_decay: float = opt(0.5, "exponential schedule: beta_i = beta_decay ** i (Ross et al.'s p)")
     beta_rampdown: int = opt(5, "linear schedule: beta falls from 1 to 0 over this many rounds")
     epochs_per_round: int = opt(10, "BC epochs on the aggregated dataset after each round")
-    batch_size: int = opt(64, "minibatch size")
-    lr: float = opt(1e-3, "Adam learning rate")
-    hidden: list[int] = opt([64, 64], "hidden layer sizes of the learner's MLP")
+    batch_size: int = opt(64, "minibatch size", low=1)
+    lr: float = opt(1e-3, "Adam learning rate", low=0)
+    hidden: list[int] = opt([64, 64], "hidden layer sizes of the learner's MLP", low=1)
     loss: Literal["auto", "ce", "mse", "nll"] = opt("auto", "BC loss: auto (ce / mse), ce, mse or nll")
 
     def validate(self) -> None:

@@ -69,10 +69,10 @@ class DDPGConfig(ReplayOptions, BaseConfig):
     batch_size: int = default(ReplayOptions, "batch_size", 100)
     tau: float = default(ReplayOptions, "tau", 0.005)
     train_every: int = default(ReplayOptions, "train_every", 1)
-    actor_lr: float = opt(1e-3, "actor learning rate (Adam)")
-    critic_lr: float = opt(1e-3, "critic learning rate (Adam)")
+    actor_lr: float = opt(1e-3, "actor learning rate (Adam)", low=0)
+    critic_lr: float = opt(1e-3, "critic learning rate (Adam)", low=0)
     critic_weight_decay: float = opt(0.0, "L2 penalty on the critic weights (Lillicrap: 0.01)")
-    hidden: list[int] = opt([400, 300], "hidden layer sizes of the actor and critic MLPs")
+    hidden: list[int] = opt([400, 300], "hidden layer sizes of the actor and critic MLPs", low=1)
     noise: Literal["gaussian", "ou", "none"] = opt("gaussian", "exploration noise: gaussian, ou (Ornstein-Uhlenbeck)")
     noise_std: float = opt(0.1, "exploration noise std (OU: sigma), as a fraction of each action's half-range")
     ou_theta: float = opt(0.15, "OU mean-reversion rate theta")
@@ -274,15 +274,15 @@ def train(cfg: DDPGConfig, resume: bool = False, agent: str = "ddpg") -> dict[st
     # A resumed run cannot restore the envs' internal state; it starts fresh episodes on a new seed.
     obs = envs.reset(seed=cfg.seed + global_step)
 
+    saved_buffer = buffer if cfg.save_buffer else None  # checkpointed with the state, in the same directory
+
     def state_dict() -> dict[str, Any]:
-        if cfg.save_buffer:
-            run.save_replay_buffer(buffer)
         return {**{name: getattr(nets, name).state_dict() for name in Nets._fields},
                 "obs_normalizer": normalizer.state_dict() if normalizer is not None else None,
                 "ou_state": ou_state, "num_updates": num_updates,
                 "observation_space": obs_space, "action_space": act_space}
 
-    with run.checkpoint_on_interrupt(lambda: (global_step, state_dict())):
+    with run.checkpoint_on_interrupt(lambda: (global_step, state_dict(), saved_buffer)):
         while global_step < cfg.total_steps:
             # ALGO LOGIC: uniform random actions first, then mu(s) + noise, always inside the bounds.
             if normalizer is not None:
@@ -320,10 +320,10 @@ def train(cfg: DDPGConfig, resume: bool = False, agent: str = "ddpg") -> dict[st
                     run.logger.record(key, value.item())
 
             run.step_done(global_step, stride, policy, eval_env_factory(cfg), state_dict,
-                          lambda n=num_updates: {"charts/num_updates": n})
+                          lambda n=num_updates: {"charts/num_updates": n}, replay_buffer=saved_buffer)
 
     envs.close()
-    return run.finish(policy, eval_env_factory(cfg), global_step, state_dict())
+    return run.finish(policy, eval_env_factory(cfg), global_step, state_dict(), replay_buffer=saved_buffer)
 
 
 def train_td3(cfg: DDPGConfig, resume: bool = False) -> dict[str, Any]:

@@ -49,10 +49,12 @@ class DQNConfig(ReplayOptions, OptimizerOptions, BaseConfig):
     classic-control tasks; presets hold the rest)."""
 
     target_update_every: int = opt(1_000, "env steps between target-network updates")
-    epsilon_start: float = opt(1.0, "initial exploration rate")
-    epsilon_end: float = opt(0.05, "final exploration rate; also the epsilon of `rlkit eval --stochastic`")
-    exploration_fraction: float = opt(0.1, "fraction of total_steps over which epsilon decays linearly")
-    hidden: list[int] = opt([64, 64], "hidden layer sizes of the MLP (after the CNN for images)")
+    epsilon_start: float = opt(1.0, "initial exploration rate", low=0, high=1)
+    epsilon_end: float = opt(0.05, "final exploration rate; also the epsilon of `rlkit eval --stochastic`",
+                             low=0, high=1)
+    exploration_fraction: float = opt(0.1, "fraction of total_steps over which epsilon decays linearly",
+                                      low=0, high=1)
+    hidden: list[int] = opt([64, 64], "hidden layer sizes of the MLP (after the CNN for images)", low=1)
     double: bool = opt(False, "Double DQN: the online net picks the next action, the target net rates it")
     dueling: bool = opt(False, "dueling head: Q = V + A - mean(A)")
     n_step: int = opt(1, "n-step returns (cut at episode ends)")
@@ -167,15 +169,15 @@ def train(cfg: DQNConfig, resume: bool = False) -> dict[str, Any]:
     # A resumed run cannot restore the envs' internal state; it starts fresh episodes on a new seed.
     obs = envs.reset(seed=cfg.seed + global_step)
 
+    saved_buffer = buffer if cfg.save_buffer else None  # checkpointed with the state, in the same directory
+
     def state_dict() -> dict[str, Any]:
-        if cfg.save_buffer:
-            run.save_replay_buffer(buffer)
         return {"q_net": q_net.state_dict(), "q_target": q_target.state_dict(),
                 "optimizer": optimizer.state_dict(), "observation_space": obs_space, "action_space": act_space}
 
     stride = cfg.num_envs
     decay_steps = cfg.exploration_fraction * cfg.total_steps
-    with run.checkpoint_on_interrupt(lambda: (global_step, state_dict())):
+    with run.checkpoint_on_interrupt(lambda: (global_step, state_dict(), saved_buffer)):
         while global_step < cfg.total_steps:
             # ALGO LOGIC: epsilon-greedy action selection.
             epsilon = linear(cfg.epsilon_start, cfg.epsilon_end, global_step / decay_steps if decay_steps > 0 else 1.0)
@@ -220,10 +222,11 @@ def train(cfg: DQNConfig, resume: bool = False) -> dict[str, Any]:
 
             run.step_done(global_step, stride, policy, eval_env_factory(cfg), state_dict,
                           lambda epsilon=epsilon: {"charts/epsilon": epsilon,
-                                                   "charts/learning_rate": optimizer.param_groups[0]["lr"]})
+                                                   "charts/learning_rate": optimizer.param_groups[0]["lr"]},
+                          replay_buffer=saved_buffer)
 
     envs.close()
-    return run.finish(policy, eval_env_factory(cfg), global_step, state_dict())
+    return run.finish(policy, eval_env_factory(cfg), global_step, state_dict(), replay_buffer=saved_buffer)
 
 
 def load_policy(state: dict[str, Any]) -> TorchPolicy:

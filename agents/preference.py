@@ -53,7 +53,7 @@ class PreferenceConfig(GeneratorOptions, BaseConfig):
     """Preference-comparison hyper-parameters (imitation's names) and the PPO agent's options."""
 
     env_id: str = opt("Pendulum-v1", "env to learn a reward for (its true reward is only shown to the gatherer)")
-    total_steps: int = opt(50_000, "agent env steps (PPO on the learned reward)")
+    total_steps: int = opt(50_000, "agent env steps (PPO on the learned reward)", low=1)
     total_comparisons: int = opt(500, "preference queries answered by the synthetic gatherer")
     num_iterations: int = opt(10, "rounds of (collect, query, fit reward, train agent)")
     fragment_length: int = opt(25, "steps per compared fragment")
@@ -62,7 +62,7 @@ class PreferenceConfig(GeneratorOptions, BaseConfig):
     exploration_frac: float = opt(0.05, "share of the agent's trajectories with random actions mixed in")
     reward_hidden: list[int] = opt([32, 32], "hidden sizes of the reward MLP")
     reward_epochs: int = opt(3, "reward-net epochs per iteration")
-    reward_lr: float = opt(1e-3, "reward-net learning rate")
+    reward_lr: float = opt(1e-3, "reward-net learning rate", low=0)
     correlation_steps: int = opt(4_000, "transitions used to correlate the learned and the true reward")
     # The PPO agent's defaults for Pendulum (RL Zoo); GAIL's are GeneratorOptions' own.
     num_envs: int = default(GeneratorOptions, "num_envs", 4)

@@ -68,13 +68,18 @@ def run_local(jobs: list[Job], workers: int, report: Report) -> dict[str, dict[s
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
         futures = {pool.submit(run_job, j.agent, j.config, j.resume): j for j in jobs}
         pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                job = futures[fut]
-                exc = fut.exception()
-                outcomes[job.key] = exc if exc is not None else fut.result()
-                report(job, outcomes[job.key], len(outcomes), len(jobs))
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    job = futures[fut]
+                    exc = fut.exception()
+                    outcomes[job.key] = exc if exc is not None else fut.result()
+                    report(job, outcomes[job.key], len(outcomes), len(jobs))
+        except KeyboardInterrupt:  # Ctrl-C reaches every process, SIGTERM only this one: pass it on to checkpoint
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                proc.terminate()
+            raise
     return outcomes
 
 

@@ -14,6 +14,8 @@ buffer then takes 7 GB instead of 28 GB.
 
 from __future__ import annotations
 
+import os
+
 import gymnasium as gym
 import numpy as np
 import torch
@@ -29,6 +31,33 @@ def _space_storage(space: gym.Space) -> tuple[tuple[int, ...], np.dtype]:
         dtype = space.dtype if space.dtype == np.uint8 else np.dtype(np.float32)
         return tuple(space.shape), np.dtype(dtype)
     raise RLKitError(f"the replay buffer supports Box and Discrete spaces; got {space}")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process can still get (MemAvailable, or physical memory), None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_memory(capacity: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype, act_shape: tuple[int, ...],
+                  act_dtype: np.dtype) -> None:
+    """Refuse, with the number, a buffer whose arrays would not fit in the machine's available memory."""
+    per_transition = (int(np.prod(obs_shape, dtype=np.int64)) * obs_dtype.itemsize
+                      + int(np.prod(act_shape, dtype=np.int64)) * act_dtype.itemsize + 4 + 2 + 8)
+    need = int(capacity) * per_transition
+    have = available_memory()
+    if have is not None and need > have:
+        raise RLKitError(f"a replay buffer of {capacity:,} transitions needs {need / 2**30:,.2f} GiB, but this "
+                         f"machine has {have / 2**30:,.2f} GiB available; lower buffer_size")
 
 
 class ReplayBuffer:
@@ -54,6 +83,7 @@ class ReplayBuffer:
             raise RLKitError(f"frame_stack={frame_stack} needs observations of shape ({frame_stack}, ...); "
                              f"got {obs_shape}")
         self.frame_stack = frame_stack
+        _check_memory(capacity, obs_shape[1:] if frame_stack else obs_shape, obs_dtype, act_shape, act_dtype)
         # Stacked storage needs the k-1 rows before a sampled row: keep them out of the sampling range.
         self._history = max(frame_stack - 1, 0)
         self.rows = max(capacity // num_envs, n_step + 2 + self._history)
@@ -168,10 +198,36 @@ class ReplayBuffer:
         """No-op for uniform replay (so agents can call it unconditionally)."""
 
     def state_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "rng"}
+        """Plain data only (arrays, numbers, tuples, dicts), so a checkpoint stores it without pickling objects."""
+        state = {k: v for k, v in self.__dict__.items() if k != "rng"}
+        if isinstance(state.get("tree"), SumTree):
+            state["tree"] = state["tree"].tree
+        return state
 
     def load_state_dict(self, state: dict) -> None:
-        self.__dict__.update(state)
+        """Restore :meth:`state_dict`; a state of another shape, dtype or layout (a damaged or foreign file,
+        another ``buffer_size``) is refused with a one-line :class:`RLKitError` instead of being half-applied."""
+        mine = self.state_dict()
+        if not isinstance(state, dict) or set(state) != set(mine):
+            got = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise RLKitError(f"the replay buffer state does not match this buffer (keys {got})")
+        for key, value in mine.items():
+            new = state[key]
+            if isinstance(value, np.ndarray):
+                ok = isinstance(new, np.ndarray) and new.shape == value.shape and new.dtype == value.dtype
+            else:
+                ok = type(new) is type(value) or (isinstance(value, float) and isinstance(new, int))
+            if not ok:
+                raise RLKitError(f"the replay buffer's {key!r} does not match this buffer's "
+                                 f"(buffer_size, spaces or num_envs changed, or the file is damaged)")
+        if not 0 <= state["pos"] < self.rows or not all(
+                isinstance(k, tuple) and len(k) == 2 and isinstance(v, np.ndarray)
+                and v.shape == self.obs_shape for k, v in state["_final_obs"].items()):
+            raise RLKitError("the replay buffer's position or final observations are out of range (damaged file)")
+        tree = self.__dict__.get("tree")
+        self.__dict__.update({k: v for k, v in state.items() if k != "tree"})
+        if isinstance(tree, SumTree):
+            tree.tree = state["tree"]
 
 
 class SumTree:

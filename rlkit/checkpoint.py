@@ -1,19 +1,57 @@
-"""Atomic checkpoints: one state dict, written to a temporary file and renamed; the last N kept."""
+"""Checkpoints that commit atomically, carry checksums and load without running code.
+
+Layout of ``RUN/checkpoints/``::
+
+    step_0000001000/          one checkpoint, committed by renaming its temporary directory into place
+        state.pt              the state dict (networks, optimizers, counters, RNG states, config, versions)
+        buffer.pt             the replay buffer of that same step (off-policy agents), optional
+        checksums.json        {"format", "agent", "step", "files": {name: {"sha256", "bytes"}}}
+
+The directory is written as ``.step_0000001000.<random>.tmp`` and renamed, so a checkpoint and its buffer
+are one unit: a reader sees all of it or none of it. The last ``keep`` directories are kept.
+
+Loading never unpickles: files are read with ``torch.load(weights_only=True)`` (tensors, numbers, strings,
+bytes, lists, tuples and dicts) after their sha256 matched ``checksums.json``. numpy arrays and scalars are
+stored as tagged dicts of tensors, gymnasium spaces as JSON (:mod:`rlkit.spaces`). Anything else is
+refused in one line naming the file. Checkpoints of the older layout (pickled ``step_*.pt`` files) are
+refused too: they cannot be read without unpickling.
+
+Leftovers of a killed writer (``.*.tmp`` files and directories) are removed by :func:`clean_leftovers`,
+which :class:`rlkit.run.Run` calls when a run starts or resumes.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
+import shutil
+import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import gymnasium as gym
+import numpy as np
+
 from rlkit.errors import RLKitError
+from rlkit.spaces import space_from_json, space_to_json
 
 CHECKPOINT_DIR = "checkpoints"
-_STEP_RE = re.compile(r"step_(\d+)\.pt$")
+STATE_FILE = "state.pt"
+BUFFER_FILE = "buffer.pt"
+SUMS_FILE = "checksums.json"
+FORMAT = 1
+_STEP_RE = re.compile(r"step_(\d+)$")
+_OLD_STEP_RE = re.compile(r"step_(\d+)\.pt$")
+_TAG = "__rlkit__"
+# Tests only: seconds to sleep inside a checkpoint write (between the state and the buffer), to widen the
+# window in which the fault suite's kill -9 lands mid-write.
+_SLOW_WRITE_ENV = "RLKIT_TEST_SLOW_CHECKPOINT"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -65,26 +103,157 @@ def atomic_write_text(path: str | Path, text: str, fsync: bool = True) -> None:
     atomic_write_bytes(path, text.encode(), fsync)
 
 
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` through :func:`atomic_open`."""
+def _encode(obj: Any, where: str = "state") -> Any:
+    """Turn ``obj`` into what ``torch.load(weights_only=True)`` accepts: tensors, numbers, strings, bytes,
+    lists, tuples and dicts. numpy arrays and scalars and gymnasium spaces become tagged dicts."""
+    import torch
+
+    if obj is None or type(obj) in (bool, int, float, str, bytes) or isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, np.generic) and obj.dtype.kind in "biufc":  # before float: np.float64 subclasses it
+        return {_TAG: "npscalar", "dtype": obj.dtype.str, "value": obj.item()}
+    for plain in (str, bool, int, float, bytes):  # subclasses (torch's version string, IntEnum) pickle by class
+        if isinstance(obj, plain):
+            return plain(obj)
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind not in "biufc":
+            raise RLKitError(f"cannot store the {obj.dtype} array at {where} in a checkpoint (numbers only)")
+        return {_TAG: "ndarray", "dtype": obj.dtype.str, "data": torch.from_numpy(np.ascontiguousarray(obj))}
+    if isinstance(obj, gym.Space):
+        return {_TAG: "space", "json": json.dumps(space_to_json(obj))}
+    if isinstance(obj, dict):
+        return {k: _encode(v, f"{where}[{k!r}]") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        items = [_encode(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return items if isinstance(obj, list) else tuple(items)
+    raise RLKitError(f"cannot store {type(obj).__name__} at {where} in a checkpoint: only tensors, numpy arrays, "
+                     "numbers, strings, lists, dicts and gymnasium spaces")
+
+
+def _decode(obj: Any, file: Path) -> Any:
+    """Inverse of :func:`_encode`; a malformed tag is a one-line error naming ``file``."""
+    if isinstance(obj, dict):
+        tag = obj.get(_TAG)
+        if tag is None:
+            return {k: _decode(v, file) for k, v in obj.items()}
+        try:
+            if tag == "ndarray":
+                arr = obj["data"].numpy()
+                if arr.dtype != np.dtype(obj["dtype"]):
+                    raise ValueError(f"dtype {arr.dtype} != {obj['dtype']}")
+                return arr
+            if tag == "npscalar":
+                return np.dtype(obj["dtype"]).type(obj["value"])
+            if tag == "space":
+                return space_from_json(json.loads(obj["json"]))
+        except RLKitError:
+            raise
+        except Exception as e:  # a wrong type or missing key in a damaged or hand-made file
+            raise RLKitError(f"{file} holds a malformed {tag} entry ({type(e).__name__}: {e})") from None
+        raise RLKitError(f"{file} holds an unknown entry type {tag!r}; was it written by a newer rlkit?")
+    if isinstance(obj, list):
+        return [_decode(v, file) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_decode(v, file) for v in obj)
+    return obj
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_torch(obj: Any, path: Path) -> dict[str, Any]:
+    """torch.save ``obj`` (encoded) to ``path`` with an fsync; returns its checksum entry."""
     import torch  # lazily: `rlkit demos ...` and the CLI start without importing torch
 
-    with atomic_open(path) as f:
-        torch.save(obj, f)
+    with open(path, "wb") as f:
+        torch.save(_encode(obj), f)
+        f.flush()
+        os.fsync(f.fileno())
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
-def save_checkpoint(run_dir: str | Path, state: dict[str, Any], step: int, keep: int = 3) -> Path:
-    """Save ``state`` as ``run_dir/checkpoints/step_<step>.pt`` and prune all but the last ``keep``."""
+def _step_dir_name(step: int) -> str:
+    return f"step_{step:010d}"
+
+
+def save_checkpoint(run_dir: str | Path, state: dict[str, Any], step: int, keep: int = 3,
+                    buffer: dict[str, Any] | None = None) -> Path:
+    """Commit ``state`` (and the replay ``buffer``'s state, if given) as ``checkpoints/step_<step>/`` in one
+    rename, with their sha256 in ``checksums.json``; prune all but the last ``keep``. Returns the state file."""
     ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
-    path = ckpt_dir / f"step_{step:010d}.pt"
-    atomic_torch_save(state, path)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    name = _step_dir_name(step)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=ckpt_dir))
+    try:
+        files = {STATE_FILE: _write_torch(state, tmp / STATE_FILE)}
+        if os.environ.get(_SLOW_WRITE_ENV):
+            time.sleep(float(os.environ[_SLOW_WRITE_ENV]))
+        if buffer is not None:
+            files[BUFFER_FILE] = _write_torch(buffer, tmp / BUFFER_FILE)
+        sums = {"format": FORMAT, "agent": state.get("agent"), "step": step, "files": files}
+        with open(tmp / SUMS_FILE, "w") as f:
+            json.dump(sums, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(tmp)
+        final = ckpt_dir / name
+        if final.exists():
+            # Same step saved again (Ctrl-C right after a checkpoint, the final save of a resumed finished
+            # run): move the old one aside first; clean_leftovers puts it back if we die before the rename.
+            aside = ckpt_dir / f".{name}.replaced.tmp"
+            if aside.exists():
+                shutil.rmtree(aside)
+            os.replace(final, aside)
+            os.replace(tmp, final)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(ckpt_dir)
     for old in list_checkpoints(run_dir)[:-max(keep, 1)]:
-        old.unlink(missing_ok=True)
-    return path
+        _remove_dir(old)
+    return final / STATE_FILE
+
+
+def _remove_dir(path: Path) -> None:
+    """Rename out of the listing first, so a crash mid-delete never leaves a half checkpoint that looks whole."""
+    doomed = path.parent / f".{path.name}.deleted.tmp"
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def clean_leftovers(run_dir: str | Path) -> list[Path]:
+    """Remove what a killed writer left (``.*.tmp`` in the run directory and in ``checkpoints/``); a checkpoint
+    moved aside by an interrupted same-step save is put back when no other one took its place."""
+    removed = []
+    for folder in (Path(run_dir), Path(run_dir) / CHECKPOINT_DIR):
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if not (path.name.startswith(".") and path.name.endswith(".tmp")):
+                continue
+            if path.name.endswith(".replaced.tmp"):
+                original = folder / path.name[1:-len(".replaced.tmp")]
+                if not original.exists():
+                    os.replace(path, original)
+                    continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Checkpoints of a run, oldest first (temporary files from a crash are ignored)."""
+    """Checkpoint directories of a run, oldest first (temporary ones from a crash are ignored)."""
     ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
     if not ckpt_dir.is_dir():
         return []
@@ -92,28 +261,130 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def _old_layout(run_dir: Path) -> list[Path]:
+    ckpt_dir = run_dir / CHECKPOINT_DIR
+    return sorted(p for p in ckpt_dir.iterdir() if _OLD_STEP_RE.match(p.name)) if ckpt_dir.is_dir() else []
+
+
+def _old_layout_error(path: Path) -> RLKitError:
+    return RLKitError(f"{path} is a checkpoint of an older rlkit (a pickle), which cannot be loaded without "
+                      "running code from the file; retrain, or load it with that older rlkit and re-save it")
+
+
 def find_checkpoint(path: str | Path) -> Path:
-    """Resolve a run directory or a checkpoint file to a checkpoint file, with a clear error."""
+    """Resolve a run directory, a checkpoint directory or its ``state.pt`` to the state file, with a clear error."""
     path = Path(path)
     if not path.exists():
-        raise RLKitError(f"{path} does not exist; pass a run directory (runs/...) or a checkpoint .pt file")
-    if path.is_file():
-        return path
-    ckpts = list_checkpoints(path)
-    if not ckpts:
-        raise RLKitError(f"no checkpoints in {path}/{CHECKPOINT_DIR}; is this an rlkit run directory?")
-    return ckpts[-1]
+        raise RLKitError(f"{path} does not exist; pass a run directory (runs/...) or a checkpoint")
+    if path.is_dir() and (path / SUMS_FILE).exists():
+        return path / STATE_FILE
+    if path.is_dir():
+        ckpts = list_checkpoints(path)
+        if ckpts:
+            return ckpts[-1] / STATE_FILE
+        if _old_layout(path):
+            raise _old_layout_error(_old_layout(path)[-1])
+        raise RLKitError(f"no checkpoints in {path / CHECKPOINT_DIR}; is this an rlkit run directory?")
+    if _OLD_STEP_RE.match(path.name) and not (path.parent / SUMS_FILE).exists():
+        raise _old_layout_error(path)
+    return path
+
+
+def read_checksums(step_dir: Path) -> dict[str, Any]:
+    """The checksums sidecar of a checkpoint directory, checked for shape; one-line errors name the file."""
+    file = step_dir / SUMS_FILE
+    if not file.exists():
+        raise RLKitError(f"{file} is missing: a checkpoint is read only with its checksums (keep the whole "
+                         f"{step_dir.name}/ directory together)")
+    if not file.is_file():
+        raise RLKitError(f"{file} is not a regular file")
+    try:
+        sums = json.loads(file.read_bytes())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RLKitError(f"{file} is damaged ({type(e).__name__}); the checkpoint cannot be verified") from None
+    entries = sums.get("files") if isinstance(sums, dict) else None
+    if not isinstance(entries, dict) or not all(
+            isinstance(v, dict) and isinstance(v.get("sha256"), str) and isinstance(v.get("bytes"), int)
+            for v in entries.values()):
+        raise RLKitError(f"{file} is damaged (expected {{'files': {{name: {{'sha256', 'bytes'}}}}}})")
+    return sums
+
+
+def _verified_load(file: Path, sums: dict[str, Any]) -> Any:
+    """Check ``file`` against its checksum, then ``torch.load(weights_only=True)`` and decode it."""
+    entry = sums["files"].get(file.name)
+    if entry is None:
+        raise RLKitError(f"{file} is not listed in {file.parent / SUMS_FILE}; it is not part of this checkpoint")
+    if not file.exists():
+        raise RLKitError(f"{file} is missing from its checkpoint")
+    if not stat.S_ISREG(file.stat().st_mode):  # a FIFO would block the read forever
+        raise RLKitError(f"{file} is not a regular file")
+    if file.stat().st_size != entry["bytes"] or sha256_file(file) != entry["sha256"]:
+        raise RLKitError(f"{file} does not match its sha256 in {SUMS_FILE}: the file is damaged or was altered")
+    import pickle
+
+    import torch
+
+    try:
+        data = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f" ({found.group(1)})" if found else ""
+        raise RLKitError(f"refusing to load {file}: it holds Python objects{what} besides tensors, numbers, "
+                         "strings, lists and dicts, and loading them could run code") from None
+    except Exception as e:  # torch raises several types for damaged files
+        raise RLKitError(f"{file} is unreadable ({type(e).__name__}); it may be corrupt") from None
+    return _decode(data, file)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint file (or the latest one of a run directory)."""
+    """Load a checkpoint (a run directory's latest, a checkpoint directory, or its ``state.pt``), verified."""
     file = find_checkpoint(path)
-    try:
-        import torch
-
-        state = torch.load(file, map_location="cpu", weights_only=False)
-    except Exception as e:  # torch raises several types for damaged files
-        raise RLKitError(f"checkpoint {file} is unreadable ({type(e).__name__}); it may be corrupt") from None
+    state = _verified_load(file, read_checksums(file.parent))
     if not isinstance(state, dict) or "agent" not in state:
         raise RLKitError(f"{file} is not an rlkit checkpoint (no 'agent' key)")
+    if not isinstance(state.get("config"), dict) or not isinstance(state.get("global_step"), int):
+        raise RLKitError(f"{file} is damaged: its 'config' or 'global_step' entry has the wrong type")
+    state["checkpoint_dir"] = str(file.parent)
     return state
+
+
+def load_buffer(step_dir: str | Path) -> dict[str, Any] | None:
+    """The replay buffer state saved with a checkpoint directory, verified; None when it holds none."""
+    step_dir = Path(step_dir)
+    sums = read_checksums(step_dir)
+    if BUFFER_FILE not in sums["files"]:
+        return None
+    data = _verified_load(step_dir / BUFFER_FILE, sums)
+    if not isinstance(data, dict):
+        raise RLKitError(f"{step_dir / BUFFER_FILE} is not a replay buffer state (a {type(data).__name__})")
+    return data
+
+
+def checkpoint_agent(run_dir: str | Path) -> str | None:
+    """The agent that wrote a run's latest checkpoint, read from its sidecar (no unpickling, no torch)."""
+    ckpts = list_checkpoints(run_dir)
+    if not ckpts:
+        return None
+    try:
+        agent = read_checksums(ckpts[-1]).get("agent")
+    except RLKitError:
+        return None
+    return agent if isinstance(agent, str) else None
+
+
+def read_json(path: str | Path, expect: type = dict) -> Any:
+    """A JSON file of a run (config.json, final.json, ...): a missing, non-regular, damaged or wrongly shaped
+    file is a one-line error naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise RLKitError(f"{path} not found")
+    if not path.is_file():
+        raise RLKitError(f"{path} is not a regular file")
+    try:
+        data = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RLKitError(f"{path} is damaged ({type(e).__name__}: {str(e).splitlines()[0][:80]})") from None
+    if not isinstance(data, expect):
+        raise RLKitError(f"{path} is damaged: expected a JSON {expect.__name__}, got {type(data).__name__}")
+    return data

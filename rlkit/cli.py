@@ -1,6 +1,9 @@
 """The ``rlkit`` command: a small dispatcher over agents and command groups found by entry point.
 
-User errors (:class:`RLKitError`) print one line ``rlkit: error: ...`` and exit with status 2.
+User errors (:class:`RLKitError`) print one line ``rlkit: error: ...`` and exit with status 2, as do
+errors from the operating system about a user's file (a directory where a file belongs, a missing or
+unreadable path: the line names it). ``--debug`` anywhere on the line shows the traceback instead.
+Ctrl-C exits with 130, SIGTERM with 143, after the run saved a checkpoint.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from rlkit.config import (
     parse_set_args,
     resolve_preset,
 )
-from rlkit.errors import RLKitError
+from rlkit.errors import AlreadyFinished, RLKitError, Terminated
 from rlkit.registry import agent_names, command_loaders, get_agent
+from rlkit.signals import sigterm_as_interrupt
 
 if TYPE_CHECKING:  # the CLI starts without importing torch
     from rlkit.types import Policy
@@ -114,11 +118,21 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[Any, BaseConfig, boo
         flags["progress"] = False
     overrides = parse_set_args(args.set)
     if args.resume:
+        from rlkit.checkpoint import checkpoint_agent, read_json
+
         config_path = Path(args.resume) / "config.json"
         if not config_path.exists():
             raise RLKitError(f"cannot resume: {config_path} not found; pass the run directory of an rlkit run")
-        saved = json.loads(config_path.read_text())
-        cfg = config_from_dict(spec.config_cls, saved)
+        other = checkpoint_agent(args.resume)
+        if other is not None and other != args.agent:
+            raise RLKitError(f"{args.resume} is a {other} run, not {args.agent}; resume it with "
+                             f"`rlkit train {other} --resume {args.resume}`")
+        saved = read_json(config_path)
+        _refuse_imports_from_file(saved, {**flags, **overrides}, config_path)
+        try:
+            cfg = config_from_dict(spec.config_cls, saved)
+        except RLKitError as e:
+            raise RLKitError(f"{config_path}: {e}") from None
         cfg = apply_overrides(cfg, {**flags, "run_dir": str(args.resume)}, source="flags")
         return spec, apply_overrides(cfg, overrides), True
     cfg = apply_overrides(spec.config_cls(), spec.defaults, source="agent defaults")
@@ -131,6 +145,27 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[Any, BaseConfig, boo
     return spec, apply_overrides(cfg, overrides), False
 
 
+def _imports_code(key: str, value: Any) -> bool:
+    """A value that would import a module named inside it: a ``module:Env-v0`` env id or a ``python:``/``sb3:``
+    policy source (sb3 zips may hold pickled objects)."""
+    if not isinstance(value, str):
+        return False
+    if key == "env_id":
+        return ":" in value
+    return value.startswith(("python:", "sb3:"))
+
+
+def _refuse_imports_from_file(saved: dict[str, Any], given: dict[str, Any], path: Path) -> None:
+    """A module named in a run's own file is imported only when the user names it on the command line too."""
+    for key in ("env_id", "expert"):
+        value = saved.get(key)
+        if _imports_code(key, value) and str(given.get(key)) != value:
+            flag = "--env" if key == "env_id" else f"--set {key}="
+            sep = " " if key == "env_id" else ""
+            raise RLKitError(f"{path} names {key}={value!r}, which imports code; rlkit imports it only when you "
+                             f"name it yourself: add {flag}{sep}{value}")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     if args.help_agent or not args.agent:
         if args.agent:
@@ -139,7 +174,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             args.parser.print_help()
         return 0
     spec, cfg, resume = resolve_train_config(args)
-    result = spec.train(cfg, resume=resume)
+    try:
+        result = spec.train(cfg, resume=resume)
+    except AlreadyFinished as e:  # nothing evaluated or written; report the finished run's result
+        print(f"rlkit: {e}", file=sys.stderr)
+        result = e.result
+        if args.json:
+            print(json.dumps(result, indent=2))
+        return 0
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -185,21 +227,54 @@ def eval_env_id(state: dict[str, Any], path: str | Path) -> str:
     return str(state["config"].get("eval_env_id") or state["config"]["env_id"])
 
 
+def _check_spaces(state: dict[str, Any], factory: Any, env_id: str) -> None:
+    """The env must offer the spaces the policy was trained on (a CartPole policy on Pendulum is one line)."""
+    from rlkit.spaces import space_brief
+
+    saved = {k: state.get(f"{k}_space") for k in ("observation", "action")}
+    if not all(saved.values()):
+        return  # an agent that keeps its spaces elsewhere (SB3 models) checks them itself
+    env = factory()
+    try:
+        actual = {"observation": env.observation_space, "action": env.action_space}
+    finally:
+        env.close()
+    for kind, space in saved.items():
+        same = type(space) is type(actual[kind]) and getattr(space, "shape", None) == actual[kind].shape \
+            and getattr(space, "n", None) == getattr(actual[kind], "n", None)
+        if not same:
+            raise RLKitError(f"the policy was trained on {kind} space {space_brief(space)}, but {env_id} has "
+                             f"{space_brief(actual[kind])}; evaluate it on the env it was trained on")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from rlkit.checkpoint import load_checkpoint
     from rlkit.evaluation import evaluate
     from rlkit.registry import env_factory
 
+    if args.episodes < 1:
+        raise RLKitError(f"--episodes must be at least 1; got {args.episodes}")
+    if args.seed < 0:
+        raise RLKitError(f"--seed must be at least 0; got {args.seed}")
     state = load_checkpoint(args.path)
     policy = policy_from_checkpoint(state)
     cfg = state["config"]
     env_id = args.env_id or eval_env_id(state, args.path)
+    if not isinstance(env_id, str):
+        raise RLKitError(f"{state.get('checkpoint_dir', args.path)} has no env id in its config; pass --env")
+    if args.env_id is None and _imports_code("env_id", env_id):
+        raise RLKitError(f"the checkpoint's env id {env_id!r} imports code; rlkit imports it only when you name "
+                         f"it yourself: add --env {env_id}")
+    if not isinstance(cfg.get("env_kwargs") or {}, dict):
+        raise RLKitError(f"{state.get('checkpoint_dir', args.path)}: env_kwargs in its config is not a mapping")
     make = env_factory()
     # env_kwargs belong to the training env; another eval env (GAIL's CartPole-v1 vs seals) gets none
     env_kwargs = (cfg.get("env_kwargs") or {}) if env_id == cfg["env_id"] else {}
 
     def factory(render_mode: str | None = None) -> Any:
         return make(env_id, render_mode=render_mode, env_kwargs=env_kwargs)
+
+    _check_spaces(state, factory, env_id)
 
     result = evaluate(policy, factory, args.episodes, seed=args.seed, deterministic=not args.stochastic,
                       video=args.video)
@@ -214,8 +289,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _os_error_line(e: OSError) -> str:
+    """One line for an OSError about a user's path: what went wrong and which file."""
+    where = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "") if e.filename else "a file"
+    return f"{where}: {e.strerror or type(e).__name__}"
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     try:
         # `rlkit train AGENT --help` shows the agent's options rather than the generic help.
         help_agent = len(argv) >= 2 and argv[0] == "train" and not argv[1].startswith("-") \
@@ -224,13 +307,24 @@ def main(argv: list[str] | None = None) -> None:
             argv = [a for a in argv if a not in ("-h", "--help")]
         args = build_parser().parse_args(argv)
         args.help_agent = help_agent
-        code = args.func(args)
+        with sigterm_as_interrupt():  # SIGTERM anywhere is Ctrl-C: agents checkpoint, the exit status is 143
+            code = args.func(args)
     except RLKitError as e:
+        if debug:
+            raise
         print(f"rlkit: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except Terminated:
+        print("rlkit: terminated (SIGTERM)", file=sys.stderr)
+        sys.exit(143)
     except KeyboardInterrupt:
         print("rlkit: interrupted", file=sys.stderr)
         sys.exit(130)
+    except (IsADirectoryError, NotADirectoryError, FileExistsError, FileNotFoundError, PermissionError) as e:
+        if debug:
+            raise
+        print(f"rlkit: error: {_os_error_line(e)} (--debug shows the traceback)", file=sys.stderr)
+        sys.exit(2)
     except BrokenPipeError:  # e.g. `rlkit train dqn --help | head`
         sys.stderr.close()
         sys.exit(0)

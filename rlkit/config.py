@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,21 +23,32 @@ import yaml
 from rlkit.errors import RLKitError
 
 C = TypeVar("C", bound="BaseConfig")
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding and gymnasium's reset take seeds below 2**32
 
 
-def opt(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse's name
-    """A dataclass field with a default and a one-line help text (lists get a default_factory)."""
+def opt(default: Any, help: str, *, low: float | str | None = None, high: float | str | None = None,  # noqa: A002
+        low_open: bool = False, choices: tuple[Any, ...] | None = None) -> Any:
+    """A dataclass field with a default, a one-line help text and the range of values it accepts.
+
+    ``low``/``high`` bound a number, or each item of a list (``hidden=[64, 64]``); either may name another
+    field (``high="buffer_size"``). ``low_open=True`` excludes ``low`` itself (``lr > 0``). ``choices`` lists
+    the accepted values. Every float must be finite unless its range says otherwise (``high=math.inf``).
+    :func:`validate_config` checks them all; lists get a default_factory.
+    """
+    meta = {"help": help, "low": low, "high": high, "low_open": low_open, "choices": choices}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 def default(options: type, name: str, value: Any) -> Any:
-    """Field ``name`` of the mixin ``options`` with another default and the same help text.
+    """Field ``name`` of the mixin ``options`` with another default and the same help text and range.
 
     ``tau: float = default(ReplayOptions, "tau", 0.005)`` in a config that mixes in ``ReplayOptions``.
     """
-    return opt(value, options.__dataclass_fields__[name].metadata["help"])
+    meta = options.__dataclass_fields__[name].metadata
+    return opt(value, meta["help"], low=meta.get("low"), high=meta.get("high"), low_open=meta.get("low_open", False),
+               choices=meta.get("choices"))
 
 
 def require_at_least_one(cfg: Any, *names: str) -> None:
@@ -51,16 +63,17 @@ class BaseConfig:
     """Fields every agent shares."""
 
     env_id: str = opt("CartPole-v1", "Gymnasium env id (anything gymnasium.make accepts, or pkg.module:Env-v0)")
-    seed: int = opt(0, "seed of the run: python, numpy, torch, env i gets seed+i")
-    total_steps: int = opt(50_000, "environment steps to train for (summed over parallel envs)")
+    seed: int = opt(0, "seed of the run: python, numpy, torch, env i gets seed+i", low=0, high=MAX_SEED)
+    total_steps: int = opt(50_000, "environment steps to train for (summed over parallel envs)", low=1)
     run_dir: str | None = opt(None, "where the run writes its files; default runs/AGENT-ENV-seedS-TIME")
-    eval_episodes: int = opt(20, "episodes for the final evaluation written to final.json")
-    eval_every: int = opt(0, "evaluate every this many env steps during training (0 = only at the end)")
-    eval_seed: int = opt(10_000, "seed offset of the evaluation env stream (kept apart from training)")
-    checkpoint_every: int = opt(10_000, "save a checkpoint every this many env steps (0 = only at the end)")
-    keep_checkpoints: int = opt(3, "how many of the latest checkpoints to keep")
-    log_every: int = opt(1_000, "write metrics (CSV, TensorBoard) every this many env steps")
-    torch_threads: int = opt(1, "torch intra-op threads; 1 is fastest for small nets on few cores")
+    eval_episodes: int = opt(20, "episodes for the final evaluation written to final.json", low=1)
+    eval_every: int = opt(0, "evaluate every this many env steps during training (0 = only at the end)", low=0)
+    eval_seed: int = opt(10_000, "seed offset of the evaluation env stream (kept apart from training)",
+                         low=0, high=MAX_SEED)
+    checkpoint_every: int = opt(10_000, "save a checkpoint every this many env steps (0 = only at the end)", low=0)
+    keep_checkpoints: int = opt(3, "how many of the latest checkpoints to keep", low=1)
+    log_every: int = opt(1_000, "write metrics (CSV, TensorBoard) every this many env steps", low=0)
+    torch_threads: int = opt(1, "torch intra-op threads; 1 is fastest for small nets on few cores", low=1)
     device: str = opt("cpu", "torch device (cpu, cuda)")
     progress: bool = opt(True, "show a progress bar with steps/s and the latest return")
     tensorboard: bool = opt(True, "write TensorBoard event files")
@@ -80,15 +93,16 @@ class ReplayOptions:
     """Options of the off-policy agents that learn from a replay buffer (DQN, DDPG/TD3), mixed into their
     configs; the defaults are DQN's, ``default`` re-declares DDPG's."""
 
-    num_envs: int = opt(1, "parallel envs stepping in lockstep")
-    buffer_size: int = opt(100_000, "replay capacity in transitions")
+    num_envs: int = opt(1, "parallel envs stepping in lockstep", low=1)
+    buffer_size: int = opt(100_000, "replay capacity in transitions", low=1)
     learning_starts: int = opt(1_000, "env steps before learning: the first update comes once global_step > "
-                                      "learning_starts (as SB3 counts them)")
-    batch_size: int = opt(64, "minibatch size")
-    gamma: float = opt(0.99, "discount factor")
-    tau: float = opt(1.0, "Polyak factor of the target update in (0, 1]; 1.0 is a hard copy")
-    train_every: int = opt(4, "env steps between updates")
-    gradient_steps: int = opt(1, "gradient steps per update")
+                                      "learning_starts (as SB3 counts them)", low=0)
+    batch_size: int = opt(64, "minibatch size", low=1, high="buffer_size")
+    gamma: float = opt(0.99, "discount factor", low=0, high=1)
+    tau: float = opt(1.0, "Polyak factor of the target update in (0, 1]; 1.0 is a hard copy", low=0, low_open=True,
+                     high=1)
+    train_every: int = opt(4, "env steps between updates", low=1)
+    gradient_steps: int = opt(1, "gradient steps per update", low=1)
     save_buffer: bool = opt(True, "save the replay buffer with each checkpoint so --resume continues exactly")
 
     def learning(self, global_step: int, buffered: int) -> bool:
@@ -118,6 +132,15 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def _yaml(text: str, name: str) -> Any:
+    """YAML for one option's value; a syntax error is one line (the value, not yaml's 50-line trace)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem", None) or type(e).__name__
+        raise RLKitError(f"option {name!r}: {text!r} is not valid YAML ({where}); e.g. hidden=[64,64]") from None
+
+
 def coerce(value: Any, tp: Any, name: str) -> Any:
     """Convert ``value`` (often a string from the command line or YAML) to the field type ``tp``."""
     origin = get_origin(tp)
@@ -144,7 +167,7 @@ def coerce(value: Any, tp: Any, name: str) -> Any:
         (item_tp, *_) = get_args(tp) or (Any,)
         if isinstance(value, str):
             text = value.strip()
-            parsed = yaml.safe_load(text if text.startswith("[") else f"[{text}]") if text else []
+            parsed = _yaml(text if text.startswith("[") else f"[{text}]", name) if text else []
         else:
             parsed = value
         if not isinstance(parsed, (list, tuple)):
@@ -152,7 +175,7 @@ def coerce(value: Any, tp: Any, name: str) -> Any:
         items = [coerce(v, item_tp, name) if item_tp is not Any else v for v in parsed]
         return tuple(items) if origin is tuple else items
     if tp is dict or origin is dict:
-        parsed = yaml.safe_load(value) if isinstance(value, str) else value
+        parsed = _yaml(value, name) if isinstance(value, str) else value
         if not isinstance(parsed, dict):
             raise RLKitError(f"option {name!r} expects a mapping like {{key: value}}; got {value!r}")
         return parsed
@@ -203,6 +226,7 @@ def apply_overrides(cfg: C, overrides: dict[str, Any], source: str = "--set") ->
             )
         changes[key] = coerce(value, hints[key], key)
     new = dataclasses.replace(cfg, **changes)
+    check_ranges(new)
     validate = getattr(new, "validate", None)
     if validate is not None:
         validate()
@@ -240,3 +264,73 @@ def resolve_preset(presets: dict[str, dict[str, Any]], name: str, agent: str) ->
 def config_from_dict(cls: type[C], data: dict[str, Any]) -> C:
     """Rebuild a config saved with :meth:`BaseConfig.to_dict` (unknown keys are an error)."""
     return apply_overrides(cls(), data, source="config")
+
+
+# ---------------------------------------------------------------------------------------- validation
+def _bound(cfg: Any, bound: float | str | None) -> float | None:
+    return getattr(cfg, bound) if isinstance(bound, str) else bound
+
+
+def _check_value(name: str, value: Any, meta: Any, cfg: Any) -> None:
+    """One field's value against the range its ``opt(...)`` declares; one-line RLKitError otherwise."""
+    if value is None or isinstance(value, (str, bool, dict)):
+        if meta.get("choices") is not None and value not in meta["choices"]:
+            raise RLKitError(f"option {name!r} must be one of {', '.join(map(str, meta['choices']))}; got {value!r}")
+        return
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            _check_value(name, item, meta, cfg)
+        return
+    if not isinstance(value, (int, float)):
+        return
+    low, high = _bound(cfg, meta.get("low")), _bound(cfg, meta.get("high"))
+    infinite_ok = high == math.inf or low == -math.inf
+    if isinstance(value, float) and not math.isfinite(value) and not (infinite_ok and not math.isnan(value)):
+        raise RLKitError(f"option {name!r} must be a finite number; got {value!r}")
+    too_low = low is not None and (value <= low if meta.get("low_open") else value < low)
+    too_high = high is not None and value > high
+    if too_low or too_high:
+        left = "(" if meta.get("low_open") else "["
+        span = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+        what = {"low": meta.get("low"), "high": meta.get("high")}
+        named = [f"{k} bound is {v}" for k, v in what.items() if isinstance(v, str)]
+        hint = f" ({'; '.join(named)})" if named else ""
+        raise RLKitError(f"option {name!r} must be in {span}{hint}; got {value!r}")
+
+
+def check_device(device: str) -> None:
+    """The device must parse and exist in this torch build (``cuda`` on a CPU build is refused)."""
+    import torch  # lazily: the CLI starts without torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise RLKitError(f"option 'device' must be a torch device such as cpu, cuda or cuda:1; got {device!r}") \
+            from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RLKitError(f"device={device!r} but this torch build has no usable CUDA "
+                             f"(torch {torch.__version__}); use device=cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise RLKitError(f"device={device!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise RLKitError(f"device={device!r} but MPS is not available here; use device=cpu")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise RLKitError(f"device={device!r} is not supported by rlkit; use cpu, cuda or mps")
+
+
+def check_ranges(cfg: Any) -> None:
+    """Check every field against the range declared in its ``opt(...)`` (after every override)."""
+    for f in dataclasses.fields(cfg):
+        _check_value(f.name, getattr(cfg, f.name), f.metadata, cfg)
+
+
+def validate_config(cfg: Any) -> None:
+    """Ranges, then the device, then the config's own ``validate()``: what ``Run.__init__`` runs before a run
+    writes anything."""
+    check_ranges(cfg)
+    if isinstance(getattr(cfg, "device", None), str):
+        check_device(cfg.device)
+    validate = getattr(cfg, "validate", None)
+    if validate is not None:
+        validate()

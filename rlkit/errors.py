@@ -43,3 +43,21 @@ def require_imitation(feature: str) -> Any:
             raise
         raise missing_imitation(feature) from None
     return imitation
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler stopping the job), raised like Ctrl-C so the same code saves a checkpoint.
+
+    The CLI exits with status 143 (128 + SIGTERM) for it, 130 for Ctrl-C.
+    """
+
+
+class AlreadyFinished(RLKitError):
+    """``--resume`` of a run that wrote ``final.json`` and has no steps left: nothing is evaluated or written.
+
+    ``result`` is its final.json; the CLI says "already finished" and exits 0.
+    """
+
+    def __init__(self, message: str, result: dict) -> None:
+        super().__init__(message)
+        self.result = result

@@ -6,6 +6,7 @@ Keys follow CleanRL's layout: ``charts/`` (returns, steps/s, epsilon), ``losses/
 from __future__ import annotations
 
 import csv
+import io
 import math
 import time
 from collections import deque
@@ -24,20 +25,27 @@ class Logger:
         initial_step: where a resumed run starts.
         progress: show the progress bar (stderr).
         tensorboard: write TensorBoard event files.
+        wall_offset: seconds the run had already trained before this process (resume), so the CSV's
+            ``wall_s`` continues instead of restarting.
+
+    One row per step: a second :meth:`dump` at the step of the last row (the final evaluation after the
+    last periodic row) merges into that row instead of adding one.
     """
 
     def __init__(self, run_dir: str | Path, total_steps: int, initial_step: int = 0,
-                 progress: bool = True, tensorboard: bool = True) -> None:
+                 progress: bool = True, tensorboard: bool = True, wall_offset: float = 0.0) -> None:
         self.run_dir = Path(run_dir)
         self.csv_path = self.run_dir / "metrics.csv"
         self._values: dict[str, float] = {}
         self._fieldnames: list[str] = []
-        self._rows_written = 0
-        if self.csv_path.exists():  # resume: keep the old rows and their columns
+        self._wall_offset = wall_offset
+        self._last_row: dict[str, Any] | None = None
+        if self.csv_path.exists():  # resume: keep the old rows and their columns (Run cleaned the file)
             with open(self.csv_path, newline="") as f:
-                reader = csv.reader(f)
-                header = next(reader, None)
-                self._fieldnames = header or []
+                rows = list(csv.reader(f))
+            self._fieldnames = rows[0] if rows else []
+            if len(rows) > 1:
+                self._last_row = dict(zip(self._fieldnames, rows[-1]))
         self._writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -79,7 +87,8 @@ class Logger:
         self._values["charts/steps_per_second"] = sps
         if self.recent_returns:
             self._values["charts/mean_return_20"] = sum(self.recent_returns) / len(self.recent_returns)
-        row = {"global_step": step, "wall_s": round(time.perf_counter() - self._t0, 3), **self._values}
+        row = {"global_step": step, "wall_s": round(self._wall_offset + time.perf_counter() - self._t0, 3),
+               **self._values}
         self._write_csv(row)
         if self._writer is not None:
             for key, value in self._values.items():
@@ -96,20 +105,32 @@ class Logger:
         self._values = {}
 
     def _write_csv(self, row: dict[str, Any]) -> None:
+        from rlkit.checkpoint import atomic_write_text
+
+        same_step = self._last_row is not None and str(self._last_row.get("global_step")) == str(row["global_step"])
+        if same_step:  # merge, e.g. the final evaluation into the last periodic row of the same step
+            row = {**{k: v for k, v in self._last_row.items() if v != ""}, **row}
         new_keys = [k for k in row if k not in self._fieldnames]
-        if new_keys:
-            # A new column appeared: rewrite the file with the wider header (as SB3's CSV writer does).
+        if new_keys or same_step:
+            # A new column appeared, or the last row is replaced: rewrite the file atomically (a crash keeps
+            # the old file whole), with the wider header (as SB3's CSV writer does).
             old_rows: list[dict[str, str]] = []
             if self.csv_path.exists():
                 with open(self.csv_path, newline="") as f:
                     old_rows = list(csv.DictReader(f))
+            if same_step:
+                old_rows = old_rows[:-1]
             self._fieldnames = self._fieldnames + new_keys
-            with open(self.csv_path, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=self._fieldnames)
-                writer.writeheader()
-                writer.writerows(old_rows)
-        with open(self.csv_path, "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self._fieldnames).writerow(row)
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, fieldnames=self._fieldnames)
+            writer.writeheader()
+            writer.writerows(old_rows)
+            writer.writerow(row)
+            atomic_write_text(self.csv_path, buffer.getvalue(), fsync=False)
+        else:
+            with open(self.csv_path, "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self._fieldnames).writerow(row)
+        self._last_row = {k: str(v) for k, v in row.items()}
 
     def add_text(self, tag: str, text: str) -> None:
         if self._writer is not None:

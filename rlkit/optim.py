@@ -72,11 +72,12 @@ class OptimizerOptions:
     RMSProp), and presets set per-task values (the Nature DQN's centered RMSProp, alpha 0.95).
     """
 
-    lr: float = opt(1e-3, "learning rate")
+    lr: float = opt(1e-3, "learning rate", low=0)
     lr_schedule: Schedule = opt("constant", "constant, or linear: anneal the learning rate to 0 at total_steps")
     optimizer: OptimizerName = opt("adam", "adam or rmsprop")
-    optimizer_eps: float = opt(1e-8, "epsilon of the optimizer (Nature DQN's RMSProp: 0.01)")
-    rmsprop_alpha: float = opt(0.99, "RMSProp decay of the squared-gradient average (Nature DQN: 0.95)")
+    optimizer_eps: float = opt(1e-8, "epsilon of the optimizer (Nature DQN's RMSProp: 0.01)", low=0, low_open=True)
+    rmsprop_alpha: float = opt(0.99, "RMSProp decay of the squared-gradient average (Nature DQN: 0.95)", low=0,
+                               high=1)
     rmsprop_centered: bool = opt(False, "centered RMSProp (the Nature DQN's variant)")
 
     def build_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:

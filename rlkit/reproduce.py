@@ -38,11 +38,11 @@ RESULTS_SCHEMA = 1
 
 def _pending_or_done(run_dir: Path) -> tuple[dict[str, Any] | None, bool]:
     """(final.json if the run finished, resume?) for one run directory; clears a run that left nothing."""
-    from rlkit.checkpoint import list_checkpoints
+    from rlkit.checkpoint import list_checkpoints, read_json
 
     final = run_dir / "final.json"
     if final.exists():
-        return json.loads(final.read_text()), False
+        return read_json(final), False
     if list_checkpoints(run_dir):
         return None, True
     if run_dir.exists():

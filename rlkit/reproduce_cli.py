@@ -40,9 +40,12 @@ def add_parser(subparsers: Any) -> None:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     if not args.preset:
         return _list_presets(args)
-    results = reproduce(args.preset, seeds=args.seeds, backend=args.backend, out=args.out, steps=args.steps,
-                        workers=args.workers, ray_address=args.ray_address, presets_file=args.presets,
-                        eval_points=args.eval_points)
+    from rlkit.signals import sigterm_as_interrupt
+
+    with sigterm_as_interrupt():  # SIGTERM: every run checkpoints, then exit 143 (as Ctrl-C does, with 130)
+        results = reproduce(args.preset, seeds=args.seeds, backend=args.backend, out=args.out, steps=args.steps,
+                            workers=args.workers, ray_address=args.ray_address, presets_file=args.presets,
+                            eval_points=args.eval_points)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

@@ -10,10 +10,31 @@ Each agent keeps its own training loop and uses a :class:`Run` for the bookkeepi
             ...                                   # act, store, learn
             run.step_done(global_step, num_envs, policy, make_eval_env, state_dict, scalars)  # eval, log, ckpt
     return run.finish(policy, make_eval_env, global_step, {...})   # final eval + final.json
+
+Off-policy agents pass their replay buffer explicitly (``replay_buffer=`` of :meth:`Run.checkpoint`,
+``step_done`` and ``finish``; a 3-tuple from the ``checkpoint_on_interrupt`` callable): it is written into
+the same checkpoint directory as the state, so the two commit together (see :mod:`rlkit.checkpoint`).
+
+What a run directory promises after a crash (kill -9, power loss), SIGTERM or Ctrl-C:
+
+* The latest ``checkpoints/step_*/`` is whole and verified on load; ``--resume`` continues from it.
+* ``metrics.csv`` is rewritten (atomically) on resume to the rows up to the checkpoint's step: rows logged
+  after it are dropped (they are logged again), a row cut mid-line is dropped, each step has one row, and
+  ``wall_s`` continues from the checkpoint's.
+* Temporary files of a killed writer (``.*.tmp``) are removed when the run starts or resumes.
+* A run that died before its first checkpoint committed nothing: running the same command again starts it
+  afresh in the same directory (its ``metrics.csv``, ``final.json`` and TensorBoard events are replaced).
+* ``--resume`` of a finished run (``final.json`` written, no steps left) evaluates and writes nothing: it
+  raises :class:`rlkit.errors.AlreadyFinished` and the CLI prints "already finished" and exits 0. Pass a
+  larger ``--steps`` to train further.
+* SIGTERM is handled like Ctrl-C inside :meth:`Run.checkpoint_on_interrupt`: a checkpoint, then the CLI
+  exits with status 143 (130 for Ctrl-C).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import platform
 import time
@@ -29,24 +50,72 @@ import torch
 
 import rlkit
 from rlkit.checkpoint import (
-    CHECKPOINT_DIR,
-    atomic_torch_save,
     atomic_write_text,
+    checkpoint_agent,
+    clean_leftovers,
     list_checkpoints,
+    load_buffer,
     load_checkpoint,
     save_checkpoint,
 )
-from rlkit.config import BaseConfig
-from rlkit.errors import RLKitError
+from rlkit.config import BaseConfig, validate_config
+from rlkit.errors import AlreadyFinished, RLKitError
 from rlkit.evaluation import evaluate
 from rlkit.logger import Logger
 from rlkit.seeding import get_rng_state, seed_everything, set_rng_state
+from rlkit.signals import signals_deferred, sigterm_as_interrupt
 from rlkit.types import Policy
 
 
 def default_run_dir(agent: str, env_id: str, seed: int) -> Path:
     env_name = env_id.replace("/", "_").replace(":", "_")
     return Path("runs") / f"{agent}-{env_name}-seed{seed}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def _regular_or_absent(path: Path) -> bool:
+    """True when ``path`` is a regular file, False when absent; a directory or FIFO is a one-line error."""
+    if not path.exists():
+        return False
+    if not path.is_file():
+        raise RLKitError(f"{path} is not a regular file; move it away to use this run directory")
+    return True
+
+
+def clean_metrics(path: Path, up_to_step: int) -> None:
+    """Rewrite ``metrics.csv`` atomically with its rows up to ``up_to_step``, one per step (the last one wins);
+    a row cut mid-line by a crash is dropped. A file that is not such a CSV is a one-line error naming it."""
+    if not _regular_or_absent(path):
+        return
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RLKitError(f"{path} is damaged (not UTF-8 text); move it away to resume without it") from None
+    lines = text.split("\n")
+    lines = lines[:-1]  # after the last newline: "" for a whole file, else a row cut mid-line
+    if not lines:
+        path.unlink()
+        return
+    rows = list(csv.reader(lines))
+    header = rows[0]
+    if not header or header[0] != "global_step":
+        raise RLKitError(f"{path} is damaged (its header does not start with global_step); move it away "
+                         "to resume without it")
+    kept: dict[int, list[str]] = {}
+    for number, row in enumerate(rows[1:], start=2):
+        try:
+            if len(row) != len(header):
+                raise ValueError
+            step = int(row[0])
+        except ValueError:
+            raise RLKitError(f"{path} line {number} is damaged; move the file away to resume without it") from None
+        if step <= up_to_step:
+            kept[step] = row
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(row for _, row in sorted(kept.items()))
+    atomic_write_text(path, out.getvalue())
 
 
 def _limit_blas_threads(n: int) -> None:
@@ -79,16 +148,23 @@ class Run:
     """
 
     def __init__(self, agent: str, cfg: BaseConfig, resume: bool = False) -> None:
+        validate_config(cfg)  # before anything is written
         self.agent = agent
         self.cfg = cfg
         self.dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(agent, cfg.env_id, cfg.seed)
         cfg.run_dir = str(self.dir)
+        if self.dir.exists() and not self.dir.is_dir():
+            raise RLKitError(f"run directory {self.dir} is a file; choose another --run-dir")
         if resume and not list_checkpoints(self.dir):
             raise RLKitError(f"cannot resume: no checkpoints in {self.dir}/checkpoints")
         if not resume and list_checkpoints(self.dir):
             raise RLKitError(f"{self.dir} already holds a run; pass --resume {self.dir} to continue it "
                              "or choose another --run-dir")
-        self.dir.mkdir(parents=True, exist_ok=True)
+        if resume and (other := checkpoint_agent(self.dir)) not in (None, agent):
+            raise RLKitError(f"{self.dir} is a {other} run, not {agent}; resume it with `rlkit train {other} "
+                             f"--resume {self.dir}`")
+        for name in ("config.json", "metrics.csv", "final.json"):
+            _regular_or_absent(self.dir / name)
         torch.set_num_threads(max(cfg.torch_threads, 1))
         _limit_blas_threads(max(cfg.torch_threads, 1))
         self.rng = seed_everything(cfg.seed)
@@ -101,13 +177,54 @@ class Run:
                 raise RLKitError(f"{self.dir} is a {self.resume_state['agent']} run, not {agent}")
             self.global_step = int(self.resume_state["global_step"])
             self._wall_before = float(self.resume_state.get("wall_s", 0.0))
-        cfg.save(self.dir / "config.json")
-        self.logger = Logger(self.dir, total_steps=cfg.total_steps, initial_step=self.global_step,
-                             progress=cfg.progress, tensorboard=cfg.tensorboard)
-        if not resume:
-            table = "\n".join(f"|{k}|{v}|" for k, v in cfg.to_dict().items())
-            self.logger.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+            self._check_finished()
+        self._resume = resume
+        self._logger: Logger | None = None
         self._t0 = time.perf_counter()
+
+    def _check_finished(self) -> None:
+        """Raise AlreadyFinished when final.json is there for this checkpoint and the config asks for nothing new
+        (``--steps`` or another training field changed: the run continues)."""
+        final_path = self.dir / "final.json"
+        if not final_path.exists():
+            return
+        try:
+            final = json.loads(final_path.read_bytes())
+        except (ValueError, UnicodeDecodeError):
+            return  # damaged: the run is finished again and final.json rewritten
+        saved = self.resume_state["config"] if self.resume_state else {}
+        # Fields that change how a run is shown or where, not what it trains: resuming with them is no new work.
+        cosmetic = {"run_dir", "progress", "tensorboard", "torch_threads"}
+        changed = [k for k, v in self.cfg.to_dict().items() if k not in cosmetic and saved.get(k, v) != v]
+        if isinstance(final, dict) and final.get("env_steps") == self.global_step and not changed:
+            raise AlreadyFinished(f"{self.dir} already finished ({self.global_step} steps, see final.json); "
+                                  "pass a larger --steps to train further", final)
+
+    def _open(self) -> Logger:
+        """Write the run's files on first use, so a run refused during setup leaves nothing behind."""
+        if self._logger is not None:
+            return self._logger
+        cfg = self.cfg
+        self.dir.mkdir(parents=True, exist_ok=True)
+        clean_leftovers(self.dir)
+        if self._resume:
+            clean_metrics(self.dir / "metrics.csv", self.global_step)
+        elif (self.dir / "config.json").exists():
+            # A run that died before its first checkpoint committed nothing: start it afresh.
+            for stale in [self.dir / "metrics.csv", self.dir / "final.json", *self.dir.glob("events.out.tfevents.*")]:
+                stale.unlink(missing_ok=True)
+        cfg.save(self.dir / "config.json")
+        self._logger = Logger(self.dir, total_steps=cfg.total_steps, initial_step=self.global_step,
+                              progress=cfg.progress, tensorboard=cfg.tensorboard, wall_offset=self._wall_before)
+        if not self._resume:
+            table = "\n".join(f"|{k}|{v}|" for k, v in cfg.to_dict().items())
+            self._logger.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+        return self._logger
+
+    @property
+    def logger(self) -> Logger:
+        """The run's logger; the first access writes config.json and opens metrics.csv and TensorBoard."""
+        return self._open()
 
     def restore_rng(self) -> None:
         """Put the RNG streams back where the checkpoint left them (call after building everything)."""
@@ -123,8 +240,10 @@ class Run:
         """True when ``global_step`` (advancing by ``stride``) just crossed a multiple of ``every``."""
         return every > 0 and global_step // every != (global_step - stride) // every
 
-    def checkpoint(self, global_step: int, state: dict[str, Any]) -> Path:
-        """Atomically save ``state`` plus config, counters, RNG states and versions."""
+    def checkpoint(self, global_step: int, state: dict[str, Any], replay_buffer: Any = None) -> Path:
+        """Atomically save ``state`` plus config, counters, RNG states and versions, and ``replay_buffer``'s
+        state (if given) in the same checkpoint directory, so the two commit as one unit."""
+        self._open()
         full = {
             "agent": self.agent,
             "config": self.cfg.to_dict(),
@@ -134,11 +253,12 @@ class Run:
             "versions": versions(),
             **state,
         }
-        return save_checkpoint(self.dir, full, global_step, keep=self.cfg.keep_checkpoints)
+        buffer_state = replay_buffer.state_dict() if replay_buffer is not None else None
+        return save_checkpoint(self.dir, full, global_step, keep=self.cfg.keep_checkpoints, buffer=buffer_state)
 
     def step_done(self, global_step: int, stride: int, policy: Policy, make_eval_env: Callable[..., gym.Env],
-                  state: Callable[[], dict[str, Any]], scalars: Callable[[], dict[str, float]] | None = None
-                  ) -> dict[str, Any] | None:
+                  state: Callable[[], dict[str, Any]], scalars: Callable[[], dict[str, float]] | None = None,
+                  replay_buffer: Any = None) -> dict[str, Any] | None:
         """The bookkeeping after each training iteration, in this order: progress bar, evaluation (before
         the log row, so the row carries it), log row with ``scalars()``, periodic checkpoint of ``state()``.
 
@@ -154,33 +274,37 @@ class Run:
                 self.logger.record(key, value)
             self.logger.dump(global_step)
         if Run.due(global_step, cfg.checkpoint_every, stride) and global_step < cfg.total_steps:
-            self.checkpoint(global_step, state())
+            self.checkpoint(global_step, state(), replay_buffer)
         return result
 
     @contextmanager
-    def checkpoint_on_interrupt(self, current: Callable[[], tuple[int, dict[str, Any]]]) -> Iterator[None]:
-        """On Ctrl-C inside the block, checkpoint ``current()`` (global step, state) and close, then re-raise:
-        what was learned is kept, and ``rlkit train AGENT --resume RUN_DIR`` continues from there."""
+    def checkpoint_on_interrupt(self, current: Callable[[], tuple[Any, ...]]) -> Iterator[None]:
+        """On Ctrl-C or SIGTERM inside the block, checkpoint ``current()`` (global step, state[, replay buffer])
+        and close, then re-raise (SIGTERM as :class:`rlkit.errors.Terminated`): what was learned is kept, and
+        ``rlkit train AGENT --resume RUN_DIR`` continues from there. A second signal during that checkpoint
+        is ignored, so it is not cut short."""
         try:
-            yield
+            with sigterm_as_interrupt():
+                yield
         except KeyboardInterrupt:
-            self.checkpoint(*current())
-            self.close()
+            with signals_deferred():
+                self.checkpoint(*current())
+                self.close()
             raise
 
-    @property
-    def _replay_buffer_path(self) -> Path:
-        return self.dir / CHECKPOINT_DIR / "replay_buffer.pt"
-
-    def save_replay_buffer(self, buffer: Any) -> None:
-        """Save ``buffer`` beside the checkpoints (one file, replaced atomically) so --resume continues exactly."""
-        atomic_torch_save(buffer.state_dict(), self._replay_buffer_path)
-
     def restore_replay_buffer(self, buffer: Any) -> None:
-        """Load the buffer :meth:`save_replay_buffer` saved, if any; it samples from the run's RNG again."""
-        if self._replay_buffer_path.exists():
-            buffer.load_state_dict(torch.load(self._replay_buffer_path, weights_only=False))
-            buffer.rng = self.rng
+        """Load the buffer saved with the checkpoint being resumed, if any; it samples from the run's RNG again."""
+        if self.resume_state is None:
+            return
+        step_dir = Path(self.resume_state["checkpoint_dir"])
+        state = load_buffer(step_dir)
+        if state is None:
+            return
+        try:
+            buffer.load_state_dict(state)
+        except RLKitError as e:
+            raise RLKitError(f"{step_dir / 'buffer.pt'}: {e}") from None
+        buffer.rng = self.rng
 
     def evaluate(self, policy: Policy, make_eval_env: Callable[..., gym.Env], global_step: int) -> dict[str, Any]:
         """Evaluate ``cfg.eval_episodes`` episodes during training and log ``eval/mean_return``."""
@@ -190,10 +314,11 @@ class Run:
         return result
 
     def finish(self, policy: Policy, make_eval_env: Callable[..., gym.Env], global_step: int,
-               state: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+               state: dict[str, Any], extra: dict[str, Any] | None = None, replay_buffer: Any = None
+               ) -> dict[str, Any]:
         """Save the final checkpoint, evaluate, write ``final.json`` and close the logger."""
         wall_s = self.wall_s
-        ckpt = self.checkpoint(global_step, state)
+        ckpt = self.checkpoint(global_step, state, replay_buffer)
         result_eval = evaluate(policy, make_eval_env, self.cfg.eval_episodes, seed=self.cfg.eval_seed)
         self.logger.record("eval/mean_return", result_eval["mean"])
         self.logger.record("eval/std_return", result_eval["std"])
@@ -215,4 +340,5 @@ class Run:
         return result
 
     def close(self) -> None:
-        self.logger.close()
+        if self._logger is not None:
+            self._logger.close()

@@ -1,6 +1,5 @@
 """Layer 2: buffers, builders, config, checkpoints, env factory."""
 
-import json
 
 import gymnasium as gym
 import numpy as np
@@ -9,7 +8,6 @@ import torch
 
 from rlkit import envs, nets
 from rlkit.buffers import ReplayBuffer
-from rlkit.checkpoint import atomic_write_text, list_checkpoints, load_checkpoint, save_checkpoint
 from rlkit.config import apply_overrides, parse_set_args
 from rlkit.errors import RLKitError
 from rlkit.types import SB3PredictAdapter
@@ -136,21 +134,6 @@ def test_config_overrides_are_type_checked():
         parse_set_args(["lr"])
     with pytest.raises(RLKitError, match="tau must be"):
         apply_overrides(DQNConfig(), {"tau": "2"})
-
-
-def test_checkpoints_are_atomic_and_pruned(tmp_path):
-    for step in (10, 20, 30, 40):
-        save_checkpoint(tmp_path, {"agent": "x", "step": step}, step, keep=2)
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_0000000030.pt", "step_0000000040.pt"]
-    assert load_checkpoint(tmp_path)["step"] == 40
-    # a crash mid-write leaves only a hidden temporary file, which is ignored
-    (tmp_path / "checkpoints" / ".step_0000000050.pt.abc.tmp").write_bytes(b"partial")
-    assert load_checkpoint(tmp_path)["step"] == 40
-    (tmp_path / "checkpoints" / "step_0000000060.pt").write_bytes(b"garbage")
-    with pytest.raises(RLKitError, match="corrupt"):
-        load_checkpoint(tmp_path)
-    atomic_write_text(tmp_path / "a.json", json.dumps({"ok": 1}))
-    assert json.loads((tmp_path / "a.json").read_text()) == {"ok": 1}
 
 
 def test_env_factory_errors_and_seeding():

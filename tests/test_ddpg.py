@@ -27,7 +27,7 @@ from rlkit.agents.ddpg import (
 )
 
 from rlkit import envs
-from rlkit.checkpoint import load_checkpoint
+from rlkit.checkpoint import list_checkpoints, load_buffer, load_checkpoint
 from rlkit.config import apply_overrides, resolve_preset
 from rlkit.errors import RLKitError
 from rlkit.nets import QCriticEnsemble, mlp, polyak_update
@@ -152,7 +152,7 @@ def test_actor_respects_asymmetric_bounds():
 def test_actions_stay_in_bounds_during_training(tmp_path):
     cfg = tiny(tmp_path, env_id="rlkit/ContinuousTarget-v0", noise_std=5.0, total_steps=300, learning_starts=100)
     result = train(cfg)
-    buffer = torch.load(tmp_path / "run" / "checkpoints" / "replay_buffer.pt", weights_only=False)
+    buffer = load_buffer(list_checkpoints(tmp_path / "run")[-1])
     actions = buffer["actions"][:300]
     assert actions.min() >= -1.0 and actions.max() <= 3.0
     assert (actions == -1.0).any() and (actions == 3.0).any()  # big noise hits both bounds: it was clipped

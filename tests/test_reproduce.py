@@ -165,7 +165,7 @@ def test_pending_or_done(tmp_path):
     assert _pending_or_done(done) == ({"seed": 3}, False)
     interrupted = tmp_path / "interrupted" / "checkpoints"
     interrupted.mkdir(parents=True)
-    (interrupted / "step_100.pt").write_bytes(b"")
+    (interrupted / "step_0000000100").mkdir()
     assert _pending_or_done(interrupted.parent) == (None, True)          # resumed from its checkpoint
     started = tmp_path / "started"
     started.mkdir()

@@ -9,7 +9,6 @@ Ctrl-C exits with 130, SIGTERM with 143, after the run saved a checkpoint.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 from pathlib import Path
@@ -218,10 +217,12 @@ def eval_env_id(state: dict[str, Any], path: str | Path) -> str:
     """
     if state.get("eval_env_id"):
         return str(state["eval_env_id"])
+    from rlkit.checkpoint import read_json
+
     path = Path(path)
     final = (path if path.is_dir() else path.parent.parent) / "final.json"
-    with contextlib.suppress(OSError, ValueError):
-        recorded = json.loads(final.read_text()).get("eval_env_id")
+    if final.exists():  # a damaged final.json is a one-line error naming it
+        recorded = read_json(final).get("eval_env_id")
         if recorded:
             return str(recorded)
     return str(state["config"].get("eval_env_id") or state["config"]["env_id"])

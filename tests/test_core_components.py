@@ -132,7 +132,7 @@ def test_config_overrides_are_type_checked():
         apply_overrides(DQNConfig(), {"loss": "l1"})
     with pytest.raises(RLKitError, match="malformed --set"):
         parse_set_args(["lr"])
-    with pytest.raises(RLKitError, match="tau must be"):
+    with pytest.raises(RLKitError, match=r"'tau' must be in \(0, 1\]; got 2.0"):
         apply_overrides(DQNConfig(), {"tau": "2"})
 
 

@@ -228,7 +228,10 @@ def bench_atari_bytes(episodes: int, max_frames: int, tmp: Path) -> dict[str, An
 def main() -> None:
     parser = argparse.ArgumentParser(description="demonstration pipeline benchmarks")
     parser.add_argument("--quick", action="store_true", help="reduced scale (smoke run)")
-    parser.add_argument("--reps", type=int, default=41, help="paired repetitions of the overhead test")
+    parser.add_argument("--reps", "--seeds", type=int, default=41,
+                        help="paired repetitions of the overhead test (--seeds is an alias: the scripted expert is "
+                             "deterministic, so repetitions are what more seeds would add)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON file (a --quick run writes only if given)")
     args = parser.parse_args()
     scale = {"steps": 20_000, "load_episodes": 2_000, "atari_episodes": 3, "atari_frames": 2_000}
     if args.quick:
@@ -247,10 +250,10 @@ def main() -> None:
                           "load_1m_lt_2s": results["load"]["load_plus_transitions_s"] < 2.0,
                           "atari_bytes_le_2x": results["atari"]["ratio"] <= 2.0}
     print("targets:", results["targets"])
-    if not args.quick:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"wrote {RESULTS}")
+    if not args.quick or args.out != RESULTS:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

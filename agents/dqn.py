@@ -87,17 +87,20 @@ def td_target(rewards: torch.Tensor, terminated: torch.Tensor, discounts: torch.
     return rewards + discounts * (1.0 - terminated) * next_value
 
 
-def dqn_loss(q_net: nn.Module, q_target: nn.Module, batch: Batch, double: bool, loss: str
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Importance-weighted TD loss; returns (loss, td_errors, q_values of the taken actions)."""
+def dqn_loss(q_net: nn.Module, q_target: nn.Module, batch: Batch, double: bool, loss: str,
+             next_q_target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Importance-weighted TD loss; returns (loss, td_errors, q_values of the taken actions).
+
+    ``next_q_target`` is ``q_target(batch.next_obs)`` when the caller computed it already (the
+    training loop does, once for all minibatches of an update, while the target net is fixed).
+    """
     with torch.no_grad():
-        next_q_target = q_target(batch.next_obs)
-    if double:
-        # One forward pass over [obs; next_obs] halves the per-call overhead of small nets.
-        q_both = q_net(torch.cat([batch.obs, batch.next_obs]))
-        q_all, next_q_online = q_both[: len(batch.obs)], q_both[len(batch.obs):].detach()
-    else:
-        q_all, next_q_online = q_net(batch.obs), None
+        if next_q_target is None:
+            next_q_target = q_target(batch.next_obs)
+        # Double DQN's online pass over next_obs runs apart, without autograd: joined to the
+        # [obs] pass it would double the backward's matmuls, which dominate on 256-wide nets.
+        next_q_online = q_net(batch.next_obs) if double else None
+    q_all = q_net(batch.obs)
     target = td_target(batch.rewards, batch.terminated, batch.discounts, next_q_target, next_q_online)
     q_taken = q_all.gather(1, batch.actions.long().reshape(-1, 1)).squeeze(1)
     td_errors = target - q_taken
@@ -149,6 +152,7 @@ def train(cfg: DQNConfig, resume: bool = False) -> dict[str, Any]:
     q_net = build_q_net(cfg, obs_space, act_space).to(cfg.device)
     q_target = copy.deepcopy(q_net).requires_grad_(False)
     optimizer = cfg.build_optimizer(q_net.parameters())
+    q_params = list(q_net.parameters())  # (listed once: .parameters() walks the modules on every call)
     buffer_cls = PrioritizedReplayBuffer if cfg.prioritized else ReplayBuffer
     buffer_kwargs = {"alpha": cfg.per_alpha, "eps": cfg.per_eps} if cfg.prioritized else {}
     # Atari observations are FrameStack'ed: store each frame once (see rlkit.buffers).
@@ -202,17 +206,26 @@ def train(cfg: DQNConfig, resume: bool = False) -> dict[str, Any]:
                     buffer.beta = linear(cfg.per_beta_start, 1.0, global_step / cfg.total_steps)
                 # Uniform replay: draw all minibatches of this update at once (one numpy gather
                 # instead of gradient_steps); PER must re-sample after each priority update.
-                presampled = None if cfg.prioritized else buffer.sample(cfg.batch_size * cfg.gradient_steps)
+                presampled = None
+                if not cfg.prioritized:
+                    presampled = buffer.sample(cfg.batch_size * cfg.gradient_steps).to(cfg.device)
+                # The target net is fixed during an update: rate every minibatch's next_obs in one pass.
+                next_q_targets = None
+                if presampled is not None:
+                    with torch.no_grad():
+                        next_q_targets = q_target(presampled.next_obs)
                 for i in range(cfg.gradient_steps):
+                    next_q_target = None
                     if presampled is None:
-                        batch = buffer.sample(cfg.batch_size)
+                        batch = buffer.sample(cfg.batch_size).to(cfg.device)
                     else:
-                        batch = Batch(*(x[i * cfg.batch_size:(i + 1) * cfg.batch_size] for x in presampled))
-                    loss, td_errors, q_taken = dqn_loss(q_net, q_target, batch.to(cfg.device), cfg.double, cfg.loss)
+                        rows = slice(i * cfg.batch_size, (i + 1) * cfg.batch_size)
+                        batch, next_q_target = Batch(*(x[rows] for x in presampled)), next_q_targets[rows]
+                    loss, td_errors, q_taken = dqn_loss(q_net, q_target, batch, cfg.double, cfg.loss, next_q_target)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     if cfg.max_grad_norm > 0:
-                        nn.utils.clip_grad_norm_(q_net.parameters(), cfg.max_grad_norm)
+                        nn.utils.clip_grad_norm_(q_params, cfg.max_grad_norm)
                     optimizer.step()
                     buffer.update_priorities(batch.indices, td_errors.cpu().numpy())
                 run.logger.record("losses/td_loss", loss.item())

@@ -8,10 +8,12 @@ and the same final evaluation (rlkit.evaluation.evaluate, 10 episodes, seeds 100
 
 Wall time is measured around the whole training call. rlkit's includes what a user's run does
 (CSV and TensorBoard logging, checkpoints with the replay buffer, the final 10-episode evaluation);
-SB3's is model construction + ``learn`` only. ``cpu_s`` (process time) is recorded too, as it is
-less sensitive to other load on a shared machine.
+SB3's is model construction + ``learn`` only. The run directory is on tmpfs (``/dev/shm``) so that
+other jobs' disk traffic does not land in rlkit's figure (``--run-root`` changes it). ``cpu_s``
+(process time) is recorded too, as it is less sensitive to other load on a shared machine.
 
-    python benchmarks/bench_ddpg.py                       # full: 5 seeds, 20k steps (~1 h on 1 core)
+    python benchmarks/bench_ddpg.py --seeds 3 --agents td3     # 6 runs, ~8 min on a quiet machine
+    python benchmarks/bench_ddpg.py --seeds 3                  # DDPG and TD3, ~16 min
     python benchmarks/bench_ddpg.py --seeds 2 --steps 3000 --learning-starts 1000   # quick look
 """
 
@@ -70,11 +72,11 @@ def run_sb3(agent: str, seed: int, steps: int, learning_starts: int) -> dict:
     return {"wall_s": wall, "cpu_s": cpu, "eval": result}
 
 
-def worker(lib: str, agent: str, seed: int, steps: int, learning_starts: int) -> None:
+def worker(lib: str, agent: str, seed: int, steps: int, learning_starts: int, run_root: str | None) -> None:
     import torch
 
     torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=run_root) as tmp:
         if lib == "rlkit":
             out = run_rlkit(agent, seed, steps, learning_starts, str(Path(tmp) / "run"))
         else:
@@ -84,7 +86,7 @@ def worker(lib: str, agent: str, seed: int, steps: int, learning_starts: int) ->
 
 def launch(lib: str, agent: str, seed: int, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--worker", lib, agent, str(seed), "--steps", str(args.steps),
-           "--learning-starts", str(args.learning_starts)]
+           "--learning-starts", str(args.learning_starts), *(["--run-root", args.run_root] if args.run_root else [])]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir())
@@ -92,7 +94,8 @@ def launch(lib: str, agent: str, seed: int, args: argparse.Namespace) -> dict:
     if proc.returncode != 0 or line is None:
         raise SystemExit(f"{lib} {agent} seed {seed} failed:\n{proc.stderr[-3000:]}")
     out = json.loads(line[len("RESULT "):])
-    out.update(lib=lib, agent=agent, seed=seed, steps_per_s=args.steps / out["wall_s"])
+    out.update(lib=lib, agent=agent, seed=seed, steps_per_s=args.steps / out["wall_s"],
+               load_average_after=os.getloadavg()[0])
     ev = out["eval"]
     print(f"{lib:5} {agent:4} seed {seed}: {out['wall_s']:7.1f}s wall, {out['cpu_s']:7.1f}s cpu, "
           f"{out['steps_per_s']:6.1f} steps/s, eval {ev['mean']:8.1f} +- {ev['std']:.1f}", flush=True)
@@ -111,34 +114,43 @@ def summarize(runs: list[dict], agents: list[str], threshold: float) -> dict:
                         "median_steps_per_s": statistics.median(r["steps_per_s"] for r in rs),
                         "eval_means": evals, "median_eval": statistics.median(evals),
                         f"seeds_eval_ge_{threshold:g}": sum(e >= threshold for e in evals)}
-        per["sb3_over_rlkit_wall"] = per["sb3"]["median_wall_s"] / per["rlkit"]["median_wall_s"]
-        per["sb3_over_rlkit_cpu"] = per["sb3"]["median_cpu_s"] / per["rlkit"]["median_cpu_s"]
+        per["rlkit_over_sb3_wall"] = per["rlkit"]["median_wall_s"] / per["sb3"]["median_wall_s"]
+        per["rlkit_over_sb3_cpu"] = per["rlkit"]["median_cpu_s"] / per["sb3"]["median_cpu_s"]
+        pairs = [(r, s) for r in runs for s in runs if r["lib"] == "rlkit" and s["lib"] == "sb3"
+                 and r["agent"] == s["agent"] == agent and r["seed"] == s["seed"]]
+        per["per_seed_wall_ratios"] = [r["wall_s"] / s["wall_s"] for r, s in pairs]
+        per["per_seed_cpu_ratios"] = [r["cpu_s"] / s["cpu_s"] for r, s in pairs]
         summary[agent] = per
     return summary
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--learning-starts", type=int, default=ZOO["learning_starts"])
     parser.add_argument("--agents", default="ddpg,td3")
     parser.add_argument("--threshold", type=float, default=-200.0, help="eval target per seed")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ddpg.json"))
+    parser.add_argument("--run-root", default="/dev/shm" if Path("/dev/shm").is_dir() else None,
+                        help="where rlkit's run directories go (default: tmpfs)")
     parser.add_argument("--worker", nargs=3, metavar=("LIB", "AGENT", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         lib, agent, seed = args.worker
-        worker(lib, agent, int(seed), args.steps, args.learning_starts)
+        worker(lib, agent, int(seed), args.steps, args.learning_starts, args.run_root)
         return
     agents = args.agents.split(",")
     runs = []
+    load_before = os.getloadavg()
     t0 = time.perf_counter()
     for seed in range(args.seeds):
         for agent in agents:
             order = ("rlkit", "sb3") if seed % 2 == 0 else ("sb3", "rlkit")
             runs += [launch(lib, agent, seed, args) for lib in order]
     summary = summarize(runs, agents, args.threshold)
+    import gymnasium
+    import numpy
     import stable_baselines3
     import torch
 
@@ -146,15 +158,17 @@ def main() -> None:
            "command": "python benchmarks/bench_ddpg.py " + " ".join(sys.argv[1:]),
            "settings": {**ZOO, "total_steps": args.steps, "learning_starts": args.learning_starts,
                         "seeds": args.seeds, "torch_threads": 1, "eval_episodes": 10, "eval_seed": 10_000},
-           "versions": {"torch": torch.__version__, "stable_baselines3": stable_baselines3.__version__},
-           "machine": f"{os.cpu_count()} cores (shared)", "total_wall_s": time.perf_counter() - t0,
+           "versions": {"torch": torch.__version__, "stable_baselines3": stable_baselines3.__version__,
+                        "gymnasium": gymnasium.__version__, "numpy": numpy.__version__},
+           "machine": f"{os.cpu_count()} cores", "load_average_before": load_before,
+           "load_average_after": os.getloadavg(), "total_wall_s": time.perf_counter() - t0,
            "summary": summary, "runs": runs}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
     for agent, per in summary.items():
         rl, sb = per["rlkit"], per["sb3"]
         print(f"{agent}: median wall rlkit {rl['median_wall_s']:.1f}s vs SB3 {sb['median_wall_s']:.1f}s "
-              f"(SB3/rlkit {per['sb3_over_rlkit_wall']:.2f}x, cpu {per['sb3_over_rlkit_cpu']:.2f}x); "
+              f"(rlkit/SB3 {per['rlkit_over_sb3_wall']:.2f}x, cpu {per['rlkit_over_sb3_cpu']:.2f}x); "
               f"median eval rlkit {rl['median_eval']:.1f}, SB3 {sb['median_eval']:.1f}")
     print(f"wrote {args.out}")
 

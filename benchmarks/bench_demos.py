@@ -39,6 +39,7 @@ import datasets
 import numpy as np
 import record_side  # benchmarks/record_side.py, beside this script
 import torch
+from rlkit.demos import scripted
 from rlkit.demos.record import dir_bytes
 from rlkit.demos.sources import FunctionPolicy
 from rlkit.envs import make_env
@@ -99,7 +100,7 @@ def bench_overhead(steps: int, reps: int, tmp: Path) -> dict[str, Any]:
     single 0.5 s run by +-30%.
     """
     action_space = make_env("CartPole-v1").action_space
-    makers = {"scripted_expert": lambda: FunctionPolicy(demos.scripted.cartpole),
+    makers = {"scripted_expert": lambda: FunctionPolicy(scripted.cartpole),
               "random": lambda: RandomPolicy(action_space, seed=0)}
     rng = np.random.default_rng(0)
     results = {}
@@ -147,7 +148,7 @@ def bench_instructions(steps: int) -> dict[str, Any] | None:
     if shutil.which("valgrind") is None:
         print("[instructions] valgrind not found; skipped", flush=True)
         return None
-    episodes = episodes_for_steps(FunctionPolicy(demos.scripted.cartpole), steps, seed=0)
+    episodes = episodes_for_steps(FunctionPolicy(scripted.cartpole), steps, seed=0)
     env = {**os.environ, "PYTHONHASHSEED": "0"}  # dict probing depends on the string hash seed
     script = Path(__file__).resolve().parent / "record_side.py"
     procs = {side: subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
@@ -172,7 +173,7 @@ def bench_load(episodes: int, tmp: Path) -> dict[str, Any]:
 
     path = tmp / "load"
     t0 = time.perf_counter()
-    demos.record(FunctionPolicy(demos.scripted.cartpole), "CartPole-v1", episodes, path, seed=0)
+    demos.record(FunctionPolicy(scripted.cartpole), "CartPole-v1", episodes, path, seed=0)
     record_s = time.perf_counter() - t0
     demos.save_imitation(demos.load(path), tmp / "load-imitation")
     timings: dict[str, list[float]] = {"rlkit_load": [], "rlkit_transitions": [], "rlkit_torch": [],
@@ -230,7 +231,10 @@ def bench_atari_bytes(episodes: int, max_frames: int, tmp: Path) -> dict[str, An
 def main() -> None:
     parser = argparse.ArgumentParser(description="demonstration pipeline benchmarks")
     parser.add_argument("--quick", action="store_true", help="reduced scale (smoke run)")
-    parser.add_argument("--reps", type=int, default=41, help="paired repetitions of the overhead test")
+    parser.add_argument("--reps", "--seeds", type=int, default=41,
+                        help="paired repetitions of the overhead test (--seeds is an alias: the scripted expert is "
+                             "deterministic, so repetitions are what more seeds would add)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON file (a --quick run writes only if given)")
     args = parser.parse_args()
     scale = {"steps": 20_000, "load_episodes": 2_000, "atari_episodes": 3, "atari_frames": 2_000}
     if args.quick:
@@ -249,10 +253,10 @@ def main() -> None:
                           "load_1m_lt_2s": results["load"]["load_plus_transitions_s"] < 2.0,
                           "atari_bytes_le_2x": results["atari"]["ratio"] <= 2.0}
     print("targets:", results["targets"])
-    if not args.quick:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"wrote {RESULTS}")
+    if not args.quick or args.out != RESULTS:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

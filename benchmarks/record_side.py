@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from rlkit.demos import scripted
 from rlkit.demos.sources import FunctionPolicy
 from rlkit.envs import make_env
 
@@ -38,7 +39,7 @@ def step_without_recording(policy: FunctionPolicy, env_id: str, episodes: int, s
 
 def main() -> None:
     side, episodes = sys.argv[1], int(sys.argv[2])
-    policy = FunctionPolicy(demos.scripted.cartpole)
+    policy = FunctionPolicy(scripted.cartpole)
     if side == "plain":
         step_without_recording(policy, "CartPole-v1", episodes, seed=0)
     elif side == "record":

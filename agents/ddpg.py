@@ -56,6 +56,7 @@ from rlkit.types import Batch, TorchPolicy
 class DDPGConfig(BaseConfig):
     """DDPG/TD3 hyper-parameters (defaults: the TD3 paper's "Our DDPG"; presets hold the rest)."""
 
+    env_id: str = opt("Pendulum-v1", "Gymnasium env id with a Box action space (or pkg.module:Env-v0)")
     num_envs: int = opt(1, "parallel envs stepping in lockstep")
     buffer_size: int = opt(1_000_000, "replay capacity in transitions")
     learning_starts: int = opt(1_000, "env steps of uniform random actions; updates start after them")

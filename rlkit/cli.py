@@ -127,20 +127,20 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[Any, BaseConfig, boo
         cfg = apply_overrides(cfg, {**flags, "run_dir": str(args.resume)}, source="flags")
         return spec, apply_overrides(cfg, overrides), True
     cfg = apply_overrides(spec.config_cls(), spec.defaults, source="agent defaults")
-    preset = args.preset
-    if preset is None:  # as RL-Zoo does: the tuned settings for the env, when the agent has them
-        env_id = flags.get("env_id", cfg.env_id)
+    preset, env_id = args.preset, flags.get("env_id", cfg.env_id)
+    automatic = preset is None
+    if automatic:  # as RL-Zoo does: the tuned settings for the env, when the agent has them
         preset = preset_for_env(spec.presets(), env_id)
-        if preset is not None:
-            print(f"rlkit: using preset {preset}, tuned for {env_id}; --preset none for the plain defaults",
-                  file=sys.stderr)
     if preset is not None and preset != "none":
         cfg = apply_overrides(cfg, {**resolve_preset(spec.presets(), preset, args.agent), "preset": preset},
                               source=f"preset {preset!r}")
     if "demos" in flags and not hasattr(cfg, "demos"):
         raise RLKitError(f"agent {args.agent!r} does not learn from demonstrations; drop --demos")
-    cfg = apply_overrides(cfg, flags, source="flags")
-    return spec, apply_overrides(cfg, overrides), False
+    cfg = apply_overrides(apply_overrides(cfg, flags, source="flags"), overrides)
+    if automatic and preset is not None:  # said once the config is valid, so an error stays one line
+        print(f"rlkit: using preset {preset}, tuned for {env_id}; --preset none for the plain defaults",
+              file=sys.stderr)
+    return spec, cfg, False
 
 
 def cmd_train(args: argparse.Namespace) -> int:

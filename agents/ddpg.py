@@ -65,6 +65,7 @@ class DDPGConfig(ReplayOptions, BaseConfig):
     """DDPG/TD3 hyper-parameters: the replay options, plus DDPG's (defaults: the TD3 paper's "Our DDPG";
     presets hold the rest)."""
 
+    env_id: str = opt("Pendulum-v1", "Gymnasium env id with a Box action space (or pkg.module:Env-v0)")
     buffer_size: int = default(ReplayOptions, "buffer_size", 1_000_000)
     batch_size: int = default(ReplayOptions, "batch_size", 100)
     tau: float = default(ReplayOptions, "tau", 0.005)

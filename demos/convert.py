@@ -71,7 +71,8 @@ def from_trajectories(trajs: Sequence[Any], env_id: str, out: str | Path | None 
         trajs: the trajectories (of complete episodes: ``terminal=False`` is stored as truncated).
         env_id: the env they come from; its spaces are used unless given.
         out: write the dataset here and return it loaded; ``None`` keeps it in memory.
-        observation_space, action_space: the spaces, when the env cannot be made here.
+        observation_space: the observation space, when the env cannot be made here.
+        action_space: the action space, likewise.
         env_kwargs: keyword arguments of the env (metadata).
         source: stored as the dataset's policy source.
         append: add to an existing dataset at ``out``.

@@ -65,7 +65,8 @@ class ReplayBuffer:
 
     Args:
         capacity: transitions to keep (rounded down to a multiple of ``num_envs``).
-        observation_space / action_space: single-env spaces; they fix shapes and dtypes.
+        observation_space: the single-env observation space; it fixes the observations' shape and dtype.
+        action_space: the single-env action space; it fixes the actions' shape and dtype.
         num_envs: parallel envs adding one transition each per :meth:`add`.
         n_step: length of the return; it is cut at the first terminated or truncated step.
         gamma: discount for the n-step return.

@@ -20,6 +20,7 @@ from rlkit.config import (
     config_from_dict,
     field_help,
     parse_set_args,
+    preset_for_env,
     resolve_preset,
 )
 from rlkit.errors import AlreadyFinished, RLKitError, Terminated
@@ -62,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("agent", nargs="?", help=f"one of: {', '.join(agent_names())}")
     train.add_argument("--env", dest="env_id", help="env id (gymnasium.make id or pkg.module:Env-v0)")
-    train.add_argument("--preset", help="named preset of the agent (see `rlkit train AGENT --help`)")
+    train.add_argument("--preset", help="named preset of the agent (see `rlkit train AGENT --help`); default: "
+                       "the agent's preset for --env if it has one; `none` for the plain defaults")
     train.add_argument("--steps", dest="total_steps", type=int, help="env steps to train for")
     train.add_argument("--seed", type=int, help="seed of the run")
     train.add_argument("--run-dir", help="directory for the run's files")
@@ -74,11 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", action="store_true", help="print final.json to stdout")
     train.set_defaults(func=cmd_train, parser=train)
 
-    ev = sub.add_parser("eval", help="evaluate a run directory or checkpoint")
-    ev.add_argument("path", metavar="RUN_DIR|CHECKPOINT")
-    ev.add_argument("--episodes", type=int, default=10, help="episodes to run")
-    ev.add_argument("--seed", type=int, default=10_000, help="seed of the first episode")
-    ev.add_argument("--env", dest="env_id", help="evaluate on another env id than the training one")
+    ev = sub.add_parser("eval", help="evaluate a run directory or checkpoint", description=(
+        "Evaluate the policy of a run directory (its latest checkpoint) or of one checkpoint file: run "
+        "--episodes episodes with greedy actions, seeded from --seed, and print the mean and std of the "
+        "returns (--json: the whole result, returns per episode included)."))
+    ev.add_argument("path", metavar="RUN_DIR|CHECKPOINT", help="a run directory or one checkpoint file (.pt)")
+    ev.add_argument("--episodes", type=int, default=10, help="episodes to run (default: %(default)s)")
+    ev.add_argument("--seed", type=int, default=10_000,
+                    help="seed of the first episode; episode i gets seed+i (default: %(default)s)")
+    ev.add_argument("--env", dest="env_id", help="evaluate on another env id (default: the run's training env)")
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of greedy ones")
     ev.add_argument("--video", help="write a video of the episodes (.mp4 or .gif)")
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -135,13 +141,20 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[Any, BaseConfig, boo
         cfg = apply_overrides(cfg, {**flags, "run_dir": str(args.resume)}, source="flags")
         return spec, apply_overrides(cfg, overrides), True
     cfg = apply_overrides(spec.config_cls(), spec.defaults, source="agent defaults")
-    if args.preset:
-        cfg = apply_overrides(cfg, resolve_preset(spec.presets(), args.preset, args.agent),
-                              source=f"preset {args.preset!r}")
+    preset, env_id = args.preset, flags.get("env_id", cfg.env_id)
+    automatic = preset is None
+    if automatic:  # as RL-Zoo does: the tuned settings for the env, when the agent has them
+        preset = preset_for_env(spec.presets(), env_id)
+    if preset is not None and preset != "none":
+        cfg = apply_overrides(cfg, {**resolve_preset(spec.presets(), preset, args.agent), "preset": preset},
+                              source=f"preset {preset!r}")
     if "demos" in flags and not hasattr(cfg, "demos"):
         raise RLKitError(f"agent {args.agent!r} does not learn from demonstrations; drop --demos")
-    cfg = apply_overrides(cfg, flags, source="flags")
-    return spec, apply_overrides(cfg, overrides), False
+    cfg = apply_overrides(apply_overrides(cfg, flags, source="flags"), overrides)
+    if automatic and preset is not None:  # said once the config is valid, so an error stays one line
+        print(f"rlkit: using preset {preset}, tuned for {env_id}; --preset none for the plain defaults",
+              file=sys.stderr)
+    return spec, cfg, False
 
 
 def _imports_code(key: str, value: Any) -> bool:
@@ -166,12 +179,13 @@ def _refuse_imports_from_file(saved: dict[str, Any], given: dict[str, Any], path
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    if args.help_agent or not args.agent:
-        if args.agent:
-            print(agent_help(args.agent))
-        else:
-            args.parser.print_help()
+    if args.help_agent:  # the command-line flags, then the agent's config fields and presets
+        print(args.parser.format_help().replace("rlkit train [-h]", f"rlkit train {args.agent} [-h]", 1))
+        print(agent_help(args.agent))
         return 0
+    if not args.agent:
+        args.parser.print_usage(sys.stderr)
+        raise RLKitError(f"train: name an agent, one of: {', '.join(agent_names())} (see rlkit train --help)")
     spec, cfg, resume = resolve_train_config(args)
     try:
         result = spec.train(cfg, resume=resume)

@@ -78,6 +78,7 @@ class BaseConfig:
     progress: bool = opt(True, "show a progress bar with steps/s and the latest return")
     tensorboard: bool = opt(True, "write TensorBoard event files")
     env_kwargs: dict = opt({}, "keyword arguments passed to gymnasium.make")
+    preset: str | None = opt(None, "the preset this run started from (recorded by --preset; `none`: plain defaults)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -251,6 +252,13 @@ def load_presets(path: Path) -> dict[str, dict[str, Any]]:
     with open(path) as f:
         data = yaml.safe_load(f) or {}
     return {name: dict(values or {}) for name, values in data.items()}
+
+
+def preset_for_env(presets: dict[str, dict[str, Any]], env_id: str | None) -> str | None:
+    """The first preset (in file order) made for ``env_id``, or None when the agent has none for it."""
+    if env_id is None:
+        return None
+    return next((name for name, values in presets.items() if values.get("env_id") == env_id), None)
 
 
 def resolve_preset(presets: dict[str, dict[str, Any]], name: str, agent: str) -> dict[str, Any]:

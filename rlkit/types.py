@@ -90,9 +90,10 @@ class SB3PredictAdapter:
 
     Args:
         policy: the rlkit Policy.
-        observation_space, action_space: the spaces SB3 and imitation read from the model. By default
-            they are the policy's own (every policy rlkit loads or trains carries them); pass them for a
+        observation_space: the observation space SB3 and imitation read from the model. By default it
+            is the policy's own (every policy rlkit loads or trains carries its spaces); pass it for a
             policy without (a plain function, :class:`RandomPolicy`).
+        action_space: the action space, likewise.
     """
 
     def __init__(self, policy: Policy, observation_space: gym.Space | None = None,

@@ -273,8 +273,8 @@ def test_refuses_unsupported_spaces(tmp_path):
 
 def test_cli_train_eval(tmp_path, cli):
     run_dir = tmp_path / "cli"
-    out = cli("train", "a2c", "--env", "CartPole-v1", "--steps", "400", "--run-dir", str(run_dir), "--json",
-              "--set", "num_envs=4", "--set", "hidden=[16]", "--set", "eval_episodes=2")
+    out = cli("train", "a2c", "--env", "CartPole-v1", "--preset", "none", "--steps", "400", "--run-dir", str(run_dir),
+              "--json", "--set", "num_envs=4", "--set", "hidden=[16]", "--set", "eval_episodes=2")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["env_steps"] == 400
     ev = cli("eval", str(run_dir), "--episodes", "2", "--json")

@@ -79,7 +79,8 @@ def assert_no_leftovers(marker: str) -> None:
     assert marked_processes(marker) == []
 
 
-SMALL = ["--set", "num_workers=2", "--set", "hidden=[16]", "--set", "eval_episodes=2", "--no-progress"]
+SMALL = ["--preset", "none", "--set", "num_workers=2", "--set", "hidden=[16]", "--set", "eval_episodes=2",
+         "--no-progress"]
 
 
 @pytest.mark.parametrize("kind, centered", [("rmsprop", False), ("rmsprop", True), ("adam", False)])

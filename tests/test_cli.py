@@ -46,8 +46,8 @@ def test_help_everywhere():
 
 def test_train_eval_resume_json_roundtrip(tmp_path):
     run_dir = tmp_path / "run"
-    base = ["train", "dqn", "--env", "CartPole-v1", "--seed", "1", "--run-dir", str(run_dir), "--no-progress",
-            "--set", "learning_starts=50", "--set", "hidden=[8]", "--set", "eval_episodes=2", "--json"]
+    base = ["train", "dqn", "--env", "CartPole-v1", "--preset", "none", "--seed", "1", "--run-dir", str(run_dir),
+            "--no-progress", "--set", "learning_starts=50", "--set", "hidden=[8]", "--set", "eval_episodes=2", "--json"]
     proc = run_cli(*base, "--steps", "150")
     assert proc.returncode == 0, proc.stderr
     final = json.loads(proc.stdout)

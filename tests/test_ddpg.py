@@ -238,8 +238,8 @@ def test_checkpoint_resume_and_eval_through_cli(tmp_path, cli):
     run_dir = str(tmp_path / "td3")
     sets = ["--set", "hidden=[32,32]", "--set", "learning_starts=100", "--set", "batch_size=32",
             "--set", "checkpoint_every=100", "--set", "eval_episodes=2", "--set", "normalize_obs=true"]
-    first = cli("train", "td3", "--env", "Pendulum-v1", "--steps", "200", "--seed", "1", "--run-dir", run_dir,
-                "--no-progress", "--json", *sets)
+    first = cli("train", "td3", "--env", "Pendulum-v1", "--preset", "none", "--steps", "200", "--seed", "1",
+                "--run-dir", run_dir, "--no-progress", "--json", *sets)
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["env_steps"] == 200
     second = cli("train", "td3", "--resume", run_dir, "--steps", "400", "--no-progress", "--json")

@@ -328,7 +328,10 @@ def train(cfg: PPOConfig, resume: bool = False) -> dict[str, Any]:
                 b_old_log_prob = model(b_obs)[0].log_prob(b_actions)
             for _epoch in range(cfg.n_epochs):
                 epoch_kl = []
-                for idx in torch.as_tensor(run.rng.permutation(n), device=device).split(cfg.batch_size):
+                # One minibatch per epoch (CartPole's preset) is the whole rollout: no shuffling or gathering.
+                minibatches = [slice(None)] if cfg.batch_size >= n else \
+                    torch.as_tensor(run.rng.permutation(n), device=device).split(cfg.batch_size)
+                for idx in minibatches:
                     dist, values = model(b_obs[idx])
                     loss, terms = ppo_loss(dist.log_prob(b_actions[idx]), b_old_log_prob[idx], b_adv[idx], values,
                                            b_val[idx], b_ret[idx], dist.entropy(), clip, cfg.clip_range_vf,

@@ -186,6 +186,16 @@ def test_same_seed_same_result(tmp_path):
     assert any(not torch.equal(sa[k], sc[k]) for k in sa)
 
 
+@pytest.mark.parametrize("setting, fragment", [("batch_size=0", "batch_size must be at least 1"),
+                                              ("gae_lambda=1.5", "gae_lambda"), ("clip_range=-1", "clip_range"),
+                                              ("n_epochs=x", "n_epochs")])
+def test_bad_values_through_the_cli(tmp_path, cli, setting, fragment):
+    proc = cli("train", "ppo", "--env", "CartPole-v1", "--set", setting, "--run-dir", str(tmp_path / "bad"))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("rlkit: error:"), proc.stderr
+    assert fragment in lines[0] and not (tmp_path / "bad").exists()
+
+
 def test_bad_values_are_one_line_errors(tmp_path):
     with pytest.raises(RLKitError, match="batch_size 512 exceeds a rollout"):
         tiny(tmp_path, batch_size=512)
@@ -226,6 +236,15 @@ def test_resume_eval_video_record_and_sb3_adapter_through_cli(tmp_path, cli):
     adapter = SB3PredictAdapter(policy, policy.observation_space, policy.action_space)
     action, _ = adapter.predict(obs[0], deterministic=True)
     np.testing.assert_allclose(action, policy.act(obs[:1])[0])
+
+
+def test_trained_run_is_a_dagger_expert(tmp_path, cli):
+    expert = train(tiny(tmp_path, "expert"))["run_dir"]
+    out = cli("train", "dagger", "--env", "CartPole-v1", "--set", f"expert={expert}", "--set", "rounds=2",
+              "--set", "episodes_per_round=2", "--set", "epochs_per_round=1", "--set", "eval_episodes=1",
+              "--run-dir", str(tmp_path / "dagger"), "--no-progress", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["env_steps"] > 0
 
 
 def test_presets_carry_references():

@@ -131,6 +131,15 @@ def test_discrete_env_and_bad_values_refused(tmp_path):
         tiny(tmp_path, alpha=0.0)
 
 
+@pytest.mark.parametrize("setting, fragment", [("tau=2", "tau must be in"), ("batch_size=0", "batch_size"),
+                                              ("target_entropy=abc", "target_entropy")])
+def test_bad_values_through_the_cli(tmp_path, cli, setting, fragment):
+    proc = cli("train", "sac", "--env", "Pendulum-v1", "--set", setting, "--run-dir", str(tmp_path / "bad"))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("rlkit: error:"), proc.stderr
+    assert fragment in lines[0] and not (tmp_path / "bad").exists()
+
+
 def test_resume_with_replay_buffer_eval_and_record_through_cli(tmp_path, cli):
     run_dir = str(tmp_path / "sac")
     sets = ["--set", "hidden=[32,32]", "--set", "learning_starts=100", "--set", "batch_size=32",

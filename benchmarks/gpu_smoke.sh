@@ -5,8 +5,8 @@
 #
 #   bash benchmarks/gpu_smoke.sh [OUT_DIR]          (default: $OUT, else ./gpu_smoke_out)
 #
-# Writes OUT_DIR/summary.tsv (name, device, status, seconds, env_steps, steps_per_s) and, per run, the
-# --json output and stderr. Needs the atari extra for the throughput part (pip install -e '.[atari]').
+# Writes OUT_DIR/summary.tsv (name, device, status, seconds, env_steps, steps_per_s = env_steps / wall_s of
+# final.json, which includes the final evaluation) and, per run, the --json output and stderr. Needs the atari extra for the throughput part (pip install -e '.[atari]').
 set -u
 OUT_DIR=${1:-${OUT:-gpu_smoke_out}}
 PY=${PY:-.venv/bin/python}
@@ -27,7 +27,7 @@ run() {
   local name=$1 device=$2 limit=$3 agent=$4; shift 4
   local start end status
   start=$(date +%s.%N)
-  if timeout "$limit" "$PY" -m rlkit.cli train "$agent" "$@" --set device="$device" --set eval_every=0 \
+  if timeout "$limit" "$PY" -m rlkit.cli train "$agent" --set eval_episodes=2 "$@" --set device="$device" --set eval_every=0 \
       --set checkpoint_every=0 --run-dir "$OUT_DIR/runs/$name-$device" --no-progress --json \
       > "$OUT_DIR/$name-$device.json" 2> "$OUT_DIR/$name-$device.err"; then status=ok; else status="failed:$?"; fi
   end=$(date +%s.%N)

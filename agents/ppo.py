@@ -47,37 +47,38 @@ Run it: ``rlkit train ppo --preset cartpole`` or ``python -m rlkit.agents.ppo --
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
 import torch
-from rlkit.agents.a2c import Actor, collect_rollout, gae_advantages, numpy_actor
+from rlkit.agents.a2c import Actor, collect_rollout, gae_advantages
 from rlkit.agents.ddpg import ObsNormalizer
-from rlkit.envs import make_env, make_vec_env
+from rlkit.envs import make_vec_env
 from torch import nn
 from torch.distributions import Categorical, Distribution
 
-from rlkit.config import BaseConfig, config_from_dict, opt
+from rlkit.cli import train_from_command_line
+from rlkit.config import BaseConfig, config_from_dict, default, opt
 from rlkit.errors import RLKitError
-from rlkit.nets import ActorCritic, CategoricalHead, GaussianHead
-from rlkit.optim import make_optimizer, scheduled, set_lr
-from rlkit.registry import AgentSpec
+from rlkit.nets import ActorCritic, CategoricalHead, GaussianHead, numpy_actor_critic
+from rlkit.optim import OptimizerOptions, scheduled, set_lr
+from rlkit.registry import AgentSpec, eval_env_factory
 from rlkit.run import Run
 from rlkit.types import TorchPolicy
 
 
 @dataclass
-class PPOConfig(BaseConfig):
-    """PPO hyper-parameters (defaults: SB3's PPO; presets hold the RL-Zoo / paper values per task)."""
+class PPOConfig(OptimizerOptions, BaseConfig):
+    """PPO hyper-parameters: the optimizer options, plus PPO's (defaults: SB3's PPO; presets hold the RL-Zoo /
+    paper values per task)."""
 
-    num_envs: int = opt(1, "parallel envs stepping in lockstep")
-    n_steps: int = opt(2048, "steps per env per rollout (the paper's horizon T)")
-    batch_size: int = opt(64, "minibatch size")
-    n_epochs: int = opt(10, "passes over each rollout (the paper's K)")
-    gamma: float = opt(0.99, "discount factor")
-    gae_lambda: float = opt(0.95, "GAE lambda in [0, 1]")
+    num_envs: int = opt(1, "parallel envs stepping in lockstep", low=1)
+    n_steps: int = opt(2048, "steps per env per rollout (the paper's horizon T)", low=1)
+    batch_size: int = opt(64, "minibatch size", low=1)
+    n_epochs: int = opt(10, "passes over each rollout (the paper's K)", low=1)
+    gamma: float = opt(0.99, "discount factor", low=0, high=1)
+    gae_lambda: float = opt(0.95, "GAE lambda in [0, 1]", low=0, high=1)
     clip_range: float = opt(0.2, "clip the probability ratio to 1 +- this (the paper's epsilon)")
     clip_range_schedule: Literal["constant", "linear"] = opt("constant", "linear anneals clip_range to 0")
     clip_range_vf: float | None = opt(None, "clip value updates to +- this around the old values (None: off)")
@@ -86,10 +87,9 @@ class PPOConfig(BaseConfig):
     vf_coef: float = opt(0.5, "weight of the value loss")
     max_grad_norm: float = opt(0.5, "clip each update's gradients to this global norm (0 = no clipping)")
     target_kl: float | None = opt(None, "stop an update's epochs once approx-KL exceeds 1.5x this (None: off)")
-    lr: float = opt(3e-4, "learning rate (Adam)")
-    lr_schedule: Literal["constant", "linear"] = opt("constant", "linear anneals the learning rate to 0")
-    optimizer_eps: float = opt(1e-5, "Adam epsilon (Baselines/SB3 PPO: 1e-5)")
-    hidden: list[int] = opt([64, 64], "hidden layer sizes (after the CNN for images)")
+    lr: float = default(OptimizerOptions, "lr", 3e-4)
+    optimizer_eps: float = default(OptimizerOptions, "optimizer_eps", 1e-5)  # Baselines/SB3 PPO
+    hidden: list[int] = opt([64, 64], "hidden layer sizes (after the CNN for images)", low=1)
     activation: Literal["tanh", "relu"] = opt("tanh", "activation of the hidden layers")
     shared_trunk: bool = opt(False, "policy and value share the trunk (SB3: separate for MLPs)")
     log_std_init: float = opt(0.0, "initial log std of Gaussian actions")
@@ -227,7 +227,7 @@ def build_model(obs_space: gym.Space, act_space: gym.Space, cfg: PPOConfig, devi
 def make_actor(model: ActorCritic, rng: np.random.Generator, normalizer: ObsNormalizer | None) -> Actor:
     """The rollout actor ``(obs, deterministic) -> (actions, values)``: numpy views of the weights for MLPs on
     the CPU, else torch on the model's device; observations are normalised first when asked."""
-    fast = numpy_actor(model, rng) if isinstance(model.policy, (CategoricalHead, GaussianHead)) else None
+    fast = numpy_actor_critic(model, rng) if isinstance(model.policy, (CategoricalHead, GaussianHead)) else None
     device = next(model.parameters()).device
 
     def torch_actor(obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -255,7 +255,7 @@ def make_policy(model: ActorCritic, obs_space: gym.Space, act_space: gym.Space,
         obs = normalizer.torch(obs) if normalizer is not None else obs
         return torch.as_tensor(finish(module.act(obs, deterministic).cpu().numpy()))
 
-    fast = numpy_actor(model, rng=None) if isinstance(model.policy, (CategoricalHead, GaussianHead)) else None
+    fast = numpy_actor_critic(model, rng=None) if isinstance(model.policy, (CategoricalHead, GaussianHead)) else None
     fast_act = None if fast is None else (
         lambda obs: finish(fast(normalizer(obs) if normalizer is not None else obs, deterministic=True)[0]))
     return TorchPolicy(model, act_fn, act_space, obs_space, fast=fast_act)
@@ -269,7 +269,7 @@ def train(cfg: PPOConfig, resume: bool = False) -> dict[str, Any]:
     build_model(obs_space, act_space, cfg, device="cpu")  # refuse unsupported spaces before writing a run
     run = Run("ppo", cfg, resume=resume)
     model = build_model(obs_space, act_space, cfg)
-    optimizer = make_optimizer(model.parameters(), "adam", lr=cfg.lr, eps=cfg.optimizer_eps)
+    optimizer = cfg.build_optimizer(model.parameters())
     obs_norm = ObsNormalizer(obs_space.shape, cfg.obs_clip) if cfg.normalize_obs else None
     return_stats = ObsNormalizer((), cfg.reward_clip) if cfg.normalize_reward else None
     running_return = np.zeros(cfg.num_envs)
@@ -303,7 +303,7 @@ def train(cfg: PPOConfig, resume: bool = False) -> dict[str, Any]:
             for episode_return, length in episodes:
                 run.logger.record_episode(episode_return, length)
             progress = global_step / cfg.total_steps
-            lr, clip = scheduled(cfg.lr, cfg.lr_schedule, progress), \
+            lr, clip = cfg.lr_at(progress), \
                 scheduled(cfg.clip_range, cfg.clip_range_schedule, progress)
             set_lr(optimizer, lr)
 
@@ -362,10 +362,6 @@ def train(cfg: PPOConfig, resume: bool = False) -> dict[str, Any]:
     return run.finish(policy, eval_env_factory(cfg), global_step, state_dict(), extra=reached)
 
 
-def eval_env_factory(cfg: BaseConfig) -> Any:
-    return lambda render_mode=None: make_env(cfg.env_id, render_mode=render_mode, env_kwargs=cfg.env_kwargs)
-
-
 def load_policy(state: dict[str, Any]) -> TorchPolicy:
     """Rebuild the policy of a PPO checkpoint, with its observation normaliser."""
     cfg = config_from_dict(PPOConfig, state["config"])
@@ -380,17 +376,10 @@ def load_policy(state: dict[str, Any]) -> TorchPolicy:
     return make_policy(model, obs_space, act_space, normalizer)
 
 
-AGENT = AgentSpec(
-    name="ppo",
-    config_cls=PPOConfig,
-    train=train,
-    load_policy=load_policy,
-    presets_file=Path(__file__).parent / "presets" / "ppo.yaml",
-    summary="PPO (clipped surrogate, GAE, minibatch epochs; discrete, multi-discrete and Gaussian actions)",
-)
+AGENT = AgentSpec("ppo", PPOConfig, train, load_policy,
+                  summary="PPO (clipped surrogate, GAE, minibatch epochs; discrete, multi-discrete and Gaussian "
+                          "actions)")
 
 
 if __name__ == "__main__":
-    from rlkit.cli import main
-
-    main(["train", "ppo", *__import__("sys").argv[1:]])
+    train_from_command_line("ppo")

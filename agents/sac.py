@@ -37,24 +37,22 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
 import torch
-from rlkit.agents.a2c import _numpy_layers, _run_layers
 from rlkit.agents.ddpg import ObsNormalizer, check_spaces
-from rlkit.envs import make_env, make_vec_env
+from rlkit.envs import make_vec_env
 from torch import nn
 from torch.nn import functional as F
 
 from rlkit.buffers import ReplayBuffer
-from rlkit.config import BaseConfig, config_from_dict, opt
-from rlkit.errors import RLKitError
-from rlkit.nets import ObsEncoder, QCriticEnsemble, check_bounded_box, mlp, polyak_update
+from rlkit.cli import train_from_command_line
+from rlkit.config import BaseConfig, ReplayOptions, config_from_dict, default, opt
+from rlkit.nets import ObsEncoder, QCriticEnsemble, check_bounded_box, mlp, numpy_ops, polyak_update, run_numpy
 from rlkit.optim import make_optimizer
-from rlkit.registry import AgentSpec
+from rlkit.registry import AgentSpec, eval_env_factory
 from rlkit.run import Run
 from rlkit.types import Batch, TorchPolicy
 
@@ -62,35 +60,27 @@ LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
 
 @dataclass
-class SACConfig(BaseConfig):
-    """SAC hyper-parameters (defaults: SB3's SAC, which follows the SAC v2 paper's Table 1)."""
+class SACConfig(ReplayOptions, BaseConfig):
+    """SAC hyper-parameters: the replay options, plus SAC's (defaults: SB3's SAC, which follows the SAC v2
+    paper's Table 1)."""
 
-    num_envs: int = opt(1, "parallel envs stepping in lockstep")
-    buffer_size: int = opt(1_000_000, "replay capacity in transitions")
-    learning_starts: int = opt(100, "env steps of uniform random actions; updates start after them")
-    batch_size: int = opt(256, "minibatch size")
-    lr: float = opt(3e-4, "learning rate of actor, critics and temperature (Adam)")
-    gamma: float = opt(0.99, "discount factor")
-    tau: float = opt(0.005, "Polyak factor of the target critics in (0, 1]; 1.0 is a hard copy")
-    train_every: int = opt(1, "env steps between updates")
-    gradient_steps: int = opt(1, "gradient steps per update")
-    hidden: list[int] = opt([256, 256], "hidden layer sizes of the actor and critic MLPs")
-    n_critics: int = opt(2, "critics in the ensemble; targets take their minimum")
-    alpha: float = opt(1.0, "entropy temperature (the initial value when autotune is on)")
+    env_id: str = opt("Pendulum-v1", "Gymnasium env id with a Box action space (or pkg.module:Env-v0)")
+    buffer_size: int = default(ReplayOptions, "buffer_size", 1_000_000)
+    learning_starts: int = default(ReplayOptions, "learning_starts", 100)
+    batch_size: int = default(ReplayOptions, "batch_size", 256)
+    tau: float = default(ReplayOptions, "tau", 0.005)
+    train_every: int = default(ReplayOptions, "train_every", 1)
+    lr: float = opt(3e-4, "learning rate of actor, critics and temperature (Adam)", low=0, low_open=True)
+    hidden: list[int] = opt([256, 256], "hidden layer sizes of the actor and critic MLPs", low=1)
+    n_critics: int = opt(2, "critics in the ensemble; targets take their minimum", low=1)
+    alpha: float = opt(1.0, "entropy temperature (the initial value when autotune is on)", low=0, low_open=True)
     autotune: bool = opt(True, "learn alpha so that the policy's entropy tracks target_entropy")
     target_entropy: float | None = opt(None, "entropy target of autotune (None: -|A|, the paper's)")
     normalize_obs: bool = opt(False, "normalize observations by a running mean/std (kept in checkpoints)")
-    obs_clip: float = opt(10.0, "clip normalized observations to +-this")
-    save_buffer: bool = opt(True, "save the replay buffer with each checkpoint so --resume continues exactly")
+    obs_clip: float = opt(10.0, "clip normalized observations to +-this", low=0, low_open=True)
 
     def validate(self) -> None:
-        if not 0 < self.tau <= 1 or not 0 <= self.gamma <= 1:
-            raise RLKitError(f"tau must be in (0, 1] and gamma in [0, 1]; got {self.tau} and {self.gamma}")
-        for name in ("batch_size", "train_every", "gradient_steps", "num_envs", "buffer_size", "n_critics"):
-            if getattr(self, name) < 1:
-                raise RLKitError(f"{name} must be at least 1; got {getattr(self, name)}")
-        if self.lr <= 0 or self.alpha <= 0 or self.obs_clip <= 0:
-            raise RLKitError("lr, alpha and obs_clip must be positive")
+        self.validate_replay()
 
 
 # ALGO LOGIC: the math, as pure functions (unit-tested against closed forms and hand values).
@@ -206,32 +196,32 @@ def make_policy(actor: SquashedGaussianActor, act_space: gym.spaces.Box, obs_spa
         obs = normalizer.torch(obs) if normalizer is not None else obs
         return module.act(obs, deterministic).reshape(len(obs), *shape)
 
-    trunk = _numpy_layers(actor.trunk)
+    trunk = numpy_ops(actor.trunk)
     flat = actor.encoder.n_discrete == 0 and actor.encoder.cnn is None
     if trunk is None or not flat or any(p.device.type != "cpu" for p in actor.parameters()):
         return TorchPolicy(actor, act_fn, act_space, obs_space)
-    mean_layer = _numpy_layers(nn.Sequential(actor.mean))
+    mean_layer = numpy_ops([actor.mean])
     scale, bias = actor.action_scale.numpy(), actor.action_bias.numpy()
 
     def fast(obs: np.ndarray) -> np.ndarray:
         x = np.asarray(normalizer(obs) if normalizer is not None else obs, dtype=np.float32).reshape(len(obs), -1)
-        return (np.tanh(_run_layers(mean_layer, _run_layers(trunk, x))) * scale + bias).reshape(len(obs), *shape)
+        return (np.tanh(run_numpy(mean_layer, run_numpy(trunk, x))) * scale + bias).reshape(len(obs), *shape)
 
     return TorchPolicy(actor, act_fn, act_space, obs_space, fast=fast)
 
 
 def numpy_sampler(actor: SquashedGaussianActor, rng: np.random.Generator) -> Any:
     """``sample(obs) -> actions`` on numpy views of the live weights (CPU, flat observations), or None."""
-    trunk = _numpy_layers(actor.trunk)
+    trunk = numpy_ops(actor.trunk)
     if trunk is None or actor.encoder.n_discrete or actor.encoder.cnn is not None \
             or any(p.device.type != "cpu" for p in actor.parameters()):
         return None
-    heads = _numpy_layers(nn.Sequential(actor.mean)), _numpy_layers(nn.Sequential(actor.log_std))
+    heads = numpy_ops([actor.mean]), numpy_ops([actor.log_std])
     scale, bias = actor.action_scale.numpy(), actor.action_bias.numpy()
 
     def sample(obs: np.ndarray) -> np.ndarray:
-        h = _run_layers(trunk, np.asarray(obs, dtype=np.float32).reshape(len(obs), -1))
-        mean, log_std = (_run_layers(head, h) for head in heads)
+        h = run_numpy(trunk, np.asarray(obs, dtype=np.float32).reshape(len(obs), -1))
+        mean, log_std = (run_numpy(head, h) for head in heads)
         u = mean + np.exp(np.clip(log_std, LOG_STD_MIN, LOG_STD_MAX)) * rng.standard_normal(mean.shape)
         return (np.tanh(u) * scale + bias).astype(np.float32)
 
@@ -270,16 +260,16 @@ def train(cfg: SACConfig, resume: bool = False) -> dict[str, Any]:
     # A resumed run cannot restore the envs' internal state; it starts fresh episodes on a new seed.
     obs = envs.reset(seed=cfg.seed + global_step)
 
+    saved_buffer = buffer if cfg.save_buffer else None  # checkpointed with the state, in the same directory
+
     def state_dict() -> dict[str, Any]:
-        if cfg.save_buffer:
-            run.save_replay_buffer(buffer)
         return {**{name: getattr(nets, name).state_dict()
                    for name in ("actor", "critic", "critic_target", "actor_opt", "critic_opt", "alpha_opt")},
                 "log_alpha": nets.log_alpha.detach().cpu(), "num_updates": num_updates,
                 "obs_normalizer": normalizer.state_dict() if normalizer is not None else None,
                 "observation_space": obs_space, "action_space": act_space}
 
-    with run.checkpoint_on_interrupt(lambda: (global_step, state_dict())):
+    with run.checkpoint_on_interrupt(lambda: (global_step, state_dict(), saved_buffer)):
         while global_step < cfg.total_steps:
             # ALGO LOGIC: uniform random actions first, then samples of the squashed Gaussian policy.
             if normalizer is not None:
@@ -300,8 +290,7 @@ def train(cfg: SACConfig, resume: bool = False) -> dict[str, Any]:
                 run.logger.record_episode(step.episode_returns[i], int(step.episode_lengths[i]))
 
             # ALGO LOGIC: training (after learning_starts steps, as SB3 counts them).
-            if global_step > cfg.learning_starts and len(buffer) >= cfg.batch_size \
-                    and Run.due(global_step, cfg.train_every, stride):
+            if cfg.learning(global_step, len(buffer)) and Run.due(global_step, cfg.train_every, stride):
                 # All minibatches of this update in one gather (nothing is added in between).
                 batches = buffer.sample(cfg.batch_size * cfg.gradient_steps).to(cfg.device)
                 if normalizer is not None:
@@ -315,14 +304,10 @@ def train(cfg: SACConfig, resume: bool = False) -> dict[str, Any]:
                     run.logger.record(key, value.item())
 
             run.step_done(global_step, stride, policy, eval_env_factory(cfg), state_dict,
-                          lambda n=num_updates: {"charts/num_updates": n})
+                          lambda n=num_updates: {"charts/num_updates": n}, replay_buffer=saved_buffer)
 
     envs.close()
-    return run.finish(policy, eval_env_factory(cfg), global_step, state_dict())
-
-
-def eval_env_factory(cfg: BaseConfig) -> Any:
-    return lambda render_mode=None: make_env(cfg.env_id, render_mode=render_mode, env_kwargs=cfg.env_kwargs)
+    return run.finish(policy, eval_env_factory(cfg), global_step, state_dict(), replay_buffer=saved_buffer)
 
 
 def load_policy(state: dict[str, Any]) -> TorchPolicy:
@@ -339,12 +324,9 @@ def load_policy(state: dict[str, Any]) -> TorchPolicy:
     return make_policy(actor, act_space, obs_space, normalizer)
 
 
-AGENT = AgentSpec(name="sac", config_cls=SACConfig, train=train, load_policy=load_policy,
-                  presets_file=Path(__file__).parent / "presets" / "sac.yaml",
+AGENT = AgentSpec("sac", SACConfig, train, load_policy,
                   summary="SAC (squashed Gaussian actor, twin critics, automatic entropy tuning; continuous actions)")
 
 
 if __name__ == "__main__":
-    from rlkit.cli import main
-
-    main(["train", "sac", *__import__("sys").argv[1:]])
+    train_from_command_line("sac")

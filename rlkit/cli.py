@@ -25,6 +25,7 @@ from rlkit.config import (
 )
 from rlkit.errors import AlreadyFinished, RLKitError, Terminated
 from rlkit.registry import agent_names, command_loaders, get_agent
+from rlkit.run import note_at_start
 from rlkit.signals import sigterm_as_interrupt
 
 if TYPE_CHECKING:  # the CLI starts without importing torch
@@ -151,9 +152,8 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[Any, BaseConfig, boo
     if "demos" in flags and not hasattr(cfg, "demos"):
         raise RLKitError(f"agent {args.agent!r} does not learn from demonstrations; drop --demos")
     cfg = apply_overrides(apply_overrides(cfg, flags, source="flags"), overrides)
-    if automatic and preset is not None:  # said once the config is valid, so an error stays one line
-        print(f"rlkit: using preset {preset}, tuned for {env_id}; --preset none for the plain defaults",
-              file=sys.stderr)
+    if automatic and preset is not None:  # said once the run passes its checks, so an error stays one line
+        note_at_start(f"rlkit: using preset {preset}, tuned for {env_id}; --preset none for the plain defaults")
     return spec, cfg, False
 
 

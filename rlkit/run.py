@@ -37,6 +37,7 @@ import csv
 import io
 import json
 import platform
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -132,6 +133,16 @@ def versions() -> dict[str, str]:
             "numpy": np.__version__, "python": platform.python_version()}
 
 
+_START_NOTES: list[str] = []
+
+
+def note_at_start(message: str) -> None:
+    """Print ``message`` to stderr when the next :class:`Run` starts writing, after every setup check (the CLI's
+    "using preset" notice), so that a bad value or run directory is still answered in one line. A notice
+    left over from a command that failed before that is replaced."""
+    _START_NOTES[:] = [message]
+
+
 class Run:
     """Bookkeeping for one training run (see module docstring).
 
@@ -205,6 +216,8 @@ class Run:
         if self._logger is not None:
             return self._logger
         cfg = self.cfg
+        while _START_NOTES:  # the caller's notices, now that setup passed and the run starts writing
+            print(_START_NOTES.pop(0), file=sys.stderr, flush=True)
         self.dir.mkdir(parents=True, exist_ok=True)
         clean_leftovers(self.dir)
         if self._resume:

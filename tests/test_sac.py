@@ -19,7 +19,7 @@ from rlkit.agents.sac import (
 )
 from torch.distributions import Normal
 
-from rlkit.checkpoint import load_checkpoint
+from rlkit.checkpoint import list_checkpoints, load_buffer, load_checkpoint
 from rlkit.config import apply_overrides, resolve_preset
 from rlkit.errors import RLKitError
 from rlkit.types import SB3PredictAdapter
@@ -125,13 +125,13 @@ def test_discrete_env_and_bad_values_refused(tmp_path):
     with pytest.raises(RLKitError, match=r"sac needs a continuous \(Box\) action space"):
         train(tiny(tmp_path, env_id="CartPole-v1"))
     assert not (tmp_path / "run").exists()
-    with pytest.raises(RLKitError, match="tau must be in"):
+    with pytest.raises(RLKitError, match="tau' must be in"):
         tiny(tmp_path, tau=0.0)
     with pytest.raises(RLKitError, match="alpha"):
         tiny(tmp_path, alpha=0.0)
 
 
-@pytest.mark.parametrize("setting, fragment", [("tau=2", "tau must be in"), ("batch_size=0", "batch_size"),
+@pytest.mark.parametrize("setting, fragment", [("tau=2", "'tau' must be in"), ("batch_size=0", "batch_size"),
                                               ("target_entropy=abc", "target_entropy")])
 def test_bad_values_through_the_cli(tmp_path, cli, setting, fragment):
     proc = cli("train", "sac", "--env", "Pendulum-v1", "--set", setting, "--run-dir", str(tmp_path / "bad"))
@@ -153,7 +153,7 @@ def test_resume_with_replay_buffer_eval_and_record_through_cli(tmp_path, cli):
     assert result["env_steps"] == 400 and result["agent"] == "sac"
     state = load_checkpoint(run_dir)
     assert state["global_step"] == 400 and state["num_updates"] == 300  # updates continued after the resume
-    buffer = torch.load(tmp_path / "sac" / "checkpoints" / "replay_buffer.pt", weights_only=False)
+    buffer = load_buffer(list_checkpoints(tmp_path / "sac")[-1])  # committed with its checkpoint
     assert buffer["pos"] == 400  # the buffer kept the first run's 200 transitions and added 200
     ev = cli("eval", run_dir, "--episodes", "2", "--seed", "10000", "--json", "--video", str(tmp_path / "v.gif"))
     assert ev.returncode == 0, ev.stderr

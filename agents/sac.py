@@ -1,0 +1,350 @@
+"""SAC: soft actor-critic with twin critics and automatic entropy tuning.
+
+Papers:
+    SAC      Haarnoja et al. 2018, "Soft Actor-Critic: Off-Policy Maximum Entropy Deep RL with a Stochastic
+             Actor", https://arxiv.org/abs/1801.01290
+    SAC v2   Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and Applications",
+             https://arxiv.org/abs/1812.05905 (twin Q targets, no V network, learned temperature alpha)
+
+A squashed Gaussian actor ``a = tanh(u) * scale + bias``, ``u ~ N(mu(s), sigma(s))``, twin critics (one
+stacked :class:`rlkit.nets.QCriticEnsemble`) with Polyak-averaged targets, and per gradient step:
+
+    alpha:  J(log alpha) = -mean(log alpha * (log pi(a|s) + H_target))        (H_target = -|A| by default)
+    critic: y = r + gamma^k (1 - terminated) (min_i Q'_i(s', a') - alpha log pi(a'|s')),  a' ~ pi(.|s')
+            J(Q) = sum_i 0.5 * mean((Q_i(s, a) - y)^2)
+    actor:  J(pi) = mean(alpha log pi(a|s) - min_i Q_i(s, a)),  a ~ pi(.|s) reparameterised
+    target: Q'_i <- tau Q_i + (1 - tau) Q'_i
+
+Log-probabilities of squashed actions (paper appendix C): ``log pi(a|s) = log N(u; mu, sigma) -
+sum_j log(1 - tanh(u_j)^2)``, computed as ``2 (log 2 - u - softplus(-2u))`` to stay finite where
+tanh saturates.
+
+Deviations from the papers, and why:
+    * Densities are those of the action in [-1, 1] (before the affine map to the Box bounds), as in SB3 and
+      the authors' softlearning code: the target entropy -|A| then means the same for any bounds.
+    * The temperature is updated first in each gradient step, then the critics, then the actor (SB3's order;
+      the paper's Algorithm 1 updates Q, pi, alpha); a for the actor loss is sampled before the critic step.
+    * log sigma is clamped to [-20, 2] (softlearning and SB3).
+    * Truncated episodes bootstrap from their real last observation; updates are counted in env steps
+      (``train_every``, ``gradient_steps``) as in agents/ddpg.py, which also provides the replay handling,
+      the optional observation normaliser and the resume with the replay buffer.
+
+Run it: ``rlkit train sac --preset pendulum`` or ``python -m rlkit.agents.sac --help``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import gymnasium as gym
+import numpy as np
+import torch
+from rlkit.agents.a2c import _numpy_layers, _run_layers
+from rlkit.agents.ddpg import ObsNormalizer, check_spaces
+from rlkit.envs import make_env, make_vec_env
+from torch import nn
+from torch.nn import functional as F
+
+from rlkit.buffers import ReplayBuffer
+from rlkit.config import BaseConfig, config_from_dict, opt
+from rlkit.errors import RLKitError
+from rlkit.nets import ObsEncoder, QCriticEnsemble, check_bounded_box, mlp, polyak_update
+from rlkit.optim import make_optimizer
+from rlkit.registry import AgentSpec
+from rlkit.run import Run
+from rlkit.types import Batch, TorchPolicy
+
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+
+
+@dataclass
+class SACConfig(BaseConfig):
+    """SAC hyper-parameters (defaults: SB3's SAC, which follows the SAC v2 paper's Table 1)."""
+
+    num_envs: int = opt(1, "parallel envs stepping in lockstep")
+    buffer_size: int = opt(1_000_000, "replay capacity in transitions")
+    learning_starts: int = opt(100, "env steps of uniform random actions; updates start after them")
+    batch_size: int = opt(256, "minibatch size")
+    lr: float = opt(3e-4, "learning rate of actor, critics and temperature (Adam)")
+    gamma: float = opt(0.99, "discount factor")
+    tau: float = opt(0.005, "Polyak factor of the target critics in (0, 1]; 1.0 is a hard copy")
+    train_every: int = opt(1, "env steps between updates")
+    gradient_steps: int = opt(1, "gradient steps per update")
+    hidden: list[int] = opt([256, 256], "hidden layer sizes of the actor and critic MLPs")
+    n_critics: int = opt(2, "critics in the ensemble; targets take their minimum")
+    alpha: float = opt(1.0, "entropy temperature (the initial value when autotune is on)")
+    autotune: bool = opt(True, "learn alpha so that the policy's entropy tracks target_entropy")
+    target_entropy: float | None = opt(None, "entropy target of autotune (None: -|A|, the paper's)")
+    normalize_obs: bool = opt(False, "normalize observations by a running mean/std (kept in checkpoints)")
+    obs_clip: float = opt(10.0, "clip normalized observations to +-this")
+    save_buffer: bool = opt(True, "save the replay buffer with each checkpoint so --resume continues exactly")
+
+    def validate(self) -> None:
+        if not 0 < self.tau <= 1 or not 0 <= self.gamma <= 1:
+            raise RLKitError(f"tau must be in (0, 1] and gamma in [0, 1]; got {self.tau} and {self.gamma}")
+        for name in ("batch_size", "train_every", "gradient_steps", "num_envs", "buffer_size", "n_critics"):
+            if getattr(self, name) < 1:
+                raise RLKitError(f"{name} must be at least 1; got {getattr(self, name)}")
+        if self.lr <= 0 or self.alpha <= 0 or self.obs_clip <= 0:
+            raise RLKitError("lr, alpha and obs_clip must be positive")
+
+
+# ALGO LOGIC: the math, as pure functions (unit-tested against closed forms and hand values).
+def squashed_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log density of ``tanh(u)`` where ``u ~ N(mean, exp(log_std))`` (diagonal), summed over the last axis."""
+    gaussian = (-0.5 * ((u - mean) / log_std.exp()).pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+    # log(1 - tanh(u)^2) = 2 * (log 2 - u - softplus(-2u)), finite for any u
+    return gaussian - (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)
+
+
+def soft_td_target(rewards: torch.Tensor, terminated: torch.Tensor, discounts: torch.Tensor, next_q: torch.Tensor,
+                   next_log_prob: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
+    """y = r + gamma^k (1 - terminated) (min_i Q'_i(s', a') - alpha log pi(a'|s')); ``next_q`` is (n, batch)."""
+    return rewards + discounts * (1.0 - terminated) * (next_q.min(dim=0).values - alpha * next_log_prob)
+
+
+def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
+    """-mean(log alpha * (log pi + H_target)): alpha falls while the entropy -log pi exceeds the target."""
+    return -(log_alpha * (log_prob.detach() + target_entropy)).mean()
+
+
+class SquashedGaussianActor(nn.Module):
+    """s -> (mean, log std) of u; ``a = tanh(u) * scale + bias`` lies inside the Box bounds."""
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.spaces.Box, hidden: list[int]) -> None:
+        super().__init__()
+        check_bounded_box(action_space)
+        self.encoder = ObsEncoder(observation_space)
+        dim = int(np.prod(action_space.shape))
+        self.trunk = mlp(self.encoder.out_dim, 0, hidden)
+        width = hidden[-1] if hidden else self.encoder.out_dim
+        self.mean, self.log_std = nn.Linear(width, dim), nn.Linear(width, dim)
+        low = torch.as_tensor(action_space.low, dtype=torch.float32).flatten()
+        high = torch.as_tensor(action_space.high, dtype=torch.float32).flatten()
+        self.register_buffer("action_scale", (high - low) / 2.0)
+        self.register_buffer("action_bias", (high + low) / 2.0)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.trunk(self.encoder(obs))
+        return self.mean(h), self.log_std(h).clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterised action (Box units) and its log-prob (of the [-1, 1] action)."""
+        mean, log_std = self(obs)
+        u = mean + log_std.exp() * torch.randn_like(mean)
+        return torch.tanh(u) * self.action_scale + self.action_bias, squashed_log_prob(u, mean, log_std)
+
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        return torch.tanh(self(obs)[0]) * self.action_scale + self.action_bias if deterministic \
+            else self.sample(obs)[0]
+
+
+class Nets(NamedTuple):
+    actor: SquashedGaussianActor
+    critic: QCriticEnsemble
+    critic_target: QCriticEnsemble
+    log_alpha: torch.Tensor
+    actor_opt: torch.optim.Optimizer
+    critic_opt: torch.optim.Optimizer
+    alpha_opt: torch.optim.Optimizer
+
+
+def build_nets(cfg: SACConfig, obs_space: gym.Space, act_space: gym.spaces.Box, device: str | None = None) -> Nets:
+    device = device or cfg.device
+    actor = SquashedGaussianActor(obs_space, act_space, cfg.hidden).to(device)
+    critic = QCriticEnsemble(obs_space, act_space, cfg.hidden, cfg.n_critics).to(device)
+    log_alpha = torch.tensor(math.log(cfg.alpha), device=device, requires_grad=cfg.autotune)
+    return Nets(actor, critic, copy.deepcopy(critic).requires_grad_(False), log_alpha,
+                make_optimizer(actor.parameters(), "adam", lr=cfg.lr),
+                make_optimizer(critic.parameters(), "adam", lr=cfg.lr),
+                make_optimizer([log_alpha], "adam", lr=cfg.lr))
+
+
+def gradient_step(nets: Nets, batch: Batch, cfg: SACConfig, target_entropy: float) -> dict[str, torch.Tensor]:
+    """One temperature, critic and actor step and the Polyak update; returns detached terms for logging."""
+    actor, critic = nets.actor, nets.critic
+    actions_pi, log_prob = actor.sample(batch.obs)
+    if cfg.autotune:
+        alpha_loss = temperature_loss(nets.log_alpha, log_prob, target_entropy)
+        nets.alpha_opt.zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        nets.alpha_opt.step()
+    alpha = nets.log_alpha.detach().exp()
+    with torch.no_grad():  # a' from the current policy (not a target actor: SAC has none)
+        next_actions, next_log_prob = actor.sample(batch.next_obs)
+        target = soft_td_target(batch.rewards, batch.terminated, batch.discounts,
+                                nets.critic_target(batch.next_obs, next_actions), next_log_prob, alpha)
+    q = critic(batch.obs, batch.actions)
+    critic_loss = 0.5 * (q - target).pow(2).mean(dim=1).sum()
+    nets.critic_opt.zero_grad(set_to_none=True)
+    critic_loss.backward()
+    nets.critic_opt.step()
+    # The actor needs dQ/da only: frozen critic weights spare autograd their gradient matmuls.
+    critic.requires_grad_(False)
+    actor_loss = (alpha * log_prob - critic(batch.obs, actions_pi).min(dim=0).values).mean()
+    critic.requires_grad_(True)
+    nets.actor_opt.zero_grad(set_to_none=True)
+    actor_loss.backward()
+    nets.actor_opt.step()
+    polyak_update(critic, nets.critic_target, cfg.tau)
+    return {"losses/critic_loss": critic_loss.detach(), "losses/actor_loss": actor_loss.detach(),
+            "losses/q_values": q[0].detach().mean(), "losses/alpha": alpha, "losses/entropy": -log_prob.detach().mean()}
+
+
+def make_policy(actor: SquashedGaussianActor, act_space: gym.spaces.Box, obs_space: gym.Space,
+                normalizer: ObsNormalizer | None = None) -> TorchPolicy:
+    """The actor as a Policy: ``tanh(mean)`` scaled to the bounds when deterministic, else a sample.
+
+    Small deterministic batches on the CPU run on numpy views of the live weights."""
+    shape = act_space.shape
+
+    def act_fn(module: SquashedGaussianActor, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        obs = normalizer.torch(obs) if normalizer is not None else obs
+        return module.act(obs, deterministic).reshape(len(obs), *shape)
+
+    trunk = _numpy_layers(actor.trunk)
+    flat = actor.encoder.n_discrete == 0 and actor.encoder.cnn is None
+    if trunk is None or not flat or any(p.device.type != "cpu" for p in actor.parameters()):
+        return TorchPolicy(actor, act_fn, act_space, obs_space)
+    mean_layer = _numpy_layers(nn.Sequential(actor.mean))
+    scale, bias = actor.action_scale.numpy(), actor.action_bias.numpy()
+
+    def fast(obs: np.ndarray) -> np.ndarray:
+        x = np.asarray(normalizer(obs) if normalizer is not None else obs, dtype=np.float32).reshape(len(obs), -1)
+        return (np.tanh(_run_layers(mean_layer, _run_layers(trunk, x))) * scale + bias).reshape(len(obs), *shape)
+
+    return TorchPolicy(actor, act_fn, act_space, obs_space, fast=fast)
+
+
+def numpy_sampler(actor: SquashedGaussianActor, rng: np.random.Generator) -> Any:
+    """``sample(obs) -> actions`` on numpy views of the live weights (CPU, flat observations), or None."""
+    trunk = _numpy_layers(actor.trunk)
+    if trunk is None or actor.encoder.n_discrete or actor.encoder.cnn is not None \
+            or any(p.device.type != "cpu" for p in actor.parameters()):
+        return None
+    heads = _numpy_layers(nn.Sequential(actor.mean)), _numpy_layers(nn.Sequential(actor.log_std))
+    scale, bias = actor.action_scale.numpy(), actor.action_bias.numpy()
+
+    def sample(obs: np.ndarray) -> np.ndarray:
+        h = _run_layers(trunk, np.asarray(obs, dtype=np.float32).reshape(len(obs), -1))
+        mean, log_std = (_run_layers(head, h) for head in heads)
+        u = mean + np.exp(np.clip(log_std, LOG_STD_MIN, LOG_STD_MAX)) * rng.standard_normal(mean.shape)
+        return (np.tanh(u) * scale + bias).astype(np.float32)
+
+    return sample
+
+
+def train(cfg: SACConfig, resume: bool = False) -> dict[str, Any]:
+    """Train SAC as configured; returns the contents of ``final.json``."""
+    cfg.validate()
+    envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
+    obs_space, act_space = envs.single_observation_space, envs.single_action_space
+    check_spaces(obs_space, act_space, cfg.env_id, "sac")
+    run = Run("sac", cfg, resume=resume)
+    stride = cfg.num_envs
+    low, high = act_space.low.astype(np.float32), act_space.high.astype(np.float32)
+    target_entropy = -float(np.prod(act_space.shape)) if cfg.target_entropy is None else cfg.target_entropy
+
+    nets = build_nets(cfg, obs_space, act_space)
+    normalizer = ObsNormalizer(obs_space.shape, cfg.obs_clip) if cfg.normalize_obs else None
+    buffer = ReplayBuffer(cfg.buffer_size, obs_space, act_space, num_envs=stride, gamma=cfg.gamma, rng=run.rng)
+    policy = make_policy(nets.actor, act_space, obs_space, normalizer)
+    sampler = numpy_sampler(nets.actor, run.rng)
+
+    global_step, num_updates = 0, 0
+    if run.resume_state is not None:
+        state = run.resume_state
+        for name in ("actor", "critic", "critic_target", "actor_opt", "critic_opt", "alpha_opt"):
+            getattr(nets, name).load_state_dict(state[name])
+        with torch.no_grad():
+            nets.log_alpha.copy_(state["log_alpha"])
+        if normalizer is not None:
+            normalizer.load_state_dict(state["obs_normalizer"])
+        num_updates, global_step = state["num_updates"], run.global_step
+        run.restore_replay_buffer(buffer)
+    run.restore_rng()
+    # A resumed run cannot restore the envs' internal state; it starts fresh episodes on a new seed.
+    obs = envs.reset(seed=cfg.seed + global_step)
+
+    def state_dict() -> dict[str, Any]:
+        if cfg.save_buffer:
+            run.save_replay_buffer(buffer)
+        return {**{name: getattr(nets, name).state_dict()
+                   for name in ("actor", "critic", "critic_target", "actor_opt", "critic_opt", "alpha_opt")},
+                "log_alpha": nets.log_alpha.detach().cpu(), "num_updates": num_updates,
+                "obs_normalizer": normalizer.state_dict() if normalizer is not None else None,
+                "observation_space": obs_space, "action_space": act_space}
+
+    with run.checkpoint_on_interrupt(lambda: (global_step, state_dict())):
+        while global_step < cfg.total_steps:
+            # ALGO LOGIC: uniform random actions first, then samples of the squashed Gaussian policy.
+            if normalizer is not None:
+                normalizer.update(obs)
+            if global_step < cfg.learning_starts:
+                actions = run.rng.uniform(low, high, size=(stride, *act_space.shape)).astype(np.float32)
+            elif sampler is not None:
+                actions = sampler(normalizer(obs) if normalizer is not None else obs).reshape(stride, *act_space.shape)
+            else:
+                actions = policy.act(obs, deterministic=False)
+
+            step = envs.step(actions)
+            # TRY NOT TO MODIFY: store the true final observation, and bootstrap through truncation.
+            buffer.add(obs, actions, step.rewards, step.final_obs, step.terminated, step.truncated)
+            obs = step.obs
+            global_step += stride
+            for i in np.flatnonzero(step.episode_lengths):
+                run.logger.record_episode(step.episode_returns[i], int(step.episode_lengths[i]))
+
+            # ALGO LOGIC: training (after learning_starts steps, as SB3 counts them).
+            if global_step > cfg.learning_starts and len(buffer) >= cfg.batch_size \
+                    and Run.due(global_step, cfg.train_every, stride):
+                # All minibatches of this update in one gather (nothing is added in between).
+                batches = buffer.sample(cfg.batch_size * cfg.gradient_steps).to(cfg.device)
+                if normalizer is not None:
+                    batches = batches._replace(obs=normalizer.torch(batches.obs),
+                                               next_obs=normalizer.torch(batches.next_obs))
+                for i in range(cfg.gradient_steps):
+                    num_updates += 1
+                    batch = Batch(*(x[i * cfg.batch_size:(i + 1) * cfg.batch_size] for x in batches))
+                    metrics = gradient_step(nets, batch, cfg, target_entropy)
+                for key, value in metrics.items():
+                    run.logger.record(key, value.item())
+
+            run.step_done(global_step, stride, policy, eval_env_factory(cfg), state_dict,
+                          lambda n=num_updates: {"charts/num_updates": n})
+
+    envs.close()
+    return run.finish(policy, eval_env_factory(cfg), global_step, state_dict())
+
+
+def eval_env_factory(cfg: BaseConfig) -> Any:
+    return lambda render_mode=None: make_env(cfg.env_id, render_mode=render_mode, env_kwargs=cfg.env_kwargs)
+
+
+def load_policy(state: dict[str, Any]) -> TorchPolicy:
+    """Rebuild the policy (deterministic: tanh of the mean) and its observation normalizer from a checkpoint."""
+    cfg = config_from_dict(SACConfig, state["config"])
+    obs_space, act_space = state["observation_space"], state["action_space"]
+    actor = SquashedGaussianActor(obs_space, act_space, cfg.hidden)
+    actor.load_state_dict(state["actor"])
+    actor.eval()
+    normalizer = None
+    if state.get("obs_normalizer") is not None:
+        normalizer = ObsNormalizer(obs_space.shape)
+        normalizer.load_state_dict(state["obs_normalizer"])
+    return make_policy(actor, act_space, obs_space, normalizer)
+
+
+AGENT = AgentSpec(name="sac", config_cls=SACConfig, train=train, load_policy=load_policy,
+                  presets_file=Path(__file__).parent / "presets" / "sac.yaml",
+                  summary="SAC (squashed Gaussian actor, twin critics, automatic entropy tuning; continuous actions)")
+
+
+if __name__ == "__main__":
+    from rlkit.cli import main
+
+    main(["train", "sac", *__import__("sys").argv[1:]])

@@ -9,8 +9,10 @@ What maps (rlkit agent -> SB3 class):
     ddpg, td3  -> DDPG when the run has one critic, TD3 with twin critics (actor, critics and their targets;
                   SB3's critics take actions scaled to [-1, 1], so the action columns of each critic's first
                   layer absorb rlkit's scale and offset: the same Q values)
-    a2c        -> A2C   (categorical or diagonal-Gaussian head; a shared trunk is copied into both of SB3's
-                  towers, which then compute the same outputs; further SB3 training updates them apart)
+    a2c, ppo   -> A2C, PPO (categorical or diagonal-Gaussian head; a shared trunk is copied into both of
+                  SB3's towers, which then compute the same outputs; further SB3 training updates them apart)
+    sac        -> SAC   (squashed-Gaussian actor, critics and targets, as ddpg's; the learned temperature
+                  is SB3's initial one)
 
 Refused in one line: dueling DQN (SB3's DQN has no dueling head), observation normalisation (SB3 keeps
 it in a VecNormalize file beside the model, not in it), and agents with no SB3 counterpart here.
@@ -34,7 +36,7 @@ from rlkit.config import config_from_dict
 from rlkit.errors import RLKitError
 from rlkit.registry import get_agent
 
-SUPPORTED = ("dqn", "ddpg", "td3", "a2c")
+SUPPORTED = ("dqn", "ddpg", "td3", "a2c", "ppo", "sac")
 
 
 class _SpacesEnv(gym.Env):
@@ -169,22 +171,8 @@ def _ddpg(state: dict[str, Any]) -> Any:
     return model
 
 
-def _a2c(state: dict[str, Any]) -> Any:
-    from rlkit.agents.a2c import A2CConfig, build_model
-    from stable_baselines3 import A2C
-
-    cfg = config_from_dict(A2CConfig, state["config"])
-    obs_space, act_space = state["observation_space"], state["action_space"]
-    policy = _check_images(obs_space)
-    activation = {"tanh": nn.Tanh, "relu": nn.ReLU}[cfg.activation]
-    model = A2C(policy, _SpacesEnv(obs_space, act_space), device="cpu", n_steps=cfg.n_steps, gamma=cfg.gamma,
-                gae_lambda=cfg.gae_lambda, ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, learning_rate=cfg.lr,
-                max_grad_norm=cfg.max_grad_norm, use_rms_prop=cfg.optimizer == "rmsprop",
-                policy_kwargs={"net_arch": {"pi": list(cfg.hidden), "vf": list(cfg.hidden)},
-                               "activation_fn": activation, "ortho_init": False})
-    net = build_model(obs_space, act_space, cfg.hidden, cfg.activation, cfg.shared_trunk)
-    net.load_state_dict(state["model"])
-    sb3 = model.policy
+def _copy_actor_critic(net: nn.Module, sb3: nn.Module, act_space: gym.Space) -> None:
+    """rlkit's ActorCritic -> SB3's ActorCriticPolicy (a shared trunk goes into both towers)."""
     _copy_encoder(net.encoder, sb3.features_extractor)
     value_trunk = net.trunk if net.value_trunk is None else net.value_trunk
     _copy_linears(_linears(net.trunk), _linears(sb3.mlp_extractor.policy_net), "the policy trunk")
@@ -194,13 +182,87 @@ def _a2c(state: dict[str, Any]) -> Any:
     if isinstance(act_space, gym.spaces.Box):
         with torch.no_grad():
             sb3.log_std.copy_(net.policy.log_std)
+
+
+def _actor_critic_kwargs(cfg: Any) -> dict[str, Any]:
+    activation = {"tanh": nn.Tanh, "relu": nn.ReLU}[cfg.activation]
+    return {"net_arch": {"pi": list(cfg.hidden), "vf": list(cfg.hidden)}, "activation_fn": activation,
+            "ortho_init": False}
+
+
+def _a2c(state: dict[str, Any]) -> Any:
+    from rlkit.agents.a2c import A2CConfig, build_model
+    from stable_baselines3 import A2C
+
+    cfg = config_from_dict(A2CConfig, state["config"])
+    obs_space, act_space = state["observation_space"], state["action_space"]
+    model = A2C(_check_images(obs_space), _SpacesEnv(obs_space, act_space), device="cpu", n_steps=cfg.n_steps,
+                gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef,
+                learning_rate=cfg.lr, max_grad_norm=cfg.max_grad_norm, use_rms_prop=cfg.optimizer == "rmsprop",
+                policy_kwargs=_actor_critic_kwargs(cfg))
+    net = build_model(obs_space, act_space, cfg.hidden, cfg.activation, cfg.shared_trunk)
+    net.load_state_dict(state["model"])
+    _copy_actor_critic(net, model.policy, act_space)
+    return model
+
+
+def _ppo(state: dict[str, Any]) -> Any:
+    from rlkit.agents.ppo import PPOConfig, build_model
+    from stable_baselines3 import PPO
+
+    cfg = config_from_dict(PPOConfig, state["config"])
+    obs_space, act_space = state["observation_space"], state["action_space"]
+    if state.get("obs_normalizer") is not None or cfg.normalize_obs:
+        raise RLKitError("cannot export a run with normalize_obs to SB3: SB3 keeps observation statistics in a "
+                         "VecNormalize file, not in the model")
+    if not isinstance(act_space, (gym.spaces.Discrete, gym.spaces.Box)):
+        raise RLKitError(f"cannot export ppo with {type(act_space).__name__} actions to SB3 (Discrete and Box map)")
+    model = PPO(_check_images(obs_space), _SpacesEnv(obs_space, act_space), device="cpu", n_steps=cfg.n_steps,
+                batch_size=cfg.batch_size, n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
+                clip_range=cfg.clip_range, clip_range_vf=cfg.clip_range_vf, normalize_advantage=cfg.normalize_advantage,
+                ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, max_grad_norm=cfg.max_grad_norm, target_kl=cfg.target_kl,
+                learning_rate=cfg.lr, policy_kwargs=_actor_critic_kwargs(cfg))
+    net = build_model(obs_space, act_space, cfg, device="cpu")
+    net.load_state_dict(state["model"])
+    _copy_actor_critic(net, model.policy, act_space)
+    return model
+
+
+def _sac(state: dict[str, Any]) -> Any:
+    from rlkit.agents.sac import SACConfig, SquashedGaussianActor
+    from stable_baselines3 import SAC
+
+    cfg = config_from_dict(SACConfig, state["config"])
+    if state.get("obs_normalizer") is not None or cfg.normalize_obs:
+        raise RLKitError("cannot export a run with normalize_obs to SB3: SB3 keeps observation statistics in a "
+                         "VecNormalize file, not in the model")
+    obs_space, act_space = state["observation_space"], state["action_space"]
+    if _check_images(obs_space) != "MlpPolicy":
+        raise RLKitError("cannot export sac with image observations to SB3 (rlkit's actor and critics each have "
+                         "their own CNN)")
+    alpha = float(torch.as_tensor(state["log_alpha"]).exp()) if "log_alpha" in state else cfg.alpha
+    model = SAC("MlpPolicy", _SpacesEnv(obs_space, act_space), buffer_size=1, device="cpu",
+                policy_kwargs={"net_arch": list(cfg.hidden), "activation_fn": nn.ReLU, "n_critics": cfg.n_critics},
+                learning_rate=cfg.lr, learning_starts=cfg.learning_starts, batch_size=cfg.batch_size, tau=cfg.tau,
+                gamma=cfg.gamma, train_freq=cfg.train_every, gradient_steps=cfg.gradient_steps,
+                ent_coef=f"auto_{alpha}" if cfg.autotune else alpha,  # the learned temperature carries over
+                target_entropy=cfg.target_entropy if cfg.target_entropy is not None else "auto")
+    model.buffer_size = cfg.buffer_size
+    actor = SquashedGaussianActor(obs_space, act_space, cfg.hidden)
+    actor.load_state_dict(state["actor"])
+    # rlkit: a = tanh(mean) * scale + bias; SB3: unscale(tanh(mu)), the same map onto the bounds.
+    _copy_linears(_linears(actor.trunk), _linears(model.policy.actor.latent_pi), "the actor trunk")
+    _copy_linears([actor.mean, actor.log_std], [model.policy.actor.mu, model.policy.actor.log_std], "the actor heads")
+    obs_dim = int(np.prod(obs_space.shape))
+    for key, sb3_critic in (("critic", model.policy.critic), ("critic_target", model.policy.critic_target)):
+        _copy_critics(state[key], sb3_critic, obs_dim, actor.action_scale, actor.action_bias)
     return model
 
 
 def to_sb3(state: dict[str, Any]) -> Any:
     """The SB3 model of a loaded rlkit checkpoint state; one-line RLKitError for what cannot map."""
     agent = state.get("agent")
-    builders = {"dqn": _dqn, "ddpg": _ddpg, "td3": _ddpg, "a2c": _a2c}
+    builders = {"dqn": _dqn, "ddpg": _ddpg, "td3": _ddpg, "a2c": _a2c, "ppo": _ppo, "sac": _sac}
     if agent not in builders:
         raise RLKitError(f"cannot export {agent!r} to SB3: rlkit export maps {', '.join(SUPPORTED)} "
                          f"({agent} has no SB3 mapping here)")
@@ -239,7 +301,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("export", help="export a run's policy to another library's model format",
                               description="Write the latest checkpoint of RUN (or a checkpoint file) as a "
-                                          "Stable-Baselines3 model: dqn, ddpg, td3, a2c.")
+                                          "Stable-Baselines3 model: dqn, ddpg, td3, a2c, ppo, sac.")
     p.add_argument("run", metavar="RUN_DIR|CHECKPOINT")
     p.add_argument("--to", default="sb3", help="target format (sb3)")
     p.add_argument("--out", required=True, help="the model file to write (model.zip)")

@@ -27,6 +27,11 @@ CASES = {
     "a2c-discrete-shared": ("a2c", "CartPole-v1", {"total_steps": 400, "hidden": [32, 16]}, "A2C"),
     "a2c-gaussian-separate": ("a2c", "Pendulum-v1", {"total_steps": 400, "hidden": [32], "shared_trunk": False,
                                                      "activation": "relu"}, "A2C"),
+    "ppo-discrete": ("ppo", "CartPole-v1", {"total_steps": 256, "n_steps": 64, "batch_size": 32, "hidden": [32, 16]},
+                     "PPO"),
+    "ppo-gaussian-shared": ("ppo", "Pendulum-v1", {"total_steps": 256, "n_steps": 64, "batch_size": 32,
+                                                   "hidden": [32], "shared_trunk": True}, "PPO"),
+    "sac": ("sac", "Pendulum-v1", {"total_steps": 300, "learning_starts": 100, "hidden": [32, 16]}, "SAC"),
 }
 
 
@@ -70,18 +75,16 @@ def test_export_round_trip(tmp_path, case):
     same_greedy_actions(load_checkpoint(tmp_path / "run"), tmp_path / f"{algo}-model.zip")
 
 
-def test_critic_values_survive_the_action_rescaling(tmp_path):
+@pytest.mark.parametrize("agent", ["td3", "sac"])
+def test_critic_values_survive_the_action_rescaling(tmp_path, agent):
     """SB3's critics see actions scaled to [-1, 1]; the exported first layer absorbs rlkit's scale and offset."""
-    train_run("td3", "Pendulum-v1", CASES["td3"][2], tmp_path / "run")
-    state = load_checkpoint(tmp_path / "run")
-    model = to_sb3(state)
-    from rlkit.agents.ddpg import DDPGConfig
-
-    from rlkit.config import config_from_dict
     from rlkit.nets import QCriticEnsemble
 
-    critic = QCriticEnsemble(state["observation_space"], state["action_space"],
-                             config_from_dict(DDPGConfig, state["config"]).hidden, n_critics=2)
+    train_run(agent, "Pendulum-v1", CASES[agent][2], tmp_path / "run")
+    state = load_checkpoint(tmp_path / "run")
+    model = to_sb3(state)
+    critic = QCriticEnsemble(state["observation_space"], state["action_space"], CASES[agent][2]["hidden"],
+                             n_critics=2)
     critic.load_state_dict(state["critic"])
     obs = torch.as_tensor(random_obs(state["observation_space"], 64))
     raw = torch.as_tensor(np.random.default_rng(1).uniform(-2, 2, size=(64, 1)), dtype=torch.float32)

@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Evaluate the policy of a run directory (its latest checkpoint) or of one checkpoint file: run "
         "--episodes episodes with greedy actions, seeded from --seed, and print the mean and std of the "
         "returns (--json: the whole result, returns per episode included)."))
-    ev.add_argument("path", metavar="RUN_DIR|CHECKPOINT", help="a run directory or one checkpoint file (.pt)")
+    ev.add_argument("path", metavar="RUN_DIR|CHECKPOINT|SOURCE",
+                    help="an rlkit run or checkpoint, or a policy source: sb3:ALGO:PATH.zip (needs --env), "
+                         "python:module:callable, random")
     ev.add_argument("--episodes", type=int, default=10, help="episodes to run (default: %(default)s)")
     ev.add_argument("--seed", type=int, default=10_000,
                     help="seed of the first episode; episode i gets seed+i (default: %(default)s)")
@@ -271,6 +273,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise RLKitError(f"--episodes must be at least 1; got {args.episodes}")
     if args.seed < 0:
         raise RLKitError(f"--seed must be at least 0; got {args.seed}")
+    if not Path(args.path).exists() and (":" in args.path or args.path == "random"):
+        return _eval_source(args)  # sb3:ALGO:PATH.zip, python:module:callable, random
     state = load_checkpoint(args.path)
     policy = policy_from_checkpoint(state)
     cfg = state["config"]
@@ -308,6 +312,31 @@ def _os_error_line(e: OSError) -> str:
     """One line for an OSError about a user's path: what went wrong and which file."""
     where = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "") if e.filename else "a file"
     return f"{where}: {e.strerror or type(e).__name__}"
+
+
+def _eval_source(args: argparse.Namespace) -> int:
+    """Evaluate a policy source that is no rlkit run, through the demo recorder's resolver (found by entry point)."""
+    from importlib.metadata import entry_points
+
+    from rlkit.evaluation import evaluate
+    from rlkit.registry import env_factory
+
+    if not args.env_id:
+        raise RLKitError(f"evaluating {args.path} needs --env ENV_ID (only rlkit runs record their env)")
+    resolver = next((ep.load() for ep in entry_points(group="rlkit.sources") if ep.name == "resolve"), None)
+    if resolver is None:
+        raise RLKitError("no policy-source resolver registered in the rlkit.sources entry points; reinstall rlkit")
+    policy = resolver(args.path, args.env_id, seed=args.seed)
+    make = env_factory()
+    result = evaluate(policy, lambda render_mode=None: make(args.env_id, render_mode=render_mode), args.episodes,
+                      seed=args.seed, deterministic=not args.stochastic, video=args.video)
+    result = {"source": args.path, "env_id": args.env_id, **result, **({"video": args.video} if args.video else {})}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{args.path} on {args.env_id}: {result['mean']:.2f} ± {result['std']:.2f} "
+              f"over {result['episodes']} episodes")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -261,8 +261,24 @@ def preset_for_env(presets: dict[str, dict[str, Any]], env_id: str | None) -> st
     return next((name for name, values in presets.items() if values.get("env_id") == env_id), None)
 
 
+def load_preset_file(path: Path) -> dict[str, Any]:
+    """A user's own preset: a YAML file holding one mapping ``{field: value, ...}`` (what ``rlkit tune`` writes)."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise RLKitError(f"cannot read preset file {path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise RLKitError(f"preset file {path} must hold one mapping of config fields, e.g. `lr: 0.001`")
+    return data
+
+
 def resolve_preset(presets: dict[str, dict[str, Any]], name: str, agent: str) -> dict[str, Any]:
-    """The overrides of preset ``name``; keys starting with ``_`` (references, notes) are dropped."""
+    """The overrides of preset ``name`` (or of the YAML file ``name`` names); keys starting with ``_``
+    (references, notes) are dropped."""
+    if name.endswith((".yaml", ".yml")) or (name not in presets and Path(name).is_file()):
+        if not Path(name).is_file():
+            raise RLKitError(f"preset file {name} not found; pass a YAML file or one of: {', '.join(sorted(presets))}")
+        presets = {name: load_preset_file(Path(name))}
     if name not in presets:
         known = ", ".join(sorted(presets)) or "none"
         raise RLKitError(f"unknown preset {name!r} for agent {agent!r}; available: {known}")

@@ -67,6 +67,10 @@ from rlkit.seeding import get_rng_state, seed_everything, set_rng_state
 from rlkit.signals import signals_deferred, sigterm_as_interrupt
 from rlkit.types import Policy
 
+# Observers of every evaluation during training, called as ``hook(run, global_step, result)`` (``rlkit tune``
+# reports them to Optuna's pruner; a hook may raise to stop the run).
+EVAL_HOOKS: list[Callable[[Run, int, dict[str, Any]], None]] = []
+
 
 def default_run_dir(agent: str, env_id: str, seed: int) -> Path:
     env_name = env_id.replace("/", "_").replace(":", "_")
@@ -324,6 +328,8 @@ class Run:
         result = evaluate(policy, make_eval_env, self.cfg.eval_episodes, seed=self.cfg.eval_seed)
         self.logger.record("eval/mean_return", result["mean"])
         self.logger.record("eval/std_return", result["std"])
+        for hook in EVAL_HOOKS:
+            hook(self, global_step, result)
         return result
 
     def finish(self, policy: Policy, make_eval_env: Callable[..., gym.Env], global_step: int,

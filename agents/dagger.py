@@ -51,7 +51,7 @@ from rlkit.agents.bc import (
     train_epoch,
 )
 from rlkit.agents.bc import load_policy as load_bc_policy
-from rlkit.demos.protocol import DiscardEpisode, StopRecording
+from rlkit.demos.protocol import DiscardEpisode, StopRecording, is_interactive
 from rlkit.envs import make_env
 
 from rlkit.cli import train_from_command_line
@@ -177,7 +177,7 @@ def train(cfg: DAggerConfig, resume: bool = False, expert: Policy | None = None)
             wanted = 0 if round_index == 0 and initial is not None else cfg.episodes_per_round
             while new < wanted and not stopped:
                 seed = cfg.seed + episodes_done
-                if hasattr(expert, "begin_episode"):
+                if is_interactive(expert):
                     expert.begin_episode(env, new, cfg.episodes_per_round)
                 try:
                     obs, labels, term, trunc, ret = collect_episode(env, expert, learner, beta, seed, run.rng)
@@ -220,7 +220,7 @@ def train(cfg: DAggerConfig, resume: bool = False, expert: Policy | None = None)
     finally:
         writer.close()
         env.close()
-        if hasattr(expert, "close"):
+        if is_interactive(expert):
             expert.close()
     extra = {"rounds": round_index + 1, "labelled_episodes": episodes_done,
              "labelled_states": int(sum(len(d[0]) for d in data)), "labels": str(labels_path)}

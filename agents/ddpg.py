@@ -204,6 +204,19 @@ class ObsNormalizer:
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         return np.clip((obs - self.mean) / np.sqrt(self.var + 1e-8), -self.clip, self.clip).astype(np.float32)
 
+    @classmethod
+    def from_state(cls, shape: tuple[int, ...], state: dict[str, Any] | None) -> ObsNormalizer | None:
+        """The normalizer a checkpoint saved (``state``), or None when the run had none."""
+        if state is None:
+            return None
+        normalizer = cls(shape)
+        normalizer.load_state_dict(state)
+        return normalizer
+
+    def batch(self, batch: Batch) -> Batch:
+        """``batch`` with its observations normalised (the running statistics as they are now)."""
+        return batch._replace(obs=self.torch(batch.obs), next_obs=self.torch(batch.next_obs))
+
     def torch(self, obs: torch.Tensor) -> torch.Tensor:
         mean = torch.as_tensor(self.mean, dtype=torch.float32, device=obs.device)
         std = torch.as_tensor(np.sqrt(self.var + 1e-8), dtype=torch.float32, device=obs.device)
@@ -308,14 +321,10 @@ def train(cfg: DDPGConfig, resume: bool = False, agent: str = "ddpg") -> dict[st
 
             # ALGO LOGIC: training.
             if cfg.learning(global_step, len(buffer)) and Run.due(global_step, cfg.train_every, stride):
-                # All minibatches of this update in one gather (nothing is added in between).
-                batches = buffer.sample(cfg.batch_size * cfg.gradient_steps).to(cfg.device)
-                if normalizer is not None:
-                    batches = batches._replace(obs=normalizer.torch(batches.obs),
-                                               next_obs=normalizer.torch(batches.next_obs))
-                for i in range(cfg.gradient_steps):
+                for batch in buffer.sample_minibatches(cfg.batch_size, cfg.gradient_steps, cfg.device):
                     num_updates += 1
-                    batch = Batch(*(x[i * cfg.batch_size:(i + 1) * cfg.batch_size] for x in batches))
+                    if normalizer is not None:
+                        batch = normalizer.batch(batch)
                     metrics = gradient_step(nets, batch, cfg, num_updates)
                 for key, value in metrics.items():
                     run.logger.record(key, value.item())
@@ -339,10 +348,7 @@ def load_policy(state: dict[str, Any]) -> TorchPolicy:
     actor = DeterministicActor(obs_space, act_space, cfg.hidden)
     actor.load_state_dict(state["actor"])
     actor.eval()
-    normalizer = None
-    if state.get("obs_normalizer") is not None:
-        normalizer = ObsNormalizer(obs_space.shape)
-        normalizer.load_state_dict(state["obs_normalizer"])
+    normalizer = ObsNormalizer.from_state(obs_space.shape, state.get("obs_normalizer"))
     return make_policy(actor, act_space, obs_space, normalizer)
 
 

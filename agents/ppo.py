@@ -52,7 +52,7 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 import torch
-from rlkit.agents.a2c import Actor, collect_rollout, gae_advantages
+from rlkit.agents.a2c import Actor, check_spaces, collect_rollout, gae_advantages
 from rlkit.agents.ddpg import ObsNormalizer
 from rlkit.envs import make_vec_env
 from torch import nn
@@ -266,7 +266,10 @@ def train(cfg: PPOConfig, resume: bool = False) -> dict[str, Any]:
     cfg.validate()
     envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
-    build_model(obs_space, act_space, cfg, device="cpu")  # refuse unsupported spaces before writing a run
+    if isinstance(act_space, gym.spaces.MultiDiscrete):  # PPO's one addition to A2C's spaces
+        check_spaces(obs_space, gym.spaces.Discrete(int(act_space.nvec.sum())), "ppo")
+    else:
+        check_spaces(obs_space, act_space, "ppo")  # before a run directory is written
     run = Run("ppo", cfg, resume=resume)
     model = build_model(obs_space, act_space, cfg)
     optimizer = cfg.build_optimizer(model.parameters())
@@ -369,10 +372,7 @@ def load_policy(state: dict[str, Any]) -> TorchPolicy:
     model = build_model(obs_space, act_space, cfg, device="cpu")
     model.load_state_dict(state["model"])
     model.eval()
-    normalizer = None
-    if state.get("obs_normalizer") is not None:
-        normalizer = ObsNormalizer(obs_space.shape)
-        normalizer.load_state_dict(state["obs_normalizer"])
+    normalizer = ObsNormalizer.from_state(obs_space.shape, state.get("obs_normalizer"))
     return make_policy(model, obs_space, act_space, normalizer)
 
 

@@ -291,14 +291,10 @@ def train(cfg: SACConfig, resume: bool = False) -> dict[str, Any]:
 
             # ALGO LOGIC: training (after learning_starts steps, as SB3 counts them).
             if cfg.learning(global_step, len(buffer)) and Run.due(global_step, cfg.train_every, stride):
-                # All minibatches of this update in one gather (nothing is added in between).
-                batches = buffer.sample(cfg.batch_size * cfg.gradient_steps).to(cfg.device)
-                if normalizer is not None:
-                    batches = batches._replace(obs=normalizer.torch(batches.obs),
-                                               next_obs=normalizer.torch(batches.next_obs))
-                for i in range(cfg.gradient_steps):
+                for batch in buffer.sample_minibatches(cfg.batch_size, cfg.gradient_steps, cfg.device):
                     num_updates += 1
-                    batch = Batch(*(x[i * cfg.batch_size:(i + 1) * cfg.batch_size] for x in batches))
+                    if normalizer is not None:
+                        batch = normalizer.batch(batch)
                     metrics = gradient_step(nets, batch, cfg, target_entropy)
                 for key, value in metrics.items():
                     run.logger.record(key, value.item())
@@ -317,10 +313,7 @@ def load_policy(state: dict[str, Any]) -> TorchPolicy:
     actor = SquashedGaussianActor(obs_space, act_space, cfg.hidden)
     actor.load_state_dict(state["actor"])
     actor.eval()
-    normalizer = None
-    if state.get("obs_normalizer") is not None:
-        normalizer = ObsNormalizer(obs_space.shape)
-        normalizer.load_state_dict(state["obs_normalizer"])
+    normalizer = ObsNormalizer.from_state(obs_space.shape, state.get("obs_normalizer"))
     return make_policy(actor, act_space, obs_space, normalizer)
 
 

@@ -98,7 +98,9 @@ class DatasetWriter:
 
     Args:
         path: the dataset directory (created if missing).
-        env_id, observation_space, action_space: what the episodes come from (stored in the manifest).
+        env_id: the env the episodes come from (stored in the manifest).
+        observation_space: its observation space (stored in the manifest as JSON).
+        action_space: its action space (stored in the manifest as JSON).
         source: the policy source (``random``, ``sb3:PPO:model.zip``, a run directory, ...).
         env_kwargs: keyword arguments the env was made with (replay rebuilds the env from them).
         append: add to an existing dataset; refused when its env or spaces differ, or when its index

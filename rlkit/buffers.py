@@ -156,6 +156,12 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return self.num_valid_rows() * self.num_envs
 
+    def sample_minibatches(self, batch_size: int, count: int, device: torch.device | str = "cpu") -> list[Batch]:
+        """``count`` uniform minibatches of ``batch_size`` drawn in one gather (an update's gradient steps add
+        nothing to the buffer in between, so this equals ``count`` separate draws of the same sizes)."""
+        batches = self.sample(batch_size * count).to(device)
+        return [Batch(*(x[i * batch_size:(i + 1) * batch_size] for x in batches)) for i in range(count)]
+
     def sample(self, batch_size: int) -> Batch:
         valid = self.num_valid_rows()
         if valid == 0:

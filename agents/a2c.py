@@ -218,10 +218,13 @@ def collect_rollout(envs: VecEnv, obs: np.ndarray, actor: Actor, n_steps: int, c
 
 
 # Networks and acting (shared with agents/a3c.py).
-def check_spaces(observation_space: gym.Space, action_space: gym.Space, agent: str) -> None:
-    """Refuse what :class:`rlkit.nets.ActorCritic` cannot take, before a run directory is written."""
-    if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)):
-        raise RLKitError(f"{agent} supports Discrete and Box action spaces; got {action_space}")
+def check_spaces(observation_space: gym.Space, action_space: gym.Space, agent: str,
+                 action_types: tuple[type[gym.Space], ...] = (gym.spaces.Discrete, gym.spaces.Box)) -> None:
+    """Refuse what :class:`rlkit.nets.ActorCritic` (and the agent's ``action_types``) cannot take, before a run
+    directory is written."""
+    if not isinstance(action_space, action_types):
+        names = [t.__name__ for t in action_types]
+        raise RLKitError(f"{agent} supports {', '.join(names[:-1])} and {names[-1]} action spaces; got {action_space}")
     if not isinstance(observation_space, (gym.spaces.Discrete, gym.spaces.Box)):
         raise RLKitError(f"{agent} supports Box and Discrete observations; got {observation_space} "
                          "(flatten Dict/Tuple spaces with gymnasium.wrappers.FlattenObservation)")

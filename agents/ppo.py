@@ -266,10 +266,7 @@ def train(cfg: PPOConfig, resume: bool = False) -> dict[str, Any]:
     cfg.validate()
     envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
-    if isinstance(act_space, gym.spaces.MultiDiscrete):  # PPO's one addition to A2C's spaces
-        check_spaces(obs_space, gym.spaces.Discrete(int(act_space.nvec.sum())), "ppo")
-    else:
-        check_spaces(obs_space, act_space, "ppo")  # before a run directory is written
+    check_spaces(obs_space, act_space, "ppo", (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.Box))
     run = Run("ppo", cfg, resume=resume)
     model = build_model(obs_space, act_space, cfg)
     optimizer = cfg.build_optimizer(model.parameters())

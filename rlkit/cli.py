@@ -298,14 +298,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate(policy, factory, args.episodes, seed=args.seed, deterministic=not args.stochastic,
                       video=args.video)
     result = {"agent": state["agent"], "env_id": env_id, "checkpoint_step": state["global_step"], **result}
-    if args.video:
-        result["video"] = args.video
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(f"{state['agent']} on {env_id}: {result['mean']:.2f} ± {result['std']:.2f} "
-              f"over {result['episodes']} episodes")
-    return 0
+    return _print_eval(args, result, state["agent"])
 
 
 def _os_error_line(e: OSError) -> str:
@@ -330,11 +323,17 @@ def _eval_source(args: argparse.Namespace) -> int:
     make = env_factory()
     result = evaluate(policy, lambda render_mode=None: make(args.env_id, render_mode=render_mode), args.episodes,
                       seed=args.seed, deterministic=not args.stochastic, video=args.video)
-    result = {"source": args.path, "env_id": args.env_id, **result, **({"video": args.video} if args.video else {})}
+    return _print_eval(args, {"source": args.path, "env_id": args.env_id, **result}, args.path)
+
+
+def _print_eval(args: argparse.Namespace, result: dict[str, Any], name: str) -> int:
+    """Print an evaluation as JSON (``--json``, with the video path when one was written) or as one line."""
+    if args.video:
+        result["video"] = args.video
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{args.path} on {args.env_id}: {result['mean']:.2f} ± {result['std']:.2f} "
+        print(f"{name} on {result['env_id']}: {result['mean']:.2f} ± {result['std']:.2f} "
               f"over {result['episodes']} episodes")
     return 0
 

@@ -10,6 +10,7 @@ import io
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +28,22 @@ class Logger:
         tensorboard: write TensorBoard event files.
         wall_offset: seconds the run had already trained before this process (resume), so the CSV's
             ``wall_s`` continues instead of restarting.
+        clock: the run's clock (seconds trained, resumes included) for ``wall_s``, instead of the logger's
+            own; :class:`rlkit.run.Run` passes its own so that metrics and checkpoints read one clock.
 
     One row per step: a second :meth:`dump` at the step of the last row (the final evaluation after the
     last periodic row) merges into that row instead of adding one.
     """
 
     def __init__(self, run_dir: str | Path, total_steps: int, initial_step: int = 0,
-                 progress: bool = True, tensorboard: bool = True, wall_offset: float = 0.0) -> None:
+                 progress: bool = True, tensorboard: bool = True, wall_offset: float = 0.0,
+                 clock: Callable[[], float] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.csv_path = self.run_dir / "metrics.csv"
         self._values: dict[str, float] = {}
         self._fieldnames: list[str] = []
         self._wall_offset = wall_offset
+        self._clock = clock
         self._last_row: dict[str, Any] | None = None
         if self.csv_path.exists():  # resume: keep the old rows and their columns (Run cleaned the file)
             with open(self.csv_path, newline="") as f:
@@ -87,7 +92,8 @@ class Logger:
         self._values["charts/steps_per_second"] = sps
         if self.recent_returns:
             self._values["charts/mean_return_20"] = sum(self.recent_returns) / len(self.recent_returns)
-        row = {"global_step": step, "wall_s": round(self._wall_offset + time.perf_counter() - self._t0, 3),
+        wall_s = self._clock() if self._clock is not None else self._wall_offset + time.perf_counter() - self._t0
+        row = {"global_step": step, "wall_s": round(wall_s, 3),
                **self._values}
         self._write_csv(row)
         if self._writer is not None:

@@ -86,11 +86,15 @@ def _regular_or_absent(path: Path) -> bool:
     return True
 
 
-def clean_metrics(path: Path, up_to_step: int) -> None:
+def clean_metrics(path: Path, up_to_step: int) -> float | None:
     """Rewrite ``metrics.csv`` atomically with its rows up to ``up_to_step``, one per step (the last one wins);
-    a row cut mid-line by a crash is dropped. A file that is not such a CSV is a one-line error naming it."""
+    a row cut mid-line by a crash is dropped. A file that is not such a CSV is a one-line error naming it.
+
+    Returns the ``wall_s`` of the last row kept (None when there is none), so that a resumed run's clock
+    continues after it: the final row of a finished run is written after the final evaluation, which is
+    after the final checkpoint's clock reading."""
     if not _regular_or_absent(path):
-        return
+        return None
     data = path.read_bytes()
     try:
         text = data.decode("utf-8")
@@ -100,7 +104,7 @@ def clean_metrics(path: Path, up_to_step: int) -> None:
     lines = lines[:-1]  # after the last newline: "" for a whole file, else a row cut mid-line
     if not lines:
         path.unlink()
-        return
+        return None
     rows = list(csv.reader(lines))
     header = rows[0]
     if not header or header[0] != "global_step":
@@ -121,6 +125,12 @@ def clean_metrics(path: Path, up_to_step: int) -> None:
     writer.writerow(header)
     writer.writerows(row for _, row in sorted(kept.items()))
     atomic_write_text(path, out.getvalue())
+    if not kept or "wall_s" not in header:
+        return None
+    try:
+        return float(kept[max(kept)][header.index("wall_s")])
+    except ValueError:
+        return None
 
 
 def _limit_blas_threads(n: int) -> None:
@@ -225,14 +235,16 @@ class Run:
         self.dir.mkdir(parents=True, exist_ok=True)
         clean_leftovers(self.dir)
         if self._resume:
-            clean_metrics(self.dir / "metrics.csv", self.global_step)
+            last_row_wall = clean_metrics(self.dir / "metrics.csv", self.global_step)
+            if last_row_wall is not None and last_row_wall > self.wall_s:
+                self._wall_before += last_row_wall - self.wall_s
         elif (self.dir / "config.json").exists():
             # A run that died before its first checkpoint committed nothing: start it afresh.
             for stale in [self.dir / "metrics.csv", self.dir / "final.json", *self.dir.glob("events.out.tfevents.*")]:
                 stale.unlink(missing_ok=True)
         cfg.save(self.dir / "config.json")
         self._logger = Logger(self.dir, total_steps=cfg.total_steps, initial_step=self.global_step,
-                              progress=cfg.progress, tensorboard=cfg.tensorboard, wall_offset=self._wall_before)
+                              progress=cfg.progress, tensorboard=cfg.tensorboard, clock=lambda: self.wall_s)
         if not self._resume:
             table = "\n".join(f"|{k}|{v}|" for k, v in cfg.to_dict().items())
             self._logger.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")

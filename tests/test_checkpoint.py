@@ -184,7 +184,7 @@ def test_buffer_memory_is_refused_with_the_number():
 def test_clean_metrics_keeps_committed_rows_once(tmp_path):
     path = tmp_path / "metrics.csv"
     path.write_text("global_step,wall_s,x\n100,1.0,a\n200,2.0,b\n200,2.5,b2\n300,3.0,c\n400,4.0,d\n50")
-    clean_metrics(path, 300)
+    assert clean_metrics(path, 300) == 3.0  # the resumed run's clock continues after the last row kept
     assert path.read_text() == "global_step,wall_s,x\n100,1.0,a\n200,2.5,b2\n300,3.0,c\n"
     path.write_bytes(b"global_step,wall_s\n1\xff,2\n")
     with pytest.raises(RLKitError, match="metrics.csv is damaged"):

@@ -31,7 +31,7 @@ Run it: ``rlkit train a2c --env CartPole-v1 --preset cartpole`` or ``python -m r
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -42,6 +42,7 @@ from rlkit.envs import VecEnv, make_vec_env
 from torch import nn
 from torch.distributions import Distribution
 
+from rlkit.callbacks import Callback
 from rlkit.cli import train_from_command_line
 from rlkit.config import BaseConfig, config_from_dict, default, opt, require_at_least_one
 from rlkit.errors import RLKitError
@@ -72,7 +73,6 @@ class ActorCriticOptions:
     activation: Literal["tanh", "relu"] = opt("tanh", "activation of the hidden layers")
     shared_trunk: bool = opt(True, "policy and value share the trunk (false: the value gets its own MLP)")
     clip_rewards: bool = opt(False, "train on sign(reward) (Atari); logged returns stay raw")
-    target_return: float | None = opt(None, "stop early once an evaluation (eval_every) reaches this mean return")
 
     def validate_actor_critic(self) -> None:
         if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
@@ -281,13 +281,13 @@ def make_policy(model: ActorCritic, observation_space: gym.Space, action_space: 
     return TorchPolicy(model, act_fn, action_space, observation_space, fast=fast)
 
 
-def train(cfg: A2CConfig, resume: bool = False) -> dict[str, Any]:
+def train(cfg: A2CConfig, resume: bool = False, callbacks: Sequence[Callback] | None = None) -> dict[str, Any]:
     """Train A2C as configured; returns the contents of ``final.json``."""
     cfg.validate()
     envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
     check_spaces(obs_space, act_space, "a2c")
-    run = Run("a2c", cfg, resume=resume)  # seeds the global RNGs, sets thread counts
+    run = Run("a2c", cfg, resume=resume, callbacks=callbacks)  # seeds the global RNGs, sets thread counts
     model, optimizer, global_step = build_learner(cfg, obs_space, act_space, run.resume_state)
     run.restore_rng()
     actor = make_actor(model, run.rng)
@@ -300,9 +300,8 @@ def train(cfg: A2CConfig, resume: bool = False) -> dict[str, Any]:
                 "observation_space": obs_space, "action_space": act_space}
 
     stride = cfg.num_envs * cfg.n_steps
-    reached: dict[str, Any] = {}
     with run.checkpoint_on_interrupt(lambda: (global_step, state_dict())):
-        while global_step < cfg.total_steps:
+        while global_step < cfg.total_steps and run.stopped is None:
             rollout, obs, episodes = collect_rollout(envs, obs, actor, cfg.n_steps, cfg.clip_rewards)
             global_step += stride
             for episode_return, length in episodes:
@@ -318,16 +317,12 @@ def train(cfg: A2CConfig, resume: bool = False) -> dict[str, Any]:
             set_lr(optimizer, lr)
             optimizer.step()
 
-            result = run.step_done(global_step, stride, policy, eval_env_factory(cfg), state_dict,
-                                   lambda terms=terms, lr=lr: {**{k: v.item() for k, v in terms.items()},
-                                                               "charts/learning_rate": lr})
-            if result is not None and cfg.target_return is not None and result["mean"] >= cfg.target_return:
-                reached = {"target_reached": {"env_steps": global_step, "wall_s": round(run.wall_s, 3),
-                                              "eval_mean": result["mean"]}}
-                break
+            run.step_done(global_step, stride, policy, eval_env_factory(cfg), state_dict,
+                          lambda terms=terms, lr=lr: {**{k: v.item() for k, v in terms.items()},
+                                                      "charts/learning_rate": lr})
 
     envs.close()
-    return run.finish(policy, eval_env_factory(cfg), global_step, state_dict(), extra=reached)
+    return run.finish(policy, eval_env_factory(cfg), global_step, state_dict())
 
 
 def policy_from_state(state: dict[str, Any], cfg: Any) -> TorchPolicy:

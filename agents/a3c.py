@@ -60,7 +60,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -80,6 +80,7 @@ from rlkit.agents.a2c import (
 from rlkit.envs import make_env, make_vec_env
 from torch import nn
 
+from rlkit.callbacks import Callback
 from rlkit.cli import train_from_command_line
 from rlkit.config import BaseConfig, config_from_dict, opt
 from rlkit.errors import RLKitError, Terminated
@@ -294,7 +295,7 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def train(cfg: A3CConfig, resume: bool = False) -> dict[str, Any]:
+def train(cfg: A3CConfig, resume: bool = False, callbacks: Sequence[Callback] | None = None) -> dict[str, Any]:
     """Train A3C as configured; returns the contents of ``final.json``."""
     cfg.validate()
     probe = make_env(cfg.env_id, env_kwargs=cfg.env_kwargs)
@@ -303,7 +304,7 @@ def train(cfg: A3CConfig, resume: bool = False) -> dict[str, Any]:
     check_spaces(obs_space, act_space, "a3c")
     # cfg.num_workers stays as given (0 = one per core): config.json keeps the choice, final.json the count.
     num_workers = cfg.num_workers or available_cores()
-    run = Run("a3c", cfg, resume=resume)  # seeds the global RNGs, sets thread counts
+    run = Run("a3c", cfg, resume=resume, callbacks=callbacks)  # seeds the global RNGs, sets thread counts
     model, optimizer, first_step = build_learner(cfg, obs_space, act_space, run.resume_state)
     run.restore_rng()
     model.share_memory()
@@ -325,7 +326,10 @@ def train(cfg: A3CConfig, resume: bool = False) -> dict[str, Any]:
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "observation_space": obs_space, "action_space": act_space}
 
-    reached: dict[str, Any] = {}
+    def snapshot_state() -> dict[str, Any]:  # the weights an evaluation scored (checkpoints/best/)
+        return {**state_dict(), "model": snapshot.state_dict()}
+
+    stopped_at_evaluation = False  # then the snapshot holds the weights that the stopping evaluation scored
     with _sigint_as_flag() as interrupted:
         try:
             with _worker_start_conditions():
@@ -347,31 +351,32 @@ def train(cfg: A3CConfig, resume: bool = False) -> dict[str, Any]:
                 step = counter.value
                 run.logger.progress(step)
                 # The counter advances by any amount between two ticks: the stride is what it moved.
-                if Run.due(step, cfg.log_every, step - seen):
-                    run.logger.dump(step)
+                log_due = Run.due(step, cfg.log_every, step - seen)
                 if Run.due(step, cfg.eval_every, step - seen) and not stop.is_set():
                     snapshot.load_state_dict(model.state_dict())
-                    result = run.evaluate(snapshot_policy, eval_env_factory(cfg), step)
-                    if cfg.target_return is not None and result["mean"] >= cfg.target_return:
-                        reached = {"target_reached": {"env_steps": step, "wall_s": round(run.wall_s, 3),
-                                                      "eval_mean": result["mean"]}}
-                        stop.set()
+                    run.evaluate(snapshot_policy, eval_env_factory(cfg), step, state=snapshot_state,
+                                 write_row=not log_due)
+                    stopped_at_evaluation = run.stopped is not None  # target_return, or a callback on it
+                if log_due:
+                    run.logger.dump(step)
                 if Run.due(step, cfg.checkpoint_every, step - seen) and step < cfg.total_steps:
                     run.checkpoint(step, state_dict())
+                if run.stopped is not None:
+                    stop.set()
                 seen = step
                 time.sleep(0.02)
             error = _stop_workers(stop, workers, messages, run)
             if error is not None:
                 raise error
-            if reached:  # keep the weights that passed, not those of the updates in flight when the stop came
+            if stopped_at_evaluation:
+                # keep the weights that passed, not those of the updates in flight when the stop came
                 model.load_state_dict(snapshot.state_dict())
         except BaseException:  # Ctrl-C or a worker's failure: stop every worker, keep the weights, re-raise
             _stop_workers(stop, workers, messages, run)
             run.checkpoint(counter.value, state_dict())
             run.close()
             raise
-    extra = {"num_workers": num_workers, "worker_updates": list(updates), "start_method": cfg.start_method,
-             **reached}
+    extra = {"num_workers": num_workers, "worker_updates": list(updates), "start_method": cfg.start_method}
     return run.finish(policy, eval_env_factory(cfg), counter.value, state_dict(), extra=extra)
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ import numpy as np
 from rlkit.agents.bc import load_demos, resolve_env
 from rlkit.envs import make_env
 
+from rlkit.callbacks import Callback
 from rlkit.cli import train_from_command_line
 from rlkit.config import BaseConfig, config_from_dict, opt, require_at_least_one
 from rlkit.errors import RLKitError, require_imitation
@@ -202,7 +203,8 @@ def imitation_errors() -> Iterator[None]:
 
 
 def train_adversarial(algo: str, cfg: AdversarialConfig, resume: bool = False,
-                      on_round: Callable[[Any, int, dict], None] | None = None) -> dict[str, Any]:
+                      on_round: Callable[[Any, int, dict], None] | None = None,
+                      callbacks: Sequence[Callback] | None = None) -> dict[str, Any]:
     """Train GAIL or AIRL as configured; returns the contents of ``final.json``.
 
     ``on_round(trainer, round_index, disc_stats)`` is called after each round (tests and notebooks
@@ -210,12 +212,12 @@ def train_adversarial(algo: str, cfg: AdversarialConfig, resume: bool = False,
     """
     require_imitation(algo.upper())
     with contextlib.ExitStack() as cleanup:  # closes imitation's CSV logger however the run ends
-        return _train_adversarial(algo, cfg, resume, on_round, cleanup)
+        return _train_adversarial(algo, cfg, resume, on_round, cleanup, callbacks)
 
 
 def _train_adversarial(algo: str, cfg: AdversarialConfig, resume: bool,
-                       on_round: Callable[[Any, int, dict], None] | None, cleanup: contextlib.ExitStack
-                       ) -> dict[str, Any]:
+                       on_round: Callable[[Any, int, dict], None] | None, cleanup: contextlib.ExitStack,
+                       callbacks: Sequence[Callback] | None = None) -> dict[str, Any]:
     import seals  # noqa: F401  (registers the seals/ fixed-horizon envs the presets train in)
     from imitation.util import networks
 
@@ -233,7 +235,7 @@ def _train_adversarial(algo: str, cfg: AdversarialConfig, resume: bool,
                          "allow_variable_horizon=true")
     eval_env_id = cfg.eval_env_id or dataset.env_id
     resolve_env(cfg, dataset)
-    run = Run(algo, cfg, resume=resume)  # seeds the global RNGs, sets thread counts
+    run = Run(algo, cfg, resume=resume, callbacks=callbacks)  # seeds the global RNGs, sets thread counts
     venv = make_sb3_venv(cfg.env_id, cfg.num_envs, cfg.seed, cfg.env_kwargs)
     # In memory, reward-free: imitation sees exactly what the learner may see.
     trainer = build_trainer(algo, cfg, demos.to_trajectories(dataset), venv, run.dir / "imitation")
@@ -263,31 +265,34 @@ def _train_adversarial(algo: str, cfg: AdversarialConfig, resume: bool,
         raise RLKitError(f"total_steps={cfg.total_steps} is less than one round "
                          f"(num_envs * ppo_n_steps = {steps_per_round}); raise --steps")
     disc_stats: dict[str, float] = {}
-    while global_step + steps_per_round <= cfg.total_steps:
-        # ALGO LOGIC: the generator (PPO on the discriminator's reward), then the discriminator.
-        with imitation_errors():  # the generator's episodes must have the demonstrations' length too
-            trainer.train_gen(steps_per_round)
-        with networks.training(trainer.reward_train):
-            for _ in range(cfg.n_disc_updates_per_round):
-                disc_stats = trainer.train_disc()
-        global_step += steps_per_round
-        round_index += 1
-        for key in ("disc_loss", "disc_acc", "disc_acc_expert", "disc_acc_gen", "disc_entropy"):
-            if key in disc_stats:
-                run.logger.record(("losses/" if key == "disc_loss" else "charts/") + key, float(disc_stats[key]))
-        if not np.isfinite(float(disc_stats.get("disc_loss", 0.0))):
-            raise RLKitError(f"{algo}: the discriminator loss became {disc_stats['disc_loss']}; lower disc_lr")
-        for info in list(ppo.ep_info_buffer)[-cfg.num_envs:]:  # true returns, from the Monitor below the reward
-            run.logger.record_episode(float(info["r"]), int(info["l"]))
-        run.logger.progress(global_step)
-        if Run.due(global_step, cfg.log_every, steps_per_round):
-            run.logger.dump(global_step)
-        if on_round is not None:
-            on_round(trainer, round_index, disc_stats)
-        if Run.due(global_step, cfg.eval_every, steps_per_round):
-            run.evaluate(policy, make_eval_env, global_step)
-        if Run.due(global_step, cfg.checkpoint_every, steps_per_round) and global_step < cfg.total_steps:
-            run.checkpoint(global_step, state_dict())
+    # Ctrl-C or SIGTERM: checkpoint the generator and discriminator as they are, at the last whole round's step.
+    with run.checkpoint_on_interrupt(lambda: (global_step, state_dict())):
+        while global_step + steps_per_round <= cfg.total_steps and run.stopped is None:
+            # ALGO LOGIC: the generator (PPO on the discriminator's reward), then the discriminator.
+            with imitation_errors():  # the generator's episodes must have the demonstrations' length too
+                trainer.train_gen(steps_per_round)
+            with networks.training(trainer.reward_train):
+                for _ in range(cfg.n_disc_updates_per_round):
+                    disc_stats = trainer.train_disc()
+            global_step += steps_per_round
+            round_index += 1
+            for key in ("disc_loss", "disc_acc", "disc_acc_expert", "disc_acc_gen", "disc_entropy"):
+                if key in disc_stats:
+                    run.logger.record(("losses/" if key == "disc_loss" else "charts/") + key, float(disc_stats[key]))
+            if not np.isfinite(float(disc_stats.get("disc_loss", 0.0))):
+                raise RLKitError(f"{algo}: the discriminator loss became {disc_stats['disc_loss']}; lower disc_lr")
+            for info in list(ppo.ep_info_buffer)[-cfg.num_envs:]:  # true returns, from the Monitor below the reward
+                run.logger.record_episode(float(info["r"]), int(info["l"]))
+            run.logger.progress(global_step)
+            log_due = Run.due(global_step, cfg.log_every, steps_per_round)
+            if on_round is not None:
+                on_round(trainer, round_index, disc_stats)
+            if Run.due(global_step, cfg.eval_every, steps_per_round):
+                run.evaluate(policy, make_eval_env, global_step, state=state_dict, write_row=not log_due)
+            if log_due:
+                run.logger.dump(global_step)
+            if Run.due(global_step, cfg.checkpoint_every, steps_per_round) and global_step < cfg.total_steps:
+                run.checkpoint(global_step, state_dict())
     venv.close()
     extra = {"eval_env_id": eval_env_id, "train_env_id": cfg.env_id, "eval_initial_mean": initial,
              "rounds": round_index,

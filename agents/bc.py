@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -41,6 +42,7 @@ from rlkit.envs import make_env
 from torch import nn
 from torch.distributions import Categorical
 
+from rlkit.callbacks import Callback
 from rlkit.cli import train_from_command_line
 from rlkit.config import BaseConfig, config_from_dict, opt, require_at_least_one
 from rlkit.errors import RLKitError
@@ -252,7 +254,7 @@ def resolve_env(cfg: BaseConfig, dataset: Any) -> None:
         env.close()
 
 
-def train(cfg: BCConfig, resume: bool = False) -> dict[str, Any]:
+def train(cfg: BCConfig, resume: bool = False, callbacks: Sequence[Callback] | None = None) -> dict[str, Any]:
     """Train BC as configured; returns the contents of ``final.json``."""
     cfg.validate()
     dataset = load_demos(cfg.demos, cfg.skip_corrupt)
@@ -268,7 +270,7 @@ def train(cfg: BCConfig, resume: bool = False) -> dict[str, Any]:
         train_set, val_set = dataset.split(cfg.val_fraction, seed=cfg.seed)
     else:
         train_set, val_set = dataset, None
-    run = Run("bc", cfg, resume=resume)  # seeds the global RNGs, sets thread counts
+    run = Run("bc", cfg, resume=resume, callbacks=callbacks)  # seeds the global RNGs, sets thread counts
     obs, acts = to_tensors(train_set, act_space, cfg.device)
     val_obs, val_acts = to_tensors(val_set, act_space, cfg.device) if val_set is not None else (None, None)
 
@@ -293,7 +295,7 @@ def train(cfg: BCConfig, resume: bool = False) -> dict[str, Any]:
     train_time, samples = 0.0, 0
     budget = cfg.total_steps or None
     with run.checkpoint_on_interrupt(lambda: (global_step, state_dict())):
-        while epoch < cfg.epochs and (budget is None or global_step < budget):
+        while epoch < cfg.epochs and (budget is None or global_step < budget) and run.stopped is None:
             # ALGO LOGIC: one pass over the training episodes, then validation.
             t0 = time.perf_counter()
             train_loss, steps, n = train_epoch(net, optimizer, obs, acts, cfg.batch_size, loss_kind,
@@ -318,9 +320,9 @@ def train(cfg: BCConfig, resume: bool = False) -> dict[str, Any]:
                 bad_epochs = 0
             else:
                 bad_epochs += 1
-            run.logger.dump(global_step)
             if Run.due(global_step, cfg.eval_every, steps):
-                run.evaluate(policy, eval_env_factory(cfg), global_step)
+                run.evaluate(policy, eval_env_factory(cfg), global_step, state=state_dict, write_row=False)
+            run.logger.dump(global_step)
             stop = cfg.patience > 0 and val_obs is not None and bad_epochs >= cfg.patience
             if Run.due(global_step, cfg.checkpoint_every, steps) and not stop and epoch < cfg.epochs:
                 run.checkpoint(global_step, state_dict())

@@ -33,6 +33,7 @@ Run it: ``rlkit train dagger --env rlkit/Drift-v0 --set expert=python:rlkit.envs
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -54,6 +55,7 @@ from rlkit.agents.bc import load_policy as load_bc_policy
 from rlkit.demos.protocol import DiscardEpisode, StopRecording, is_interactive
 from rlkit.envs import make_env
 
+from rlkit.callbacks import Callback
 from rlkit.cli import train_from_command_line
 from rlkit.config import BaseConfig, opt, require_at_least_one
 from rlkit.errors import RLKitError
@@ -69,6 +71,7 @@ class DAggerConfig(BaseConfig):
 
     env_id: str | None = opt(None, "env to run in; default: the env of the --demos dataset")
     expert: str | None = opt(None, "expert SOURCE: run dir/checkpoint, sb3:ALGO:PATH.zip, python:mod:fn or human")
+    expert_checkpoint: str = opt("latest", "which checkpoint of an rlkit run expert: latest, best or a step number")
     demos: str | None = opt(None, "optional expert demonstrations used as round 0 (instead of expert rollouts)")
     labels: str | None = opt(None, "dataset the expert-labelled states are appended to; default RUN_DIR/labels")
     total_steps: int = opt(0, "stop after the round in which this many env steps were collected (0 = no cap)", low=0)
@@ -89,6 +92,8 @@ class DAggerConfig(BaseConfig):
         require_at_least_one(self, "rounds", "episodes_per_round", "epochs_per_round", "batch_size", "beta_rampdown")
         if not 0 <= self.beta_decay <= 1:
             raise RLKitError(f"beta_decay must be in [0, 1]; got {self.beta_decay}")
+        if self.expert_checkpoint not in ("latest", "best") and not str(self.expert_checkpoint).isdigit():
+            raise RLKitError(f"expert_checkpoint must be latest, best or a step number; got {self.expert_checkpoint!r}")
 
 
 # ALGO LOGIC: the schedule, a pure function (unit-tested).
@@ -117,7 +122,8 @@ def collect_episode(env: Any, expert: Policy, learner: Policy, beta: float, seed
             return np.stack(visited), np.stack(labels), bool(terminated), bool(truncated), total
 
 
-def train(cfg: DAggerConfig, resume: bool = False, expert: Policy | None = None) -> dict[str, Any]:
+def train(cfg: DAggerConfig, resume: bool = False, expert: Policy | None = None,
+          callbacks: Sequence[Callback] | None = None) -> dict[str, Any]:
     """Train DAgger as configured; ``expert`` (a Policy) overrides ``cfg.expert``. Returns final.json."""
     from rlkit import demos
 
@@ -131,8 +137,9 @@ def train(cfg: DAggerConfig, resume: bool = False, expert: Policy | None = None)
         if not cfg.expert:
             raise RLKitError("dagger needs an expert: --set expert=SOURCE (a run dir, sb3:ALGO:PATH.zip, "
                              "python:module:callable or human)")
-        expert = demos.resolve_policy(cfg.expert, cfg.env_id, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
-    run = Run("dagger", cfg, resume=resume)  # seeds the global RNGs, sets thread counts
+        expert = demos.resolve_policy(cfg.expert, cfg.env_id, seed=cfg.seed, env_kwargs=cfg.env_kwargs,
+                                      checkpoint=cfg.expert_checkpoint)
+    run = Run("dagger", cfg, resume=resume, callbacks=callbacks)  # seeds the global RNGs, sets thread counts
     render = "rgb_array" if getattr(expert, "needs_render", False) else None
     env = make_env(cfg.env_id, seed=cfg.seed, render_mode=render, env_kwargs=cfg.env_kwargs)
     obs_space, act_space = env.observation_space, env.action_space
@@ -169,54 +176,60 @@ def train(cfg: DAggerConfig, resume: bool = False, expert: Policy | None = None)
 
     data = [to_tensors(p, act_space, cfg.device) for p in parts if len(p)]
     round_index, stopped = start_round - 1, False
+    # Ctrl-C or SIGTERM mid-round checkpoints the learner of the last round trained: the labels of the
+    # unfinished round are on disk already, and --resume trains on them too.
+    trained = (global_step, round_index)
     try:
-        for round_index in range(start_round, cfg.rounds):
-            beta = beta_at(round_index, cfg.beta_schedule, cfg.beta_decay, cfg.beta_rampdown)
-            returns, new, steps = [], 0, 0
-            # Given demonstrations replace round 0's expert rollouts.
-            wanted = 0 if round_index == 0 and initial is not None else cfg.episodes_per_round
-            while new < wanted and not stopped:
-                seed = cfg.seed + episodes_done
-                if is_interactive(expert):
-                    expert.begin_episode(env, new, cfg.episodes_per_round)
-                try:
-                    obs, labels, term, trunc, ret = collect_episode(env, expert, learner, beta, seed, run.rng)
-                except DiscardEpisode:
-                    continue
-                except StopRecording:
-                    stopped = True
+        with run.checkpoint_on_interrupt(lambda: (trained[0], state_dict(trained[1]))):
+            for round_index in range(start_round, cfg.rounds):
+                beta = beta_at(round_index, cfg.beta_schedule, cfg.beta_decay, cfg.beta_rampdown)
+                returns, new, steps = [], 0, 0
+                # Given demonstrations replace round 0's expert rollouts.
+                wanted = 0 if round_index == 0 and initial is not None else cfg.episodes_per_round
+                while new < wanted and not stopped:
+                    seed = cfg.seed + episodes_done
+                    if is_interactive(expert):
+                        expert.begin_episode(env, new, cfg.episodes_per_round)
+                    try:
+                        obs, labels, term, trunc, ret = collect_episode(env, expert, learner, beta, seed, run.rng)
+                    except DiscardEpisode:
+                        continue
+                    except StopRecording:
+                        stopped = True
+                        break
+                    # Committed to disk before the learner uses it: a crash now loses nothing collected.
+                    writer.add_episode(obs, labels, term, trunc, seed=seed)
+                    data.append((torch.as_tensor(obs[:-1], device=cfg.device),
+                                 action_tensor(labels, act_space, cfg.device)))
+                    run.logger.record_episode(ret, len(labels))
+                    returns.append(ret)
+                    episodes_done, new, steps = episodes_done + 1, new + 1, steps + len(labels)
+                global_step += steps
+                if not data:
+                    raise RLKitError("dagger collected no labelled states (the expert stopped at once)")
+                # ALGO LOGIC: behavior cloning on the whole aggregate D.
+                obs_all = torch.cat([d[0] for d in data])
+                acts_all = torch.cat([d[1] for d in data])
+                for _ in range(cfg.epochs_per_round):
+                    train_epoch(net, optimizer, obs_all, acts_all, cfg.batch_size, loss_kind)
+                train_loss, accuracy = evaluate_loss(net, obs_all, acts_all, loss_kind)
+                run.logger.record("losses/train", train_loss)
+                if accuracy is not None:
+                    run.logger.record("charts/train_accuracy", accuracy)
+                run.logger.record("charts/beta", beta)
+                run.logger.record("charts/round", round_index)
+                run.logger.record("charts/dataset_size", len(obs_all))
+                if returns:
+                    run.logger.record("charts/mixture_return", float(np.mean(returns)))
+                trained = (global_step, round_index)  # what an interrupt checkpoints from here on
+                if Run.due(global_step, cfg.eval_every, max(steps, 1)):
+                    run.evaluate(learner, eval_env_factory(cfg), global_step,
+                                 state=lambda round_index=round_index: state_dict(round_index), write_row=False)
+                run.logger.dump(global_step)
+                if stopped or run.stopped is not None or (cfg.total_steps and global_step >= cfg.total_steps):
                     break
-                # Committed to disk before the learner uses it: a crash now loses nothing collected.
-                writer.add_episode(obs, labels, term, trunc, seed=seed)
-                data.append((torch.as_tensor(obs[:-1], device=cfg.device),
-                             action_tensor(labels, act_space, cfg.device)))
-                run.logger.record_episode(ret, len(labels))
-                returns.append(ret)
-                episodes_done, new, steps = episodes_done + 1, new + 1, steps + len(labels)
-            global_step += steps
-            if not data:
-                raise RLKitError("dagger collected no labelled states (the expert stopped at once)")
-            # ALGO LOGIC: behavior cloning on the whole aggregate D.
-            obs_all = torch.cat([d[0] for d in data])
-            acts_all = torch.cat([d[1] for d in data])
-            for _ in range(cfg.epochs_per_round):
-                train_epoch(net, optimizer, obs_all, acts_all, cfg.batch_size, loss_kind)
-            train_loss, accuracy = evaluate_loss(net, obs_all, acts_all, loss_kind)
-            run.logger.record("losses/train", train_loss)
-            if accuracy is not None:
-                run.logger.record("charts/train_accuracy", accuracy)
-            run.logger.record("charts/beta", beta)
-            run.logger.record("charts/round", round_index)
-            run.logger.record("charts/dataset_size", len(obs_all))
-            if returns:
-                run.logger.record("charts/mixture_return", float(np.mean(returns)))
-            run.logger.dump(global_step)
-            if Run.due(global_step, cfg.eval_every, max(steps, 1)):
-                run.evaluate(learner, eval_env_factory(cfg), global_step)
-            if stopped or (cfg.total_steps and global_step >= cfg.total_steps):
-                break
-            if round_index + 1 < cfg.rounds:
-                run.checkpoint(global_step, state_dict(round_index))
+                if round_index + 1 < cfg.rounds:
+                    run.checkpoint(global_step, state_dict(round_index))
     finally:
         writer.close()
         env.close()

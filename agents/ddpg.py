@@ -33,6 +33,7 @@ Run it: ``rlkit train td3 --preset pendulum`` or ``python -m rlkit.agents.ddpg -
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -42,6 +43,7 @@ import torch
 from rlkit.envs import make_vec_env
 
 from rlkit.buffers import ReplayBuffer
+from rlkit.callbacks import Callback
 from rlkit.cli import train_from_command_line
 from rlkit.config import (
     BaseConfig,
@@ -258,13 +260,14 @@ def check_spaces(obs_space: gym.Space, act_space: gym.Space, env_id: str, agent:
         raise RLKitError(f"{agent} takes flat observations, but {env_id} has images {obs_space}; use a2c")
 
 
-def train(cfg: DDPGConfig, resume: bool = False, agent: str = "ddpg") -> dict[str, Any]:
+def train(cfg: DDPGConfig, resume: bool = False, agent: str = "ddpg", callbacks: Sequence[Callback] | None = None
+          ) -> dict[str, Any]:
     """Train DDPG (or TD3, with its switches in ``cfg``); returns the contents of ``final.json``."""
     cfg.validate()
     envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
     check_spaces(obs_space, act_space, cfg.env_id, agent)
-    run = Run(agent, cfg, resume=resume)  # seeds the global RNGs, sets thread counts
+    run = Run(agent, cfg, resume=resume, callbacks=callbacks)  # seeds the global RNGs, sets thread counts
     stride = cfg.num_envs
     low, high = act_space.low.astype(np.float32), act_space.high.astype(np.float32)
     half_range = (high - low) / 2
@@ -297,7 +300,7 @@ def train(cfg: DDPGConfig, resume: bool = False, agent: str = "ddpg") -> dict[st
                 "observation_space": obs_space, "action_space": act_space}
 
     with run.checkpoint_on_interrupt(lambda: (global_step, state_dict(), saved_buffer)):
-        while global_step < cfg.total_steps:
+        while global_step < cfg.total_steps and run.stopped is None:
             # ALGO LOGIC: uniform random actions first, then mu(s) + noise, always inside the bounds.
             if normalizer is not None:
                 normalizer.update(obs)
@@ -336,9 +339,10 @@ def train(cfg: DDPGConfig, resume: bool = False, agent: str = "ddpg") -> dict[st
     return run.finish(policy, eval_env_factory(cfg), global_step, state_dict(), replay_buffer=saved_buffer)
 
 
-def train_td3(cfg: DDPGConfig, resume: bool = False) -> dict[str, Any]:
+def train_td3(cfg: DDPGConfig, resume: bool = False, callbacks: Sequence[Callback] | None = None
+              ) -> dict[str, Any]:
     """Train with the run recorded as ``td3`` (pass a :func:`td3_config`)."""
-    return train(cfg, resume=resume, agent="td3")
+    return train(cfg, resume=resume, agent="td3", callbacks=callbacks)
 
 
 def load_policy(state: dict[str, Any]) -> TorchPolicy:

@@ -23,6 +23,7 @@ Run it: ``rlkit train dqn --env CartPole-v1 --preset cartpole`` or ``python -m r
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -33,6 +34,7 @@ from rlkit.envs import is_atari, make_vec_env
 from torch import nn
 
 from rlkit.buffers import PrioritizedReplayBuffer, ReplayBuffer
+from rlkit.callbacks import Callback
 from rlkit.cli import train_from_command_line
 from rlkit.config import BaseConfig, ReplayOptions, config_from_dict, opt, require_at_least_one
 from rlkit.errors import RLKitError
@@ -140,12 +142,12 @@ def make_policy(q_net: QNetwork, cfg: DQNConfig, observation_space: gym.Space, a
     return TorchPolicy(q_net, act_fn, action_space, observation_space, fast=numpy_forward(q_net))
 
 
-def train(cfg: DQNConfig, resume: bool = False) -> dict[str, Any]:
+def train(cfg: DQNConfig, resume: bool = False, callbacks: Sequence[Callback] | None = None) -> dict[str, Any]:
     """Train DQN as configured; returns the contents of ``final.json``."""
     cfg.validate()
     envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
     check_action_space(envs.single_action_space, cfg.env_id)
-    run = Run("dqn", cfg, resume=resume)  # seeds the global RNGs, sets thread counts
+    run = Run("dqn", cfg, resume=resume, callbacks=callbacks)  # seeds the global RNGs, sets thread counts
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
     n_actions = int(act_space.n)
 
@@ -182,7 +184,7 @@ def train(cfg: DQNConfig, resume: bool = False) -> dict[str, Any]:
     stride = cfg.num_envs
     decay_steps = cfg.exploration_fraction * cfg.total_steps
     with run.checkpoint_on_interrupt(lambda: (global_step, state_dict(), saved_buffer)):
-        while global_step < cfg.total_steps:
+        while global_step < cfg.total_steps and run.stopped is None:
             # ALGO LOGIC: epsilon-greedy action selection.
             epsilon = linear(cfg.epsilon_start, cfg.epsilon_end, global_step / decay_steps if decay_steps > 0 else 1.0)
             actions = policy.act(obs)

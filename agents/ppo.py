@@ -46,6 +46,7 @@ Run it: ``rlkit train ppo --preset cartpole`` or ``python -m rlkit.agents.ppo --
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -58,6 +59,7 @@ from rlkit.envs import make_vec_env
 from torch import nn
 from torch.distributions import Categorical, Distribution
 
+from rlkit.callbacks import Callback
 from rlkit.cli import train_from_command_line
 from rlkit.config import BaseConfig, config_from_dict, default, opt
 from rlkit.errors import RLKitError
@@ -98,7 +100,6 @@ class PPOConfig(OptimizerOptions, BaseConfig):
     obs_clip: float = opt(10.0, "clip normalised observations to +- this")
     reward_clip: float = opt(10.0, "clip normalised rewards to +- this")
     clip_rewards: bool = opt(False, "train on sign(reward) (Atari); logged returns stay raw")
-    target_return: float | None = opt(None, "stop early once an evaluation (eval_every) reaches this mean return")
 
     def validate(self) -> None:
         if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
@@ -261,13 +262,13 @@ def make_policy(model: ActorCritic, obs_space: gym.Space, act_space: gym.Space,
     return TorchPolicy(model, act_fn, act_space, obs_space, fast=fast_act)
 
 
-def train(cfg: PPOConfig, resume: bool = False) -> dict[str, Any]:
+def train(cfg: PPOConfig, resume: bool = False, callbacks: Sequence[Callback] | None = None) -> dict[str, Any]:
     """Train PPO as configured; returns the contents of ``final.json``."""
     cfg.validate()
     envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
     check_spaces(obs_space, act_space, "ppo", (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.Box))
-    run = Run("ppo", cfg, resume=resume)
+    run = Run("ppo", cfg, resume=resume, callbacks=callbacks)
     model = build_model(obs_space, act_space, cfg)
     optimizer = cfg.build_optimizer(model.parameters())
     obs_norm = ObsNormalizer(obs_space.shape, cfg.obs_clip) if cfg.normalize_obs else None
@@ -295,9 +296,8 @@ def train(cfg: PPOConfig, resume: bool = False) -> dict[str, Any]:
                 "observation_space": obs_space, "action_space": act_space}
 
     stride, device = cfg.num_envs * cfg.n_steps, torch.device(cfg.device)
-    reached: dict[str, Any] = {}
     with run.checkpoint_on_interrupt(lambda: (global_step, state_dict())):
-        while global_step < cfg.total_steps:
+        while global_step < cfg.total_steps and run.stopped is None:
             rollout, obs, episodes = collect_rollout(envs, obs, actor, cfg.n_steps, cfg.clip_rewards)
             global_step += stride
             for episode_return, length in episodes:
@@ -352,14 +352,10 @@ def train(cfg: PPOConfig, resume: bool = False) -> dict[str, Any]:
                 return {**{k: v.item() for k, v in terms.items()}, "charts/learning_rate": lr,
                         "charts/clip_range": clip, "losses/explained_variance": ev}
 
-            result = run.step_done(global_step, stride, policy, eval_env_factory(cfg), state_dict, scalars)
-            if result is not None and cfg.target_return is not None and result["mean"] >= cfg.target_return:
-                reached = {"target_reached": {"env_steps": global_step, "wall_s": round(run.wall_s, 3),
-                                              "eval_mean": result["mean"]}}
-                break
+            run.step_done(global_step, stride, policy, eval_env_factory(cfg), state_dict, scalars)
 
     envs.close()
-    return run.finish(policy, eval_env_factory(cfg), global_step, state_dict(), extra=reached)
+    return run.finish(policy, eval_env_factory(cfg), global_step, state_dict())
 
 
 def load_policy(state: dict[str, Any]) -> TorchPolicy:

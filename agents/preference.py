@@ -31,6 +31,7 @@ Run it: ``rlkit train preference --env Pendulum-v1 --preset pendulum``.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +41,7 @@ import torch
 from rlkit.agents.adversarial import GeneratorOptions, load_sb3_policy, make_ppo, make_sb3_venv, sb3_bytes
 from rlkit.envs import make_env
 
+from rlkit.callbacks import Callback
 from rlkit.cli import train_from_command_line
 from rlkit.config import BaseConfig, default, opt, require_at_least_one
 from rlkit.errors import RLKitError, require_imitation
@@ -125,7 +127,11 @@ def sample_rewards(reward_net: Any, policies: list[Any], env_id: str, env_kwargs
     return np.concatenate(learned), np.asarray(true)
 
 
-def train(cfg: PreferenceConfig, resume: bool = False) -> dict[str, Any]:
+class _Stopped(Exception):
+    """Raised from imitation's per-iteration callback to end its training loop early."""
+
+
+def train(cfg: PreferenceConfig, resume: bool = False, callbacks: Sequence[Callback] | None = None) -> dict[str, Any]:
     """Learn a reward from synthetic preferences and a PPO agent on it; returns final.json."""
     require_imitation("preference learning")
     import seals  # noqa: F401  (registers seals/ envs)
@@ -141,7 +147,7 @@ def train(cfg: PreferenceConfig, resume: bool = False) -> dict[str, Any]:
     if resume:
         web_resume_check(cfg)
     # A resumed web run trains again from the start with the stored labels (agents/preference_web.py).
-    run = Run("preference", cfg)  # seeds the global RNGs, sets thread counts
+    run = Run("preference", cfg, callbacks=callbacks)  # seeds the global RNGs, sets thread counts
     web = None
     if cfg.rater == "web":
         from rlkit.agents import preference_web as pw
@@ -173,18 +179,35 @@ def train(cfg: PreferenceConfig, resume: bool = False) -> dict[str, Any]:
         fragment_length=cfg.fragment_length, initial_comparison_frac=cfg.initial_comparison_frac,
         initial_epoch_multiplier=4.0, custom_logger=log)
 
+    policy = SB3ModelPolicy(agent)
+
+    def state_dict() -> dict[str, Any]:
+        return {"ppo_zip": sb3_bytes(agent), "reward_net": reward_net.state_dict(),
+                "observation_space": venv.observation_space, "action_space": venv.action_space,
+                "eval_env_id": cfg.env_id}
+
+    steps_seen = 0
+
     def on_iteration(iteration: int) -> None:
+        nonlocal steps_seen
         for info in list(agent.ep_info_buffer)[-cfg.num_envs:]:  # true returns (Monitor under the reward)
             run.logger.record_episode(float(info["r"]), int(info["l"]))
         run.logger.record("charts/iteration", iteration)
         run.logger.record("charts/comparisons", len(trainer.dataset))
-        run.logger.dump(agent.num_timesteps)
+        step, stride, steps_seen = agent.num_timesteps, max(agent.num_timesteps - steps_seen, 1), agent.num_timesteps
+        if Run.due(step, cfg.eval_every, stride):
+            run.evaluate(policy, eval_env_factory(cfg), step, state=state_dict, write_row=False)
+        run.logger.dump(step)
+        if run.stopped is not None:
+            raise _Stopped  # imitation's loop has no stop of its own
 
     if web is not None:
         trainer.dataset = pw.SkipAwarePreferenceDataset()  # "can't tell" answers stay out of training
     try:
         stats = trainer.train(total_timesteps=cfg.total_steps, total_comparisons=cfg.total_comparisons,
                               callback=on_iteration)
+    except _Stopped:  # target_return or a callback: the reward model of the last round trained stays
+        stats = {}
     except KeyboardInterrupt:
         if web is not None:
             print(f"rlkit prefs: every answer is kept in {web['store'].root}; continue with "
@@ -196,24 +219,20 @@ def train(cfg: PreferenceConfig, resume: bool = False) -> dict[str, Any]:
         if web is not None:
             web["server"].stop()
             web["store"].close()
-    policy = SB3ModelPolicy(agent)
     with torch.no_grad():
         learned, true = sample_rewards(reward_net, [policy, RandomPolicy(venv.action_space, seed=cfg.seed)],
                                        cfg.env_id, cfg.env_kwargs, cfg.correlation_steps, cfg.eval_seed + 777)
     corr = {**reward_correlation(learned, true), "transitions": len(true)}
     run.logger.record("charts/reward_pearson", corr["pearson"] if corr["pearson"] is not None else float("nan"))
-    state = {"ppo_zip": sb3_bytes(agent), "reward_net": reward_net.state_dict(),
-             "observation_space": venv.observation_space, "action_space": venv.action_space,
-             "eval_env_id": cfg.env_id}
     extra = {"reward_correlation": corr, "comparisons": len(trainer.dataset),
-             "reward_loss": float(stats["reward_loss"]), "reward_accuracy": float(stats["reward_accuracy"]),
+             **{k: float(stats[k]) if k in stats else None for k in ("reward_loss", "reward_accuracy")},
              "eval_env_id": cfg.env_id, "train_env_id": cfg.env_id, "rater": cfg.rater}
     if web is not None:
         from rlkit.prefs_web import store_status
 
         status = store_status(run.dir)
         extra["labels"] = {k: status[k] for k in ("pairs", "answered", "answers", "skipped", "raters")}
-    return run.finish(policy, eval_env_factory(cfg), agent.num_timesteps, state, extra=extra)
+    return run.finish(policy, eval_env_factory(cfg), agent.num_timesteps, state_dict(), extra=extra)
 
 
 def web_resume_check(cfg: PreferenceConfig) -> None:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -48,6 +49,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from rlkit.buffers import ReplayBuffer
+from rlkit.callbacks import Callback
 from rlkit.cli import train_from_command_line
 from rlkit.config import BaseConfig, ReplayOptions, config_from_dict, default, opt
 from rlkit.nets import ObsEncoder, QCriticEnsemble, check_bounded_box, mlp, numpy_ops, polyak_update, run_numpy
@@ -228,13 +230,13 @@ def numpy_sampler(actor: SquashedGaussianActor, rng: np.random.Generator) -> Any
     return sample
 
 
-def train(cfg: SACConfig, resume: bool = False) -> dict[str, Any]:
+def train(cfg: SACConfig, resume: bool = False, callbacks: Sequence[Callback] | None = None) -> dict[str, Any]:
     """Train SAC as configured; returns the contents of ``final.json``."""
     cfg.validate()
     envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
     check_spaces(obs_space, act_space, cfg.env_id, "sac")
-    run = Run("sac", cfg, resume=resume)
+    run = Run("sac", cfg, resume=resume, callbacks=callbacks)
     stride = cfg.num_envs
     low, high = act_space.low.astype(np.float32), act_space.high.astype(np.float32)
     target_entropy = -float(np.prod(act_space.shape)) if cfg.target_entropy is None else cfg.target_entropy
@@ -270,7 +272,7 @@ def train(cfg: SACConfig, resume: bool = False) -> dict[str, Any]:
                 "observation_space": obs_space, "action_space": act_space}
 
     with run.checkpoint_on_interrupt(lambda: (global_step, state_dict(), saved_buffer)):
-        while global_step < cfg.total_steps:
+        while global_step < cfg.total_steps and run.stopped is None:
             # ALGO LOGIC: uniform random actions first, then samples of the squashed Gaussian policy.
             if normalizer is not None:
                 normalizer.update(obs)

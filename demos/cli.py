@@ -37,6 +37,9 @@ def add_parser(subparsers: Any) -> None:
                                      "human (keyboard) or python:module:callable (see the README).")
     rec.add_argument("--env", dest="env_id", required=True, help="env id (gymnasium.make id or pkg.module:Env-v0)")
     rec.add_argument("--policy", required=True, metavar="SOURCE", help="where actions come from")
+    rec.add_argument("--checkpoint", default="latest", metavar="best|latest|STEP",
+                     help="for an rlkit run: its latest checkpoint, its best evaluation or the one at STEP "
+                          "(default: %(default)s)")
     rec.add_argument("--episodes", type=int, required=True, help="episodes to record")
     rec.add_argument("--out", required=True, metavar="DATASET", help="dataset directory")
     rec.add_argument("--seed", type=int, default=0, help="episode i is reset with seed + i")
@@ -111,7 +114,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         human = {"fps": args.fps, "key_map": load_key_map(args.keymap) if args.keymap else None}
     elif args.keymap or args.fps is not None:
         raise RLKitError("--keymap and --fps apply to --policy human only")
-    policy = resolve_policy(args.policy, args.env_id, seed=args.seed, env_kwargs=args.env_kwargs, **human)
+    policy = resolve_policy(args.policy, args.env_id, seed=args.seed, env_kwargs=args.env_kwargs,
+                            checkpoint=args.checkpoint, **human)
 
     def progress(info: dict[str, Any]) -> None:
         if not args.quiet:

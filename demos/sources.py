@@ -109,7 +109,7 @@ def check_policy_spaces(policy: Any, observation_space: gym.Space, env_id: str, 
 
 
 def resolve_policy(source: str, env_id: str, seed: int = 0, env_kwargs: dict[str, Any] | None = None,
-                   **human_kwargs: Any) -> Policy:
+                   checkpoint: str = "latest", **human_kwargs: Any) -> Policy:
     """Turn a ``SOURCE`` string into a Policy for ``env_id`` (see the module docstring for the forms).
 
     Args:
@@ -117,9 +117,12 @@ def resolve_policy(source: str, env_id: str, seed: int = 0, env_kwargs: dict[str
         env_id: the env the policy will act in (its spaces are checked against the policy's).
         seed: seed of the ``random`` source.
         env_kwargs: keyword arguments of the env.
+        checkpoint: for an rlkit run directory: ``latest``, ``best`` or a step number.
         human_kwargs: options of :class:`demos.human.HumanPolicy` (``key_map``, ``fps``, ...).
     """
     source = str(source)
+    if checkpoint != "latest" and not Path(source).is_dir():
+        raise RLKitError(f"--checkpoint {checkpoint} picks a checkpoint of an rlkit run directory; {source} is not one")
     if source == "human":
         from rlkit.demos.human import HumanPolicy
 
@@ -136,7 +139,7 @@ def resolve_policy(source: str, env_id: str, seed: int = 0, env_kwargs: dict[str
     elif Path(source).exists():
         from rlkit.cli import load_policy
 
-        policy = load_policy(source)
+        policy = load_policy(source, checkpoint)
     else:
         raise RLKitError(f"unknown policy source {source!r}; use a run directory or checkpoint, "
                          f"sb3:ALGO:PATH.zip, random, human or python:module:callable")

@@ -6,6 +6,8 @@ Layout of ``RUN/checkpoints/``::
         state.pt              the state dict (networks, optimizers, counters, RNG states, config, versions)
         buffer.pt             the replay buffer of that same step (off-policy agents), optional
         checksums.json        {"format", "agent", "step", "files": {name: {"sha256", "bytes"}}}
+    best/                     the best evaluation's state (no buffer), replaced in one rename at each new best;
+                              its checksums.json also holds "best_return"
 
 The directory is written as ``.step_0000001000.<random>.tmp`` and renamed, so a checkpoint and its buffer
 are one unit: a reader sees all of it or none of it. The last ``keep`` directories are kept.
@@ -45,6 +47,7 @@ CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "state.pt"
 BUFFER_FILE = "buffer.pt"
 SUMS_FILE = "checksums.json"
+BEST_NAME = "best"
 FORMAT = 1
 _STEP_RE = re.compile(r"step_(\d+)$")
 _OLD_STEP_RE = re.compile(r"step_(\d+)\.pt$")
@@ -185,9 +188,23 @@ def save_checkpoint(run_dir: str | Path, state: dict[str, Any], step: int, keep:
                     buffer: dict[str, Any] | None = None) -> Path:
     """Commit ``state`` (and the replay ``buffer``'s state, if given) as ``checkpoints/step_<step>/`` in one
     rename, with their sha256 in ``checksums.json``; prune all but the last ``keep``. Returns the state file."""
-    ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
+    path = _commit(Path(run_dir) / CHECKPOINT_DIR, _step_dir_name(step), state, step, buffer)
+    for old in list_checkpoints(run_dir)[:-max(keep, 1)]:
+        _remove_dir(old)
+    return path
+
+
+def save_best_checkpoint(run_dir: str | Path, state: dict[str, Any], step: int) -> Path:
+    """Commit ``state`` as ``checkpoints/best/`` (replacing the previous best in one rename); its sidecar also
+    records ``best_return`` (``state["best_return"]``) so that a resumed run reads it without torch."""
+    return _commit(Path(run_dir) / CHECKPOINT_DIR, BEST_NAME, state, step, None,
+                   {"best_return": float(state["best_return"])})
+
+
+def _commit(ckpt_dir: Path, name: str, state: dict[str, Any], step: int, buffer: dict[str, Any] | None,
+            sidecar: dict[str, Any] | None = None) -> Path:
+    """Write ``ckpt_dir/name/`` (state, buffer, checksums) in a temporary directory and rename it into place."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    name = _step_dir_name(step)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=ckpt_dir))
     try:
         files = {STATE_FILE: _write_torch(state, tmp / STATE_FILE)}
@@ -195,7 +212,7 @@ def save_checkpoint(run_dir: str | Path, state: dict[str, Any], step: int, keep:
             time.sleep(float(os.environ[_SLOW_WRITE_ENV]))
         if buffer is not None:
             files[BUFFER_FILE] = _write_torch(buffer, tmp / BUFFER_FILE)
-        sums = {"format": FORMAT, "agent": state.get("agent"), "step": step, "files": files}
+        sums = {"format": FORMAT, "agent": state.get("agent"), "step": step, **(sidecar or {}), "files": files}
         with open(tmp / SUMS_FILE, "w") as f:
             json.dump(sums, f, indent=1)
             f.flush()
@@ -204,7 +221,8 @@ def save_checkpoint(run_dir: str | Path, state: dict[str, Any], step: int, keep:
         final = ckpt_dir / name
         if final.exists():
             # Same step saved again (Ctrl-C right after a checkpoint, the final save of a resumed finished
-            # run): move the old one aside first; clean_leftovers puts it back if we die before the rename.
+            # run, a new best): move the old one aside first; clean_leftovers puts it back if we die before
+            # the rename.
             aside = ckpt_dir / f".{name}.replaced.tmp"
             if aside.exists():
                 shutil.rmtree(aside)
@@ -217,9 +235,43 @@ def save_checkpoint(run_dir: str | Path, state: dict[str, Any], step: int, keep:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _fsync_dir(ckpt_dir)
-    for old in list_checkpoints(run_dir)[:-max(keep, 1)]:
-        _remove_dir(old)
     return final / STATE_FILE
+
+
+def best_return_of(run_dir: str | Path) -> float | None:
+    """The evaluation mean of a run's ``checkpoints/best/`` (from its sidecar), or None when it has none."""
+    best = Path(run_dir) / CHECKPOINT_DIR / BEST_NAME
+    if not best.is_dir():
+        return None
+    try:
+        value = read_checksums(best).get("best_return")
+    except RLKitError:
+        return None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def resolve_checkpoint(run_dir: str | Path, which: str = "latest") -> Path:
+    """The checkpoint directory of a run that ``which`` names: ``latest``, ``best`` or a step number."""
+    run_dir = Path(run_dir)
+    if which == "latest":
+        return find_checkpoint(run_dir).parent
+    if not run_dir.is_dir() or (run_dir / SUMS_FILE).exists():
+        raise RLKitError(f"{run_dir} is not a run directory; --checkpoint {which} picks a checkpoint of a run "
+                         "(pass the run directory)")
+    steps = [int(_STEP_RE.match(p.name).group(1)) for p in list_checkpoints(run_dir)]  # type: ignore[union-attr]
+    if which == "best":
+        best = run_dir / CHECKPOINT_DIR / BEST_NAME
+        if not best.is_dir():
+            raise RLKitError(f"{run_dir} has no best checkpoint (checkpoints/{BEST_NAME}/ is written at each new "
+                             "best evaluation: train with eval_every > 0, or use --checkpoint latest)")
+        return best
+    if not which.isdigit():
+        raise RLKitError(f"--checkpoint {which!r} is not latest, best or a step number")
+    if int(which) not in steps:
+        listed = ", ".join(str(s) for s in steps) or "none"
+        raise RLKitError(f"{run_dir} has no checkpoint at step {int(which)}; its steps: {listed} "
+                         f"(only the last keep_checkpoints are kept), or use --checkpoint best|latest")
+    return run_dir / CHECKPOINT_DIR / _step_dir_name(int(which))
 
 
 def _remove_dir(path: Path) -> None:

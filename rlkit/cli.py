@@ -78,12 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train, parser=train)
 
     ev = sub.add_parser("eval", help="evaluate a run directory or checkpoint", description=(
-        "Evaluate the policy of a run directory (its latest checkpoint) or of one checkpoint file: run "
+        "Evaluate the policy of a run directory (its latest checkpoint, or --checkpoint best|STEP) or of one "
+        "checkpoint: run "
         "--episodes episodes with greedy actions, seeded from --seed, and print the mean and std of the "
         "returns (--json: the whole result, returns per episode included)."))
     ev.add_argument("path", metavar="RUN_DIR|CHECKPOINT|SOURCE",
                     help="an rlkit run or checkpoint, or a policy source: sb3:ALGO:PATH.zip (needs --env), "
                          "python:module:callable, random")
+    ev.add_argument("--checkpoint", default="latest", metavar="best|latest|STEP",
+                    help="which checkpoint of a run: its latest, its best evaluation (checkpoints/best/) or the "
+                         "one at step STEP (default: %(default)s)")
     ev.add_argument("--episodes", type=int, default=10, help="episodes to run (default: %(default)s)")
     ev.add_argument("--seed", type=int, default=10_000,
                     help="seed of the first episode; episode i gets seed+i (default: %(default)s)")
@@ -207,17 +211,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_policy(path: str | Path) -> Policy:
-    """Rebuild the policy of a run directory (its latest checkpoint) or of a checkpoint file.
+def load_policy(path: str | Path, checkpoint: str = "latest") -> Policy:
+    """Rebuild the policy of a run directory or of a checkpoint; ``checkpoint`` picks one of a run's:
+    ``latest``, ``best`` (its best evaluation) or a step number.
 
     ``policy.act(obs_batch, deterministic=True)`` gives actions; ``SB3PredictAdapter(policy)`` gives SB3's
     ``predict``. The checkpoint's own contents (agent, config, step counters) are
     ``rlkit.checkpoint.load_checkpoint(path)``; to have both from one read, load the state and call
     :func:`policy_from_checkpoint` on it.
     """
-    from rlkit.checkpoint import load_checkpoint
+    from rlkit.checkpoint import load_checkpoint, resolve_checkpoint
 
-    return policy_from_checkpoint(load_checkpoint(path))
+    return policy_from_checkpoint(load_checkpoint(resolve_checkpoint(path, checkpoint)))
 
 
 def policy_from_checkpoint(state: dict[str, Any]) -> Policy:
@@ -235,8 +240,9 @@ def eval_env_id(state: dict[str, Any], path: str | Path) -> str:
         return str(state["eval_env_id"])
     from rlkit.checkpoint import read_json
 
-    path = Path(path)
-    final = (path if path.is_dir() else path.parent.parent) / "final.json"
+    # RUN/checkpoints/<step or best>/state.pt: final.json is in RUN
+    run_dir = Path(state["checkpoint_dir"]).parent.parent if state.get("checkpoint_dir") else Path(path)
+    final = run_dir / "final.json"
     if final.exists():  # a damaged final.json is a one-line error naming it
         recorded = read_json(final).get("eval_env_id")
         if recorded:
@@ -265,7 +271,7 @@ def _check_spaces(state: dict[str, Any], factory: Any, env_id: str) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rlkit.checkpoint import load_checkpoint
+    from rlkit.checkpoint import load_checkpoint, resolve_checkpoint
     from rlkit.evaluation import evaluate
     from rlkit.registry import env_factory
 
@@ -274,8 +280,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise RLKitError(f"--seed must be at least 0; got {args.seed}")
     if not Path(args.path).exists() and (":" in args.path or args.path == "random"):
+        if args.checkpoint != "latest":
+            raise RLKitError(f"--checkpoint picks a checkpoint of an rlkit run; {args.path} is not one")
         return _eval_source(args)  # sb3:ALGO:PATH.zip, python:module:callable, random
-    state = load_checkpoint(args.path)
+    state = load_checkpoint(resolve_checkpoint(args.path, args.checkpoint))
     policy = policy_from_checkpoint(state)
     cfg = state["config"]
     env_id = args.env_id or eval_env_id(state, args.path)
@@ -297,7 +305,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     result = evaluate(policy, factory, args.episodes, seed=args.seed, deterministic=not args.stochastic,
                       video=args.video)
-    result = {"agent": state["agent"], "env_id": env_id, "checkpoint_step": state["global_step"], **result}
+    result = {"agent": state["agent"], "env_id": env_id, "checkpoint": str(state["checkpoint_dir"]),
+              "checkpoint_step": state["global_step"], **result}
     return _print_eval(args, result, state["agent"])
 
 

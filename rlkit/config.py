@@ -70,6 +70,8 @@ class BaseConfig:
     eval_every: int = opt(0, "evaluate every this many env steps during training (0 = only at the end)", low=0)
     eval_seed: int = opt(10_000, "seed offset of the evaluation env stream (kept apart from training)",
                          low=0, high=MAX_SEED)
+    target_return: float | None = opt(None, "stop at the first evaluation (eval_every) whose mean return reaches "
+                                             "this")
     checkpoint_every: int = opt(10_000, "save a checkpoint every this many env steps (0 = only at the end)", low=0)
     keep_checkpoints: int = opt(3, "how many of the latest checkpoints to keep", low=1)
     log_every: int = opt(1_000, "write metrics (CSV, TensorBoard) every this many env steps", low=0)
@@ -353,6 +355,9 @@ def validate_config(cfg: Any) -> None:
     """Ranges, then the device, then the config's own ``validate()``: what ``Run.__init__`` runs before a run
     writes anything."""
     check_ranges(cfg)
+    if getattr(cfg, "target_return", None) is not None and getattr(cfg, "eval_every", 0) == 0:
+        raise RLKitError(f"target_return={cfg.target_return} is checked at the evaluations during training, but "
+                         "eval_every is 0; set one (e.g. --set eval_every=5000)")
     if isinstance(getattr(cfg, "device", None), str):
         check_device(cfg.device)
     validate = getattr(cfg, "validate", None)

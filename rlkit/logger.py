@@ -30,6 +30,7 @@ class Logger:
             ``wall_s`` continues instead of restarting.
         clock: the run's clock (seconds trained, resumes included) for ``wall_s``, instead of the logger's
             own; :class:`rlkit.run.Run` passes its own so that metrics and checkpoints read one clock.
+        on_row: called with ``(step, row)`` after each row is written (the run's callbacks).
 
     One row per step: a second :meth:`dump` at the step of the last row (the final evaluation after the
     last periodic row) merges into that row instead of adding one.
@@ -37,13 +38,15 @@ class Logger:
 
     def __init__(self, run_dir: str | Path, total_steps: int, initial_step: int = 0,
                  progress: bool = True, tensorboard: bool = True, wall_offset: float = 0.0,
-                 clock: Callable[[], float] | None = None) -> None:
+                 clock: Callable[[], float] | None = None,
+                 on_row: Callable[[int, dict[str, Any]], None] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.csv_path = self.run_dir / "metrics.csv"
         self._values: dict[str, float] = {}
         self._fieldnames: list[str] = []
         self._wall_offset = wall_offset
         self._clock = clock
+        self._on_row = on_row
         self._last_row: dict[str, Any] | None = None
         if self.csv_path.exists():  # resume: keep the old rows and their columns (Run cleaned the file)
             with open(self.csv_path, newline="") as f:
@@ -109,6 +112,8 @@ class Logger:
             postfix["eval"] = f"{self._last_eval:.1f}"
         self._bar.set_postfix(postfix, refresh=False)
         self._values = {}
+        if self._on_row is not None:
+            self._on_row(step, row)
 
     def _write_csv(self, row: dict[str, Any]) -> None:
         from rlkit.checkpoint import atomic_write_text

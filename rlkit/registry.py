@@ -25,7 +25,8 @@ class AgentSpec:
     Attributes:
         name: the registered name (``rlkit train NAME``).
         config_cls: the agent's dataclass config.
-        train: ``train(cfg, resume=False) -> result dict`` (the contents of final.json).
+        train: ``train(cfg, resume=False, callbacks=None) -> result dict`` (the contents of final.json);
+            ``callbacks`` as in :mod:`rlkit.callbacks`.
         load_policy: ``load_policy(checkpoint_state) -> Policy`` rebuilding the policy from a checkpoint.
         summary: one line for ``rlkit train --help``.
         presets_file: YAML file of presets for this agent; by default ``presets/NAME.yaml`` beside the

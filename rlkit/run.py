@@ -29,6 +29,19 @@ What a run directory promises after a crash (kill -9, power loss), SIGTERM or Ct
   larger ``--steps`` to train further.
 * SIGTERM is handled like Ctrl-C inside :meth:`Run.checkpoint_on_interrupt`: a checkpoint, then the CLI
   exits with status 143 (130 for Ctrl-C).
+
+Evaluation, the best checkpoint and early stops (the same for every agent):
+
+* An evaluation runs at the first training iteration that reaches each multiple of ``eval_every`` (exactly
+  at the multiple when an iteration is one env step) and writes its own ``metrics.csv`` row at that step,
+  whatever the log cadence; a log row due at the same step is the same row.
+* Each evaluation better than every earlier one (the final evaluation included) commits the agent's state
+  as ``checkpoints/best/`` (SB3's ``best_model``): ``rlkit eval RUN --checkpoint best``. It is a checkpoint
+  directory like the step ones (``state.pt`` + ``checksums.json``, one rename), without the replay buffer.
+* ``target_return``: the run stops at the first evaluation whose mean reaches it. Callbacks
+  (:mod:`rlkit.callbacks`) see each log row, evaluation and checkpoint and may stop the run too. A stopped
+  run finishes as usual (final checkpoint, evaluation, ``final.json``), and ``final.json`` says why under
+  ``stopped``. Agents check :attr:`Run.stopped` once per training iteration.
 """
 
 from __future__ import annotations
@@ -36,10 +49,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import platform
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -50,13 +64,16 @@ import numpy as np
 import torch
 
 import rlkit
+from rlkit.callbacks import Callback, Event, dispatch
 from rlkit.checkpoint import (
     atomic_write_text,
+    best_return_of,
     checkpoint_agent,
     clean_leftovers,
     list_checkpoints,
     load_buffer,
     load_checkpoint,
+    save_best_checkpoint,
     save_checkpoint,
 )
 from rlkit.config import BaseConfig, validate_config
@@ -66,10 +83,6 @@ from rlkit.logger import Logger
 from rlkit.seeding import get_rng_state, seed_everything, set_rng_state
 from rlkit.signals import signals_deferred, sigterm_as_interrupt
 from rlkit.types import Policy
-
-# Observers of every evaluation during training, called as ``hook(run, global_step, result)`` (``rlkit tune``
-# reports them to Optuna's pruner; a hook may raise to stop the run).
-EVAL_HOOKS: list[Callable[[Run, int, dict[str, Any]], None]] = []
 
 
 def default_run_dir(agent: str, env_id: str, seed: int) -> Path:
@@ -170,9 +183,11 @@ class Run:
         agent: registered agent name, stored in checkpoints so ``rlkit eval`` can rebuild the policy.
         cfg: the resolved config; ``cfg.run_dir`` is filled in when it was None.
         resume: continue from the latest checkpoint in ``cfg.run_dir``.
+        callbacks: called after each log row, evaluation and checkpoint (:mod:`rlkit.callbacks`).
     """
 
-    def __init__(self, agent: str, cfg: BaseConfig, resume: bool = False) -> None:
+    def __init__(self, agent: str, cfg: BaseConfig, resume: bool = False,
+                 callbacks: Sequence[Callback] | None = None) -> None:
         validate_config(cfg)  # before anything is written
         self.agent = agent
         self.cfg = cfg
@@ -196,12 +211,20 @@ class Run:
         self.resume_state: dict[str, Any] | None = None
         self.global_step = 0
         self._wall_before = 0.0
+        self.callbacks = list(callbacks or [])
+        self.stopped: dict[str, Any] | None = None  # why and where the run stopped before its budget
+        self.best_return = -math.inf  # the best evaluation so far (checkpoints/best/)
+        self._finishing = False
         if resume:
             self.resume_state = load_checkpoint(self.dir)
             if self.resume_state["agent"] != agent:
                 raise RLKitError(f"{self.dir} is a {self.resume_state['agent']} run, not {agent}")
             self.global_step = int(self.resume_state["global_step"])
             self._wall_before = float(self.resume_state.get("wall_s", 0.0))
+            # the best may be newer than the checkpoint resumed (the final evaluation comes after it)
+            saved_best = best_return_of(self.dir)
+            self.best_return = max(float(self.resume_state.get("best_return", -math.inf)),
+                                   -math.inf if saved_best is None else saved_best)
             self._check_finished()
         self._resume = resume
         self._logger: Logger | None = None
@@ -244,7 +267,8 @@ class Run:
                 stale.unlink(missing_ok=True)
         cfg.save(self.dir / "config.json")
         self._logger = Logger(self.dir, total_steps=cfg.total_steps, initial_step=self.global_step,
-                              progress=cfg.progress, tensorboard=cfg.tensorboard, clock=lambda: self.wall_s)
+                              progress=cfg.progress, tensorboard=cfg.tensorboard, clock=lambda: self.wall_s,
+                              on_row=self._row_written)
         if not self._resume:
             table = "\n".join(f"|{k}|{v}|" for k, v in cfg.to_dict().items())
             self._logger.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
@@ -278,12 +302,55 @@ class Run:
             "config": self.cfg.to_dict(),
             "global_step": global_step,
             "wall_s": self.wall_s,
+            "best_return": self.best_return,
             "rng": get_rng_state(self.rng),
             "versions": versions(),
             **state,
         }
         buffer_state = replay_buffer.state_dict() if replay_buffer is not None else None
-        return save_checkpoint(self.dir, full, global_step, keep=self.cfg.keep_checkpoints, buffer=buffer_state)
+        path = save_checkpoint(self.dir, full, global_step, keep=self.cfg.keep_checkpoints, buffer=buffer_state)
+        self._notify(Event("checkpoint", global_step, run_dir=self.dir, path=path.parent, final=self._finishing))
+        return path
+
+    # ------------------------------------------------------------------ callbacks, early stops, best checkpoint
+    def stop(self, reason: str, global_step: int, **details: Any) -> None:
+        """Ask the training loop to stop after this iteration (the first reason given is kept)."""
+        if self.stopped is None and not self._finishing:
+            self.stopped = {"reason": reason, "env_steps": global_step, "wall_s": round(self.wall_s, 3), **details}
+
+    def _notify(self, event: Event) -> None:
+        if not self.callbacks:
+            return
+        try:
+            stopper = dispatch(self.callbacks, event)
+        except BaseException:
+            self.close()  # a callback's exception ends the run (e.g. tune's pruning): release the logger
+            raise
+        if stopper is not None:
+            self.stop(f"callback {stopper}", event.step)
+
+    def _row_written(self, step: int, row: dict[str, Any]) -> None:
+        self._notify(Event("log", step, metrics=dict(row), run_dir=self.dir, final=self._finishing))
+
+    def _after_evaluation(self, global_step: int, result: dict[str, Any],
+                          state: Callable[[], dict[str, Any]] | None) -> None:
+        """Best checkpoint, target return and callbacks, after an evaluation (periodic or final)."""
+        mean = float(result["mean"])
+        if mean > self.best_return:
+            self.best_return = mean
+            if state is not None:
+                self._save_best(global_step, state(), result)
+        if (target := getattr(self.cfg, "target_return", None)) is not None and mean >= target:
+            self.stop("target_return", global_step, eval_mean=mean)
+        self._notify(Event("eval", global_step, metrics={**result, "best": self.best_return}, run_dir=self.dir,
+                           final=self._finishing))
+
+    def _save_best(self, global_step: int, state: dict[str, Any], result: dict[str, Any]) -> None:
+        full = {"agent": self.agent, "config": self.cfg.to_dict(), "global_step": global_step,
+                "wall_s": self.wall_s, "best_return": self.best_return,
+                "eval": {"mean": float(result["mean"]), "std": float(result["std"])},
+                "versions": versions(), **state}
+        save_best_checkpoint(self.dir, full, global_step)
 
     def step_done(self, global_step: int, stride: int, policy: Policy, make_eval_env: Callable[..., gym.Env],
                   state: Callable[[], dict[str, Any]], scalars: Callable[[], dict[str, float]] | None = None,
@@ -291,14 +358,15 @@ class Run:
         """The bookkeeping after each training iteration, in this order: progress bar, evaluation (before
         the log row, so the row carries it), log row with ``scalars()``, periodic checkpoint of ``state()``.
 
-        Returns the evaluation's result when one ran this iteration, else None.
+        Returns the evaluation's result when one ran this iteration, else None. Check :attr:`stopped` after it.
         """
         cfg = self.cfg
         self.logger.progress(global_step)
         result = None
+        log_due = Run.due(global_step, cfg.log_every, stride)
         if Run.due(global_step, cfg.eval_every, stride):
-            result = self.evaluate(policy, make_eval_env, global_step)
-        if Run.due(global_step, cfg.log_every, stride):
+            result = self.evaluate(policy, make_eval_env, global_step, state=state, write_row=not log_due)
+        if log_due:
             for key, value in (scalars() if scalars is not None else {}).items():
                 self.logger.record(key, value)
             self.logger.dump(global_step)
@@ -335,25 +403,32 @@ class Run:
             raise RLKitError(f"{step_dir / 'buffer.pt'}: {e}") from None
         buffer.rng = self.rng
 
-    def evaluate(self, policy: Policy, make_eval_env: Callable[..., gym.Env], global_step: int) -> dict[str, Any]:
-        """Evaluate ``cfg.eval_episodes`` episodes during training and log ``eval/mean_return``."""
+    def evaluate(self, policy: Policy, make_eval_env: Callable[..., gym.Env], global_step: int,
+                 state: Callable[[], dict[str, Any]] | None = None, write_row: bool = True) -> dict[str, Any]:
+        """Evaluate ``cfg.eval_episodes`` episodes during training and log ``eval/mean_return`` in a row at
+        ``global_step`` (``write_row=False``: the caller writes the row of this step). A new best commits
+        ``state()`` as ``checkpoints/best/``; ``target_return`` and callbacks may stop the run."""
         result = evaluate(policy, make_eval_env, self.cfg.eval_episodes, seed=self.cfg.eval_seed)
         self.logger.record("eval/mean_return", result["mean"])
         self.logger.record("eval/std_return", result["std"])
-        for hook in EVAL_HOOKS:
-            hook(self, global_step, result)
+        if write_row:
+            self.logger.dump(global_step)
+        self._after_evaluation(global_step, result, state)
         return result
 
     def finish(self, policy: Policy, make_eval_env: Callable[..., gym.Env], global_step: int,
                state: dict[str, Any], extra: dict[str, Any] | None = None, replay_buffer: Any = None
                ) -> dict[str, Any]:
-        """Save the final checkpoint, evaluate, write ``final.json`` and close the logger."""
+        """Save the final checkpoint, evaluate, write ``final.json`` and close the logger. Callbacks see the
+        final checkpoint, row and evaluation, but can no longer stop anything."""
+        self._finishing = True
         wall_s = self.wall_s
         ckpt = self.checkpoint(global_step, state, replay_buffer)
         result_eval = evaluate(policy, make_eval_env, self.cfg.eval_episodes, seed=self.cfg.eval_seed)
         self.logger.record("eval/mean_return", result_eval["mean"])
         self.logger.record("eval/std_return", result_eval["std"])
         self.logger.dump(global_step)
+        self._after_evaluation(global_step, result_eval, lambda: state)
         self.logger.close()
         result = {
             "agent": self.agent,
@@ -364,9 +439,12 @@ class Run:
             "eval": result_eval,
             "run_dir": str(self.dir),
             "checkpoint": str(ckpt),
+            "best_eval_mean": self.best_return,
             "versions": versions(),
             **(extra or {}),
         }
+        if self.stopped is not None:
+            result["stopped"] = self.stopped
         atomic_write_text(self.dir / "final.json", json.dumps(result, indent=2))
         return result
 

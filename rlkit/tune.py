@@ -25,19 +25,19 @@ schema in :func:`summary`).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from rlkit.callbacks import Callback, Event
 from rlkit.config import BaseConfig, apply_overrides, config_from_dict
 from rlkit.errors import RLKitError
 from rlkit.registry import AgentSpec, get_agent
@@ -133,32 +133,26 @@ def base_overrides(env_id: str, steps: int, seed: int, evaluations: int, eval_ep
             "tensorboard": False}
 
 
-@contextlib.contextmanager
-def reporting_to(trial: Any) -> Iterator[None]:
-    """Report each evaluation of the runs in this block to ``trial``; prune when Optuna says so."""
+def pruning_callback(trial: Any) -> Callback:
+    """A run callback that reports each periodic evaluation to ``trial`` and prunes when Optuna says so."""
     import optuna
 
-    from rlkit import run as run_module
-
-    def hook(run: Any, global_step: int, result: dict[str, Any]) -> None:
-        trial.report(float(result["mean"]), global_step)
+    def report_to_optuna(event: Event) -> None:
+        if event.kind != "eval" or event.final:  # the final evaluation is the trial's value, not a report
+            return
+        mean = float(event.metrics["mean"])  # type: ignore[arg-type]
+        trial.report(mean, event.step)
         if trial.should_prune():
-            run.close()
-            raise optuna.TrialPruned(f"eval {result['mean']:.2f} at step {global_step} is below the median")
+            raise optuna.TrialPruned(f"eval {mean:.2f} at step {event.step} is below the median")
 
-    run_module.EVAL_HOOKS.append(hook)
-    try:
-        yield
-    finally:
-        run_module.EVAL_HOOKS.remove(hook)
+    return report_to_optuna
 
 
 def train_trial(agent: str, config: dict[str, Any], trial: Any) -> float:
     """Train one trial's config (a full config dict) and return its final evaluation's mean."""
     spec = get_agent(agent)
     cfg = config_from_dict(spec.config_cls, config)
-    with reporting_to(trial):
-        result = spec.train(cfg)
+    result = spec.train(cfg, callbacks=[pruning_callback(trial)])
     return float(result["eval"]["mean"])
 
 

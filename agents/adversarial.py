@@ -41,6 +41,7 @@ from rlkit.callbacks import Callback
 from rlkit.cli import train_from_command_line
 from rlkit.config import BaseConfig, config_from_dict, opt, require_at_least_one
 from rlkit.errors import RLKitError, require_imitation
+from rlkit.evaluation import evaluate
 from rlkit.registry import AgentSpec, eval_env_factory
 from rlkit.run import Run
 from rlkit.types import SB3ModelPolicy
@@ -259,7 +260,8 @@ def _train_adversarial(algo: str, cfg: AdversarialConfig, resume: bool,
 
     policy = SB3ModelPolicy(ppo)
     make_eval_env = eval_env_factory(cfg, eval_env_id)
-    initial = None if resume else run.evaluate(policy, make_eval_env, 0)["mean"]
+    # The untrained generator's score, for final.json: a baseline, so neither a best checkpoint nor a stop.
+    initial = None if resume else evaluate(policy, make_eval_env, cfg.eval_episodes, seed=cfg.eval_seed)["mean"]
     steps_per_round = trainer.gen_train_timesteps
     if cfg.total_steps < steps_per_round:
         raise RLKitError(f"total_steps={cfg.total_steps} is less than one round "

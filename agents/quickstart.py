@@ -1,6 +1,6 @@
 """``rlkit quickstart``: the whole imitation pipeline on CartPole-v1, in minutes on a laptop CPU.
 
-1. train a DQN expert (the ``dqn`` ``cartpole`` preset);
+1. train a DQN expert (the ``dqn`` ``cartpole`` preset) and take its best evaluation's checkpoint;
 2. record demonstrations from it, without rewards;
 3. replay-verify them (every episode must reproduce from its stored seed);
 4. train BC on them, and DAgger starting from them with the DQN as the interactive expert;
@@ -59,6 +59,7 @@ def quickstart(out: str | Path, seed: int = 0, dqn_steps: int | None = None, num
     from rlkit.agents import bc, dagger, dqn
 
     from rlkit import demos, envs
+    from rlkit.cli import load_policy
     from rlkit.config import apply_overrides, resolve_preset
     from rlkit.evaluation import evaluate
     from rlkit.types import RandomPolicy
@@ -82,14 +83,20 @@ def quickstart(out: str | Path, seed: int = 0, dqn_steps: int | None = None, num
                                 **({"total_steps": dqn_steps} if dqn_steps else {})})
     log(f"[1/5] training a DQN expert on {ENV_ID} ({cfg.total_steps} steps)...")
     expert = dqn.train(cfg)
+    # The expert is the run's best evaluation (checkpoints/best/), as an RL-Zoo user takes best_model.zip:
+    # DQN on CartPole wobbles after it solves the task, and the demonstrations should come from its best.
+    expert_policy = load_policy(expert["run_dir"], "best")
+    expert["eval"] = evaluate(expert_policy, lambda render_mode=None: envs.make_env(ENV_ID, render_mode=render_mode),
+                              eval_episodes, seed=cfg.eval_seed)
     stage("expert", t0)
-    log(f"      expert: {expert['eval']['mean']:.1f} ± {expert['eval']['std']:.1f} ({times['expert']:.0f}s)")
+    log(f"      expert (best checkpoint): {expert['eval']['mean']:.1f} ± {expert['eval']['std']:.1f} "
+        f"({times['expert']:.0f}s)")
 
     t0 = time.perf_counter()
     log(f"[2/5] recording {num_demos} demonstrations without rewards, then replay-verifying them...")
     demo_dir = out / "demos"
-    recorded = demos.record(demos.resolve_policy(expert["run_dir"], ENV_ID), ENV_ID, episodes=num_demos,
-                            out=demo_dir, seed=seed, source=expert["run_dir"])
+    recorded = demos.record(expert_policy, ENV_ID, episodes=num_demos, out=demo_dir, seed=seed,
+                            source=f"{expert['run_dir']} (best checkpoint)")
     verified = demos.replay(demo_dir, verify=True)
     if not verified["all_reproduced"]:
         bad = [e for e in verified["episodes"] if e["status"] != "reproduced"]
@@ -112,7 +119,7 @@ def quickstart(out: str | Path, seed: int = 0, dqn_steps: int | None = None, num
 
     t0 = time.perf_counter()
     log(f"[4/5] DAgger: the demonstrations, then {dagger_rounds} round(s) labelled by the DQN expert...")
-    dagger_cfg = dagger.DAggerConfig(**quiet, demos=str(demo_dir), expert=expert["run_dir"],
+    dagger_cfg = dagger.DAggerConfig(**quiet, demos=str(demo_dir), expert=expert["run_dir"], expert_checkpoint="best",
                                      rounds=1 + dagger_rounds, episodes_per_round=2, epochs_per_round=10,
                                      hidden=bc_preset["hidden"], run_dir=str(out / "runs" / "dagger"))
     dagger_result = dagger.train(dagger_cfg)

@@ -144,7 +144,8 @@ def time_to_threshold(name: str, seed: int, max_steps: int, eval_every: int, tmp
         over = {**over, "total_steps": max_steps, "eval_every": eval_every, "eval_episodes": EVAL_EPISODES,
                 "target_return": THRESHOLD}
         out = rlkit_run(agent, seed, over, tmp)
-        reached = out["result"].get("target_reached")
+        stopped = out["result"].get("stopped")  # rlkit's target_return stop: {"global_step", "wall_s", ...}
+        reached = {"env_steps": stopped["global_step"], "wall_s": stopped["wall_s"]} if stopped else None
     return {"algo": name, "seed": seed, "reached": reached is not None,
             "wall_s": round(reached["wall_s"], 3) if reached else None,
             "env_steps": reached["env_steps"] if reached else None,

@@ -70,6 +70,10 @@ def make_env(env_id: str, seed: int | None = None, render_mode: str | None = Non
     """
     spec = _spec(env_id)
     kwargs = dict(env_kwargs or {})
+    limit = kwargs.get("max_episode_steps")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        # gymnasium takes -1 or 0 silently (and 2.5 fails mid-episode); a time limit is a positive step count
+        raise RLKitError(f"env_kwargs max_episode_steps must be a positive whole number of steps; got {limit!r}")
     atari = is_atari(env_id) and atari_wrappers
     if atari:
         if kwargs.get("frameskip", 1) != 1:

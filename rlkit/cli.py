@@ -240,8 +240,11 @@ def eval_env_id(state: dict[str, Any], path: str | Path) -> str:
         return str(state["eval_env_id"])
     from rlkit.checkpoint import read_json
 
-    # RUN/checkpoints/<step or best>/state.pt: final.json is in RUN
-    run_dir = Path(state["checkpoint_dir"]).parent.parent if state.get("checkpoint_dir") else Path(path)
+    # RUN, RUN/checkpoints/<step_N or best>[/state.pt]: final.json is in RUN
+    where = Path(state.get("checkpoint_dir") or path)
+    where = where.parent if where.suffix == ".pt" else where
+    run_dir = where.parent.parent if where.parent.name == "checkpoints" else \
+        where.parent if where.name == "checkpoints" else where
     final = run_dir / "final.json"
     if final.exists():  # a damaged final.json is a one-line error naming it
         recorded = read_json(final).get("eval_env_id")

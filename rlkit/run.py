@@ -316,7 +316,7 @@ class Run:
     def stop(self, reason: str, global_step: int, **details: Any) -> None:
         """Ask the training loop to stop after this iteration (the first reason given is kept)."""
         if self.stopped is None and not self._finishing:
-            self.stopped = {"reason": reason, "env_steps": global_step, "wall_s": round(self.wall_s, 3), **details}
+            self.stopped = {"reason": reason, "global_step": global_step, "wall_s": round(self.wall_s, 3), **details}
 
     def _notify(self, event: Event) -> None:
         if not self.callbacks:
@@ -370,7 +370,8 @@ class Run:
             for key, value in (scalars() if scalars is not None else {}).items():
                 self.logger.record(key, value)
             self.logger.dump(global_step)
-        if Run.due(global_step, cfg.checkpoint_every, stride) and global_step < cfg.total_steps:
+        if Run.due(global_step, cfg.checkpoint_every, stride) and global_step < cfg.total_steps \
+                and self.stopped is None:  # a stopped run's final checkpoint comes next
             self.checkpoint(global_step, state(), replay_buffer)
         return result
 

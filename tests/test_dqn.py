@@ -135,7 +135,8 @@ def test_learns_cartpole(tmp_path):
     cfg = apply_overrides(DQNConfig(), resolve_preset(AGENT.presets(), "cartpole", "dqn"))
     cfg = apply_overrides(cfg, {"seed": 0, "run_dir": str(tmp_path / "cp"), "progress": False})
     result = train(cfg)
-    # An untrained greedy net scores ~10. Seed 0 ends at 500 with foreach Adam and at 448.5 with the fused
-    # kernel rlkit now uses (a rounding-level difference that DQN's late-training wobble on CartPole amplifies),
-    # so the bar is 400 on the final 20-episode evaluation; the 5-seed benchmark reports the solve rate.
-    assert result["eval"]["mean"] >= 400, result["eval"]
+    # An untrained greedy net scores ~10. The preset stops at its first evaluation of 500 (seed 0: at 25k of
+    # 50k steps); the final evaluation scores the same weights on the same seeds, and best/ holds them too.
+    assert result["eval"]["mean"] >= 475, result["eval"]
+    assert result["stopped"]["reason"] == "target_return" and result["env_steps"] < 50_000
+    assert result["best_eval_mean"] == 500.0

@@ -40,5 +40,8 @@ def test_eval_env_falls_back_to_final_json_then_config(tmp_path):
     (run / "final.json").write_text(json.dumps({"eval_env_id": "CartPole-v1"}))
     assert eval_env_id(old_state, run) == "CartPole-v1"
     assert eval_env_id(old_state, run / "checkpoints" / "step_512.pt") == "CartPole-v1"
+    for checkpoint in ("step_0000000512", "best"):  # a checkpoint directory, as load_checkpoint records it
+        assert eval_env_id({**old_state, "checkpoint_dir": str(run / "checkpoints" / checkpoint)}, "x") == "CartPole-v1"
+        assert eval_env_id(old_state, run / "checkpoints" / checkpoint / "state.pt") == "CartPole-v1"
     assert eval_env_id({**old_state, "eval_env_id": "Acrobot-v1"}, run) == "Acrobot-v1"
     assert eval_env_id({"config": {"env_id": "Pendulum-v1"}}, tmp_path / "elsewhere") == "Pendulum-v1"

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from rlkit import demos
 from rlkit.checkpoint import list_checkpoints, load_buffer, load_checkpoint, save_checkpoint
 from rlkit.cli import main
 from rlkit.registry import agent_names, get_agent
@@ -284,10 +285,26 @@ def test_corruption_matrix(finished_run, tmp_path, capsys, command):
 # ------------------------------------------------------------------------------------ bad values
 COMMON_BAD = [["--steps", "-5"], ["--seed", "-1"], ["--seed", str(2**70)], ["--set", "eval_episodes=0"],
               ["--set", "device=banana"], ["--set", "keep_checkpoints=0"], ["--set", "torch_threads=0"],
-              ["--set", "env_kwargs=[1"], ["--set", "no_such_option=1"]]
+              ["--set", "env_kwargs=[1"], ["--set", "no_such_option=1"],
+              ["--set", 'env_kwargs={"max_episode_steps": -1}'], ["--set", "target_return=nan"],
+              ["--set", "target_return=100", "--set", "eval_every=0"]]
 FIELD_BAD = {"lr": ["-1", "nan", "inf"], "actor_lr": ["-0.1"], "ppo_lr": ["-1"], "hidden": ["[-5]", "[0]", "[64,"],
              "gamma": ["1.5"], "batch_size": ["10000000", "0"], "epsilon_start": ["5"],
              "exploration_fraction": ["-1"], "num_demos": ["-3"], "buffer_size": ["0"]}
+
+
+def test_demo_commands_refuse_bad_numbers(tmp_path, capsys):
+    data = tmp_path / "demos"
+    code, _, err = rlkit(capsys, "demos", "record", "--env", "CartPole-v1", "--policy", "random", "--episodes", "1",
+                         "--out", data, "--env-kwargs", '{"max_episode_steps": -1}')
+    assert_one_line_error(code, err, names="max_episode_steps")
+    assert not data.exists()
+    code, _, err = rlkit(capsys, "demos", "record", "--env", "CartPole-v1", "--policy", "random", "--episodes", "1",
+                         "--out", data)
+    assert code == 0, err
+    for tolerance in (["--atol", "-1"], ["--rtol", "-1"]):
+        code, _, err = rlkit(capsys, "demos", "replay", data, "--verify", *tolerance)
+        assert_one_line_error(code, err, names="must be non-negative")
 
 
 def bad_values(agent: str) -> list[list[str]]:
@@ -392,12 +409,24 @@ def wait_for(condition, timeout: float = 120.0, proc: subprocess.Popen | None = 
     raise TimeoutError
 
 
+class CartPoleRule:
+    def act(self, obs, deterministic: bool = True):
+        return (3.0 * obs[:, 2] + obs[:, 3] > 0).astype("int64")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("agent", ["dqn", "a3c"])
+@pytest.mark.parametrize("agent", ["dqn", "a3c", "dagger", "gail"])
 def test_sigterm_checkpoints_and_exits_143(agent, tmp_path):
     run = tmp_path / "run"
-    extra = ["--set", "num_workers=2"] if agent == "a3c" else ["--set", "buffer_size=5000"]
-    proc = start(["train", agent, "--env", "CartPole-v1", "--steps", "10000000", "--run-dir", str(run),
+    env, extra = "CartPole-v1", {"a3c": ["--set", "num_workers=2"], "dqn": ["--set", "buffer_size=5000"]}.get(agent, [])
+    if agent == "dagger":
+        env, extra = "rlkit/CurvyRoad-v0", ["--set", "expert=python:rlkit.envs.test_envs:CurvyRoadExpert",
+                                            "--set", "rounds=1000000"]
+    if agent == "gail":
+        demos.record(CartPoleRule(), "CartPole-v1", episodes=2, out=tmp_path / "demos", seed=0)
+        env, extra = "seals:seals/CartPole-v0", ["--set", f"demos={tmp_path / 'demos'}", "--set", "num_envs=2",
+                                                 "--set", "ppo_n_steps=64", "--set", "eval_every=0"]
+    proc = start(["train", agent, "--env", env, "--steps", "10000000", "--run-dir", str(run),
                   "--no-progress", "--set", "checkpoint_every=1000000", "--set", "log_every=100",
                   "--set", "tensorboard=false", *extra])
     assert wait_for(lambda: (run / "metrics.csv").exists(), proc=proc), proc.communicate()[1]
@@ -410,6 +439,27 @@ def test_sigterm_checkpoints_and_exits_143(agent, tmp_path):
     assert 0 < state["global_step"] < 1000000
     if agent == "dqn":
         assert load_buffer(state["checkpoint_dir"])["pos"] == state["global_step"] % 5000
+    if agent == "dagger":  # the learner of the last round trained (metrics.csv appears after round 0's)
+        assert state["round"] >= 0
+
+
+@pytest.mark.slow
+def test_sigterm_during_reproduce_checkpoints_the_running_seed(tmp_path):
+    presets = tmp_path / "tiny.yaml"
+    presets.write_text("tiny-dqn:\n  agent: dqn\n  preset: cartpole\n  seeds: 2\n  budget: 1000000\n"
+                       "  eval_points: 2\n  overrides: {buffer_size: 5000, checkpoint_every: 1000000, log_every: 100,"
+                       " tensorboard: false}\n  reference: {score: 500.0, source: test}\n")
+    out = tmp_path / "out"
+    proc = start(["reproduce", "tiny-dqn", "--presets", str(presets), "--out", str(out), "--workers", "1"])
+    assert wait_for(lambda: (out / "seed_0" / "metrics.csv").exists(), proc=proc), proc.communicate()[1]
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "rlkit: terminated (SIGTERM)"
+    state = load_checkpoint(out / "seed_0")  # rerunning the same command resumes seed 0 from here
+    assert 0 < state["global_step"] < 1000000
+    assert not (out / "results.json").exists()
 
 
 @pytest.mark.slow

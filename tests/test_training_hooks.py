@@ -15,9 +15,9 @@ from rlkit.agents.dqn import train as train_dqn
 from rlkit import demos
 from rlkit.callbacks import Event, StopOnPlateau
 from rlkit.checkpoint import list_checkpoints, load_checkpoint, read_checksums
-from rlkit.cli import main
 from rlkit.config import apply_overrides
 from rlkit.registry import agent_names, get_agent
+from tests.test_faults_run import rlkit  # rlkit ARGS in this process: (exit status, stdout, stderr)
 
 DQN_TINY = dict(env_id="CartPole-v1", total_steps=600, learning_starts=100, batch_size=16, buffer_size=500,
                 hidden=[16], eval_episodes=2, checkpoint_every=0, log_every=1000, progress=False, tensorboard=False)
@@ -34,16 +34,6 @@ def rows(run_dir: str | Path) -> list[dict[str, str]]:
 
 def evaluations(run_dir: str | Path) -> dict[int, float]:
     return {int(r["global_step"]): float(r["eval/mean_return"]) for r in rows(run_dir) if r["eval/mean_return"]}
-
-
-def rlkit(capsys, *args) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # ------------------------------------------------------------------------------------ evaluation cadence

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -76,11 +77,28 @@ def run_local(jobs: list[Job], workers: int, report: Report) -> dict[str, dict[s
                     exc = fut.exception()
                     outcomes[job.key] = exc if exc is not None else fut.result()
                     report(job, outcomes[job.key], len(outcomes), len(jobs))
-        except KeyboardInterrupt:  # Ctrl-C reaches every process, SIGTERM only this one: pass it on to checkpoint
-            for proc in list((getattr(pool, "_processes", None) or {}).values()):
-                proc.terminate()
+        except KeyboardInterrupt:
+            # Ctrl-C reaches every process, SIGTERM only this one: drop the queued jobs and pass the signal on,
+            # so that each running job checkpoints on its way out.
+            processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown() forgets them
+            pool.shutdown(wait=False, cancel_futures=True)
+            _stop_processes(processes)
             raise
     return outcomes
+
+
+def _stop_processes(processes: list[Any], timeout: float = 120.0) -> None:
+    """SIGTERM each worker until it exits (SIGKILL after ``timeout``). One signal is not enough: a worker that
+    has checkpointed and returned may already hold the next job from the pool's queue, and starts it."""
+    deadline = time.monotonic() + timeout
+    while any(p.is_alive() for p in processes) and time.monotonic() < deadline:
+        for proc in processes:
+            if proc.is_alive():
+                proc.terminate()  # ignored while a checkpoint is being written (rlkit.signals.signals_deferred)
+        time.sleep(0.5)
+    for proc in processes:
+        if proc.is_alive():
+            proc.kill()
 
 
 def run_ray(jobs: list[Job], workers: int, report: Report, address: str | None = None

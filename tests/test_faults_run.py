@@ -425,7 +425,7 @@ def test_sigterm_checkpoints_and_exits_143(agent, tmp_path):
     if agent == "gail":
         demos.record(CartPoleRule(), "CartPole-v1", episodes=2, out=tmp_path / "demos", seed=0)
         env, extra = "seals:seals/CartPole-v0", ["--set", f"demos={tmp_path / 'demos'}", "--set", "num_envs=2",
-                                                 "--set", "ppo_n_steps=64", "--set", "eval_every=0"]
+                                                 "--set", "ppo_n_steps=64", "--set", "demo_batch_size=256"]
     proc = start(["train", agent, "--env", env, "--steps", "10000000", "--run-dir", str(run),
                   "--no-progress", "--set", "checkpoint_every=1000000", "--set", "log_every=100",
                   "--set", "tensorboard=false", *extra])

@@ -49,7 +49,8 @@ def run_rlkit(seed: int, eval_every: int, out: Path) -> dict:
     cfg = apply_overrides(AGENT.config_cls(), resolve_preset(AGENT.presets(), "cartpole", "dqn"))
     cfg = apply_overrides(cfg, {"seed": seed, "run_dir": str(out / f"rlkit-{seed}"), "progress": False,
                                 "eval_every": eval_every, "checkpoint_every": 0, "save_buffer": False,
-                                "tensorboard": False})
+                                "tensorboard": False,
+                                "target_return": None})  # the same 50k steps as SB3, not the preset's early stop
     # eval_every uses cfg.eval_episodes (20); keep it equal to SB3's 10 during training.
     cfg.eval_episodes = 10
     t0, c0 = time.perf_counter(), time.process_time()

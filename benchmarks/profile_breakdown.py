@@ -89,7 +89,8 @@ def rlkit_dqn(t: Timers, steps: int | None, tmp: str) -> Callable[[], Any]:
     cfg = apply_overrides(dqn.AGENT.config_cls(), resolve_preset(dqn.AGENT.presets(), "cartpole", "dqn"))
     cfg = apply_overrides(cfg, {"seed": 0, "run_dir": f"{tmp}/rlkit", "progress": False, "eval_every": 5_000,
                                 "eval_episodes": 10, "checkpoint_every": 0, "save_buffer": False,
-                                "tensorboard": False, **({"total_steps": steps} if steps else {})})
+                                "tensorboard": False, "target_return": None,  # all 50k steps, as SB3
+                                **({"total_steps": steps} if steps else {})})
     common_torch(t)
     t.wrap(VecEnv, "step", "env step")
     t.wrap(TorchPolicy, "act", "acting")

@@ -98,6 +98,6 @@ def build_config(preset: ReproducePreset, steps: int | None = None, eval_points:
         raise RLKitError(f"--eval-points must be at least 1; got {eval_points}")
     if total > 0:
         eval_every = max(total // (eval_points or preset.eval_points), 1)
-        # Every evaluation must reach metrics.csv, so metrics are written at least as often.
+        # Evaluations write their own rows; the training metrics are logged as often, for the same curve points.
         changes.update(eval_every=eval_every, log_every=min(cfg.log_every, eval_every))
     return apply_overrides(cfg, changes, source="reproduce")

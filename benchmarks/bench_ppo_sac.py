@@ -68,9 +68,9 @@ def run_rlkit(algo: str, seed: int, run_dir: str, clock: EvalClock) -> dict:
     evaluate, periodic = rlkit.run.evaluate, rlkit.run.Run.evaluate
     rlkit.run.evaluate = lambda *a, **k: clock.run(evaluate, *a, **k)
 
-    def timed_periodic(self, policy, make_env, global_step, episodes=None):
+    def timed_periodic(self, policy, make_env, global_step, *args, **kwargs):
         clock.step = global_step
-        return periodic(self, policy, make_env, global_step, episodes)
+        return periodic(self, policy, make_env, global_step, *args, **kwargs)
 
     rlkit.run.Run.evaluate = timed_periodic
     spec = get_agent(algo)
@@ -139,16 +139,25 @@ def worker(lib: str, algo: str, seed: int) -> None:
     print("RESULT " + json.dumps(out))
 
 
+def loadavg() -> float | None:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def launch(lib: str, algo: str, seed: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", lib, algo, str(seed)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "PYTHONPATH": str(ROOT)}
+    load_before = loadavg()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir())
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
     if proc.returncode != 0 or line is None:
         raise SystemExit(f"{lib} {algo} seed {seed} failed:\n{proc.stderr[-3000:]}")
     out = json.loads(line[len("RESULT "):])
-    out.update(lib=lib, algo=algo, seed=seed)
+    # the machine's load (1-minute average) around the run: the wall times mean little without it
+    out.update(lib=lib, algo=algo, seed=seed, loadavg_1min_before_after=[load_before, loadavg()])
     print(f"{lib:5} {algo} seed {seed}: {out['wall_s']:7.1f}s wall, {out['cpu_s']:7.1f}s cpu (evals excluded), "
           f"final eval {out['eval']['mean']:8.1f} +- {out['eval']['std']:.1f}, "
           f"target first reached at {out['first_target_step']}", flush=True)

@@ -58,8 +58,11 @@ def scheduled(value: float, schedule: Schedule, progress: float) -> float:
     return linear(value, 0.0, progress) if schedule == "linear" else value
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set the learning rate of every parameter group."""
+def set_lr(optimizer: torch.optim.Optimizer | FlatAdam, lr: float) -> None:
+    """Set the learning rate of every parameter group (of a :class:`FlatAdam`: its one rate)."""
+    if isinstance(optimizer, FlatAdam):
+        optimizer.lr = lr
+        return
     for group in optimizer.param_groups:
         group["lr"] = lr
 
@@ -135,6 +138,15 @@ class FlatAdam:
 
     def zero_grad(self, set_to_none: bool = False) -> None:
         self.grad.zero_()
+
+    @torch.no_grad()
+    def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
+        """``torch.nn.utils.clip_grad_norm_`` over the flat gradient: scale it by ``max_norm / (norm + 1e-6)``
+        when its global L2 norm exceeds ``max_norm``; one norm instead of one per parameter plus their norm
+        (so the norm can differ from torch's in the last float bits). Returns the norm before clipping."""
+        norm = torch.linalg.vector_norm(self.grad)
+        self.grad.mul_((max_norm / (norm + 1e-6)).clamp_(max=1.0))
+        return norm
 
     @torch.no_grad()
     def step(self) -> None:

@@ -71,3 +71,27 @@ def test_flat_adam_matches_torch_adam_step_for_step(weight_decay):
     clone = FlatAdam(net(), lr=0.01)
     clone.load_state_dict(opt_ours.state_dict())
     assert clone.steps == 5 and torch.equal(clone.exp_avg_sq, opt_ours.exp_avg_sq)
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 1e6])
+def test_flat_adam_clips_like_torch_and_takes_its_learning_rate(max_norm):
+    # Gradients of norm well above 0.5 are scaled to norm 0.5 as clip_grad_norm_ does; a huge max_norm
+    # leaves them as they are (the scale is clamped at 1).
+    def net():
+        torch.manual_seed(1)
+        return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+
+    ours, ref = net(), net()
+    opt_ours = FlatAdam(ours, lr=0.01)
+    x = torch.randn(32, 4) * 10
+    for model in (ours, ref):
+        model(x).pow(2).sum().backward()
+    norm = opt_ours.clip_grad_norm_(max_norm)
+    ref_norm = torch.nn.utils.clip_grad_norm_(ref.parameters(), max_norm)
+    assert norm.item() > 5 and norm.item() == pytest.approx(ref_norm.item(), rel=1e-6)
+    for a, b in zip(ours.parameters(), ref.parameters()):
+        torch.testing.assert_close(a.grad, b.grad)
+    expected = min(max_norm, norm.item())
+    assert torch.linalg.vector_norm(opt_ours.grad).item() == pytest.approx(expected, rel=1e-5)
+    set_lr(opt_ours, 0.25)
+    assert opt_ours.lr == 0.25

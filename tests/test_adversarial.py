@@ -105,3 +105,38 @@ def test_preference_comparisons_report_reward_correlation(tmp_path):
     assert result["comparisons"] == 40 and math.isfinite(result["reward_loss"])
     policy = load_policy(result["run_dir"])
     assert policy.act(np.zeros((2, 3), np.float32)).shape == (2, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning tests: the learners reach a bar they would miss if they did not learn
+# ---------------------------------------------------------------------------------------------
+def random_return(env_id: str) -> float:
+    """Mean return of a seeded uniform-random policy over 100 episodes (normalised 0)."""
+    from rlkit.envs import make_env
+
+    from rlkit.evaluation import evaluate
+    from rlkit.types import RandomPolicy
+
+    space = make_env(env_id).action_space
+    return evaluate(RandomPolicy(space, seed=0), lambda render_mode=None: make_env(env_id), 100, seed=10_000,
+                    deterministic=False)["mean"]
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*Box (low|high)'s precision lowered:UserWarning")
+def test_gail_imitates_a_cartpole_expert(tmp_path):
+    """GAIL with the cartpole preset's settings reaches >= 0.8 normalised return on CartPole-v1 in 150k generator
+    steps (measured: 500.0, the expert's return, on seed 0; an untrained or collapsed generator scores 9-60)."""
+    from rlkit.config import resolve_preset
+    from rlkit.registry import get_agent
+
+    data = tmp_path / "expert"
+    demos.record(CartPoleRule(), "CartPole-v1", episodes=10, out=data, seed=0)  # 10 x 500 steps
+    spec = get_agent("gail")
+    preset = resolve_preset(spec.presets(), "cartpole", "gail")
+    cfg = AdversarialConfig(**{**preset, "demos": str(data), "run_dir": str(tmp_path / "gail"), "seed": 0,
+                               "total_steps": 150_000, "eval_episodes": 10, "progress": False, "tensorboard": False})
+    result = train_gail(cfg)
+    low = random_return("CartPole-v1")
+    normalised = (result["eval"]["mean"] - low) / (500.0 - low)
+    assert 15 < low < 30 and normalised >= 0.8, (result["eval"]["mean"], low)

@@ -202,12 +202,12 @@ def score_range(preset: ReproducePreset, out: Path, cfg: BaseConfig, final: dict
         probe.close()
         random = evaluate(RandomPolicy(space, seed=cfg.eval_seed), make_env, RANDOM_EPISODES, seed=cfg.eval_seed,
                           deterministic=False)["mean"]
-        random_source = f"uniform-random policy, {RANDOM_EPISODES} episodes on {env_id} (measured)"
+        random_source = f"measured: a uniform-random policy, {RANDOM_EPISODES} episodes on {env_id}"
     else:
         random, random_source = float(spec["random"]), "given in the preset"
     if spec["expert"] == "demos":
         expert = float(json.loads((out / "demos.json").read_text())["expert_eval"]["mean"])
-        expert_source = spec.get("expert_source") or "the demonstrations' expert, its final evaluation (demos.json)"
+        expert_source = spec.get("expert_source") or "the demonstrations' expert: its final evaluation in demos.json"
     else:
         expert, expert_source = float(spec["expert"]), spec.get("expert_source") or "given in the preset"
     if expert == random:

@@ -149,7 +149,8 @@ def test_gail_imitates_a_cartpole_expert(tmp_path):
 def test_preference_learning_learns_pendulum_reward_and_policy(tmp_path):
     """From synthetic preferences alone, the learned reward follows Pendulum's true reward (Pearson >= 0.8) and
     the PPO agent trained on it swings up (normalised return >= 0.5 against a random policy's -1166 and a TD3
-    expert's -110.8). Measured on seed 0: see the numbers in the assert message of a failing run."""
+    expert's -110.8). Measured on seed 0: Pearson 0.975, eval -146.9 (normalised 0.97) after 73,728 agent steps
+    (imitation runs one extra agent round); about 100 s of CPU."""
     result = train_preference(PreferenceConfig(
         env_id="Pendulum-v1", run_dir=str(tmp_path / "pref"), total_steps=PREF_TEST_STEPS, total_comparisons=600,
         num_iterations=PREF_TEST_STEPS // 8192, num_envs=4, ppo_n_steps=1024, ppo_use_sde=True, ppo_sde_sample_freq=4,

@@ -144,7 +144,8 @@ def test_curves_load_align_band_and_plot(tmp_path):
 def test_presets_name_references_and_missing_agents(tmp_path):
     presets = load_presets()
     for name in ("dqn-cartpole", "dqn-pong", "dqn-breakout", "ddpg-pendulum", "td3-pendulum", "td3-halfcheetah",
-                 "ddpg-halfcheetah", "a3c-cartpole", "a3c-pong", "bc-cartpole", "gail-cartpole"):
+                 "ddpg-halfcheetah", "a3c-cartpole", "a3c-pong", "bc-cartpole", "gail-cartpole", "airl-cartpole",
+                 "gail-pendulum", "preference-pendulum"):
         assert presets[name].reference.get("source"), name
     assert presets["dqn-pong"].reference["score"] == 18.9 and presets["dqn-pong"].also[0]["score"] == 20.602
     path = tmp_path / "mine.yaml"
@@ -341,3 +342,12 @@ def test_normalise_spec_errors(tmp_path):
     path.write_text("x:\n  agent: gail\n  normalise: {random: lots, expert: 5}\n")
     with pytest.raises(RLKitError, match="`measure` or a number"):
         load_presets(path)
+
+
+def test_imitation_presets_normalise_against_their_expert():
+    presets = load_presets()
+    for name in ("gail-cartpole", "airl-cartpole", "gail-pendulum"):
+        assert presets[name].normalise == {"random": "measure", "expert": "demos"}, name
+    assert presets["preference-pendulum"].normalise["expert"] == -110.8  # rlkit's td3-pendulum reproduction
+    assert [a["score"] for a in presets["gail-cartpole"].also] == [0.94]  # imitation's published GAIL figure
+    assert [a["score"] for a in presets["airl-cartpole"].also] == [0.79]

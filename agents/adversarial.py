@@ -64,6 +64,9 @@ class GeneratorOptions:
     ppo_vf_coef: float = opt(0.5, "PPO value-loss coefficient")
     gamma: float = opt(0.95, "discount of the PPO agent's RL problem", low=0, high=1)
     gae_lambda: float = opt(0.95, "GAE lambda of PPO")
+    ppo_use_sde: bool = opt(False, "PPO explores with generalised state-dependent noise (gSDE; continuous actions, "
+                                   "as the RL Zoo's Pendulum settings)")
+    ppo_sde_sample_freq: int = opt(-1, "with ppo_use_sde: resample the noise matrix every N steps (-1 = per rollout)")
 
     def validate_generator(self) -> None:
         require_at_least_one(self, "num_envs", "ppo_n_steps", "ppo_batch_size", "ppo_epochs")
@@ -112,6 +115,7 @@ def make_ppo(cfg: GeneratorOptions, venv: Any) -> Any:
     return PPO("MlpPolicy", venv, n_steps=cfg.ppo_n_steps, batch_size=cfg.ppo_batch_size, n_epochs=cfg.ppo_epochs,
                learning_rate=cfg.ppo_lr, ent_coef=cfg.ppo_ent_coef, clip_range=cfg.ppo_clip_range,
                vf_coef=cfg.ppo_vf_coef, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, seed=cfg.seed,
+               use_sde=cfg.ppo_use_sde, sde_sample_freq=cfg.ppo_sde_sample_freq,
                device=cfg.device, policy_kwargs={"net_arch": list(cfg.policy_hidden)}, verbose=0)
 
 

@@ -23,7 +23,11 @@ README's "Human preferences in the browser"). Such a run can be resumed: it trai
 start with the same seeds, reusing every stored label, and serves only the unanswered pairs.
 
 Deviations: imitation's defaults otherwise (hyperbolic query schedule, ``initial_comparison_frac``
-0.1); no reward ensemble or active query selection (imitation has both; not exposed here).
+0.1); no reward ensemble or active query selection (imitation has both; not exposed here). The agent
+trains on the raw learned reward unless ``normalize_reward`` (imitation's ``NormalizedRewardNet``,
+which its scripts use): on Pendulum it made no difference we could measure (one seed each: -361
+with, -286 without). The Pendulum preset's PPO explores with gSDE, as the RL Zoo's Pendulum
+settings do; without it the agent reaches -286 where with it -119 (seed 0, same comparisons).
 
 Run it: ``rlkit train preference --env Pendulum-v1 --preset pendulum``.
 """
@@ -66,6 +70,9 @@ class PreferenceConfig(GeneratorOptions, BaseConfig):
     reward_epochs: int = opt(3, "reward-net epochs per iteration")
     reward_lr: float = opt(1e-3, "reward-net learning rate", low=0)
     correlation_steps: int = opt(4_000, "transitions used to correlate the learned and the true reward")
+    normalize_reward: bool = opt(False, "the agent trains on the learned reward standardised by running statistics "
+                                       "(imitation's NormalizedRewardNet, its scripts' default); the rater and the "
+                                       "reward fit see the raw net")
     # The PPO agent's defaults for Pendulum (RL Zoo); GAIL's are GeneratorOptions' own.
     num_envs: int = default(GeneratorOptions, "num_envs", 4)
     ppo_n_steps: int = default(GeneratorOptions, "ppo_n_steps", 512)
@@ -136,7 +143,7 @@ def train(cfg: PreferenceConfig, resume: bool = False, callbacks: Sequence[Callb
     require_imitation("preference learning")
     import seals  # noqa: F401  (registers seals/ envs)
     from imitation.algorithms import preference_comparisons as pc
-    from imitation.rewards.reward_nets import BasicRewardNet
+    from imitation.rewards.reward_nets import BasicRewardNet, NormalizedRewardNet
     from imitation.util import logger as imit_logger
     from imitation.util.networks import RunningNorm
 
@@ -161,6 +168,9 @@ def train(cfg: PreferenceConfig, resume: bool = False, callbacks: Sequence[Callb
     reward_net = BasicRewardNet(venv.observation_space, venv.action_space, hid_sizes=cfg.reward_hidden,
                                 normalize_input_layer=RunningNorm)
     agent = make_ppo(cfg, venv)
+    # The Bradley-Terry fit fixes the reward only up to scale and shift, and both drift between iterations;
+    # PPO sees it standardised (running mean and std) so its value targets keep one scale.
+    agent_reward = NormalizedRewardNet(reward_net, RunningNorm) if cfg.normalize_reward else reward_net
     # TRY NOT TO MODIFY: the rater is the only place the true reward enters training.
     # temperature 0: imitation returns 1, 0 (or 0.5 on a tie) for "the higher true return wins".
     gatherer = pc.SyntheticGatherer(temperature=cfg.gatherer_temperature, sample=cfg.gatherer_temperature > 0,
@@ -170,7 +180,7 @@ def train(cfg: PreferenceConfig, resume: bool = False, callbacks: Sequence[Callb
         web = start_web_rater(cfg, run.dir, venv, episode_log, log)
         gatherer, fragmenter = web["gatherer"], pw.StoredRoundsFragmenter(fragmenter, web["store"], log)
     trainer = pc.PreferenceComparisons(
-        pc.AgentTrainer(agent, reward_net, venv, rng=rng, exploration_frac=cfg.exploration_frac, custom_logger=log),
+        pc.AgentTrainer(agent, agent_reward, venv, rng=rng, exploration_frac=cfg.exploration_frac, custom_logger=log),
         reward_net, num_iterations=cfg.num_iterations,
         fragmenter=fragmenter,
         preference_gatherer=gatherer,

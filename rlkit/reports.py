@@ -157,6 +157,8 @@ def format_reference(ref: dict[str, Any]) -> str:
     if ref.get("range") is not None:
         lo, hi = ref["range"]
         text += f"{' ' if text else ''}[{fmt(lo)}, {fmt(hi)}]"
+    if ref.get("normalised"):
+        text += " (normalised)"
     return text
 
 
@@ -402,6 +404,32 @@ def _early_stop_note(results: dict[str, Any]) -> list[str]:
             f"agent's own early stop ({steps}).", ""]
 
 
+def _normalised_section(results: dict[str, Any]) -> list[str]:
+    """Normalised returns (random = 0, expert = 1) and the learned reward's correlation, where results hold them."""
+    norm, corr = results.get("normalised"), results.get("reward_correlation")
+    if norm is None and corr is None:
+        return []
+    lines = ["## Normalised return" if norm else "## Learned reward", ""]
+    if norm:
+        lines += [f"(R − R_random) / (R_expert − R_random) on `{norm['env_id']}`: R_random = {fmt(norm['random'])} "
+                  f"({norm['random_source']}), R_expert = {fmt(norm['expert'])} ({norm['expert_source']}).", ""]
+    headers = ["seed", "final return"] + (["normalised"] if norm else []) + \
+        (["reward Pearson r", "reward Spearman ρ"] if corr else [])
+    body = [[str(r["seed"]), r["return"]] + ([f"{r['normalised']:.2f}"] if norm else []) +
+            ([r.get("reward_pearson"), r.get("reward_spearman")] if corr else []) for r in results["per_seed"]]
+    lines += [markdown_table(headers, body), ""]
+    for label, summary in (("normalised return", norm and norm["aggregate"]),
+                           ("learned-vs-true reward Pearson r", corr and corr["pearson"])):
+        if summary:
+            lines += [f"Mean {label}: {summary['mean']:.2f} (95% CI [{summary['mean_ci'][0]:.2f}, "
+                      f"{summary['mean_ci'][1]:.2f}]); IQM {summary['iqm']:.2f} [{summary['iqm_ci'][0]:.2f}, "
+                      f"{summary['iqm_ci'][1]:.2f}]; min {summary['min']:.2f}.", ""]
+    if corr:
+        lines += ["The correlation is measured on fresh transitions of the trained agent and of a uniform-random "
+                  "policy (final.json `reward_correlation`).", ""]
+    return lines
+
+
 def reproduction_report(results: dict[str, Any], plot_note: str = "") -> str:
     """report.md of a reproduction from its results.json dict (``plot_note`` explains a missing plot)."""
     s, ref = results["aggregate"], results["reference"]
@@ -427,6 +455,7 @@ def reproduction_report(results: dict[str, Any], plot_note: str = "") -> str:
               f"CIs: percentile stratified bootstrap over seeds, {s['bootstrap_reps']:,} replicates, seed "
               f"{s['bootstrap_seed']} (Agarwal et al. 2021, rliable). With {n} seeds they are wide; "
               "read them as such.", "",
+              *_normalised_section(results),
               "## Reference", ""]
     rows = [[ref.get("source", "—"), format_reference(ref), fmt(results["budget"])]]
     rows += [[r.get("source", "—"), format_reference(r), fmt(r.get("steps"))]

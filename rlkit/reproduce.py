@@ -166,8 +166,10 @@ def reproduce(preset_name: str, seeds: int | None = None, backend: str = "local"
     for key, result in execute(jobs, backend, workers, ray_address, report).items():
         finals[int(key.split()[1])] = result
 
-    results = build_results(preset, base, [finals[s] for s in range(n_seeds)], backend,
-                            ran=[int(j.key.split()[1]) for j in jobs], wall_s=time.perf_counter() - t0)
+    ordered = [finals[s] for s in range(n_seeds)]
+    normaliser = score_range(preset, out, base, ordered[0]) if preset.normalise else None
+    results = build_results(preset, base, ordered, backend, ran=[int(j.key.split()[1]) for j in jobs],
+                            wall_s=time.perf_counter() - t0, normaliser=normaliser)
     results["out"] = str(out)
     results["command"] = " ".join(["rlkit reproduce", preset.name, f"--seeds {n_seeds}"]
                                   + ([f"--steps {steps}"] if steps else [])
@@ -177,9 +179,52 @@ def reproduce(preset_name: str, seeds: int | None = None, backend: str = "local"
     return results
 
 
+RANDOM_EPISODES = 100
+
+
+def score_range(preset: ReproducePreset, out: Path, cfg: BaseConfig, final: dict[str, Any]) -> dict[str, Any]:
+    """The returns that normalisation maps to 0 (a uniform-random policy) and 1 (the expert).
+
+    ``random: measure`` evaluates a seeded uniform-random policy for :data:`RANDOM_EPISODES` episodes on the env
+    the seeds were evaluated on (``eval_env_id`` for imitation agents), from the same evaluation seed stream;
+    ``expert: demos`` is the final evaluation of the expert that recorded the demonstrations (``OUT/demos.json``).
+    """
+    from rlkit.evaluation import evaluate
+    from rlkit.registry import eval_env_factory
+    from rlkit.types import RandomPolicy
+
+    spec = preset.normalise or {}
+    env_id = final.get("eval_env_id") or final["env_id"]
+    if spec["random"] == "measure":
+        make_env = eval_env_factory(cfg, env_id)
+        probe = make_env()
+        space = probe.action_space
+        probe.close()
+        random = evaluate(RandomPolicy(space, seed=cfg.eval_seed), make_env, RANDOM_EPISODES, seed=cfg.eval_seed,
+                          deterministic=False)["mean"]
+        random_source = f"measured: a uniform-random policy, {RANDOM_EPISODES} episodes on {env_id}"
+    else:
+        random, random_source = float(spec["random"]), "given in the preset"
+    if spec["expert"] == "demos":
+        expert = float(json.loads((out / "demos.json").read_text())["expert_eval"]["mean"])
+        expert_source = spec.get("expert_source") or "the demonstrations' expert: its final evaluation in demos.json"
+    else:
+        expert, expert_source = float(spec["expert"]), spec.get("expert_source") or "given in the preset"
+    if expert == random:
+        raise RLKitError(f"cannot normalise {preset.name}: the expert's return equals the random policy's ({expert})")
+    return {"random": float(random), "random_source": random_source, "expert": expert,
+            "expert_source": expert_source, "env_id": env_id}
+
+
+def normalised(score: float, normaliser: dict[str, Any]) -> float:
+    """(R - R_random) / (R_expert - R_random): 0 is the random policy, 1 the expert."""
+    return (score - normaliser["random"]) / (normaliser["expert"] - normaliser["random"])
+
+
 def build_results(preset: ReproducePreset, cfg: BaseConfig, finals: list[dict[str, Any]], backend: str,
-                  ran: list[int], wall_s: float) -> dict[str, Any]:
-    """The results.json dict: per-seed finals, aggregates with CIs, and the reference comparison."""
+                  ran: list[int], wall_s: float, normaliser: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The results.json dict: per-seed finals, aggregates with CIs, the reference comparison, and (when the
+    preset says how) normalised returns and the learned reward's correlation with the true one."""
     scores = [f["eval"]["mean"] for f in finals]
     summary = reports.summarize(scores)
     total, budget = cfg.total_steps, preset.budget
@@ -191,7 +236,7 @@ def build_results(preset: ReproducePreset, cfg: BaseConfig, finals: list[dict[st
         label = f"Full budget: {total:,} steps per seed (the reference's budget is {budget:,})."
     else:
         label = f"Reduced budget: {total:,} of {budget:,} steps, not a reproduction."
-    return {
+    results = {
         "schema": RESULTS_SCHEMA,
         "preset": preset.name,
         "agent": preset.agent,
@@ -218,6 +263,18 @@ def build_results(preset: ReproducePreset, cfg: BaseConfig, finals: list[dict[st
         "plot": None,
         "versions": finals[0].get("versions", {}),
     }
+    if normaliser is not None:
+        norm = [normalised(x, normaliser) for x in scores]
+        for row, value in zip(results["per_seed"], norm):
+            row["normalised"] = value
+        results["normalised"] = {**normaliser, "aggregate": reports.summarize(norm)}
+    pearson = [(f.get("reward_correlation") or {}).get("pearson") for f in finals]
+    if any(p is not None for p in pearson):  # preference learning: how well the learned reward follows the true one
+        for row, f, p in zip(results["per_seed"], finals, pearson):
+            row["reward_pearson"], row["reward_spearman"] = p, f["reward_correlation"].get("spearman")
+        known = [p for p in pearson if p is not None]
+        results["reward_correlation"] = {"pearson": reports.summarize(known), "seeds_with_value": len(known)}
+    return results
 
 
 def write_outputs(out: Path, preset: ReproducePreset, results: dict[str, Any]) -> None:

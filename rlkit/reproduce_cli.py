@@ -54,6 +54,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
           f"{reports.fmt(s['mean_ci'][1])}], IQM {reports.fmt(s['iqm'])} [{reports.fmt(s['iqm_ci'][0])}, "
           f"{reports.fmt(s['iqm_ci'][1])}] over {len(results['seeds'])} seeds; reference "
           f"{reports.format_reference(results['reference'])}. {results['label']}")
+    if results.get("normalised"):
+        n = results["normalised"]["aggregate"]
+        print(f"normalised (random 0, expert 1): mean {n['mean']:.2f} [{n['mean_ci'][0]:.2f}, {n['mean_ci'][1]:.2f}]")
     print(f"report: {Path(results['out']) / 'report.md'}")
     return 0
 

@@ -19,7 +19,7 @@ from rlkit.errors import RLKitError
 from rlkit.registry import agent_names, get_agent
 
 _PRESET_KEYS = {"agent", "preset", "seeds", "budget", "eval_points", "reference", "also", "overrides", "demos",
-                "note"}
+                "normalise", "note"}
 
 
 @dataclass
@@ -36,6 +36,7 @@ class ReproducePreset:
     also: list[dict[str, Any]] = field(default_factory=list)
     overrides: dict[str, Any] = field(default_factory=dict)
     demos: dict[str, Any] | None = None
+    normalise: dict[str, Any] | None = None
     note: str = ""
 
     @classmethod
@@ -49,7 +50,25 @@ class ReproducePreset:
         preset = cls(name=name, **data)
         if preset.seeds < 1 or preset.eval_points < 1 or (preset.budget is not None and preset.budget < 1):
             raise RLKitError(f"reproduce preset {name!r}: seeds, eval_points and budget must be positive")
+        if preset.normalise is not None:
+            check_normalise(name, preset.normalise, preset.demos is not None, source)
         return preset
+
+
+def check_normalise(name: str, spec: dict[str, Any], has_demos: bool, source: Path) -> None:
+    """``normalise: {random: measure | NUMBER, expert: demos | NUMBER, expert_source: TEXT}``."""
+    unknown = set(spec) - {"random", "expert", "expert_source"}
+    random, expert = spec.get("random"), spec.get("expert")
+    if unknown or random is None or expert is None:
+        raise RLKitError(f"reproduce preset {name!r} in {source}: normalise needs random (measure or a number) and "
+                         f"expert (demos or a number), and optionally expert_source; got {sorted(spec)}")
+    if random != "measure" and not isinstance(random, (int, float)):
+        raise RLKitError(f"reproduce preset {name!r}: normalise.random must be `measure` or a number; got {random!r}")
+    if expert == "demos" and not has_demos:
+        raise RLKitError(f"reproduce preset {name!r}: normalise.expert is `demos` but the preset records no demos; "
+                         "give the expert's return as a number")
+    if expert != "demos" and not isinstance(expert, (int, float)):
+        raise RLKitError(f"reproduce preset {name!r}: normalise.expert must be `demos` or a number; got {expert!r}")
 
 
 def default_presets_file() -> Path:

@@ -105,3 +105,58 @@ def test_preference_comparisons_report_reward_correlation(tmp_path):
     assert result["comparisons"] == 40 and math.isfinite(result["reward_loss"])
     policy = load_policy(result["run_dir"])
     assert policy.act(np.zeros((2, 3), np.float32)).shape == (2, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning tests: the learners reach a bar they would miss if they did not learn
+# ---------------------------------------------------------------------------------------------
+PREF_TEST_STEPS = 65_536  # 8 iterations of 8192 agent steps
+
+
+def random_return(env_id: str) -> float:
+    """Mean return of a seeded uniform-random policy over 100 episodes (normalised 0)."""
+    from rlkit.envs import make_env
+
+    from rlkit.evaluation import evaluate
+    from rlkit.types import RandomPolicy
+
+    space = make_env(env_id).action_space
+    return evaluate(RandomPolicy(space, seed=0), lambda render_mode=None: make_env(env_id), 100, seed=10_000,
+                    deterministic=False)["mean"]
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*Box (low|high)'s precision lowered:UserWarning")
+def test_gail_imitates_a_cartpole_expert(tmp_path):
+    """GAIL with the cartpole preset's settings reaches >= 0.8 normalised return on CartPole-v1 in 150k generator
+    steps (measured: 500.0, the expert's return, on seed 0, from 10 demonstrations of a scripted rule; a generator
+    that has not learned yet scores 9-60 after its first rounds)."""
+    from rlkit.config import resolve_preset
+    from rlkit.registry import get_agent
+
+    data = tmp_path / "expert"
+    demos.record(CartPoleRule(), "CartPole-v1", episodes=10, out=data, seed=0)  # 10 x 500 steps
+    spec = get_agent("gail")
+    preset = resolve_preset(spec.presets(), "cartpole", "gail")
+    cfg = AdversarialConfig(**{**preset, "demos": str(data), "run_dir": str(tmp_path / "gail"), "seed": 0,
+                               "total_steps": 150_000, "eval_episodes": 10, "progress": False, "tensorboard": False})
+    result = train_gail(cfg)
+    low = random_return("CartPole-v1")
+    normalised = (result["eval"]["mean"] - low) / (500.0 - low)
+    assert 15 < low < 30 and normalised >= 0.8, (result["eval"]["mean"], low)
+
+
+@pytest.mark.slow
+def test_preference_learning_learns_pendulum_reward_and_policy(tmp_path):
+    """From synthetic preferences alone, the learned reward follows Pendulum's true reward (Pearson >= 0.8) and
+    the PPO agent trained on it swings up (normalised return >= 0.5 against a random policy's -1166 and a TD3
+    expert's -110.8). Measured on seed 0: Pearson 0.975, eval -146.9 (normalised 0.97) after 73,728 agent steps
+    (imitation runs one extra agent round); about 100 s of CPU."""
+    result = train_preference(PreferenceConfig(
+        env_id="Pendulum-v1", run_dir=str(tmp_path / "pref"), total_steps=PREF_TEST_STEPS, total_comparisons=600,
+        num_iterations=PREF_TEST_STEPS // 8192, num_envs=4, ppo_n_steps=1024, ppo_use_sde=True, ppo_sde_sample_freq=4,
+        correlation_steps=2000, eval_episodes=10, progress=False, tensorboard=False))
+    low, expert = random_return("Pendulum-v1"), -110.8
+    normalised = (result["eval"]["mean"] - low) / (expert - low)
+    pearson = result["reward_correlation"]["pearson"]
+    assert -1300 < low < -1000 and pearson >= 0.8 and normalised >= 0.5, (pearson, result["eval"]["mean"], low)

@@ -144,7 +144,8 @@ def test_curves_load_align_band_and_plot(tmp_path):
 def test_presets_name_references_and_missing_agents(tmp_path):
     presets = load_presets()
     for name in ("dqn-cartpole", "dqn-pong", "dqn-breakout", "ddpg-pendulum", "td3-pendulum", "td3-halfcheetah",
-                 "ddpg-halfcheetah", "a3c-cartpole", "a3c-pong", "bc-cartpole", "gail-cartpole"):
+                 "ddpg-halfcheetah", "a3c-cartpole", "a3c-pong", "bc-cartpole", "gail-cartpole", "airl-cartpole",
+                 "gail-pendulum", "preference-pendulum"):
         assert presets[name].reference.get("source"), name
     assert presets["dqn-pong"].reference["score"] == 18.9 and presets["dqn-pong"].also[0]["score"] == 20.602
     path = tmp_path / "mine.yaml"
@@ -290,3 +291,63 @@ def test_ray_backend_matches_local(tmp_path):
         losses = [[row["losses/td_loss"] for row in csv.DictReader(open(tmp_path / b / f"seed_{seed}" / "metrics.csv"))
                    if row.get("losses/td_loss")] for b in ("local", "ray")]
         assert losses[0] and losses[0] == losses[1]                         # identical training, not just eval
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalised returns (random = 0, expert = 1) and the learned reward's correlation
+# ---------------------------------------------------------------------------------------------
+def _final(seed: int, mean: float, pearson: float | None = None) -> dict:
+    final = {"seed": seed, "env_id": "seals:seals/CartPole-v0", "eval_env_id": "CartPole-v1", "env_steps": 1000,
+             "wall_s": 1.0, "eval": {"mean": mean, "std": 0.0, "episodes": 20}}
+    if pearson is not None:
+        final["reward_correlation"] = {"pearson": pearson, "spearman": pearson / 2}
+    return final
+
+
+def test_normalised_returns_and_reward_correlation(tmp_path):
+    from rlkit.reproduce import build_results, score_range
+    from rlkit.reproduce_presets import ReproducePreset, build_config
+
+    preset = ReproducePreset(name="n", agent="gail", normalise={"random": 20, "expert": "demos"}, demos={},
+                             reference={"source": "s"})
+    (tmp_path / "demos.json").write_text(json.dumps({"expert_eval": {"mean": 500.0}}))
+    normaliser = score_range(preset, tmp_path, build_config(preset, 1000), _final(0, 0.0))
+    assert (normaliser["random"], normaliser["expert"], normaliser["env_id"]) == (20.0, 500.0, "CartPole-v1")
+    finals = [_final(0, 500.0, 0.9), _final(1, 260.0, 0.7), _final(2, 20.0, 0.8)]
+    results = build_results(preset, build_config(preset, 1000), finals, "local", [0, 1, 2], 1.0, normaliser)
+    # (500 - 20) / 480 = 1, (260 - 20) / 480 = 0.5, (20 - 20) / 480 = 0
+    assert [r["normalised"] for r in results["per_seed"]] == pytest.approx([1.0, 0.5, 0.0])
+    assert results["normalised"]["aggregate"]["mean"] == pytest.approx(0.5)
+    assert results["reward_correlation"]["pearson"]["mean"] == pytest.approx(0.8)
+    assert [r["reward_spearman"] for r in results["per_seed"]] == pytest.approx([0.45, 0.35, 0.4])
+    report = reports.reproduction_report({**results, "command": "rlkit reproduce n"})
+    assert "| 1 | 260.0 | 0.50 | 0.70 | 0.35 |" in report
+    assert "R_random = 20.00 (given in the preset), R_expert = 500.0" in report
+    assert "Mean normalised return: 0.50 (95% CI [0.00, 1.00])" in report
+    assert "Mean learned-vs-true reward Pearson r: 0.80" in report
+    # measured: a uniform-random policy on CartPole-v1 lasts about 22 steps (100 seeded episodes)
+    measured = ReproducePreset(name="m", agent="gail", normalise={"random": "measure", "expert": 500.0})
+    random = score_range(measured, tmp_path, build_config(measured, 1000), _final(0, 0.0))["random"]
+    assert 17 < random < 28, random
+
+
+def test_normalise_spec_errors(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("x:\n  agent: gail\n  normalise: {random: measure, expert: demos}\n")
+    with pytest.raises(RLKitError, match="records no demos"):
+        load_presets(path)
+    path.write_text("x:\n  agent: gail\n  normalise: {random: 1}\n")
+    with pytest.raises(RLKitError, match="normalise needs random"):
+        load_presets(path)
+    path.write_text("x:\n  agent: gail\n  normalise: {random: lots, expert: 5}\n")
+    with pytest.raises(RLKitError, match="`measure` or a number"):
+        load_presets(path)
+
+
+def test_imitation_presets_normalise_against_their_expert():
+    presets = load_presets()
+    for name in ("gail-cartpole", "airl-cartpole", "gail-pendulum"):
+        assert presets[name].normalise == {"random": "measure", "expert": "demos"}, name
+    assert presets["preference-pendulum"].normalise["expert"] == -110.8  # rlkit's td3-pendulum reproduction
+    assert [a["score"] for a in presets["gail-cartpole"].also] == [0.94]  # imitation's published GAIL figure
+    assert [a["score"] for a in presets["airl-cartpole"].also] == [0.79]

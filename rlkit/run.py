@@ -409,12 +409,17 @@ class Run:
         """Evaluate ``cfg.eval_episodes`` episodes during training and log ``eval/mean_return`` in a row at
         ``global_step`` (``write_row=False``: the caller writes the row of this step). A new best commits
         ``state()`` as ``checkpoints/best/``; ``target_return`` and callbacks may stop the run."""
-        result = evaluate(policy, make_eval_env, self.cfg.eval_episodes, seed=self.cfg.eval_seed)
-        self.logger.record("eval/mean_return", result["mean"])
-        self.logger.record("eval/std_return", result["std"])
+        result = self._score(policy, make_eval_env)
         if write_row:
             self.logger.dump(global_step)
         self._after_evaluation(global_step, result, state)
+        return result
+
+    def _score(self, policy: Policy, make_eval_env: Callable[..., gym.Env]) -> dict[str, Any]:
+        """``cfg.eval_episodes`` evaluation episodes, recorded as ``eval/mean_return`` and ``eval/std_return``."""
+        result = evaluate(policy, make_eval_env, self.cfg.eval_episodes, seed=self.cfg.eval_seed)
+        self.logger.record("eval/mean_return", result["mean"])
+        self.logger.record("eval/std_return", result["std"])
         return result
 
     def finish(self, policy: Policy, make_eval_env: Callable[..., gym.Env], global_step: int,
@@ -425,9 +430,7 @@ class Run:
         self._finishing = True
         wall_s = self.wall_s
         ckpt = self.checkpoint(global_step, state, replay_buffer)
-        result_eval = evaluate(policy, make_eval_env, self.cfg.eval_episodes, seed=self.cfg.eval_seed)
-        self.logger.record("eval/mean_return", result_eval["mean"])
-        self.logger.record("eval/std_return", result_eval["std"])
+        result_eval = self._score(policy, make_eval_env)
         self.logger.dump(global_step)
         self._after_evaluation(global_step, result_eval, lambda: state)
         self.logger.close()

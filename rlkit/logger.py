@@ -26,10 +26,9 @@ class Logger:
         initial_step: where a resumed run starts.
         progress: show the progress bar (stderr).
         tensorboard: write TensorBoard event files.
-        wall_offset: seconds the run had already trained before this process (resume), so the CSV's
-            ``wall_s`` continues instead of restarting.
-        clock: the run's clock (seconds trained, resumes included) for ``wall_s``, instead of the logger's
-            own; :class:`rlkit.run.Run` passes its own so that metrics and checkpoints read one clock.
+        clock: seconds trained so far, for ``wall_s`` (default: seconds since this logger was made);
+            :class:`rlkit.run.Run` passes its own, which continues across resumes, so that metrics and
+            checkpoints read one clock.
         on_row: called with ``(step, row)`` after each row is written (the run's callbacks).
 
     One row per step: a second :meth:`dump` at the step of the last row (the final evaluation after the
@@ -37,14 +36,13 @@ class Logger:
     """
 
     def __init__(self, run_dir: str | Path, total_steps: int, initial_step: int = 0,
-                 progress: bool = True, tensorboard: bool = True, wall_offset: float = 0.0,
+                 progress: bool = True, tensorboard: bool = True,
                  clock: Callable[[], float] | None = None,
                  on_row: Callable[[int, dict[str, Any]], None] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.csv_path = self.run_dir / "metrics.csv"
         self._values: dict[str, float] = {}
         self._fieldnames: list[str] = []
-        self._wall_offset = wall_offset
         self._clock = clock
         self._on_row = on_row
         self._last_row: dict[str, Any] | None = None
@@ -95,7 +93,7 @@ class Logger:
         self._values["charts/steps_per_second"] = sps
         if self.recent_returns:
             self._values["charts/mean_return_20"] = sum(self.recent_returns) / len(self.recent_returns)
-        wall_s = self._clock() if self._clock is not None else self._wall_offset + time.perf_counter() - self._t0
+        wall_s = self._clock() if self._clock is not None else time.perf_counter() - self._t0
         row = {"global_step": step, "wall_s": round(wall_s, 3),
                **self._values}
         self._write_csv(row)

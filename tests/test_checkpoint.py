@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import random
+import time
 from pathlib import Path
 
 import gymnasium as gym
@@ -195,7 +196,9 @@ def test_clean_metrics_keeps_committed_rows_once(tmp_path):
 
 
 def test_logger_merges_rows_of_one_step_and_continues_wall_time(tmp_path):
-    log = Logger(tmp_path, total_steps=10, progress=False, tensorboard=False, wall_offset=100.0)
+    start = time.perf_counter()  # the run's clock: 100 s trained before this process
+    log = Logger(tmp_path, total_steps=10, progress=False, tensorboard=False,
+                 clock=lambda: 100.0 + time.perf_counter() - start)
     log.record("a", 1.0)
     log.dump(5)
     log.record("eval/mean_return", 3.0)

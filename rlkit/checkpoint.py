@@ -348,13 +348,8 @@ def read_checksums(step_dir: Path) -> dict[str, Any]:
     if not file.exists():
         raise RLKitError(f"{file} is missing: a checkpoint is read only with its checksums (keep the whole "
                          f"{step_dir.name}/ directory together)")
-    if not file.is_file():
-        raise RLKitError(f"{file} is not a regular file")
-    try:
-        sums = json.loads(file.read_bytes())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise RLKitError(f"{file} is damaged ({type(e).__name__}); the checkpoint cannot be verified") from None
-    entries = sums.get("files") if isinstance(sums, dict) else None
+    sums = read_json(file)  # not a regular file, not JSON, not an object: one line naming it
+    entries = sums.get("files")
     if not isinstance(entries, dict) or not all(
             isinstance(v, dict) and isinstance(v.get("sha256"), str) and isinstance(v.get("bytes"), int)
             for v in entries.values()):

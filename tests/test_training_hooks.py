@@ -83,6 +83,17 @@ def test_best_checkpoint_is_the_best_evaluation_and_eval_picks_it(tmp_path, caps
     assert code == 2 and "no checkpoint at step 7" in err
 
 
+def test_dagger_refuses_an_expert_checkpoint_that_is_no_checkpoint_choice():
+    from rlkit.agents.dagger import DAggerConfig
+
+    from rlkit.errors import RLKitError
+
+    for good in ("latest", "best", "40000"):
+        DAggerConfig(expert_checkpoint=good).validate()
+    with pytest.raises(RLKitError, match="expert_checkpoint must be latest, best or a step number; got 'worst'"):
+        DAggerConfig(expert_checkpoint="worst").validate()
+
+
 def test_a_run_without_evaluations_has_no_best_and_says_so(tmp_path, capsys):
     result = train_dqn(dqn(tmp_path, total_steps=200))
     best = Path(result["run_dir"]) / "checkpoints" / "best"

@@ -3,7 +3,8 @@ SIGTERM. Each case ends in exit 2 with one line and no traceback, or in a correc
 
 Most cases call ``rlkit.cli.main`` in this process (the same code as the console script, without paying
 torch's import per case); the kill -9 and SIGTERM cases run real subprocesses. Counts of what was tried
-are summed in ``FIGURES`` and printed at the end (``-s``), for the README's Reliability section.
+go to the ``faults`` fixture (tests/conftest.py), printed at the end of the run for the README's Reliability
+section.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from rlkit.cli import main
 from rlkit.registry import agent_names, get_agent
 from tests.test_checkpoint import Payload, write_step_dir
 
-FIGURES: Counter = Counter()
 BASE_STEPS = 600
 SMALL = ["--set", "checkpoint_every=300", "--set", "log_every=100", "--set", "buffer_size=1000",
          "--set", "learning_starts=100", "--set", "eval_episodes=1", "--set", "tensorboard=false"]
@@ -88,7 +88,7 @@ def malicious_checkpoint(tmp_path: Path, marker: Path, top_level: bool = False) 
     return run
 
 
-def test_malicious_checkpoint_is_refused_by_every_reader(tmp_path, capsys):
+def test_malicious_checkpoint_is_refused_by_every_reader(tmp_path, capsys, faults):
     marker = tmp_path / "PWNED"
     run = malicious_checkpoint(tmp_path, marker)
     lone = malicious_checkpoint(tmp_path / "lone", marker, top_level=True) / "checkpoints" / "step_0000000001"
@@ -102,10 +102,10 @@ def test_malicious_checkpoint_is_refused_by_every_reader(tmp_path, capsys):
         code, _, err = rlkit(capsys, *args)
         assert_one_line_error(code, err, "refusing to load")
         assert not marker.exists()
-        FIGURES["malicious files refused"] += 1
+        faults.held("malicious files refused", 1)
 
 
-def test_malicious_replay_buffer_is_refused_on_resume(finished_run, tmp_path, capsys):
+def test_malicious_replay_buffer_is_refused_on_resume(finished_run, tmp_path, capsys, faults):
     marker = tmp_path / "PWNED"
     run = copy_run(finished_run, tmp_path)
     latest = list_checkpoints(run)[-1]
@@ -114,10 +114,10 @@ def test_malicious_replay_buffer_is_refused_on_resume(finished_run, tmp_path, ca
     code, _, err = rlkit(capsys, "train", "dqn", "--resume", run, "--steps", BASE_STEPS + 300, "--no-progress")
     assert_one_line_error(code, err, "buffer.pt")
     assert not marker.exists()
-    FIGURES["malicious files refused"] += 1
+    faults.held("malicious files refused", 1)
 
 
-def test_malicious_dagger_expert_is_refused_on_resume(tmp_path, capsys):
+def test_malicious_dagger_expert_is_refused_on_resume(tmp_path, capsys, faults):
     from rlkit.agents.dagger import DAggerConfig
 
     marker = tmp_path / "PWNED"
@@ -129,10 +129,10 @@ def test_malicious_dagger_expert_is_refused_on_resume(tmp_path, capsys):
     code, _, err = rlkit(capsys, "train", "dagger", "--resume", run, "--no-progress")
     assert_one_line_error(code, err, "refusing to load")
     assert not marker.exists()
-    FIGURES["malicious files refused"] += 1
+    faults.held("malicious files refused", 1)
 
 
-def test_pickles_inside_an_sb3_zip_of_a_checkpoint_never_run(tmp_path):
+def test_pickles_inside_an_sb3_zip_of_a_checkpoint_never_run(tmp_path, faults):
     """GAIL/AIRL/preference checkpoints carry PPO as SB3 zip bytes, whose classes and schedules are cloudpickles."""
     import base64
     import io
@@ -168,10 +168,10 @@ def test_pickles_inside_an_sb3_zip_of_a_checkpoint_never_run(tmp_path):
     with pytest.raises(RLKitError, match="refusing"):
         load_sb3_policy({**state, "ppo_zip": tampered(("something_else",))})
     assert not marker.exists()
-    FIGURES["malicious files refused"] += 2
+    faults.held("malicious files refused", 2)
 
 
-def test_code_named_in_a_run_file_is_not_imported(finished_run, tmp_path, capsys, monkeypatch):
+def test_code_named_in_a_run_file_is_not_imported(finished_run, tmp_path, capsys, monkeypatch, faults):
     """A module:Env id or python: expert read from a run's own files is imported only when the user names it."""
     marker = tmp_path / "IMPORTED"
     (tmp_path / "evil_mod.py").write_text(f"open({str(marker)!r}, 'w').close()\ndef f(obs): return obs\n")
@@ -196,7 +196,7 @@ def test_code_named_in_a_run_file_is_not_imported(finished_run, tmp_path, capsys
     code, _, err = rlkit(capsys, "train", "dagger", "--resume", dagger, "--no-progress")
     assert_one_line_error(code, err, "--set expert=python:evil_mod:f")
     assert not marker.exists()
-    FIGURES["code-importing names refused"] += 3
+    faults.held("code-importing names refused", 3)
 
 
 # ------------------------------------------------------------------------------------ corruption matrix
@@ -254,7 +254,7 @@ def check_outcome(command: str, run: Path, name: str, code: int, out: str, err: 
 
 
 @pytest.mark.parametrize("command", ["eval", "record", pytest.param("resume", marks=pytest.mark.slow)])
-def test_corruption_matrix(finished_run, tmp_path, capsys, command):
+def test_corruption_matrix(finished_run, tmp_path, capsys, command, faults):
     outcomes = Counter()
     for name in FILES:
         for kind in DAMAGE:
@@ -277,9 +277,9 @@ def test_corruption_matrix(finished_run, tmp_path, capsys, command):
             must_read = {"checksums.json", "state.pt", *(["buffer.pt", "config.json"] if command == "resume" else [])}
             assert outcome == "error" or name not in must_read, f"{command} accepted {name} {kind}"
             shutil.rmtree(case)
-    FIGURES["damaged files tried"] += sum(outcomes.values())
-    FIGURES["damaged files: one-line error"] += outcomes["error"]
-    FIGURES["damaged files: correct result"] += outcomes["correct"]
+    faults.held("damaged files tried", sum(outcomes.values()))
+    faults.held("damaged files: one-line error", outcomes["error"])
+    faults.held("damaged files: correct result", outcomes["correct"])
 
 
 # ------------------------------------------------------------------------------------ bad values
@@ -319,7 +319,7 @@ def bad_values(agent: str) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("agent", agent_names())
-def test_bad_values_are_answered_in_one_line(agent, tmp_path, capsys):
+def test_bad_values_are_answered_in_one_line(agent, tmp_path, capsys, faults):
     for args in bad_values(agent):
         run = tmp_path / "run"
         code, _, err = rlkit(capsys, "train", agent, "--env", "CartPole-v1", "--run-dir", run, "--no-progress", *args)
@@ -328,10 +328,10 @@ def test_bad_values_are_answered_in_one_line(agent, tmp_path, capsys):
         except AssertionError as e:
             raise AssertionError(f"{agent} {args}: {e}") from None
         assert not run.exists(), f"{agent} {args} wrote {run} before refusing"
-        FIGURES["bad values refused"] += 1
+        faults.held("bad values refused", 1)
 
 
-def test_bad_run_inputs(finished_run, tmp_path, capsys):
+def test_bad_run_inputs(finished_run, tmp_path, capsys, faults):
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("x")
     code, _, err = rlkit(capsys, "train", "dqn", "--run-dir", not_a_dir, "--steps", "100", "--no-progress")
@@ -346,7 +346,7 @@ def test_bad_run_inputs(finished_run, tmp_path, capsys):
                          "--set", "buffer_size=1e11", "--set", "batch_size=32")
     assert_one_line_error(code, err, "GiB")
     assert not (tmp_path / "mem").exists()
-    FIGURES["bad values refused"] += 5
+    faults.held("bad values refused", 5)
 
 
 def test_debug_shows_the_traceback(tmp_path, capsys):
@@ -416,7 +416,7 @@ class CartPoleRule:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("agent", ["dqn", "a3c", "dagger", "gail"])
-def test_sigterm_checkpoints_and_exits_143(agent, tmp_path):
+def test_sigterm_checkpoints_and_exits_143(agent, tmp_path, faults):
     run = tmp_path / "run"
     env, extra = "CartPole-v1", {"a3c": ["--set", "num_workers=2"], "dqn": ["--set", "buffer_size=5000"]}.get(agent, [])
     if agent == "dagger":
@@ -441,10 +441,11 @@ def test_sigterm_checkpoints_and_exits_143(agent, tmp_path):
         assert load_buffer(state["checkpoint_dir"])["pos"] == state["global_step"] % 5000
     if agent == "dagger":  # the learner of the last round trained (metrics.csv appears after round 0's)
         assert state["round"] >= 0
+    faults.held("SIGTERM: checkpoint, exit 143", 1)
 
 
 @pytest.mark.slow
-def test_sigterm_during_reproduce_checkpoints_the_running_seed(tmp_path):
+def test_sigterm_during_reproduce_checkpoints_the_running_seed(tmp_path, faults):
     presets = tmp_path / "tiny.yaml"
     presets.write_text("tiny-dqn:\n  agent: dqn\n  preset: cartpole\n  seeds: 2\n  budget: 1000000\n"
                        "  eval_points: 2\n  overrides: {buffer_size: 5000, checkpoint_every: 1000000, log_every: 100,"
@@ -460,10 +461,11 @@ def test_sigterm_during_reproduce_checkpoints_the_running_seed(tmp_path):
     state = load_checkpoint(out / "seed_0")  # rerunning the same command resumes seed 0 from here
     assert 0 < state["global_step"] < 1000000
     assert not (out / "results.json").exists()
+    faults.held("SIGTERM: checkpoint, exit 143", 1)
 
 
 @pytest.mark.slow
-def test_kill9_at_random_moments_loses_and_duplicates_nothing(tmp_path):
+def test_kill9_at_random_moments_loses_and_duplicates_nothing(tmp_path, faults):
     """12 kill -9s at seeded random moments (every third while a checkpoint is being written, widened by a
     test-only sleep inside the write); after each, the run resumes. Nothing committed is lost or duplicated."""
     rng = random.Random(13)
@@ -507,9 +509,9 @@ def test_kill9_at_random_moments_loses_and_duplicates_nothing(tmp_path):
             buffer = load_buffer(state["checkpoint_dir"])
             step = state["global_step"]
             assert buffer["pos"] == step % capacity and buffer["full"] == (step >= capacity)
-        FIGURES["kill -9 during training"] += 1
+        faults.held("kill -9 during training", 1)
     assert kills >= 12 and mid_write >= 3, (kills, mid_write)
-    FIGURES["kill -9 during a checkpoint write"] += mid_write
+    faults.held("kill -9 during a checkpoint write", mid_write)
     proc = start(resume if list_checkpoints(run) else fresh)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
@@ -521,8 +523,3 @@ def test_kill9_at_random_moments_loses_and_duplicates_nothing(tmp_path):
     assert walls == sorted(walls)
     assert not [p for p in [*run.iterdir(), *ckpts.iterdir()] if p.name.endswith(".tmp")]
     assert len(list_checkpoints(run)) == 2
-
-
-def test_zz_print_figures():
-    """Not a check: the counts of this session, for the README (run with -s)."""
-    print("\nfault suite figures:", dict(FIGURES))

@@ -1,6 +1,6 @@
 """Reading a dataset: the manifest, the index, the episodes' bytes, and :func:`load`.
 
-Nothing read from a dataset is trusted (DESIGN.md, "Trust"):
+Nothing read from a dataset is trusted (README, "Reliability"):
 
 * every file is opened without following symlinks and without blocking (a FIFO cannot hang a
   reader), and must be a regular file;

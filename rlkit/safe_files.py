@@ -3,7 +3,7 @@
 A run directory or dataset may come from someone else (a copy of a labelling run, a dataset from a lab).
 Whatever rlkit opens there for writing must be a plain file inside that directory: a symlink planted as
 ``prefs/answers.jsonl`` or ``metrics.csv`` must not let a trim or an append reach a file elsewhere
-(DESIGN.md, "Trust"). Files replaced whole go through :func:`rlkit.checkpoint.atomic_open`, whose rename
+(README, "Reliability"). Files replaced whole go through :func:`rlkit.checkpoint.atomic_open`, whose rename
 replaces a symlink itself, never its target; everything opened in place goes through :func:`open_in_home`.
 
 A full disk is reported in one line naming the path and the free space (:func:`disk_full_error`).

@@ -86,6 +86,8 @@ class PreferenceConfig(GeneratorOptions, BaseConfig):
     web_token: str | None = opt(None, "rater=web: access token for the page's URL (generated when binding "
                                       "beyond loopback)")
     web_lease_s: float = opt(120.0, "rater=web: seconds a pair stays reserved for the rater who got it")
+    web_prompt: str = opt("", "rater=web: the task, shown to the rater above the clips (what makes a clip better: "
+                              "the presets say it for their env)")
 
     def validate(self) -> None:
         self.validate_generator()
@@ -273,16 +275,18 @@ def start_web_rater(cfg: PreferenceConfig, run_dir: Path, venv: Any, episode_log
     probe = make_env(cfg.env_id, env_kwargs=cfg.env_kwargs)
     fps = int(probe.metadata.get("render_fps") or 30)
     probe.close()
+    # env_id: the run's config names it, and the CLI imports a module named there only when the user named it too
     store = PreferenceStore.create(run_dir, {
         "env_id": cfg.env_id, "env_kwargs": cfg.env_kwargs, "fragment_length": cfg.fragment_length, "fps": fps,
-        "observation_space": space_to_json(venv.observation_space), "action_space": space_to_json(venv.action_space)})
+        "observation_space": space_to_json(venv.observation_space), "action_space": space_to_json(venv.action_space),
+        "web_prompt": cfg.web_prompt}, env_id=cfg.env_id)
     if store.meta["env_id"] != cfg.env_id or store.meta["fragment_length"] != cfg.fragment_length:
         store.close()
         raise RLKitError(f"{run_dir / 'prefs'} holds labels for {store.meta['env_id']} with fragment_length "
                          f"{store.meta['fragment_length']}; use another --run-dir")
     queue = LabelQueue(store, cfg.web_lease_s)
     try:
-        server = PrefsServer(queue, cfg.web_host, cfg.web_port, cfg.web_token).start()
+        server = PrefsServer(queue, cfg.web_host, cfg.web_port, cfg.web_token, prompt=cfg.web_prompt).start()
     except RLKitError:
         store.close()
         raise

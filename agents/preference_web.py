@@ -23,6 +23,7 @@ imitation's ``PreferenceComparisons``, which runs unchanged:
 
 from __future__ import annotations
 
+import secrets
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -169,8 +170,10 @@ class WebGatherer(pc.PreferenceGatherer):
                 key, seed, start, end = _origin(fragment)
                 prefixes.append(self.log.actions(key, end))
                 origins.append({"seed": int(seed), "start": int(start), "end": int(end)})
-            pairs.append({"pair": f"{round_index:04d}-{i:04d}", "left_fragment": int(self.rng.integers(1, 3)),
-                          "fragments": origins})
+            # 64 random bits: a page on another site cannot name a pair (secrets, not self.rng: the seeded
+            # stream must draw exactly as in the first run when a run is resumed)
+            pair_id = f"{round_index:04d}-{i:04d}-{secrets.token_hex(8)}"
+            pairs.append({"pair": pair_id, "left_fragment": int(self.rng.integers(1, 3)), "fragments": origins})
         arrays: dict[str, np.ndarray] = {}
         for which in (1, 2):
             frags = [p[which - 1] for p in fragment_pairs]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -32,10 +33,12 @@ from rlkit.envs import make_env
 
 from rlkit.errors import RLKitError
 from rlkit.prefs_web import (
+    SECRET_HEADER,
     LabelQueue,
     PreferenceStore,
     PrefsServer,
     ScriptedRater,
+    page_secret,
     preference_of,
     true_return_oracle,
 )
@@ -88,17 +91,27 @@ def make_store(run_dir: Path, num_pairs: int, seed: int = 0) -> tuple[Preference
 
 
 class Client:
+    """Speaks to the label server as its page does: the token (if any) in the URL, the page's secret on API calls."""
+
     def __init__(self, url: str) -> None:
+        self.url = url
         parts = urllib.parse.urlsplit(url)
         self.host, self.port = parts.hostname, parts.port
         self.token = urllib.parse.parse_qs(parts.query).get("token", [None])[0]
+        self.secret: str | None = None
 
     def request(self, method: str, path: str, body: dict | None = None, headers: dict | None = None,
-                token: bool = True) -> tuple[int, dict, bytes]:
+                token: bool = True, secret: bool = True) -> tuple[int, dict, bytes]:
+        headers = dict(headers or {})
+        if secret and path.startswith("/api/"):
+            self.secret = self.secret or page_secret(self.url)
+            headers.setdefault(SECRET_HEADER, self.secret)
+        if body is not None:
+            headers.setdefault("Content-Type", "application/json")
         if token and self.token:
             path += ("&" if "?" in path else "?") + "token=" + self.token
         conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
-        conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers or {})
+        conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
         response = conn.getresponse()
         data = response.read()
         conn.close()
@@ -108,6 +121,9 @@ class Client:
 
     def json(self, method: str, path: str, body: dict | None = None) -> dict:
         status, _, data = self.request(method, path, body)
+        if status == 403 and self.secret:  # a server started since the secret was read has another one
+            self.secret = None
+            status, _, data = self.request(method, path, body)
         assert status == 200, data
         return json.loads(data)
 
@@ -126,7 +142,9 @@ def test_store_commits_answers_keeps_the_first_and_survives_a_torn_line(tmp_path
     store, pairs, log = make_store(tmp_path, 4)
     gatherer = WebGatherer(store, LabelQueue(store), log, np.random.default_rng(0))
     ids = gatherer.commit_round(0, pairs)
-    assert ids == ["0000-0000", "0000-0001", "0000-0002", "0000-0003"]
+    # round, index, then 64 random bits: a page on another site cannot guess a pair's id
+    assert [i[:9] for i in ids] == ["0000-0000", "0000-0001", "0000-0002", "0000-0003"]
+    assert all(re.fullmatch(r"0000-000[0-3]-[0-9a-f]{16}", i) for i in ids) and len({i[10:] for i in ids}) == 4
     pair = store.pairs[ids[0]]
     first = store.append_answer(ids[0], "left", "alice")
     again = store.append_answer(ids[0], "right", "bob")  # after alice: stored, but marked and not counted
@@ -222,6 +240,8 @@ def test_raters_get_different_pairs_and_answers_reach_the_store(served):
     # bad input: one-line errors, nothing stored
     status, _, data = client.request("POST", "/api/answer?rater=alice", {"pair": "9999-0000", "answer": "left"})
     assert status == 400 and b"unknown pair" in data
+    status, _, data = client.request("POST", "/api/answer?rater=alice", {"pair": c["id"], "answer": "maybe"})
+    assert status == 400 and b"answer must be one of" in data
     status, _, _ = client.request("GET", "/api/next?rater=" + urllib.parse.quote("<script>"))
     assert status == 400
     assert len(server.store.answers) == 1
@@ -229,16 +249,44 @@ def test_raters_get_different_pairs_and_answers_reach_the_store(served):
 
 def test_an_expired_lease_goes_to_another_rater_and_the_first_answer_counts(tmp_path):
     store, pairs, log = make_store(tmp_path, 1)
-    queue = LabelQueue(store, lease_s=0.2)
+    now = [1000.0]  # a fake clock: the lease expires when the test says so, not when the machine gets to it
+    queue = LabelQueue(store, lease_s=120, clock=lambda: now[0])
     (pair_id,) = WebGatherer(store, queue, log, np.random.default_rng(0)).commit_round(0, pairs)
     queue.open_round(0, [pair_id])
     queue.mark_ready(pair_id)
     assert queue.lease("alice") == pair_id and queue.lease("bob") is None  # reserved for alice
-    time.sleep(0.3)
+    now[0] += 119.9
+    assert queue.lease("bob") is None  # still alice's, 0.1 s before the lease runs out
+    now[0] += 0.2
     assert queue.lease("bob") == pair_id  # alice walked away; bob gets it
     assert not queue.answer(pair_id, "left", "alice")["duplicate"]  # alice's late answer is kept and counts
     assert queue.answer(pair_id, "right", "bob")["duplicate"]
     assert queue.lease("carol") is None and store.resolved[pair_id]["rater"] == "alice"
+    store.close()
+
+
+def load_presets() -> dict:
+    import yaml
+
+    return yaml.safe_load((ROOT / "agents" / "presets" / "preference.yaml").read_text())
+
+
+def test_every_preset_tells_the_rater_the_task_and_the_page_shows_it_escaped(tmp_path):
+    from rlkit.agents.preference import PreferenceConfig
+
+    assert PreferenceConfig().web_prompt == ""  # a config field, so --set web_prompt=... works
+    for name, preset in load_presets().items():
+        assert len(preset.get("web_prompt", "")) >= 40, f"preset {name} has no task description for the rater"
+    store, _, _ = make_store(tmp_path, 1)
+    with PrefsServer(LabelQueue(store), port=0, prompt="Keep it <b>up</b> & __SECRET__") as server:
+        status, _, page = Client(server.url).request("GET", "/")
+        assert status == 200
+        assert b'<span id="prompt">Keep it &lt;b&gt;up&lt;/b&gt; &amp; __SECRET__</span>' in page  # text, not markup
+    store.close()
+    store = PreferenceStore(tmp_path)  # the trainer stores the prompt; `rlkit prefs serve` shows that one
+    store.meta["web_prompt"] = "Upright and still."
+    with PrefsServer(LabelQueue(store), port=0) as server:
+        assert b'<span id="prompt">Upright and still.</span>' in Client(server.url).request("GET", "/")[2]
     store.close()
 
 
@@ -269,6 +317,7 @@ def test_binding_beyond_loopback_requires_the_token(tmp_path):
         assert status == 200 and f"rlkit_token={server.token}" in headers["Set-Cookie"]
         cookie = {"Cookie": f"rlkit_token={server.token}"}  # the page's later requests carry the cookie
         assert client.request("GET", "/api/progress", headers=cookie, token=False)[0] == 200
+        assert client.request("GET", "/api/next?rater=alice", headers=cookie, token=False)[0] == 200
     store.close()
 
 
@@ -407,7 +456,8 @@ def test_page_in_a_real_browser_plays_both_clips_and_keys_answer(tmp_path):
     store, pairs, log = make_store(run_dir, 4, seed=2)
     queue = LabelQueue(store)
     results: dict = {}
-    with PrefsServer(queue, port=0) as server:
+    prompt = load_presets()["pendulum"]["web_prompt"]
+    with PrefsServer(queue, port=0, prompt=prompt) as server:
         gatherer = WebGatherer(store, queue, log, np.random.default_rng(0), server.url)
         thread = threading.Thread(target=lambda: results.update(prefs=gatherer(pairs)), daemon=True)
         thread.start()
@@ -444,6 +494,10 @@ def test_page_in_a_real_browser_plays_both_clips_and_keys_answer(tmp_path):
                 if not answered:
                     progress = driver.find_element("id", "round-total").text
                     assert progress == "4"
+                    # the rater is told the task, above the clips
+                    task = driver.find_element("id", "task")
+                    assert task.is_displayed() and driver.find_element("id", "prompt").text == prompt
+                    assert task.location["y"] < driver.find_element("id", "left").location["y"]
                     driver.save_screenshot(str(tmp_path / "prefs.png"))
                     if os.environ.get("RLKIT_SAVE_SCREENSHOT"):
                         shutil.copy(tmp_path / "prefs.png", ROOT / "docs" / "img" / "prefs.png")

@@ -333,7 +333,7 @@ def test_malformed_answer_requests_get_a_4xx_and_one_log_line(served, capsys, fa
         started = time.monotonic()
         status, reply = raw_request(server.port, data, half_close)
         assert status == want, (data[:200], reply[:300])
-        assert time.monotonic() - started < 2.0, data[:200]  # no waiting on a body that will not come
+        assert time.monotonic() - started < 4.0, data[:200]  # no waiting for a body that will not come
         assert len(log) == number and reason in log[number - 1] and f" {want} " in log[number - 1], log
     assert all("\n" not in line for line in log) and "Traceback" not in capsys.readouterr().err
     assert not server.store.answers and not (server.store.root / "answers.jsonl").exists()
@@ -349,7 +349,7 @@ def test_a_stalled_body_times_out_with_408_and_stores_nothing(served, faults):
         reply = conn.recv(65536)  # the rest never comes; the server gives up after its 0.5 s read timeout
         waited = time.monotonic() - started
         conn.sendall(good[10:])  # too late: the answer it completes must not be stored
-    assert reply.startswith(b"HTTP/1.0 408") and 0.3 < waited < 3.0
+    assert reply.startswith(b"HTTP/1.0 408") and 0.3 < waited < 4.5
     time.sleep(0.1)
     assert not server.store.answers and len(log) == 1 and " 408 " in log[0]
     faults.held("malformed HTTP requests refused", 1)

@@ -44,8 +44,9 @@ from torch.distributions import Distribution
 
 from rlkit.callbacks import Callback
 from rlkit.cli import train_from_command_line
-from rlkit.config import BaseConfig, config_from_dict, default, opt, require_at_least_one
+from rlkit.config import MAX_ENVS, MAX_WIDTH, BaseConfig, config_from_dict, default, opt, require_at_least_one
 from rlkit.errors import RLKitError
+from rlkit.memory import refuse_if_too_big
 from rlkit.nets import ActorCritic, numpy_actor_critic
 from rlkit.optim import OptimizerName, OptimizerOptions, set_lr
 from rlkit.registry import AgentSpec, eval_env_factory
@@ -69,7 +70,8 @@ class ActorCriticOptions:
     ent_coef: float = opt(0.01, "weight of the entropy bonus (paper: 0.01)")
     vf_coef: float = opt(0.5, "weight of the value loss")
     max_grad_norm: float = opt(0.5, "clip each update's gradients to this global norm (0 = no clipping)")
-    hidden: list[int] = opt([64, 64], "hidden layer sizes of the trunk (after the CNN for images)", low=1)
+    hidden: list[int] = opt([64, 64], "hidden layer sizes of the trunk (after the CNN for images)", low=1,
+                            high=MAX_WIDTH)
     activation: Literal["tanh", "relu"] = opt("tanh", "activation of the hidden layers")
     shared_trunk: bool = opt(True, "policy and value share the trunk (false: the value gets its own MLP)")
     clip_rewards: bool = opt(False, "train on sign(reward) (Atari); logged returns stay raw")
@@ -85,7 +87,7 @@ class ActorCriticOptions:
 class A2CConfig(ActorCriticOptions, OptimizerOptions, BaseConfig):
     """A2C hyper-parameters: the shared actor-critic and optimizer options plus the vector env's."""
 
-    num_envs: int = opt(8, "parallel envs stepping in lockstep")
+    num_envs: int = opt(8, "parallel envs stepping in lockstep", low=1, high=MAX_ENVS)
     n_steps: int = opt(5, "steps per env between updates (t_max in the A3C paper)")
 
     def validate(self) -> None:
@@ -187,6 +189,10 @@ def collect_rollout(envs: VecEnv, obs: np.ndarray, actor: Actor, n_steps: int, c
     """Step ``envs`` ``n_steps`` times from ``obs``; returns (rollout, next obs, finished (return, length))."""
     num, space = envs.num_envs, envs.single_action_space
     box = isinstance(space, gym.spaces.Box)
+    # per step: the observations, three float32 and two bool columns, and the actions (at most 8 bytes each)
+    per_step = obs.nbytes + num * (3 * 4 + 2) + num * 8 * int(np.prod(space.shape or (1,)))
+    refuse_if_too_big(f"a rollout of {n_steps:,} steps x {num} envs", n_steps * per_step,
+                      "lower n_steps or num_envs")
     obs_buf = np.empty((n_steps, *obs.shape), dtype=obs.dtype)
     actions_buf: np.ndarray | None = None
     rewards, values, next_values = (np.zeros((n_steps, num), np.float32) for _ in range(3))

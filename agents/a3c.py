@@ -97,7 +97,8 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 class A3CConfig(ActorCriticOptions, OptimizerOptions, BaseConfig):
     """A3C hyper-parameters: the actor-critic and optimizer options A2C has too, plus the workers'."""
 
-    num_workers: int = opt(0, "worker processes, one env each (0 = one per available CPU core)")
+    num_workers: int = opt(0, "worker processes, one env each (0 = one per available CPU core)", low=0,
+                           high=256)  # processes: beyond a few hundred the machine only thrashes
     start_method: Literal["fork", "spawn"] = opt("fork", "how workers start: fork (fast, POSIX) or spawn (portable)")
     t_max: int = opt(5, "steps each worker rolls out between its updates")
 

@@ -46,6 +46,7 @@ from rlkit.buffers import ReplayBuffer
 from rlkit.callbacks import Callback
 from rlkit.cli import train_from_command_line
 from rlkit.config import (
+    MAX_WIDTH,
     BaseConfig,
     ReplayOptions,
     apply_overrides,
@@ -75,7 +76,7 @@ class DDPGConfig(ReplayOptions, BaseConfig):
     actor_lr: float = opt(1e-3, "actor learning rate (Adam)", low=0)
     critic_lr: float = opt(1e-3, "critic learning rate (Adam)", low=0)
     critic_weight_decay: float = opt(0.0, "L2 penalty on the critic weights (Lillicrap: 0.01)")
-    hidden: list[int] = opt([400, 300], "hidden layer sizes of the actor and critic MLPs", low=1)
+    hidden: list[int] = opt([400, 300], "hidden layer sizes of the actor and critic MLPs", low=1, high=MAX_WIDTH)
     noise: Literal["gaussian", "ou", "none"] = opt("gaussian", "exploration noise: gaussian, ou (Ornstein-Uhlenbeck)")
     noise_std: float = opt(0.1, "exploration noise std (OU: sigma), as a fraction of each action's half-range")
     ou_theta: float = opt(0.15, "OU mean-reversion rate theta")

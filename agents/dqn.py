@@ -36,7 +36,7 @@ from torch import nn
 from rlkit.buffers import PrioritizedReplayBuffer, ReplayBuffer
 from rlkit.callbacks import Callback
 from rlkit.cli import train_from_command_line
-from rlkit.config import BaseConfig, ReplayOptions, config_from_dict, opt, require_at_least_one
+from rlkit.config import MAX_WIDTH, BaseConfig, ReplayOptions, config_from_dict, opt, require_at_least_one
 from rlkit.errors import RLKitError
 from rlkit.nets import QNetwork, numpy_forward, polyak_update
 from rlkit.optim import OptimizerOptions, linear, set_lr
@@ -56,7 +56,8 @@ class DQNConfig(ReplayOptions, OptimizerOptions, BaseConfig):
                              low=0, high=1)
     exploration_fraction: float = opt(0.1, "fraction of total_steps over which epsilon decays linearly",
                                       low=0, high=1)
-    hidden: list[int] = opt([64, 64], "hidden layer sizes of the MLP (after the CNN for images)", low=1)
+    hidden: list[int] = opt([64, 64], "hidden layer sizes of the MLP (after the CNN for images)", low=1,
+                            high=MAX_WIDTH)
     double: bool = opt(False, "Double DQN: the online net picks the next action, the target net rates it")
     dueling: bool = opt(False, "dueling head: Q = V + A - mean(A)")
     n_step: int = opt(1, "n-step returns (cut at episode ends)")

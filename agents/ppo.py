@@ -74,7 +74,7 @@ from torch.nn import functional as F  # noqa: N812 - torch's own alias
 
 from rlkit.callbacks import Callback
 from rlkit.cli import train_from_command_line
-from rlkit.config import BaseConfig, config_from_dict, default, opt
+from rlkit.config import MAX_ENVS, MAX_WIDTH, BaseConfig, config_from_dict, default, opt
 from rlkit.errors import RLKitError
 from rlkit.nets import ActorCritic, CategoricalHead, GaussianHead, numpy_actor_critic
 from rlkit.optim import FlatAdam, OptimizerOptions, scheduled, set_lr
@@ -88,7 +88,7 @@ class PPOConfig(OptimizerOptions, BaseConfig):
     """PPO hyper-parameters: the optimizer options, plus PPO's (defaults: SB3's PPO; presets hold the RL-Zoo /
     paper values per task)."""
 
-    num_envs: int = opt(1, "parallel envs stepping in lockstep", low=1)
+    num_envs: int = opt(1, "parallel envs stepping in lockstep", low=1, high=MAX_ENVS)
     n_steps: int = opt(2048, "steps per env per rollout (the paper's horizon T)", low=1)
     batch_size: int = opt(64, "minibatch size", low=1)
     n_epochs: int = opt(10, "passes over each rollout (the paper's K)", low=1)
@@ -104,7 +104,7 @@ class PPOConfig(OptimizerOptions, BaseConfig):
     target_kl: float | None = opt(None, "stop an update's epochs once approx-KL exceeds 1.5x this (None: off)")
     lr: float = default(OptimizerOptions, "lr", 3e-4)
     optimizer_eps: float = default(OptimizerOptions, "optimizer_eps", 1e-5)  # Baselines/SB3 PPO
-    hidden: list[int] = opt([64, 64], "hidden layer sizes (after the CNN for images)", low=1)
+    hidden: list[int] = opt([64, 64], "hidden layer sizes (after the CNN for images)", low=1, high=MAX_WIDTH)
     activation: Literal["tanh", "relu"] = opt("tanh", "activation of the hidden layers")
     shared_trunk: bool = opt(False, "policy and value share the trunk (SB3: separate for MLPs)")
     log_std_init: float = opt(0.0, "initial log std of Gaussian actions")

@@ -51,7 +51,7 @@ from torch.nn import functional as F
 from rlkit.buffers import ReplayBuffer
 from rlkit.callbacks import Callback
 from rlkit.cli import train_from_command_line
-from rlkit.config import BaseConfig, ReplayOptions, config_from_dict, default, opt
+from rlkit.config import MAX_WIDTH, BaseConfig, ReplayOptions, config_from_dict, default, opt
 from rlkit.nets import ObsEncoder, QCriticEnsemble, check_bounded_box, mlp, numpy_ops, polyak_update, run_numpy
 from rlkit.optim import make_optimizer
 from rlkit.registry import AgentSpec, eval_env_factory
@@ -73,7 +73,7 @@ class SACConfig(ReplayOptions, BaseConfig):
     tau: float = default(ReplayOptions, "tau", 0.005)
     train_every: int = default(ReplayOptions, "train_every", 1)
     lr: float = opt(3e-4, "learning rate of actor, critics and temperature (Adam)", low=0, low_open=True)
-    hidden: list[int] = opt([256, 256], "hidden layer sizes of the actor and critic MLPs", low=1)
+    hidden: list[int] = opt([256, 256], "hidden layer sizes of the actor and critic MLPs", low=1, high=MAX_WIDTH)
     n_critics: int = opt(2, "critics in the ensemble; targets take their minimum", low=1)
     alpha: float = opt(1.0, "entropy temperature (the initial value when autotune is on)", low=0, low_open=True)
     autotune: bool = opt(True, "learn alpha so that the policy's entropy tracks target_entropy")

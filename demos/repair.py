@@ -41,6 +41,7 @@ from rlkit.demos.writer import index_line, record_for
 
 from rlkit.checkpoint import atomic_write_text
 from rlkit.errors import RLKitError
+from rlkit.safe_files import check_inside
 
 _LOCAL_SIG = b"PK\x03\x04"
 
@@ -146,13 +147,15 @@ def _repair(root: Path, meta: dict[str, Any], folder: Path) -> dict[str, Any]:
     for n, (_, _, _, rec) in enumerate(found):
         rec["index"] = n
         lines.append(index_line(rec))
+    for name in (INDEX, IGNORED):  # refused before the old index is moved aside, so nothing is half done
+        check_inside(root / name, root)
     backup = None
     if os.path.lexists(root / INDEX):
         backup = root / f"{INDEX}.before-repair-{time.strftime('%Y%m%dT%H%M%S')}"
         os.rename(root / INDEX, backup)
-    atomic_write_text(root / INDEX, b"".join(lines).decode())
+    atomic_write_text(root / INDEX, b"".join(lines).decode(), home=root)
     if ignored or os.path.lexists(root / IGNORED):
-        atomic_write_text(root / IGNORED, "".join(json.dumps(item) + "\n" for item in ignored))
+        atomic_write_text(root / IGNORED, "".join(json.dumps(item) + "\n" for item in ignored), home=root)
     return {"path": str(root), "episodes": len(lines), "previously_indexed": old_count,
             "ignored": ignored, "ignored_bytes": sum(i["bytes"] for i in ignored),
             "old_index": None if backup is None else str(backup)}

@@ -67,6 +67,7 @@ from rlkit.demos.reader import (
 
 from rlkit.checkpoint import atomic_write_text
 from rlkit.errors import RLKitError
+from rlkit.safe_files import disk_full_error, is_disk_full
 
 
 def _jsonable(value: Any, what: str) -> Any:
@@ -167,7 +168,8 @@ class DatasetWriter:
                         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             if exists:  # an upgrade keeps what the manifest said, and says from which format
                 manifest = {**raw, "format_version": FORMAT_VERSION, "upgraded_from": raw["format_version"]}
-            atomic_write_text(self.path / MANIFEST, json.dumps(manifest, indent=1) + "\n", fsync=self.fsync)
+            atomic_write_text(self.path / MANIFEST, json.dumps(manifest, indent=1) + "\n", fsync=self.fsync,
+                              home=self.path)
 
     def _settle(self, index_existed: bool) -> int:
         """Apply rules 1-3 of the module docstring; returns the next episode index."""
@@ -253,14 +255,22 @@ class DatasetWriter:
             _write_all(self._pack_fd, data)
             if self.fsync:
                 os.fsync(self._pack_fd)
-        except BaseException:
+        except BaseException as e:
             os.ftruncate(self._pack_fd, self._pack_size)  # e.g. a full disk: our own uncommitted bytes
+            if isinstance(e, Exception) and is_disk_full(e):
+                raise disk_full_error(self.path / self._pack_rel) from None
             raise
         record = record_for(meta, self._pack_rel, self._pack_size, data)
         self._pack_size += len(data)
         line = index_line(record)
         # the commit point: one write of one line on an O_APPEND descriptor
-        if os.write(self._fd, line) != len(line):
+        try:
+            written = os.write(self._fd, line)
+        except OSError as e:  # nothing of the line was written: the episode stays uncommitted
+            if is_disk_full(e):
+                raise disk_full_error(self.path / INDEX) from None
+            raise
+        if written != len(line):
             raise RLKitError(f"short write to {self.path / INDEX}; is the disk full?")
         if self.fsync:
             os.fsync(self._fd)

@@ -14,13 +14,12 @@ buffer then takes 7 GB instead of 28 GB.
 
 from __future__ import annotations
 
-import os
-
 import gymnasium as gym
 import numpy as np
 import torch
 
 from rlkit.errors import RLKitError
+from rlkit.memory import refuse_if_too_big
 from rlkit.types import Batch
 
 
@@ -33,31 +32,13 @@ def _space_storage(space: gym.Space) -> tuple[tuple[int, ...], np.dtype]:
     raise RLKitError(f"the replay buffer supports Box and Discrete spaces; got {space}")
 
 
-def available_memory() -> int | None:
-    """Bytes of memory this process can still get (MemAvailable, or physical memory), None if unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def _check_memory(capacity: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype, act_shape: tuple[int, ...],
                   act_dtype: np.dtype) -> None:
     """Refuse, with the number, a buffer whose arrays would not fit in the machine's available memory."""
     per_transition = (int(np.prod(obs_shape, dtype=np.int64)) * obs_dtype.itemsize
                       + int(np.prod(act_shape, dtype=np.int64)) * act_dtype.itemsize + 4 + 2 + 8)
-    need = int(capacity) * per_transition
-    have = available_memory()
-    if have is not None and need > have:
-        raise RLKitError(f"a replay buffer of {capacity:,} transitions needs {need / 2**30:,.2f} GiB, but this "
-                         f"machine has {have / 2**30:,.2f} GiB available; lower buffer_size")
+    refuse_if_too_big(f"a replay buffer of {capacity:,} transitions", int(capacity) * per_transition,
+                      "lower buffer_size")
 
 
 class ReplayBuffer:

@@ -41,6 +41,7 @@ import gymnasium as gym
 import numpy as np
 
 from rlkit.errors import RLKitError
+from rlkit.safe_files import check_dir_inside, check_inside, disk_full_error, is_disk_full
 from rlkit.spaces import space_from_json, space_to_json
 
 CHECKPOINT_DIR = "checkpoints"
@@ -52,6 +53,9 @@ FORMAT = 1
 _STEP_RE = re.compile(r"step_(\d+)$")
 _OLD_STEP_RE = re.compile(r"step_(\d+)\.pt$")
 _TAG = "__rlkit__"
+# What `rlkit eval` and the loaders take, said when given something else (a bare .pt file, any folder).
+_EXPECTED = (f"pass a run directory (holding {CHECKPOINT_DIR}/step_N/) or one checkpoint directory such as "
+             f"RUN/{CHECKPOINT_DIR}/step_N holding {STATE_FILE} with its {SUMS_FILE}")
 # Tests only: seconds to sleep inside a checkpoint write (between the state and the buffer), to widen the
 # window in which the fault suite's kill -9 lands mid-write.
 _SLOW_WRITE_ENV = "RLKIT_TEST_SLOW_CHECKPOINT"
@@ -71,39 +75,49 @@ def _fsync_dir(path: Path) -> None:
 
 
 @contextmanager
-def atomic_open(path: str | Path, fsync: bool = True) -> Iterator[BinaryIO]:
+def atomic_open(path: str | Path, fsync: bool = True, home: str | Path | None = None) -> Iterator[BinaryIO]:
     """Open a temporary file next to ``path`` for writing; on success fsync and rename it over ``path``.
 
     A reader sees either the old file or the whole new one, never a partial write; on an exception
     the temporary file is removed and ``path`` is untouched. ``fsync=False`` skips the flushes to the
     disk (~6 ms here): the rename is still atomic for readers and survives a killed process, only not
-    a power loss.
+    a power loss. ``home``: the run or dataset ``path`` belongs to; ``path`` must then be a regular file
+    (or absent) inside it, reached through no symlink (:func:`rlkit.safe_files.check_inside`). A full disk
+    is the one-line error of :func:`rlkit.safe_files.disk_full_error`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if home is not None:
+        check_inside(path, home)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             if fsync:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        full = isinstance(e, Exception) and is_disk_full(e)
+        error = disk_full_error(path) if full else None  # the free space when it failed, before the cleanup
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if error is not None:
+            raise error from None
         raise
     if fsync:
         _fsync_dir(path.parent)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes, fsync: bool = True) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes, fsync: bool = True, home: str | Path | None = None) -> None:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_open`)."""
-    with atomic_open(path, fsync) as f:
+    with atomic_open(path, fsync, home) as f:
         f.write(data)
 
 
-def atomic_write_text(path: str | Path, text: str, fsync: bool = True) -> None:
-    atomic_write_bytes(path, text.encode(), fsync)
+def atomic_write_text(path: str | Path, text: str, fsync: bool = True, home: str | Path | None = None) -> None:
+    atomic_write_bytes(path, text.encode(), fsync, home)
 
 
 def _encode(obj: Any, where: str = "state") -> Any:
@@ -188,7 +202,7 @@ def save_checkpoint(run_dir: str | Path, state: dict[str, Any], step: int, keep:
                     buffer: dict[str, Any] | None = None) -> Path:
     """Commit ``state`` (and the replay ``buffer``'s state, if given) as ``checkpoints/step_<step>/`` in one
     rename, with their sha256 in ``checksums.json``; prune all but the last ``keep``. Returns the state file."""
-    path = _commit(Path(run_dir) / CHECKPOINT_DIR, _step_dir_name(step), state, step, buffer)
+    path = _commit(Path(run_dir), _step_dir_name(step), state, step, buffer)
     for old in list_checkpoints(run_dir)[:-max(keep, 1)]:
         _remove_dir(old)
     return path
@@ -197,16 +211,21 @@ def save_checkpoint(run_dir: str | Path, state: dict[str, Any], step: int, keep:
 def save_best_checkpoint(run_dir: str | Path, state: dict[str, Any], step: int) -> Path:
     """Commit ``state`` as ``checkpoints/best/`` (replacing the previous best in one rename); its sidecar also
     records ``best_return`` (``state["best_return"]``) so that a resumed run reads it without torch."""
-    return _commit(Path(run_dir) / CHECKPOINT_DIR, BEST_NAME, state, step, None,
+    return _commit(Path(run_dir), BEST_NAME, state, step, None,
                    {"best_return": float(state["best_return"])})
 
 
-def _commit(ckpt_dir: Path, name: str, state: dict[str, Any], step: int, buffer: dict[str, Any] | None,
+def _commit(run_dir: Path, name: str, state: dict[str, Any], step: int, buffer: dict[str, Any] | None,
             sidecar: dict[str, Any] | None = None) -> Path:
-    """Write ``ckpt_dir/name/`` (state, buffer, checksums) in a temporary directory and rename it into place."""
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=ckpt_dir))
+    """Write ``run_dir/checkpoints/name/`` (state, buffer, checksums) in a temporary directory and rename it
+    into place. ``checkpoints/`` and ``name/`` must be the run's own folders, not symlinks out of it; a full
+    disk is one line naming the checkpoint and the free space, and leaves no temporary directory."""
+    ckpt_dir = check_dir_inside(run_dir / CHECKPOINT_DIR, run_dir)
+    check_dir_inside(ckpt_dir / name, run_dir)
+    tmp = None
     try:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=ckpt_dir))
         files = {STATE_FILE: _write_torch(state, tmp / STATE_FILE)}
         if os.environ.get(_SLOW_WRITE_ENV):
             time.sleep(float(os.environ[_SLOW_WRITE_ENV]))
@@ -231,8 +250,13 @@ def _commit(ckpt_dir: Path, name: str, state: dict[str, Any], step: int, buffer:
             shutil.rmtree(aside, ignore_errors=True)
         else:
             os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as e:
+        full = isinstance(e, Exception) and is_disk_full(e)
+        error = disk_full_error(ckpt_dir / name) if full else None  # the free space when it failed
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if error is not None:
+            raise error from None
         raise
     _fsync_dir(ckpt_dir)
     return final / STATE_FILE
@@ -283,8 +307,10 @@ def _remove_dir(path: Path) -> None:
 
 def clean_leftovers(run_dir: str | Path) -> list[Path]:
     """Remove what a killed writer left (``.*.tmp`` in the run directory and in ``checkpoints/``); a checkpoint
-    moved aside by an interrupted same-step save is put back when no other one took its place."""
+    moved aside by an interrupted same-step save is put back when no other one took its place. A symlinked
+    ``checkpoints/`` is refused first: its target's files are not the run's to delete."""
     removed = []
+    check_dir_inside(Path(run_dir) / CHECKPOINT_DIR, run_dir)
     for folder in (Path(run_dir), Path(run_dir) / CHECKPOINT_DIR):
         if not folder.is_dir():
             continue
@@ -336,9 +362,14 @@ def find_checkpoint(path: str | Path) -> Path:
             return ckpts[-1] / STATE_FILE
         if _old_layout(path):
             raise _old_layout_error(_old_layout(path)[-1])
-        raise RLKitError(f"no checkpoints in {path / CHECKPOINT_DIR}; is this an rlkit run directory?")
+        if (path / CHECKPOINT_DIR).is_dir():
+            raise RLKitError(f"{path / CHECKPOINT_DIR} holds no checkpoint yet (no step_N/ directory); the run "
+                             "saves its first one at checkpoint_every or at its end")
+        raise RLKitError(f"{path} is neither an rlkit run directory nor a checkpoint: {_EXPECTED}")
     if _OLD_STEP_RE.match(path.name) and not (path.parent / SUMS_FILE).exists():
         raise _old_layout_error(path)
+    if path.name != STATE_FILE:  # a state.pt without its sidecar gets read_checksums' own message
+        raise RLKitError(f"{path} is not an rlkit checkpoint: {_EXPECTED}")
     return path
 
 

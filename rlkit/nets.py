@@ -16,11 +16,14 @@ from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from rlkit.errors import RLKitError
+from rlkit.memory import check_network_fits
 
 
 def mlp(in_dim: int, out_dim: int, hidden: Sequence[int] = (64, 64), activation: type[nn.Module] = nn.ReLU,
         output_activation: type[nn.Module] | None = None) -> nn.Sequential:
-    """A fully connected stack ``in_dim -> hidden... -> out_dim`` (``out_dim=0``: no output layer)."""
+    """A fully connected stack ``in_dim -> hidden... -> out_dim`` (``out_dim=0``: no output layer); one that
+    would not fit in memory is refused in one line before anything is allocated."""
+    check_network_fits(in_dim, hidden, out_dim)
     layers: list[nn.Module] = []
     last = in_dim
     for width in hidden:
@@ -185,6 +188,7 @@ class QCriticEnsemble(nn.Module):
                              f"{observation_space} (flatten them first)")
         self.n_critics = n_critics
         sizes = [self.encoder.out_dim + int(np.prod(action_space.shape)), *hidden, 1]
+        check_network_fits(sizes[0], hidden, 1, copies=n_critics)
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):

@@ -80,6 +80,7 @@ from rlkit.config import BaseConfig, validate_config
 from rlkit.errors import AlreadyFinished, RLKitError
 from rlkit.evaluation import evaluate
 from rlkit.logger import Logger
+from rlkit.safe_files import check_dir_inside, check_inside
 from rlkit.seeding import get_rng_state, seed_everything, set_rng_state
 from rlkit.signals import signals_deferred, sigterm_as_interrupt
 from rlkit.types import Policy
@@ -91,12 +92,10 @@ def default_run_dir(agent: str, env_id: str, seed: int) -> Path:
 
 
 def _regular_or_absent(path: Path) -> bool:
-    """True when ``path`` is a regular file, False when absent; a directory or FIFO is a one-line error."""
-    if not path.exists():
-        return False
-    if not path.is_file():
-        raise RLKitError(f"{path} is not a regular file; move it away to use this run directory")
-    return True
+    """True when ``path`` is a regular file, False when absent; a symlink (even to a regular file elsewhere),
+    a directory or a FIFO is a one-line error: the run writes, trims and replaces these files in place."""
+    check_inside(path, path.parent)
+    return path.exists()
 
 
 def clean_metrics(path: Path, up_to_step: int) -> float | None:
@@ -137,7 +136,7 @@ def clean_metrics(path: Path, up_to_step: int) -> float | None:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(row for _, row in sorted(kept.items()))
-    atomic_write_text(path, out.getvalue())
+    atomic_write_text(path, out.getvalue(), home=path.parent)
     if not kept or "wall_s" not in header:
         return None
     try:
@@ -195,6 +194,7 @@ class Run:
         cfg.run_dir = str(self.dir)
         if self.dir.exists() and not self.dir.is_dir():
             raise RLKitError(f"run directory {self.dir} is a file; choose another --run-dir")
+        check_dir_inside(self.dir / "checkpoints", self.dir)  # before resume reads or a checkpoint writes there
         if resume and not list_checkpoints(self.dir):
             raise RLKitError(f"cannot resume: no checkpoints in {self.dir}/checkpoints")
         if not resume and list_checkpoints(self.dir):
@@ -265,7 +265,7 @@ class Run:
             # A run that died before its first checkpoint committed nothing: start it afresh.
             for stale in [self.dir / "metrics.csv", self.dir / "final.json", *self.dir.glob("events.out.tfevents.*")]:
                 stale.unlink(missing_ok=True)
-        cfg.save(self.dir / "config.json")
+        cfg.save(self.dir / "config.json", home=self.dir)
         self._logger = Logger(self.dir, total_steps=cfg.total_steps, initial_step=self.global_step,
                               progress=cfg.progress, tensorboard=cfg.tensorboard, clock=lambda: self.wall_s,
                               on_row=self._row_written)
@@ -449,7 +449,7 @@ class Run:
         }
         if self.stopped is not None:
             result["stopped"] = self.stopped
-        atomic_write_text(self.dir / "final.json", json.dumps(result, indent=2))
+        atomic_write_text(self.dir / "final.json", json.dumps(result, indent=2), home=self.dir)
         return result
 
     def close(self) -> None:

@@ -32,23 +32,41 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def check_inside(path: str | Path, home: str | Path) -> Path:
-    """``path``, refused in one line unless it lies inside ``home`` and no folder between them is a symlink.
-
-    The leaf itself may be missing (it is about to be created); when present it must be a regular file.
-    """
-    path, home = Path(path), Path(home)
+def _parts_inside(path: Path, home: Path) -> tuple[str, ...]:
+    """The names leading from ``home`` to ``path``; one-line error when ``path`` is not below ``home``."""
     try:
         rel = path.absolute().relative_to(home.absolute())
     except ValueError:
         raise RLKitError(f"{path} is outside {home}; rlkit writes only inside the run or dataset") from None
     if ".." in rel.parts:
         raise RLKitError(f"{path} leaves {home} through '..'; rlkit writes only inside the run or dataset")
+    return rel.parts
+
+
+def _check_folders(home: Path, parts: tuple[str, ...]) -> None:
+    """Each of ``home/parts[0]``, ``home/parts[0]/parts[1]``, ... must not be a symlink (nor a file, when
+    present): what lies below it would be written elsewhere."""
     current = home
-    for part in rel.parts[:-1]:
+    for part in parts:
         current = current / part
-        if current.is_symlink():
+        try:
+            mode = os.lstat(current).st_mode
+        except FileNotFoundError:
+            return  # the rest is created by rlkit
+        if stat.S_ISLNK(mode):
             raise RLKitError(f"{current} is a symbolic link; rlkit writes only to plain files inside {home}")
+        if not stat.S_ISDIR(mode):
+            raise RLKitError(f"{current} is {_kind(mode)}, not a directory; rlkit writes only into plain folders "
+                             f"inside {home} (remove it, or start a new run)")
+
+
+def check_inside(path: str | Path, home: str | Path) -> Path:
+    """``path``, refused in one line unless it lies inside ``home`` and no folder between them is a symlink.
+
+    The leaf itself may be missing (it is about to be created); when present it must be a regular file.
+    """
+    path, home = Path(path), Path(home)
+    _check_folders(home, _parts_inside(path, home)[:-1])
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
@@ -56,6 +74,18 @@ def check_inside(path: str | Path, home: str | Path) -> Path:
     if not stat.S_ISREG(mode):
         raise RLKitError(f"{path} is {_kind(mode)}, not a regular file; rlkit writes only to plain files "
                          f"inside {home} (remove it, or start a new run)")
+    return path
+
+
+def check_dir_inside(path: str | Path, home: str | Path) -> Path:
+    """``path``, a folder rlkit creates or writes into (``checkpoints/``, ``checkpoints/best/``), refused in one
+    line unless it and every folder between ``home`` and it is a real directory inside ``home`` or absent.
+
+    A symlinked ``checkpoints/`` would send new checkpoints, the pruning of old ones and the removal of
+    leftovers (``.*.tmp``) into whatever folder it points to.
+    """
+    path, home = Path(path), Path(home)
+    _check_folders(home, _parts_inside(path, home))
     return path
 
 

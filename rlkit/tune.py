@@ -41,6 +41,7 @@ from rlkit.callbacks import Callback, Event
 from rlkit.config import BaseConfig, apply_overrides, config_from_dict
 from rlkit.errors import RLKitError
 from rlkit.registry import AgentSpec, get_agent
+from rlkit.safe_files import check_dir_inside, check_inside
 
 SPACES_FILE = "tune_spaces.yaml"
 KINDS = ("float", "int", "categorical")
@@ -57,6 +58,10 @@ def load_space(agent: str, spec: AgentSpec, path: str | Path | None = None) -> d
             raise RLKitError(f"no default search space for agent {agent!r}; pass --space FILE.yaml")
         space, source = data[agent], f"the default space of {agent}"
     else:
+        if not Path(path).exists():
+            raise RLKitError(f"search space {path} not found; pass a YAML file (see rlkit tune --help)")
+        if not Path(path).is_file():  # a FIFO would block the read forever
+            raise RLKitError(f"search space {path} is not a regular file; pass a YAML file")
         try:
             data = yaml.safe_load(Path(path).read_text())
         except (OSError, yaml.YAMLError) as e:
@@ -235,6 +240,8 @@ def tune(agent: str, env_id: str, trials: int, out: str | Path, steps: int = 20_
     space = load_space(agent, spec, space_file)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    if storage is None:  # SQLite follows a symlink: the study would be written (and locked) elsewhere
+        check_inside(out / "study.db", out)
     storage_url = storage or f"sqlite:///{out / 'study.db'}"
     if backend == "ray" and (ray_address or os.environ.get("RAY_ADDRESS")) and storage_url.startswith("sqlite:"):
         raise RLKitError("--backend ray on a cluster needs a --storage every node reaches (e.g. postgresql://...), "
@@ -267,7 +274,7 @@ def tune(agent: str, env_id: str, trials: int, out: str | Path, steps: int = 20_
 
     def start(trial: optuna.Trial) -> dict[str, Any]:
         params = suggest(trial, space, set(spec.config_cls.__dataclass_fields__))
-        run_dir = out / f"trial-{trial.number:04d}"
+        run_dir = check_dir_inside(out / f"trial-{trial.number:04d}", out)
         config = trial_config(spec, base, params, run_dir)
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("overrides", params)
@@ -348,15 +355,31 @@ def finish(study: Any, spec: AgentSpec, out: Path, storage_url: str, base: dict[
                                 f"(trial {best.number}, seed {base['seed']})",
                   "env_id": base["env_id"], "total_steps": base["total_steps"], **best.user_attrs["overrides"]}
         preset_path = out / "best_preset.yaml"
-        from rlkit.checkpoint import atomic_write_text
+        from rlkit.checkpoint import atomic_write_text  # lazily: the CLI starts without gymnasium
 
-        atomic_write_text(preset_path, yaml.safe_dump(preset, sort_keys=False))
+        atomic_write_text(preset_path, yaml.safe_dump(preset, sort_keys=False), home=out)
     plots, importances = write_plots(study, out)
     result = summary(study, spec.name, storage_url, base, backend, preset_path, plots, importances, wall_s)
     from rlkit.checkpoint import atomic_write_text
 
-    atomic_write_text(out / "tune.json", json.dumps(result, indent=2))
+    atomic_write_text(out / "tune.json", json.dumps(result, indent=2), home=out)
     return result
+
+
+def save_figure(figure: Any, path: Path, out: Path) -> None:
+    """Save a 7x4-inch PNG atomically as a plain file of the study directory ``out`` (matplotlib's own
+    savefig would truncate whatever file a symlink planted at ``path`` points to), then close it."""
+    import matplotlib.pyplot as plt
+
+    from rlkit.checkpoint import atomic_open
+
+    figure.set_size_inches(7, 4)
+    figure.tight_layout()
+    try:
+        with atomic_open(path, fsync=False, home=out) as f:
+            figure.savefig(f, format="png", dpi=100)
+    finally:
+        plt.close(figure)
 
 
 def write_plots(study: Any, out: Path) -> tuple[dict[str, str | None], dict[str, float]]:
@@ -364,7 +387,6 @@ def write_plots(study: Any, out: Path) -> tuple[dict[str, str | None], dict[str,
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import optuna
     from optuna.visualization import matplotlib as optuna_plots
 
@@ -375,10 +397,7 @@ def write_plots(study: Any, out: Path) -> tuple[dict[str, str | None], dict[str,
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if complete:
             ax = optuna_plots.plot_optimization_history(study)
-            ax.figure.set_size_inches(7, 4)
-            ax.figure.tight_layout()
-            ax.figure.savefig(out / "optimization_history.png", dpi=100)
-            plt.close(ax.figure)
+            save_figure(ax.figure, out / "optimization_history.png", out)
             plots["history"] = str(out / "optimization_history.png")
         if len(complete) >= 2:
             try:
@@ -386,10 +405,7 @@ def write_plots(study: Any, out: Path) -> tuple[dict[str, str | None], dict[str,
                 importances = {k: round(float(v), 4) for k, v in
                                optuna.importance.get_param_importances(study, evaluator=evaluator).items()}
                 ax = optuna_plots.plot_param_importances(study, evaluator=evaluator)
-                ax.figure.set_size_inches(7, 4)
-                ax.figure.tight_layout()
-                ax.figure.savefig(out / "param_importances.png", dpi=100)
-                plt.close(ax.figure)
+                save_figure(ax.figure, out / "param_importances.png", out)
                 plots["importance"] = str(out / "param_importances.png")
             except (RuntimeError, ValueError):  # e.g. every trial sampled the same values
                 importances = {}

@@ -12,7 +12,8 @@ than quadratically as BC's does.
 What is implemented:
     * Any rlkit ``Policy`` is the expert: a run directory or checkpoint, ``sb3:ALGO:PATH.zip``,
       ``python:module:callable`` or ``human`` (the keyboard source of ``demos``), or a Policy object
-      passed to :func:`train` from Python.
+      passed to :func:`train` from Python. An SB3 zip is loaded with nothing unpickled; one that needs
+      unpickling is refused unless ``--set trust_remote_code=true``.
     * beta schedules: ``exponential`` (beta_i = p^i, the paper's) and ``linear`` (1 -> 0 over
       ``beta_rampdown`` rounds, imitation's ``LinearBetaSchedule``).
     * Crash safety: each episode's labelled states are appended to an rlkit dataset on disk
@@ -72,6 +73,8 @@ class DAggerConfig(BaseConfig):
     env_id: str | None = opt(None, "env to run in; default: the env of the --demos dataset")
     expert: str | None = opt(None, "expert SOURCE: run dir/checkpoint, sb3:ALGO:PATH.zip, python:mod:fn or human")
     expert_checkpoint: str = opt("latest", "which checkpoint of an rlkit run expert: latest, best or a step number")
+    trust_remote_code: bool = opt(False, "an sb3: expert whose zip needs unpickling (a custom policy class) is loaded "
+                                         "SB3's way, running any code in it; off: refused (see docs/imitation.md)")
     demos: str | None = opt(None, "optional expert demonstrations used as round 0 (instead of expert rollouts)")
     labels: str | None = opt(None, "dataset the expert-labelled states are appended to; default RUN_DIR/labels")
     total_steps: int = opt(0, "stop after the round in which this many env steps were collected (0 = no cap)", low=0)
@@ -138,7 +141,7 @@ def train(cfg: DAggerConfig, resume: bool = False, expert: Policy | None = None,
             raise RLKitError("dagger needs an expert: --set expert=SOURCE (a run dir, sb3:ALGO:PATH.zip, "
                              "python:module:callable or human)")
         expert = demos.resolve_policy(cfg.expert, cfg.env_id, seed=cfg.seed, env_kwargs=cfg.env_kwargs,
-                                      checkpoint=cfg.expert_checkpoint)
+                                      checkpoint=cfg.expert_checkpoint, trust_remote_code=cfg.trust_remote_code)
     run = Run("dagger", cfg, resume=resume, callbacks=callbacks)  # seeds the global RNGs, sets thread counts
     render = "rgb_array" if getattr(expert, "needs_render", False) else None
     env = make_env(cfg.env_id, seed=cfg.seed, render_mode=render, env_kwargs=cfg.env_kwargs)

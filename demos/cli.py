@@ -49,6 +49,9 @@ def add_parser(subparsers: Any) -> None:
                      help="keyword arguments of the env, e.g. '{\"max_episode_steps\": 200}'")
     rec.add_argument("--stochastic", action="store_true", help="sample the policy's actions instead of greedy")
     rec.add_argument("--fsync", action="store_true", help="flush each episode to disk (survives power loss)")
+    rec.add_argument("--trust-remote-code", action="store_true",
+                     help="sb3: source: let SB3 unpickle what rlkit cannot rebuild (a custom policy class), "
+                          "running any code in the zip; without it such a zip is refused")
     rec.add_argument("--keymap", metavar="FILE.json", help="human source: key names -> actions")
     rec.add_argument("--fps", type=float, default=None, help="human source: decisions per second")
     rec.add_argument("--quiet", action="store_true", help="no per-episode progress lines")
@@ -114,8 +117,10 @@ def cmd_record(args: argparse.Namespace) -> int:
         human = {"fps": args.fps, "key_map": load_key_map(args.keymap) if args.keymap else None}
     elif args.keymap or args.fps is not None:
         raise RLKitError("--keymap and --fps apply to --policy human only")
+    if args.trust_remote_code and not args.policy.startswith("sb3:"):
+        raise RLKitError("--trust-remote-code applies to --policy sb3:ALGO:PATH.zip only")
     policy = resolve_policy(args.policy, args.env_id, seed=args.seed, env_kwargs=args.env_kwargs,
-                            checkpoint=args.checkpoint, **human)
+                            checkpoint=args.checkpoint, trust_remote_code=args.trust_remote_code, **human)
 
     def progress(info: dict[str, Any]) -> None:
         if not args.quiet:

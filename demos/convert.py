@@ -128,16 +128,29 @@ def save_imitation(dataset: Dataset, path: str | Path) -> Path:
 
 
 def load_imitation(path: str | Path) -> list[Any]:
-    """Trajectories saved by ``imitation.data.serialize.save`` (or imitation's older .npz/.pkl files)."""
-    require_imitation("rlkit demos convert --from imitation")
-    from imitation.data import serialize
+    """Trajectories saved by ``imitation.data.serialize.save`` (or in imitation's older .npz format), read
+    as data by :mod:`demos.imitation_files`: nothing is unpickled, and ``infos`` (jsonpickle) are dropped.
 
-    if not Path(path).exists():
+    imitation's oldest format, a pickled list (.pkl), is refused in one line: only unpickling can read it.
+    """
+    require_imitation("rlkit demos convert --from imitation")
+    from imitation.data.types import Trajectory, TrajectoryWithRew
+    from rlkit.demos.imitation_files import read_trajectory_columns
+
+    path = Path(path)
+    if not path.exists():
         raise RLKitError(f"{path} does not exist; pass a directory written by imitation.data.serialize.save")
-    try:
-        return list(serialize.load(path))
-    except Exception as e:  # datasets / numpy raise many types for foreign or damaged files
-        raise RLKitError(f"cannot read {path} as imitation trajectories ({type(e).__name__})") from None
+    trajs = []
+    for i, traj in enumerate(read_trajectory_columns(path)):
+        try:
+            if "rews" in traj:
+                trajs.append(TrajectoryWithRew(obs=traj["obs"], acts=traj["acts"], infos=None,
+                                               terminal=traj["terminal"], rews=traj["rews"].astype(np.float32)))
+            else:
+                trajs.append(Trajectory(obs=traj["obs"], acts=traj["acts"], infos=None, terminal=traj["terminal"]))
+        except ValueError as e:  # imitation checks the lengths of obs, acts and rews
+            raise RLKitError(f"trajectory {i} of {path} is damaged ({str(e).splitlines()[0]})") from None
+    return trajs
 
 
 # ---------------------------------------------------------------------------------------------

@@ -150,7 +150,9 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
                          f"({FORMAT_VERSION}); upgrade rlkit")
     for key in ("observation_space", "action_space"):
         try:
-            space_from_json(raw[key])
+            space_from_json(raw[key], where=f"{manifest} ({key})")
+        except RLKitError:
+            raise  # an absurd size or a foreign dtype, already named with the file
         except Exception as e:  # the space decoder raises many types for a malformed description
             raise RLKitError(f"{manifest} is corrupt: {key} cannot be read ({type(e).__name__})") from None
     return raw

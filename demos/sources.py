@@ -4,7 +4,9 @@
 ``runs/dqn-cartpole`` or ``.pt``   an rlkit run directory or checkpoint, rebuilt through the agent
                                    registry (``rlkit.cli.load_policy``)
 ``sb3:ALGO:PATH.zip``              a saved Stable-Baselines3 model (``PPO``, ``DQN``, ``A2C``, ``SAC``,
-                                   ``TD3``, ``DDPG``), acting through ``model.predict``
+                                   ``TD3``, ``DDPG``), acting through ``model.predict``; loaded with
+                                   nothing unpickled (:mod:`rlkit.sb3_files`; a zip that needs
+                                   unpickling is refused unless ``trust_remote_code``)
 ``random``                         uniform random actions, seeded
 ``python:module:name``             ``name`` imported from ``module``: an object with ``act`` is used as
                                    the Policy; a class is a factory, called as
@@ -30,8 +32,6 @@ from rlkit.errors import RLKitError
 if TYPE_CHECKING:
     from rlkit.types import Policy
 
-SB3_ALGOS = ("A2C", "DDPG", "DQN", "PPO", "SAC", "TD3")
-
 
 class FunctionPolicy:
     """A batched function ``f(obs_batch) -> actions_batch`` as a Policy (``deterministic`` is ignored)."""
@@ -54,25 +54,21 @@ def _env_spaces(env_id: str, env_kwargs: dict[str, Any] | None) -> tuple[gym.Spa
         env.close()
 
 
-def _load_sb3(spec: str) -> Policy:
+def _load_sb3(spec: str, observation_space: gym.Space, action_space: gym.Space, env_id: str,
+              trust_remote_code: bool = False) -> Policy:
+    """An ``sb3:ALGO:PATH.zip`` source, loaded with nothing unpickled (:mod:`rlkit.sb3_files`) unless
+    ``trust_remote_code``."""
     _, algo, path = spec.split(":", 2) if spec.count(":") >= 2 else (None, "", "")
     if not algo or not path:
         raise RLKitError(f"bad SB3 source {spec!r}; use sb3:ALGO:PATH.zip, e.g. sb3:PPO:models/ppo_cartpole.zip")
-    import stable_baselines3
-
-    cls = getattr(stable_baselines3, algo.upper(), None)
-    if algo.upper() not in SB3_ALGOS or cls is None:
-        raise RLKitError(f"unknown SB3 algorithm {algo!r} in {spec!r}; one of: {', '.join(SB3_ALGOS)}")
+    from rlkit.sb3_files import load_sb3_zip, sb3_class
     from rlkit.types import SB3ModelPolicy
 
+    sb3_class(algo, spec)  # an unknown algorithm is named before a missing file
     if not Path(path).is_file():
         raise RLKitError(f"SB3 model {path} does not exist; pass the .zip written by model.save()")
-    try:
-        model = cls.load(path, device="cpu")
-    except Exception as e:  # SB3 raises many types for a wrong algo or a damaged zip
-        raise RLKitError(f"cannot load {path} as an SB3 {algo.upper()} model ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
-    return SB3ModelPolicy(model)
+    return SB3ModelPolicy(load_sb3_zip(path, algo, observation_space, action_space, env_id,
+                                       trust_remote_code=trust_remote_code))
 
 
 def _load_python(spec: str, observation_space: gym.Space, action_space: gym.Space) -> Policy:
@@ -109,7 +105,7 @@ def check_policy_spaces(policy: Any, observation_space: gym.Space, env_id: str, 
 
 
 def resolve_policy(source: str, env_id: str, seed: int = 0, env_kwargs: dict[str, Any] | None = None,
-                   checkpoint: str = "latest", **human_kwargs: Any) -> Policy:
+                   checkpoint: str = "latest", trust_remote_code: bool = False, **human_kwargs: Any) -> Policy:
     """Turn a ``SOURCE`` string into a Policy for ``env_id`` (see the module docstring for the forms).
 
     Args:
@@ -118,6 +114,8 @@ def resolve_policy(source: str, env_id: str, seed: int = 0, env_kwargs: dict[str
         seed: seed of the ``random`` source.
         env_kwargs: keyword arguments of the env.
         checkpoint: for an rlkit run directory: ``latest``, ``best`` or a step number.
+        trust_remote_code: for an ``sb3:`` source: let SB3 unpickle what rlkit cannot supply (a custom
+            policy class, say), which runs any code the zip's author put in it. Off: such a zip is refused.
         human_kwargs: options of :class:`demos.human.HumanPolicy` (``key_map``, ``fps``, ...).
     """
     source = str(source)
@@ -133,7 +131,7 @@ def resolve_policy(source: str, env_id: str, seed: int = 0, env_kwargs: dict[str
 
         return RandomPolicy(action_space, seed=seed)
     if source.startswith("sb3:"):
-        policy = _load_sb3(source)
+        policy = _load_sb3(source, observation_space, action_space, env_id, trust_remote_code)
     elif source.startswith("python:"):
         policy = _load_python(source, observation_space, action_space)
     elif Path(source).exists():

@@ -7,6 +7,7 @@ runs no code.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -55,16 +56,67 @@ def space_brief(space: gym.Space) -> str:
     return repr(space).replace("\n", " ")
 
 
-def space_from_json(data: dict[str, Any]) -> gym.Space:
+#: The most values a space read from a file may declare (a Box's elements, a Discrete's n, a MultiDiscrete's
+#: categories): 2**25, e.g. a 3x2048x2048 frame stack of 4 would not fit, Atari's 4x84x84 uses 0.08%. A file
+#: that declares more is damaged or hostile: building its networks would ask the allocator for terabytes.
+MAX_SPACE_VALUES = 1 << 25
+
+
+def _count(value: Any, what: str, where: str) -> int:
+    """A non-negative JSON integer (not a bool or float) of a space description, or a one-line error."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise RLKitError(f"{where}a space declares {what}={value!r:.40}; it must be a non-negative integer")
+    return value
+
+
+def _bounded(total: int, description: str, where: str) -> None:
+    if total > MAX_SPACE_VALUES:
+        raise RLKitError(f"{where}a space declares {description} ({total:.3g} values), more than rlkit accepts "
+                         f"({MAX_SPACE_VALUES}); the file is damaged or was not written for a real env")
+
+
+def _numeric_dtype(name: Any, where: str) -> np.dtype:
+    dtype = np.dtype(name)
+    if dtype.kind not in "biuf":
+        raise RLKitError(f"{where}a space declares dtype {name!r:.40}; spaces hold booleans, integers or floats")
+    return dtype
+
+
+def space_from_json(data: dict[str, Any], where: str | Path | None = None) -> gym.Space:
+    """The space :func:`space_to_json` described; sizes above :data:`MAX_SPACE_VALUES`, negative or
+    non-integer sizes and non-numeric dtypes are refused in one line naming ``where`` (the file)."""
+    at = f"{where}: " if where else ""
     kind = data.get("type")
     if kind == "Discrete":
-        return gym.spaces.Discrete(int(data["n"]), start=int(data.get("start", 0)))
+        n = _count(data["n"], "n", at)
+        _bounded(n, f"Discrete(n={n})", at)
+        return gym.spaces.Discrete(n, start=int(data.get("start", 0)))
     if kind == "Box":
-        shape, dtype = tuple(data["shape"]), np.dtype(data["dtype"])
+        if not isinstance(data["shape"], list):
+            raise RLKitError(f"{at}a Box space's shape must be a list of integers; got {data['shape']!r:.40}")
+        shape = tuple(_count(d, "a Box dimension", at) for d in data["shape"])
+        _bounded(math.prod(shape), f"a Box of shape {list(shape)}", at)
+        dtype = _numeric_dtype(data["dtype"], at)
         return gym.spaces.Box(_decode_bound(data["low"], shape, dtype), _decode_bound(data["high"], shape, dtype),
                               shape=shape, dtype=dtype)
     if kind == "MultiDiscrete":
-        return gym.spaces.MultiDiscrete(np.array(data["nvec"]), dtype=np.dtype(data.get("dtype", "int64")))
+        nvec = data["nvec"] if isinstance(data["nvec"], list) else [data["nvec"]]
+        flat = [_count(v, "a MultiDiscrete size", at) for v in np.array(nvec, dtype=object).reshape(-1)]
+        _bounded(sum(flat) + len(flat), f"MultiDiscrete with {len(flat)} sizes summing to {sum(flat)}", at)
+        return gym.spaces.MultiDiscrete(np.array(nvec), dtype=_numeric_dtype(data.get("dtype", "int64"), at))
     if kind == "MultiBinary":
+        n = data["n"] if isinstance(data["n"], list) else [data["n"]]
+        _bounded(math.prod(_count(d, "a MultiBinary size", at) for d in n), f"MultiBinary({data['n']!r:.40})", at)
         return gym.spaces.MultiBinary(data["n"])
-    raise RLKitError(f"unknown space type {kind!r} ; was the file written by a newer rlkit?")
+    raise RLKitError(f"{at}unknown space type {kind!r} ; was the file written by a newer rlkit?")
+
+
+def spaces_agree(ours: gym.Space, theirs: gym.Space) -> bool:
+    """The same kind of space of the same size (Box bounds may differ: seals' CartPole and gymnasium's)."""
+    if type(ours) is not type(theirs) or ours.shape != theirs.shape:
+        return False
+    if isinstance(ours, gym.spaces.Discrete):
+        return int(ours.n) == int(theirs.n) and int(ours.start) == int(theirs.start)
+    if isinstance(ours, gym.spaces.MultiDiscrete):
+        return bool(np.array_equal(ours.nvec, theirs.nvec))
+    return True

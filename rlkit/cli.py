@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of greedy ones")
     ev.add_argument("--video", help="write a video of the episodes (.mp4 or .gif)")
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
+    ev.add_argument("--trust-remote-code", action="store_true",
+                    help="sb3: source: let SB3 unpickle what rlkit cannot rebuild (a custom policy class), running "
+                         "any code in the zip; without it such a zip is refused")
     ev.set_defaults(func=cmd_eval)
 
     doctor.add_parser(sub)
@@ -165,7 +168,9 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[Any, BaseConfig, boo
 
 def _imports_code(key: str, value: Any) -> bool:
     """A value that would import a module named inside it: a ``module:Env-v0`` env id or a ``python:``/``sb3:``
-    policy source (sb3 zips may hold pickled objects)."""
+    policy source (sb3 zips may hold pickled objects), or DAgger's opt-in to unpickling an sb3 expert."""
+    if key == "trust_remote_code":
+        return value is True
     if not isinstance(value, str):
         return False
     if key == "env_id":
@@ -175,9 +180,12 @@ def _imports_code(key: str, value: Any) -> bool:
 
 def _refuse_imports_from_file(saved: dict[str, Any], given: dict[str, Any], path: Path) -> None:
     """A module named in a run's own file is imported only when the user names it on the command line too."""
-    for key in ("env_id", "expert"):
+    for key in ("env_id", "expert", "trust_remote_code"):
         value = saved.get(key)
-        if _imports_code(key, value) and str(given.get(key)) != value:
+        named = str(given.get(key))
+        if key == "trust_remote_code":  # --set gives a string; the config, a bool
+            named = named.lower() in ("true", "1", "yes", "on")
+        if _imports_code(key, value) and named != value:
             flag = "--env" if key == "env_id" else f"--set {key}="
             sep = " " if key == "env_id" else ""
             raise RLKitError(f"{path} names {key}={value!r}, which imports code; rlkit imports it only when you "
@@ -331,7 +339,8 @@ def _eval_source(args: argparse.Namespace) -> int:
     resolver = next((ep.load() for ep in entry_points(group="rlkit.sources") if ep.name == "resolve"), None)
     if resolver is None:
         raise RLKitError("no policy-source resolver registered in the rlkit.sources entry points; reinstall rlkit")
-    policy = resolver(args.path, args.env_id, seed=args.seed)
+    opt_in = {"trust_remote_code": True} if args.trust_remote_code else {}  # other resolvers may not take it
+    policy = resolver(args.path, args.env_id, seed=args.seed, **opt_in)
     make = env_factory()
     result = evaluate(policy, lambda render_mode=None: make(args.env_id, render_mode=render_mode), args.episodes,
                       seed=args.seed, deterministic=not args.stochastic, video=args.video)

@@ -13,13 +13,18 @@ joined with ``+`` for chords, to actions: ``{"left": 0, "right": 1}``, ``{"a": [
 key names are pygame's (``pygame.key.key_code``: "left", "a", "space", "return", ...). A ``"noop"``
 entry sets the action sent when nothing is held.
 
-Tests drive it headless: ``SDL_VIDEODRIVER=dummy`` and ``on_frame`` posting ``pygame.event`` key events.
+A person's input is never faked: without a real display (no ``DISPLAY``/``WAYLAND_DISPLAY`` on Linux,
+``SDL_VIDEODRIVER=dummy`` or ``offscreen``, or pygame falling back to one of those drivers) the source
+refuses in one line, so a headless machine cannot save an episode labelled ``source=human``. Tests drive
+pygame's dummy driver through a subclass that overrides :meth:`HumanPolicy.require_display` and posts
+``pygame.event`` key events from ``on_frame``; what they record is labelled by the test, not by a user.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,6 +52,30 @@ def _pygame() -> Any:
     except ImportError:
         raise RLKitError("the human source needs pygame; pip install pygame") from None
     return pygame
+
+
+# SDL's video drivers that draw nowhere: a window on them is invisible, and no key press can reach it.
+FAKE_VIDEO_DRIVERS = ("dummy", "offscreen")
+
+
+def no_display_reason(pygame: Any) -> str | None:
+    """Why a person cannot see the recorder's window and press keys on this machine; None when they can."""
+    requested = os.environ.get("SDL_VIDEODRIVER", "").strip().lower()
+    if requested in FAKE_VIDEO_DRIVERS:
+        return f"SDL_VIDEODRIVER={requested} draws nowhere"
+    # X11 and Wayland are found through these variables; macOS and Windows always have their own display.
+    if sys.platform not in ("darwin", "win32", "cygwin") \
+            and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return "DISPLAY and WAYLAND_DISPLAY are unset (no X11 or Wayland session)"
+    try:
+        pygame.display.init()
+    except pygame.error as e:
+        return f"pygame cannot open the display ({str(e).strip() or 'no reason given'})"
+    driver = pygame.display.get_driver()
+    if driver in FAKE_VIDEO_DRIVERS:  # SDL falls back to these when no real driver works
+        pygame.display.quit()
+        return f"pygame fell back to its {driver} video driver"
+    return None
 
 
 def _key_code(pygame: Any, name: str) -> int:
@@ -119,6 +148,7 @@ class HumanPolicy:
     def __init__(self, env_id: str, key_map: dict[str, Any] | None = None, fps: float | None = None,
                  zoom: float | None = None, on_frame: Callable[[HumanPolicy], None] | None = None) -> None:
         self.pygame = _pygame()
+        self.require_display()
         self.env_id = env_id
         self.user_key_map = key_map
         self.fps = fps
@@ -134,6 +164,13 @@ class HumanPolicy:
         self.paused = False
         self.episode = self.total = self.step = 0
         self.last_action: Any = None
+
+    def require_display(self) -> None:
+        """Refuse, before anything is recorded, when no person can see the window or press its keys."""
+        reason = no_display_reason(self.pygame)
+        if reason is not None:
+            raise RLKitError(f"--policy human needs a display a person can see and type into: {reason}; "
+                             f"record on a desktop session (or over ssh -X)")
 
     def begin_episode(self, env: Any, index: int, total: int) -> None:
         pg = self.pygame

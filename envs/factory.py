@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import warnings
 from typing import Any
 
 import gymnasium as gym
@@ -13,6 +15,42 @@ from rlkit.errors import RLKitError, missing_extra
 _ATARI_ENTRY_POINTS = ("ale_py", "atari")
 
 
+def _import_hint(module: str, error: ImportError) -> str:
+    """What to do about a ``module:Env-v0`` prefix that does not import."""
+    top = module.split(".")[0]
+    if getattr(error, "name", None) != top:  # the module was found; something it imports was not
+        return "install what it needs"
+    # The `rlkit` script, unlike `python -m`, does not search the working directory for modules.
+    if os.path.exists(f"{top}.py") or os.path.isdir(top):
+        return f"{top} is in the working directory, which the rlkit command does not search: run it with PYTHONPATH=."
+    return "is the package installed? (for a module in your working directory, run with PYTHONPATH=.)"
+
+
+def _missing_dependency(env_id: str, error: gym.error.DependencyNotInstalled) -> RLKitError:
+    """gymnasium's "X is not installed" as the rlkit extra that installs X (gymnasium's own advice,
+    `pip install gymnasium[box2d]`, would not install into rlkit's pinned stack)."""
+    text = str(error).lower()
+    for needle, package, extra in (("box2d", "Box2D", "box2d"), ("mujoco", "MuJoCo", "mujoco"),
+                                   ("ale", "ale-py", "atari")):
+        if needle in text:
+            return RLKitError(f"{env_id} needs {package}, which is not installed; install the extra with: "
+                              f"pip install 'rlkit[{extra}]'")
+    return RLKitError(f"{env_id} needs a missing dependency ({str(error).splitlines()[0]})")
+
+
+def _import_box2d_quietly() -> None:
+    """Import Box2D before gymnasium does, with its SWIG bindings' import-time DeprecationWarnings ("builtin
+    type SwigPyPacked has no __module__ attribute") ignored: where warnings are errors (``python -W error``,
+    pytest's ``-W error``), that warning, raised inside the extension's init, crashes the interpreter."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="builtin type .* has no __module__ attribute",
+                                category=DeprecationWarning)
+        try:
+            import Box2D  # noqa: F401
+        except ImportError:
+            pass  # gymnasium.make says so next; _missing_dependency names the extra
+
+
 def _spec(env_id: str) -> Any:
     """The registered spec of ``env_id``, importing ``pkg.module:`` prefixes; one-line errors."""
     if ":" in env_id:
@@ -20,7 +58,7 @@ def _spec(env_id: str) -> Any:
         try:
             importlib.import_module(module)
         except ImportError as e:
-            raise RLKitError(f"cannot import {module!r} for env id {env_id!r} ({e}); is the package installed?"
+            raise RLKitError(f"cannot import {module!r} for env id {env_id!r} ({e}); {_import_hint(module, e)}"
                              ) from None
         env_id = name
     if env_id.startswith("ALE/") or "NoFrameskip" in env_id:
@@ -81,14 +119,14 @@ def make_env(env_id: str, seed: int | None = None, render_mode: str | None = Non
                              f"frames twice; drop it (the wrapper skips 4) or pass atari_wrappers=False")
         if spec.kwargs.get("frameskip", 1) != 1:  # ALE/*-v5 skips 4 by default; the wrapper skips instead
             kwargs["frameskip"] = 1
+    if "box2d" in str(spec.entry_point):
+        _import_box2d_quietly()
     try:
         if render_mode is not None:
             kwargs["render_mode"] = render_mode
         env = gym.make(env_id, **kwargs)
     except gym.error.DependencyNotInstalled as e:
-        extra = "mujoco" if "mujoco" in str(e).lower() else "atari" if "ale" in str(e).lower() else "dev"
-        raise RLKitError(f"{env_id} needs a missing dependency ({str(e).splitlines()[0]}); "
-                         f"try: pip install 'rlkit[{extra}]'") from None
+        raise _missing_dependency(env_id, e) from None
     except TypeError as e:
         raise RLKitError(f"bad env_kwargs for {env_id}: {e}") from None
     if atari:

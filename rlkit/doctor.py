@@ -7,7 +7,9 @@ For every package or feature that is missing or broken it prints the exact insta
 packages and ranges come from rlkit's own metadata (pyproject.toml), so the report follows the lock.
 
 Exit status: 0 when every core package is installed in its range and every core feature works; 1
-otherwise. A missing extra (atari, mujoco, ray, dev) is reported with its command but is not a failure.
+otherwise. A missing extra (atari, mujoco, box2d, ray, dev) is reported with its command but is not a
+failure, nor is a feature this machine cannot offer whatever is installed (the keyboard recorder without a
+display: "unavailable").
 
 ``rlkit doctor --json`` prints one object; this schema is stable (fields may be added, never renamed)::
 
@@ -31,10 +33,13 @@ otherwise. A missing extra (atari, mujoco, ray, dev) is reported with its comman
         ...
       ],
       "features": [
-        {"name": "atari" | "mujoco" | "minari" | "ray" | "imitation" | "video" | "keyboard",
+        {"name": "atari" | "mujoco" | "box2d" | "minari" | "ray" | "imitation" | "video" | "keyboard",
          "core": false,                         # core features count for "ok"; extras do not
          "usable": true,
-         "status": "ok" | "missing" | "broken", # missing: its package is not installed; broken: installed, fails
+         "status": "ok" | "missing" | "broken" | "unavailable",
+                                                # missing: its package is not installed; broken: installed,
+                                                # fails; unavailable: installed, but this machine lacks what
+                                                # no install gives (a display); does not count against "ok"
          "detail": "ALE/Pong-v5 runs (ale-py 0.12.1 ships the ROMs)",   # or the error, one line
          "install": "pip install ..." | null},
         ...
@@ -96,6 +101,10 @@ class FeatureRow:
 
 class Missing(Exception):
     """A feature's own package is not installed (as opposed to installed but failing)."""
+
+
+class Unavailable(Exception):
+    """A feature's packages work, but this machine lacks something no install provides (a display)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,6 +244,12 @@ def check_mujoco() -> str:
     return f"HalfCheetah-v5 runs (mujoco {mujoco.__version__})"
 
 
+def check_box2d() -> str:
+    _import("Box2D")
+    _run_env("LunarLander-v3")
+    return f"LunarLander-v3 runs (box2d {installed_version('box2d') or '?'})"
+
+
 def check_minari() -> str:
     minari = _import("minari")
     if not hasattr(minari, "create_dataset_from_buffers"):
@@ -267,7 +282,13 @@ def check_video() -> str:
 def check_keyboard() -> str:
     os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # pygame prints a banner to stdout on import
     pygame = _import("pygame")
-    return f"pygame {pygame.version.ver}: rlkit demos record --policy human (needs a display)"
+    from rlkit.demos.human import no_display_reason
+
+    reason = no_display_reason(pygame)
+    pygame.display.quit()  # the check only probed the video driver; it opens no window
+    if reason is not None:
+        raise Unavailable(f"pygame {pygame.version.ver} works, but --policy human refuses here: {reason}")
+    return f"pygame {pygame.version.ver}, display driver found: rlkit demos record --policy human"
 
 
 # name -> (check, core?, package whose install command fixes it, its group)
@@ -278,6 +299,7 @@ FEATURES: dict[str, tuple[Callable[[], str], bool, str, str]] = {
     "keyboard": (check_keyboard, True, "pygame-ce", "core"),
     "atari": (check_atari, False, "ale-py", "atari"),
     "mujoco": (check_mujoco, False, "mujoco", "mujoco"),
+    "box2d": (check_box2d, False, "box2d", "box2d"),
     "ray": (check_ray, False, "ray", "ray"),
 }
 
@@ -329,6 +351,8 @@ def feature_rows(names: list[str] | None = None, root: Path | None = None) -> li
             rows.append(FeatureRow(name, core, True, "ok", detail, None))
         except Missing:
             rows.append(FeatureRow(name, core, False, "missing", f"{package} is not installed", install))
+        except Unavailable as e:
+            rows.append(FeatureRow(name, core, False, "unavailable", str(e), None))
         except Exception as e:  # a broken install can fail in any way; report it, keep checking the rest
             rows.append(FeatureRow(name, core, False, "broken", _one_line(e), install))
     if "imitation" in (names or FEATURES):  # say why --no-deps next to the command
@@ -359,7 +383,7 @@ def report(features: list[str] | None = None) -> dict[str, Any]:
     packages = package_rows(root)
     feats = feature_rows(features, root)
     ok = all(p.status == "ok" for p in packages if p.group in ("core", "imitation", "python")) \
-        and all(f.usable for f in feats if f.core)
+        and all(f.usable or f.status == "unavailable" for f in feats if f.core)
     return {"schema": SCHEMA_VERSION, "rlkit": __version__, "python": platform.python_version(),
             "python_executable": sys.executable, "platform": platform.platform(), "torch_cuda": _torch_cuda(),
             "checkout": str(root) if root else None, "ok": ok,

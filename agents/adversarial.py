@@ -39,7 +39,7 @@ from rlkit.envs import make_env
 
 from rlkit.callbacks import Callback
 from rlkit.cli import train_from_command_line
-from rlkit.config import BaseConfig, config_from_dict, opt, require_at_least_one
+from rlkit.config import MAX_ENVS, MAX_WIDTH, BaseConfig, config_from_dict, opt, require_at_least_one
 from rlkit.errors import RLKitError, require_imitation
 from rlkit.evaluation import evaluate
 from rlkit.registry import AgentSpec, eval_env_factory
@@ -53,8 +53,8 @@ class GeneratorOptions:
     into both configs; the defaults are GAIL's, :class:`rlkit.agents.preference.PreferenceConfig`
     re-declares its own, presets hold per-task values)."""
 
-    num_envs: int = opt(8, "parallel envs of the PPO agent")
-    policy_hidden: list[int] = opt([64, 64], "hidden sizes of PPO's policy and value MLPs")
+    num_envs: int = opt(8, "parallel envs of the PPO agent", low=1, high=MAX_ENVS)
+    policy_hidden: list[int] = opt([64, 64], "hidden sizes of PPO's policy and value MLPs", low=1, high=MAX_WIDTH)
     ppo_n_steps: int = opt(256, "PPO rollout length per env (one round = num_envs * ppo_n_steps steps)")
     ppo_batch_size: int = opt(64, "PPO minibatch size")
     ppo_epochs: int = opt(5, "PPO epochs per rollout")
@@ -85,7 +85,8 @@ class AdversarialConfig(GeneratorOptions, BaseConfig):
     gen_replay_buffer_capacity: int = opt(0, "generator transitions kept for the discriminator (0 = one round)")
     n_disc_updates_per_round: int = opt(4, "discriminator steps after each round of generator training")
     disc_lr: float = opt(5e-4, "discriminator Adam learning rate", low=0)
-    reward_hidden: list[int] = opt([32, 32], "hidden sizes of the reward (and AIRL potential) MLP")
+    reward_hidden: list[int] = opt([32, 32], "hidden sizes of the reward (and AIRL potential) MLP", low=1,
+                                   high=MAX_WIDTH)
     allow_variable_horizon: bool = opt(False, "accept episodes of different lengths (biased; see imitation docs)")
 
     def validate(self) -> None:

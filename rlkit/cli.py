@@ -26,6 +26,7 @@ from rlkit.config import (
 from rlkit.errors import AlreadyFinished, RLKitError, Terminated
 from rlkit.registry import agent_names, command_loaders, get_agent
 from rlkit.run import note_at_start
+from rlkit.safe_files import disk_full_error, is_disk_full
 from rlkit.signals import sigterm_as_interrupt
 
 if TYPE_CHECKING:  # the CLI starts without importing torch
@@ -392,6 +393,12 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:  # e.g. `rlkit train dqn --help | head`
         sys.stderr.close()
         sys.exit(0)
+    except Exception as e:  # a full disk met by a writer that did not say so itself (torch's, TensorBoard's)
+        if debug or not is_disk_full(e):
+            raise
+        where = getattr(e, "filename", None) or Path.cwd()
+        print(f"rlkit: error: {disk_full_error(where)} (--debug shows the traceback)", file=sys.stderr)
+        sys.exit(2)
     sys.exit(code or 0)
 
 

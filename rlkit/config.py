@@ -24,6 +24,13 @@ from rlkit.errors import RLKitError
 
 C = TypeVar("C", bound="BaseConfig")
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding and gymnasium's reset take seeds below 2**32
+# The ceiling of every integer field whose range names none: a trillion env steps is years of simulation, so a
+# larger count, size or budget is a typo (total_steps=1e99), and it would overflow numpy's int64 counters.
+MAX_COUNT = 10**12
+# Parallel envs of one process: each is a Python object stepped in turn; 100,000 of them take minutes to build.
+MAX_ENVS = 4096
+# Units of one hidden layer; the memory a whole network needs is checked when it is built (rlkit.memory).
+MAX_WIDTH = 65_536
 
 
 def opt(default: Any, help: str, *, low: float | str | None = None, high: float | str | None = None,  # noqa: A002
@@ -85,10 +92,11 @@ class BaseConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, home: str | Path | None = None) -> None:
+        """Write the config as JSON, atomically; ``home``: the run directory ``path`` must be a plain file in."""
         from rlkit.checkpoint import atomic_write_text
 
-        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, sort_keys=True))
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, sort_keys=True), home=home)
 
 
 @dataclass
@@ -96,7 +104,7 @@ class ReplayOptions:
     """Options of the off-policy agents that learn from a replay buffer (DQN, DDPG/TD3), mixed into their
     configs; the defaults are DQN's, ``default`` re-declares DDPG's."""
 
-    num_envs: int = opt(1, "parallel envs stepping in lockstep", low=1)
+    num_envs: int = opt(1, "parallel envs stepping in lockstep", low=1, high=MAX_ENVS)
     buffer_size: int = opt(100_000, "replay capacity in transitions", low=1)
     learning_starts: int = opt(1_000, "env steps before learning: the first update comes once global_step > "
                                       "learning_starts (as SB3 counts them)", low=0)
@@ -278,6 +286,8 @@ def resolve_preset(presets: dict[str, dict[str, Any]], name: str, agent: str) ->
     """The overrides of preset ``name`` (or of the YAML file ``name`` names); keys starting with ``_``
     (references, notes) are dropped."""
     if name.endswith((".yaml", ".yml")) or (name not in presets and Path(name).is_file()):
+        if Path(name).exists() and not Path(name).is_file():  # a FIFO would block the read forever
+            raise RLKitError(f"preset file {name} is not a regular file; pass a YAML file")
         if not Path(name).is_file():
             raise RLKitError(f"preset file {name} not found; pass a YAML file or one of: {', '.join(sorted(presets))}")
         presets = {name: load_preset_file(Path(name))}
@@ -297,6 +307,16 @@ def _bound(cfg: Any, bound: float | str | None) -> float | None:
     return getattr(cfg, bound) if isinstance(bound, str) else bound
 
 
+def _shown(value: float) -> str:
+    """A value for an error line: a huge integer (total_steps=1e99) as 1e+99, not its hundred digits."""
+    if isinstance(value, int) and abs(value) > MAX_COUNT:
+        try:
+            return f"{float(value):.3g}"
+        except OverflowError:
+            return "a number beyond 1e308"
+    return repr(value)
+
+
 def _check_value(name: str, value: Any, meta: Any, cfg: Any) -> None:
     """One field's value against the range its ``opt(...)`` declares; one-line RLKitError otherwise."""
     if value is None or isinstance(value, (str, bool, dict)):
@@ -310,6 +330,8 @@ def _check_value(name: str, value: Any, meta: Any, cfg: Any) -> None:
     if not isinstance(value, (int, float)):
         return
     low, high = _bound(cfg, meta.get("low")), _bound(cfg, meta.get("high"))
+    if high is None and isinstance(value, int):  # no count is unbounded (MAX_COUNT)
+        high = MAX_COUNT
     infinite_ok = high == math.inf or low == -math.inf
     if isinstance(value, float) and not math.isfinite(value) and not (infinite_ok and not math.isnan(value)):
         raise RLKitError(f"option {name!r} must be a finite number; got {value!r}")
@@ -321,7 +343,7 @@ def _check_value(name: str, value: Any, meta: Any, cfg: Any) -> None:
         what = {"low": meta.get("low"), "high": meta.get("high")}
         named = [f"{k} bound is {v}" for k, v in what.items() if isinstance(v, str)]
         hint = f" ({'; '.join(named)})" if named else ""
-        raise RLKitError(f"option {name!r} must be in {span}{hint}; got {value!r}")
+        raise RLKitError(f"option {name!r} must be in {span}{hint}; got {_shown(value)}")
 
 
 def check_device(device: str) -> None:

@@ -6,8 +6,10 @@ Keys follow CleanRL's layout: ``charts/`` (returns, steps/s, epsilon), ``losses/
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import math
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -15,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
+
+from rlkit.safe_files import check_inside, disk_full_error, open_in_home
 
 
 class Logger:
@@ -46,6 +50,7 @@ class Logger:
         self._clock = clock
         self._on_row = on_row
         self._last_row: dict[str, Any] | None = None
+        check_inside(self.csv_path, self.run_dir)  # a symlink must not point the appends at another file
         if self.csv_path.exists():  # resume: keep the old rows and their columns (Run cleaned the file)
             with open(self.csv_path, newline="") as f:
                 rows = list(csv.reader(f))
@@ -135,11 +140,22 @@ class Logger:
             writer.writeheader()
             writer.writerows(old_rows)
             writer.writerow(row)
-            atomic_write_text(self.csv_path, buffer.getvalue(), fsync=False)
+            atomic_write_text(self.csv_path, buffer.getvalue(), fsync=False, home=self.run_dir)
         else:
-            with open(self.csv_path, "a", newline="") as f:
-                csv.DictWriter(f, fieldnames=self._fieldnames).writerow(row)
+            self._append_row(row)
         self._last_row = {k: str(v) for k, v in row.items()}
+
+    def _append_row(self, row: dict[str, Any]) -> None:
+        """Append one row through an fd that refuses a symlink; a full disk is one line (a row cut mid-line by
+        it is dropped when the run resumes)."""
+        fd = open_in_home(self.csv_path, self.run_dir, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        try:
+            with os.fdopen(fd, "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self._fieldnames).writerow(row)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise disk_full_error(self.csv_path) from None
+            raise
 
     def add_text(self, tag: str, text: str) -> None:
         if self._writer is not None:

@@ -197,9 +197,7 @@ class DatasetWriter:
                     except (ArchiveError, ValueError) as e:
                         raise RLKitError(f"cannot append to {self.path}: the last, uncommitted archive in {path} "
                                          f"is damaged ({e}); run `rlkit demos repair {self.path}`") from None
-                    line = index_line(record_for(meta, tail["file"], tail["offset"], archive))
-                    if os.write(self._fd, line) != len(line):
-                        raise RLKitError(f"short write to {self.path / INDEX}; is the disk full?")
+                    self._commit_line(index_line(record_for(meta, tail["file"], tail["offset"], archive)))
                     next_index += 1
                 else:  # rule 3: a torn archive holds no committed episode
                     os.ftruncate(fd, tail["offset"])
@@ -262,8 +260,14 @@ class DatasetWriter:
             raise
         record = record_for(meta, self._pack_rel, self._pack_size, data)
         self._pack_size += len(data)
-        line = index_line(record)
-        # the commit point: one write of one line on an O_APPEND descriptor
+        self._commit_line(index_line(record))
+        if self.fsync:
+            os.fsync(self._fd)
+        self._next += 1
+        return index
+
+    def _commit_line(self, line: bytes) -> None:
+        """The commit point: one write of one index line on the O_APPEND descriptor."""
         try:
             written = os.write(self._fd, line)
         except OSError as e:  # nothing of the line was written: the episode stays uncommitted
@@ -272,10 +276,6 @@ class DatasetWriter:
             raise
         if written != len(line):
             raise RLKitError(f"short write to {self.path / INDEX}; is the disk full?")
-        if self.fsync:
-            os.fsync(self._fd)
-        self._next += 1
-        return index
 
     @property
     def num_episodes(self) -> int:

@@ -138,8 +138,9 @@ def disk_full_error(path: str | Path) -> RLKitError:
     """The one-line error for ENOSPC while writing ``path``: the path, the free space, and what to do."""
     free = free_bytes(path)
     left = "unknown" if free is None else _human(free)
-    return RLKitError(f"no space left on the device writing {path} ({left} free); free some space or "
-                      f"choose another directory, then resume (the last committed checkpoint is intact)")
+    return RLKitError(f"no space left on the device writing {path} ({left} free); free some space or choose "
+                      "another directory: what was committed before is intact (continue a run with --resume, "
+                      "a dataset with --append)")
 
 
 def is_disk_full(exc: BaseException) -> bool:

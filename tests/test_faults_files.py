@@ -271,6 +271,21 @@ def test_resume_on_a_full_disk_is_one_line_and_the_last_checkpoint_loads(tmp_pat
         assert load_checkpoint(run)["global_step"] == 400
 
 
+def test_recording_onto_a_full_disk_is_one_line_and_keeps_the_committed_episodes(tmp_path):
+    with tiny_disk(tmp_path) as disk:
+        (disk / "filler").write_bytes(b"\0" * 1_800_000)  # about 200 KB left: a few dozen episodes
+        ds = disk / "ds"
+        done = run_cli("demos", "record", "--env", "CartPole-v1", "--policy", "random", "--episodes", "1000",
+                       "--out", str(ds), timeout=120)
+        errors = [line for line in done.stderr.splitlines() if line.startswith("rlkit: error")]
+        assert done.returncode == 2 and len(errors) == 1, done.stderr[-2000:]
+        assert "no space left" in errors[0] and str(ds) in errors[0] and "free" in errors[0]
+        assert "Traceback" not in done.stderr and no_temp_files(ds) == []
+        (disk / "filler").unlink()
+        inspected = run_cli("demos", "inspect", str(ds), "--json", timeout=60)
+        assert inspected.returncode == 0, inspected.stderr  # every committed episode reads back whole
+
+
 # ---------------------------------------------------------------------------------------------
 # 9. Values no machine holds are refused in one line
 # ---------------------------------------------------------------------------------------------

@@ -42,8 +42,10 @@ SB3_ALGOS = ("A2C", "DDPG", "DQN", "PPO", "SAC", "TD3")
 #: DAgger's expert is a config option).
 TRUST_FLAG = "--trust-remote-code (DAgger's expert: --set trust_remote_code=true)"
 
-# A zip's JSON is a few kB (a few MB with pickled image observations); more is not an SB3 model.
+# A zip's JSON is a few kB (a few MB with pickled image observations), its weights rarely 100 MB; more
+# is not an SB3 model, and zipfile never inflates past a member's declared size, so these bound memory.
 _MAX_DATA_BYTES = 64 << 20
+_MAX_ZIP_BYTES = 2 << 30
 
 # Entries read only by learn() (or rebuilt from plain numbers by _setup_model): placeholders let the
 # model act. The schedules come back from learning_rate / clip_range / exploration_* in _setup_model.
@@ -74,6 +76,9 @@ def read_data(raw: bytes, name: str) -> dict[str, Any]:
         info = archive.getinfo("data")
         if info.file_size > _MAX_DATA_BYTES:
             raise ValueError(f"its data entry declares {info.file_size} bytes")
+        total = sum(member.file_size for member in archive.infolist())
+        if total > _MAX_ZIP_BYTES:
+            raise ValueError(f"its entries declare {total} bytes in all, more than an SB3 model holds")
         data = json.loads(archive.read(info))
     except Exception as e:  # zipfile, KeyError, json and unicode errors for a foreign or damaged file
         raise RLKitError(f"cannot load {name} as an SB3 model ({type(e).__name__}: "
@@ -100,6 +105,12 @@ def _numbers(text: Any, size: int) -> np.ndarray | None:
     return values if values.size == size else None
 
 
+def _short(value: Any) -> str:
+    """A value read from the zip, on one short line (numpy prints 2-D bounds over several)."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _space_mismatch(described: Any, space: gym.Space, what: str, name: str, env_name: str) -> str | None:
     """What in SB3's description of the model's space contradicts the env's ``space`` (None: nothing).
 
@@ -111,17 +122,17 @@ def _space_mismatch(described: Any, space: gym.Space, what: str, name: str, env_
     match = _CLASS_REPR.fullmatch(str(described.get(":type:", "")))
     if match and match.group(1).startswith(("gymnasium.spaces.", "gym.spaces.")) \
             and match.group(1).rsplit(".", 1)[-1] != type(space).__name__:
-        return f"{theirs}of type {match.group(1).rsplit('.', 1)[-1]}, but {env_name} has {space_brief(space)}"
+        return f"{theirs}of type {_short(match.group(1).rsplit('.', 1)[-1])}, but {env_name} has {space_brief(space)}"
     shape = described.get("_shape")
     if isinstance(shape, list) and tuple(shape) != tuple(space.shape or ()):
         if what == "observations":  # the wording rlkit uses for any policy built for another env
-            return f"SB3 model {name} expects observations of shape {tuple(shape)}, but {env_name} gives " \
-                   f"{space.shape}"
-        return f"{theirs}of shape {tuple(shape)}, but {env_name} has {space_brief(space)}"
+            return f"SB3 model {name} expects observations of shape {_short(tuple(shape))}, but {env_name} " \
+                   f"gives {space.shape}"
+        return f"{theirs}of shape {_short(tuple(shape))}, but {env_name} has {space_brief(space)}"
     if isinstance(space, gym.spaces.Discrete):
         for key in ("n", "start"):
             if str(described.get(key, getattr(space, key))) != str(int(getattr(space, key))):
-                return f"{theirs}with {key}={described[key]}, but {env_name} has {space_brief(space)}"
+                return f"{theirs}with {key}={_short(described[key])}, but {env_name} has {space_brief(space)}"
     if isinstance(space, gym.spaces.Box):
         for key in ("low", "high"):
             printed = described.get(f"{key}_repr") or described.get(key)  # *_repr: the one value of uniform bounds
@@ -130,8 +141,8 @@ def _space_mismatch(described: Any, space: gym.Space, what: str, name: str, env_
             if values is not None and values.size == 1 and bound.size > 1:
                 values = np.full(bound.size, values[0])
             if values is not None and not np.allclose(values, bound, rtol=1e-6, atol=0.0, equal_nan=True):
-                return f"{theirs}with {key} bounds {printed}, but {env_name} has {space_brief(space)} " \
-                       f"with {key} {getattr(space, key).tolist()}"
+                return f"{theirs}with {key} bounds {_short(printed)}, but {env_name} has {space_brief(space)} " \
+                       f"with {key} {_short(bound.tolist())}"
     return None
 
 
@@ -208,20 +219,20 @@ def supplied_entries(cls: Any, data: dict[str, Any], observation_space: gym.Spac
         problem = _space_mismatch(data.get(key), space, what, name, env_name)
         if problem:
             raise RLKitError(f"{problem}; use a model trained on {env_name}")
-    supplied: dict[str, Any] = {}
+    # The spaces are always the env's, pickled or not: the model acts in this env.
+    supplied: dict[str, Any] = {"observation_space": observation_space, "action_space": action_space}
     for key in pickled_entries(data):
-        if key == "observation_space":
-            supplied[key] = observation_space
-        elif key == "action_space":
-            supplied[key] = action_space
-        elif key == "policy_class":
+        if key in supplied:
+            continue
+        if key == "policy_class":
             supplied[key] = _policy_class(cls, data[key], observation_space, name)
         elif key == "policy_kwargs":
             supplied[key] = _policy_kwargs(data[key], name, opt_in)
         elif key in _TRAINING_ONLY:
             supplied[key] = _TRAINING_ONLY[key]
         else:
-            raise needs_unpickling(name, f"the entry {key!r} ({data[key].get(':type:', 'an object')})", opt_in)
+            raise needs_unpickling(name, f"the entry {key!r} ({str(data[key].get(':type:', 'an object'))[:80]})",
+                                   opt_in)
     return supplied
 
 

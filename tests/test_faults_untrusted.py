@@ -321,6 +321,17 @@ def test_an_sb3_model_for_another_env_or_algorithm_is_named(dqn_zip):
         load_sb3_zip(dqn_zip, "DQN", gym.spaces.Box(-1, 1, (4,), np.float32), gym.spaces.Discrete(2), "Drift")
 
 
+def test_an_sb3_zip_declaring_more_bytes_than_a_model_holds_is_refused(dqn_zip, monkeypatch):
+    """zipfile never inflates past a member's declared size, so bounding the declared sizes bounds memory."""
+    from rlkit import sb3_files
+
+    total = sum(info.file_size for info in zipfile.ZipFile(dqn_zip).infolist())
+    monkeypatch.setattr(sb3_files, "_MAX_ZIP_BYTES", total - 1)  # as a zip declaring 2 GiB meets the real bound
+    with pytest.raises(RLKitError, match=f"declare {total} bytes in all") as err:
+        demos.resolve_policy(f"sb3:DQN:{dqn_zip}", "CartPole-v1")
+    assert "\n" not in str(err.value)
+
+
 # ---------------------------------------------------------------------------------------------
 # A dataset's manifest against the env
 # ---------------------------------------------------------------------------------------------

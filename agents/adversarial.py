@@ -192,12 +192,21 @@ def build_trainer(algo: str, cfg: AdversarialConfig, trajectories: list, venv: A
 
 
 @contextlib.contextmanager
-def imitation_errors() -> Iterator[None]:
-    """imitation's ValueErrors about the data become one-line RLKitErrors naming the fix."""
+def imitation_errors(generator_env: str | None = None) -> Iterator[None]:
+    """imitation's ValueErrors about the data become one-line RLKitErrors naming the fix.
+
+    ``generator_env``: set around the generator's rollouts, whose episodes imitation checks for a fixed
+    length; then a "different length" error is the generator env's doing, not the demonstrations'."""
     try:
         yield
     except ValueError as e:
         first = str(e).split(". ")[0]
+        if "different length" in first and generator_env is not None:
+            # e.g. CartPole-v1 ends when the pole falls: the demos may all be 500 steps, the generator's are not
+            raise RLKitError(f"imitation: {first}: the generator's env {generator_env} ends episodes early (the "
+                             "demonstrations are fine); train the generator in a fixed-horizon env (e.g. --env "
+                             "seals:seals/CartPole-v0, as --preset cartpole does), or --set "
+                             "allow_variable_horizon=true") from None
         if "different length" in first:
             raise RLKitError(f"imitation: {first}; record fixed-length episodes and train the generator in a "
                              "fixed-horizon env (e.g. --env seals:seals/CartPole-v0), or --set "
@@ -276,7 +285,7 @@ def _train_adversarial(algo: str, cfg: AdversarialConfig, resume: bool,
     with run.checkpoint_on_interrupt(lambda: (global_step, state_dict())):
         while global_step + steps_per_round <= cfg.total_steps and run.stopped is None:
             # ALGO LOGIC: the generator (PPO on the discriminator's reward), then the discriminator.
-            with imitation_errors():  # the generator's episodes must have the demonstrations' length too
+            with imitation_errors(cfg.env_id):  # the generator's episodes must have one fixed length too
                 trainer.train_gen(steps_per_round)
             with networks.training(trainer.reward_train):
                 for _ in range(cfg.n_disc_updates_per_round):

@@ -58,8 +58,19 @@ class Event:
 Callback = Callable[[Event], bool | None]
 
 
+# Names that say nothing in a stop reason ("callback callback"): the enclosing function names the callback instead.
+_GENERIC_NAMES = ("callback", "<lambda>", "__call__")
+
+
 def callback_name(callback: Callback) -> str:
-    return getattr(callback, "__name__", None) or type(callback).__name__
+    """The name a user knows a callback by: its function's or class's, or for a closure with a generic name
+    (``def stop_on_plateau(...)`` returning its inner ``callback``), the function that made it."""
+    qualname = getattr(callback, "__qualname__", None)
+    if not isinstance(qualname, str):  # an instance of a callable class
+        return type(callback).__name__
+    parts = [part for part in qualname.split(".") if part != "<locals>"]
+    named = [part for part in parts if part not in _GENERIC_NAMES]
+    return named[-1] if parts[-1] in _GENERIC_NAMES and named else parts[-1]
 
 
 def dispatch(callbacks: Sequence[Callback], event: Event) -> str | None:

@@ -10,6 +10,7 @@ import errno
 import io
 import math
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -69,8 +70,7 @@ class Logger:
         self._t0 = time.perf_counter()
         self._step0 = initial_step
         self._last_step = initial_step
-        self._bar = tqdm(total=total_steps, initial=initial_step, disable=not progress, unit="step",
-                         dynamic_ncols=True, mininterval=0.5, leave=False)
+        self._bar = progress_display(total_steps, initial_step, progress)
 
     def record(self, key: str, value: float) -> None:
         self._values[key] = float(value)
@@ -166,3 +166,54 @@ class Logger:
         if self._writer is not None:
             self._writer.flush()
             self._writer.close()
+
+
+def progress_display(total_steps: int, initial_step: int, enabled: bool) -> Any:
+    """A tqdm bar on a terminal (or a notebook); elsewhere (a log file, CI) :class:`LineProgress`, because a bar
+    redrawn with carriage returns fills a log with thousands of partial lines."""
+    from tqdm import autonotebook, std
+
+    in_notebook = autonotebook.tqdm is not std.tqdm  # tqdm.auto draws a widget there, not carriage returns
+    if enabled and not in_notebook and not sys.stderr.isatty():
+        return LineProgress(total_steps, initial_step)
+    return tqdm(total=total_steps, initial=initial_step, disable=not enabled, unit="step",
+                dynamic_ncols=True, mininterval=0.5, leave=False)
+
+
+class LineProgress:
+    """Progress as whole lines on stderr: one at each tenth of the budget, and one a minute in between.
+
+    It takes the calls :class:`Logger` makes on a tqdm bar (``update``, ``set_postfix``, ``close``).
+    """
+
+    EVERY_S = 60.0
+
+    def __init__(self, total_steps: int, initial_step: int = 0) -> None:
+        self.total, self.n = max(int(total_steps), 1), int(initial_step)
+        self.postfix: dict[str, str] = {}
+        self._t0 = self._last_line_t = time.perf_counter()
+        self._step0 = self.n
+        self._tenth = self._tenths(self.n)
+
+    def _tenths(self, step: int) -> int:
+        return min(10, step * 10 // self.total)
+
+    def update(self, n: int) -> None:
+        self.n += n
+        now = time.perf_counter()
+        tenth = self._tenths(self.n)
+        if tenth > self._tenth or now - self._last_line_t >= self.EVERY_S:
+            self._tenth, self._last_line_t = tenth, now
+            self._print(now)
+
+    def set_postfix(self, postfix: dict[str, str], refresh: bool = False) -> None:
+        self.postfix = {key: value for key, value in postfix.items() if key != "sps"}  # the line computes its own
+
+    def _print(self, now: float) -> None:
+        sps = (self.n - self._step0) / max(now - self._t0, 1e-9)
+        extra = "".join(f", {key} {value}" for key, value in self.postfix.items())
+        print(f"rlkit: step {self.n:,}/{self.total:,} ({100 * self.n // self.total}%), {sps:,.0f} steps/s{extra}",
+              file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass

@@ -415,9 +415,20 @@ def test_rlkit_run_dir_source(tmp_path):
 # The human source, driven by injected pygame key events
 # ---------------------------------------------------------------------------------------------
 
+def scripted_keyboard(*args, **kwargs):
+    """A HumanPolicy on pygame's dummy driver, its keys posted by the test: the source itself refuses a
+    machine without a real display, so only a test can drive it headless."""
+    from rlkit.demos.human import HumanPolicy
+
+    class ScriptedKeyboard(HumanPolicy):
+        def require_display(self) -> None:
+            pass
+
+    return ScriptedKeyboard(*args, **kwargs)
+
+
 def test_human_session_records_the_keys_pressed(tmp_path):
     pygame = pytest.importorskip("pygame")
-    from rlkit.demos.human import HumanPolicy
 
     K = pygame
     script = {  # (episode attempt, step) -> events to inject before that step's action is read
@@ -441,7 +452,7 @@ def test_human_session_records_the_keys_pressed(tmp_path):
         for kind, code in script.pop(key, []):
             pygame.event.post(pygame.event.Event(kind, key=code))
 
-    policy = HumanPolicy("CartPole-v1", fps=0, on_frame=on_frame)
+    policy = scripted_keyboard("CartPole-v1", fps=0, on_frame=on_frame)
     original_begin = policy.begin_episode
 
     def begin(env, index, total):

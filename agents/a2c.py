@@ -43,15 +43,14 @@ from torch import nn
 from torch.distributions import Distribution
 
 from rlkit.callbacks import Callback
-from rlkit.cli import train_from_command_line
 from rlkit.config import MAX_ENVS, MAX_WIDTH, BaseConfig, config_from_dict, default, opt, require_at_least_one
 from rlkit.errors import RLKitError
 from rlkit.memory import refuse_if_too_big
 from rlkit.nets import ActorCritic, numpy_actor_critic
 from rlkit.optim import OptimizerName, OptimizerOptions, set_lr
-from rlkit.registry import AgentSpec, eval_env_factory
+from rlkit.policy import TorchPolicy
+from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
 from rlkit.run import Run
-from rlkit.types import TorchPolicy
 
 Actor = Callable[..., tuple[np.ndarray, np.ndarray]]  # actor(obs_batch, deterministic=False) -> (actions, values)
 

@@ -81,12 +81,11 @@ from rlkit.envs import make_env, make_vec_env
 from torch import nn
 
 from rlkit.callbacks import Callback
-from rlkit.cli import train_from_command_line
 from rlkit.config import BaseConfig, config_from_dict, opt
 from rlkit.errors import RLKitError, Terminated
 from rlkit.nets import ActorCritic
 from rlkit.optim import OptimizerOptions, set_lr
-from rlkit.registry import AgentSpec, eval_env_factory
+from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
 from rlkit.run import Run
 from rlkit.seeding import seed_everything
 

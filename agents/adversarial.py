@@ -38,13 +38,12 @@ from rlkit.agents.bc import load_demos, resolve_env
 from rlkit.envs import make_env
 
 from rlkit.callbacks import Callback
-from rlkit.cli import train_from_command_line
 from rlkit.config import MAX_ENVS, MAX_WIDTH, BaseConfig, config_from_dict, opt, require_at_least_one
 from rlkit.errors import RLKitError, require_imitation
 from rlkit.evaluation import evaluate
-from rlkit.registry import AgentSpec, eval_env_factory
+from rlkit.policy import SB3ModelPolicy
+from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
 from rlkit.run import Run
-from rlkit.types import SB3ModelPolicy
 
 
 @dataclass

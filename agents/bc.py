@@ -43,14 +43,13 @@ from torch import nn
 from torch.distributions import Categorical
 
 from rlkit.callbacks import Callback
-from rlkit.cli import train_from_command_line
 from rlkit.config import BaseConfig, config_from_dict, opt, require_at_least_one
 from rlkit.errors import RLKitError
 from rlkit.nets import DeterministicActor, QNetwork, init_orthogonal, numpy_forward
 from rlkit.optim import FlatAdam
-from rlkit.registry import AgentSpec, eval_env_factory
+from rlkit.policy import TorchPolicy
+from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
 from rlkit.run import Run
-from rlkit.types import TorchPolicy
 
 
 @dataclass

@@ -29,7 +29,8 @@ Deviations, and why:
     * The stored actions are the expert's *labels*, not the actions taken, so the labels dataset
       cannot be replay-verified (its states came from the mixture).
 
-Run it: ``rlkit train dagger --env rlkit/Drift-v0 --set expert=python:rlkit.envs.test_envs:DriftExpert``.
+Run it: ``rlkit train dagger --env rlkit/CurvyRoad-v0 --set expert=python:rlkit.envs.test_envs:CurvyRoadExpert``
+(or ``--preset curvyroad``, which names both).
 """
 
 from __future__ import annotations
@@ -57,13 +58,12 @@ from rlkit.demos.protocol import DiscardEpisode, StopRecording, is_interactive
 from rlkit.envs import make_env
 
 from rlkit.callbacks import Callback
-from rlkit.cli import train_from_command_line
 from rlkit.config import BaseConfig, opt, require_at_least_one
 from rlkit.errors import RLKitError
 from rlkit.optim import FlatAdam
-from rlkit.registry import AgentSpec, eval_env_factory
+from rlkit.policy import Policy
+from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
 from rlkit.run import Run
-from rlkit.types import Policy
 
 
 @dataclass

@@ -44,7 +44,6 @@ from rlkit.envs import make_vec_env
 
 from rlkit.buffers import ReplayBuffer
 from rlkit.callbacks import Callback
-from rlkit.cli import train_from_command_line
 from rlkit.config import (
     MAX_WIDTH,
     BaseConfig,
@@ -58,9 +57,9 @@ from rlkit.config import (
 from rlkit.errors import RLKitError
 from rlkit.nets import DeterministicActor, QCriticEnsemble, is_image_space, numpy_forward, polyak_update
 from rlkit.optim import make_optimizer
-from rlkit.registry import AgentSpec, eval_env_factory
+from rlkit.policy import Batch, TorchPolicy
+from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
 from rlkit.run import Run
-from rlkit.types import Batch, TorchPolicy
 
 
 @dataclass

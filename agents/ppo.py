@@ -73,14 +73,13 @@ from torch.distributions import Categorical, Distribution
 from torch.nn import functional as F  # noqa: N812 - torch's own alias
 
 from rlkit.callbacks import Callback
-from rlkit.cli import train_from_command_line
 from rlkit.config import MAX_ENVS, MAX_WIDTH, BaseConfig, config_from_dict, default, opt
 from rlkit.errors import RLKitError
 from rlkit.nets import ActorCritic, CategoricalHead, GaussianHead, numpy_actor_critic
 from rlkit.optim import FlatAdam, OptimizerOptions, scheduled, set_lr
-from rlkit.registry import AgentSpec, eval_env_factory
+from rlkit.policy import TorchPolicy
+from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
 from rlkit.run import Run
-from rlkit.types import TorchPolicy
 
 
 @dataclass

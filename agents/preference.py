@@ -46,12 +46,11 @@ from rlkit.agents.adversarial import GeneratorOptions, load_sb3_policy, make_ppo
 from rlkit.envs import make_env
 
 from rlkit.callbacks import Callback
-from rlkit.cli import train_from_command_line
 from rlkit.config import BaseConfig, default, opt, require_at_least_one
 from rlkit.errors import RLKitError, require_imitation
-from rlkit.registry import AgentSpec, eval_env_factory
+from rlkit.policy import RandomPolicy, SB3ModelPolicy
+from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
 from rlkit.run import Run
-from rlkit.types import RandomPolicy, SB3ModelPolicy
 
 
 @dataclass

@@ -59,10 +59,10 @@ def quickstart(out: str | Path, seed: int = 0, dqn_steps: int | None = None, num
     from rlkit.agents import bc, dagger, dqn
 
     from rlkit import demos, envs
-    from rlkit.cli import load_policy
+    from rlkit.policy import load_policy
     from rlkit.config import apply_overrides, resolve_preset
     from rlkit.evaluation import evaluate
-    from rlkit.types import RandomPolicy
+    from rlkit.policy import RandomPolicy
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):

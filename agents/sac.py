@@ -50,13 +50,12 @@ from torch.nn import functional as F
 
 from rlkit.buffers import ReplayBuffer
 from rlkit.callbacks import Callback
-from rlkit.cli import train_from_command_line
 from rlkit.config import MAX_WIDTH, BaseConfig, ReplayOptions, config_from_dict, default, opt
 from rlkit.nets import ObsEncoder, QCriticEnsemble, check_bounded_box, mlp, numpy_ops, polyak_update, run_numpy
 from rlkit.optim import make_optimizer
-from rlkit.registry import AgentSpec, eval_env_factory
+from rlkit.policy import Batch, TorchPolicy
+from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
 from rlkit.run import Run
-from rlkit.types import Batch, TorchPolicy
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 

@@ -66,7 +66,7 @@ def run_imitation(dataset, size: int, seed: int, args: argparse.Namespace) -> di
 
     from rlkit import demos, envs
     from rlkit.evaluation import evaluate
-    from rlkit.types import SB3ModelPolicy
+    from rlkit.policy import SB3ModelPolicy
 
     torch.manual_seed(seed)
     transitions = rollout.flatten_trajectories(demos.to_trajectories(dataset.subset(range(size))))
@@ -98,7 +98,7 @@ def main() -> None:
 
     from rlkit import demos, envs
     from rlkit.evaluation import evaluate
-    from rlkit.types import RandomPolicy
+    from rlkit.policy import RandomPolicy
 
     load_before = os.getloadavg()
     t_start = time.perf_counter()

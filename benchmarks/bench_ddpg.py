@@ -56,7 +56,7 @@ def run_sb3(agent: str, seed: int, steps: int, learning_starts: int) -> dict:
     from stable_baselines3.common.noise import NormalActionNoise
 
     from rlkit.evaluation import evaluate
-    from rlkit.types import SB3ModelPolicy
+    from rlkit.policy import SB3ModelPolicy
 
     algo = TD3 if agent == "td3" else DDPG
     t0, c0 = time.perf_counter(), time.process_time()

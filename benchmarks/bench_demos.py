@@ -45,7 +45,7 @@ from rlkit.demos.sources import FunctionPolicy
 from rlkit.envs import make_env
 
 from rlkit import demos
-from rlkit.types import RandomPolicy
+from rlkit.policy import RandomPolicy
 
 torch.set_num_threads(1)
 datasets.disable_progress_bars()  # imitation's serialize.save draws a bar per save
@@ -79,7 +79,7 @@ def imitation_rollout_and_save(policy: Any, episodes: int, seed: int, out: Path)
     from imitation.data.wrappers import RolloutInfoWrapper
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from rlkit.types import SB3PredictAdapter
+    from rlkit.policy import SB3PredictAdapter
 
     t0 = time.perf_counter()
     venv = DummyVecEnv([lambda: RolloutInfoWrapper(make_env("CartPole-v1"))])

@@ -108,7 +108,7 @@ def action_latency(n: int = 5000) -> dict:
     from stable_baselines3 import DQN
 
     from rlkit.nets import QNetwork
-    from rlkit.types import TorchPolicy
+    from rlkit.policy import TorchPolicy
 
     env = gym.make("CartPole-v1")
     obs = np.zeros((1, 4), np.float32)

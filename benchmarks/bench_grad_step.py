@@ -47,7 +47,7 @@ def rlkit_dqn(before: bool) -> Callable[[int], None]:
     from rlkit.agents.dqn import DQNConfig, build_q_net, dqn_loss, make_optimizer
 
     from rlkit.buffers import ReplayBuffer
-    from rlkit.types import Batch
+    from rlkit.policy import Batch
 
     env = gym.make("CartPole-v1")
     cfg = DQNConfig(env_id="CartPole-v1", hidden=[256, 256], double=True, batch_size=64, lr=2.3e-3)
@@ -105,7 +105,7 @@ def rlkit_td3() -> Callable[[int], None]:
     from rlkit.agents.ddpg import build_nets, gradient_step, td3_config
 
     from rlkit.buffers import ReplayBuffer
-    from rlkit.types import Batch
+    from rlkit.policy import Batch
 
     env = gym.make("Pendulum-v1")
     cfg = td3_config(env_id="Pendulum-v1", hidden=[400, 300], batch_size=100)

@@ -90,7 +90,7 @@ def run_sb3(algo: str, seed: int, clock: EvalClock) -> dict:
     from stable_baselines3.common.env_util import make_vec_env
 
     from rlkit.evaluation import evaluate
-    from rlkit.types import SB3ModelPolicy
+    from rlkit.policy import SB3ModelPolicy
 
     setup = SETUPS[algo]
     env_id, every = setup["env_id"], setup["eval_every"]

@@ -84,7 +84,7 @@ def rlkit_dqn(t: Timers, steps: int | None, tmp: str) -> Callable[[], Any]:
     from rlkit.config import apply_overrides, resolve_preset
     from rlkit.logger import Logger
     from rlkit.nets import QNetwork
-    from rlkit.types import TorchPolicy
+    from rlkit.policy import TorchPolicy
 
     cfg = apply_overrides(dqn.AGENT.config_cls(), resolve_preset(dqn.AGENT.presets(), "cartpole", "dqn"))
     cfg = apply_overrides(cfg, {"seed": 0, "run_dir": f"{tmp}/rlkit", "progress": False, "eval_every": 5_000,
@@ -121,7 +121,7 @@ def rlkit_td3(t: Timers, steps: int | None, tmp: str) -> Callable[[], Any]:
     from rlkit.config import apply_overrides, resolve_preset
     from rlkit.logger import Logger
     from rlkit.nets import DeterministicActor, QCriticEnsemble
-    from rlkit.types import TorchPolicy
+    from rlkit.policy import TorchPolicy
 
     spec = ddpg.TD3_AGENT
     cfg = apply_overrides(spec.config_cls(), spec.defaults)

@@ -24,8 +24,8 @@ from rlkit.demos.writer import DatasetWriter
 
 from rlkit.errors import RLKitError
 
-if TYPE_CHECKING:  # importing rlkit.types pulls in torch; `import demos` stays light for the CLI
-    from rlkit.types import Policy
+if TYPE_CHECKING:  # importing rlkit.policy pulls in torch; `import demos` stays light for the CLI
+    from rlkit.policy import Policy
 
 
 def dir_bytes(path: str | Path) -> int:

@@ -2,7 +2,7 @@
 
 =================================  ===========================================================
 ``runs/dqn-cartpole`` or ``.pt``   an rlkit run directory or checkpoint, rebuilt through the agent
-                                   registry (``rlkit.cli.load_policy``)
+                                   registry (``rlkit.policy.load_policy``)
 ``sb3:ALGO:PATH.zip``              a saved Stable-Baselines3 model (``PPO``, ``DQN``, ``A2C``, ``SAC``,
                                    ``TD3``, ``DDPG``), acting through ``model.predict``; loaded with
                                    nothing unpickled (:mod:`rlkit.sb3_files`; a zip that needs
@@ -30,7 +30,7 @@ import numpy as np
 from rlkit.errors import RLKitError
 
 if TYPE_CHECKING:
-    from rlkit.types import Policy
+    from rlkit.policy import Policy
 
 
 class FunctionPolicy:
@@ -61,8 +61,8 @@ def _load_sb3(spec: str, observation_space: gym.Space, action_space: gym.Space, 
     _, algo, path = spec.split(":", 2) if spec.count(":") >= 2 else (None, "", "")
     if not algo or not path:
         raise RLKitError(f"bad SB3 source {spec!r}; use sb3:ALGO:PATH.zip, e.g. sb3:PPO:models/ppo_cartpole.zip")
+    from rlkit.policy import SB3ModelPolicy
     from rlkit.sb3_files import load_sb3_zip, sb3_class
-    from rlkit.types import SB3ModelPolicy
 
     sb3_class(algo, spec)  # an unknown algorithm is named before a missing file
     if not Path(path).is_file():
@@ -127,7 +127,7 @@ def resolve_policy(source: str, env_id: str, seed: int = 0, env_kwargs: dict[str
         return HumanPolicy(env_id, **human_kwargs)
     observation_space, action_space = _env_spaces(env_id, env_kwargs)
     if source == "random":
-        from rlkit.types import RandomPolicy
+        from rlkit.policy import RandomPolicy
 
         return RandomPolicy(action_space, seed=seed)
     if source.startswith("sb3:"):
@@ -135,7 +135,7 @@ def resolve_policy(source: str, env_id: str, seed: int = 0, env_kwargs: dict[str
     elif source.startswith("python:"):
         policy = _load_python(source, observation_space, action_space)
     elif Path(source).exists():
-        from rlkit.cli import load_policy
+        from rlkit.policy import load_policy
 
         policy = load_policy(source, checkpoint)
     else:

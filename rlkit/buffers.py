@@ -20,7 +20,7 @@ import torch
 
 from rlkit.errors import RLKitError
 from rlkit.memory import refuse_if_too_big
-from rlkit.types import Batch
+from rlkit.policy import Batch
 
 
 def _space_storage(space: gym.Space) -> tuple[tuple[int, ...], np.dtype]:

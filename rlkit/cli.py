@@ -24,13 +24,14 @@ from rlkit.config import (
     resolve_preset,
 )
 from rlkit.errors import AlreadyFinished, RLKitError, Terminated
+from rlkit.policy import load_policy, policy_from_checkpoint  # noqa: F401  (rlkit.cli.load_policy, as before)
 from rlkit.registry import agent_names, command_loaders, get_agent
 from rlkit.run import note_at_start
 from rlkit.safe_files import disk_full_error, is_disk_full
 from rlkit.signals import sigterm_as_interrupt
 
 if TYPE_CHECKING:  # the CLI starts without importing torch
-    from rlkit.types import Policy
+    pass
 
 
 class _Parser(argparse.ArgumentParser):
@@ -220,25 +221,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_policy(path: str | Path, checkpoint: str = "latest") -> Policy:
-    """Rebuild the policy of a run directory or of a checkpoint; ``checkpoint`` picks one of a run's:
-    ``latest``, ``best`` (its best evaluation) or a step number.
-
-    ``policy.act(obs_batch, deterministic=True)`` gives actions; ``SB3PredictAdapter(policy)`` gives SB3's
-    ``predict``. The checkpoint's own contents (agent, config, step counters) are
-    ``rlkit.checkpoint.load_checkpoint(path)``; to have both from one read, load the state and call
-    :func:`policy_from_checkpoint` on it.
-    """
-    from rlkit.checkpoint import load_checkpoint, resolve_checkpoint
-
-    return policy_from_checkpoint(load_checkpoint(resolve_checkpoint(path, checkpoint)))
-
-
-def policy_from_checkpoint(state: dict[str, Any]) -> Policy:
-    """The policy of a loaded checkpoint state, rebuilt by the agent that wrote it (found by entry point)."""
-    return get_agent(state["agent"]).load_policy(state)
-
-
 def eval_env_id(state: dict[str, Any], path: str | Path) -> str:
     """The env a run is evaluated on: the checkpoint's ``eval_env_id``, else final.json's, else the config's.
 
@@ -404,8 +386,3 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
-
-
-def train_from_command_line(agent: str | None) -> None:
-    """``python -m rlkit.agents.MODULE ARGS`` as ``rlkit train AGENT ARGS`` (None: ARGS name the agent)."""
-    main(["train", *([agent] if agent else []), *sys.argv[1:]])

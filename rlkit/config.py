@@ -139,10 +139,6 @@ def _type_hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
 def _yaml(text: str, name: str) -> Any:
     """YAML for one option's value; a syntax error is one line (the value, not yaml's 50-line trace)."""
     try:

@@ -9,7 +9,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from rlkit.types import Policy
+from rlkit.policy import Policy
 
 
 def evaluate(policy: Policy, make_env: Callable[..., gym.Env], episodes: int = 10, seed: int = 10_000,

@@ -102,3 +102,15 @@ def env_factory() -> Callable[..., Any]:
     if "make_env" not in eps:
         raise RLKitError("no env factory registered in the rlkit.envs entry points; reinstall rlkit")
     return eps["make_env"].load()
+
+
+def train_from_command_line(agent: str | None) -> None:
+    """``python -m rlkit.agents.MODULE ARGS`` as ``rlkit train AGENT ARGS`` (None: ARGS name the agent).
+
+    The command line is found through the ``rlkit`` console script's entry point, so an agent module
+    imports no application.
+    """
+    import sys
+
+    (script,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "rlkit"]
+    script.load()(["train", *([agent] if agent else []), *sys.argv[1:]])

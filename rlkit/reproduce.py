@@ -190,8 +190,8 @@ def score_range(preset: ReproducePreset, out: Path, cfg: BaseConfig, final: dict
     ``expert: demos`` is the final evaluation of the expert that recorded the demonstrations (``OUT/demos.json``).
     """
     from rlkit.evaluation import evaluate
+    from rlkit.policy import RandomPolicy
     from rlkit.registry import eval_env_factory
-    from rlkit.types import RandomPolicy
 
     spec = preset.normalise or {}
     env_id = final.get("eval_env_id") or final["env_id"]

@@ -80,10 +80,10 @@ from rlkit.config import BaseConfig, validate_config
 from rlkit.errors import AlreadyFinished, RLKitError
 from rlkit.evaluation import evaluate
 from rlkit.logger import Logger
+from rlkit.policy import Policy
 from rlkit.safe_files import check_dir_inside, check_inside
 from rlkit.seeding import get_rng_state, seed_everything, set_rng_state
 from rlkit.signals import signals_deferred, sigterm_as_interrupt
-from rlkit.types import Policy
 
 
 def default_run_dir(agent: str, env_id: str, seed: int) -> Path:

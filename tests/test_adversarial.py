@@ -13,8 +13,8 @@ from rlkit.agents.preference import train as train_preference
 
 from rlkit import demos
 from rlkit.checkpoint import load_checkpoint
-from rlkit.cli import load_policy
 from rlkit.errors import RLKitError
+from rlkit.policy import load_policy
 
 
 class CartPoleRule:
@@ -118,7 +118,7 @@ def random_return(env_id: str) -> float:
     from rlkit.envs import make_env
 
     from rlkit.evaluation import evaluate
-    from rlkit.types import RandomPolicy
+    from rlkit.policy import RandomPolicy
 
     space = make_env(env_id).action_space
     return evaluate(RandomPolicy(space, seed=0), lambda render_mode=None: make_env(env_id), 100, seed=10_000,

@@ -101,7 +101,7 @@ class _ThresholdPolicy:
 def test_sb3_adapter_takes_the_policys_spaces():
     import numpy as np
 
-    from rlkit.types import SB3PredictAdapter
+    from rlkit.policy import SB3PredictAdapter
 
     policy = _ThresholdPolicy()
     adapter = SB3PredictAdapter(policy)
@@ -116,7 +116,7 @@ def test_sb3_adapter_without_spaces_is_a_one_line_error():
     import gymnasium as gym
 
     from rlkit.errors import RLKitError
-    from rlkit.types import RandomPolicy, SB3PredictAdapter
+    from rlkit.policy import RandomPolicy, SB3PredictAdapter
 
     space = gym.spaces.Discrete(3)
     with pytest.raises(RLKitError) as err:

@@ -10,7 +10,7 @@ from rlkit import envs, nets
 from rlkit.buffers import ReplayBuffer
 from rlkit.config import apply_overrides, parse_set_args
 from rlkit.errors import RLKitError
-from rlkit.types import SB3PredictAdapter
+from rlkit.policy import SB3PredictAdapter
 
 
 def test_buffer_wraparound_keeps_newest_and_dtypes():

@@ -32,7 +32,7 @@ from rlkit.demos.dataset import INDEX, MANIFEST
 
 from rlkit import demos
 from rlkit.errors import RLKitError
-from rlkit.types import RandomPolicy
+from rlkit.policy import RandomPolicy
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_EPISODES = 6

@@ -31,7 +31,7 @@ from rlkit.checkpoint import list_checkpoints, load_buffer, load_checkpoint
 from rlkit.config import apply_overrides, resolve_preset
 from rlkit.errors import RLKitError
 from rlkit.nets import QCriticEnsemble, mlp, polyak_update
-from rlkit.types import Batch
+from rlkit.policy import Batch
 
 TINY = dict(env_id="Pendulum-v1", total_steps=400, learning_starts=200, batch_size=32, buffer_size=1000,
             hidden=[32, 32], eval_episodes=2, checkpoint_every=200, log_every=100, progress=False)

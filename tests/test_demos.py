@@ -400,7 +400,7 @@ def test_sb3_source_records_model_predict_actions(ppo_zip, tmp_path):
 def test_rlkit_run_dir_source(tmp_path):
     from rlkit.agents.dqn import DQNConfig, train
 
-    from rlkit.cli import load_policy
+    from rlkit.policy import load_policy
 
     run_dir = tmp_path / "run"
     train(DQNConfig(env_id="CartPole-v1", total_steps=300, learning_starts=100, eval_episodes=1, progress=False,

@@ -61,7 +61,7 @@ def test_smoke_variants_change_parameters(tmp_path, monkeypatch, variant):
 def test_checkpoint_roundtrip_gives_identical_actions(tmp_path):
     result = train(tiny(tmp_path))
     policy = load_policy(load_checkpoint(result["run_dir"]))
-    from rlkit.cli import load_policy as cli_load_policy
+    from rlkit.policy import load_policy as cli_load_policy
 
     same = cli_load_policy(result["checkpoint"])
     obs = np.random.default_rng(0).normal(size=(128, 4)).astype(np.float32)

@@ -7,7 +7,7 @@ import torch
 from rlkit.agents.dqn import DQNConfig, dqn_loss, epsilon_greedy, make_policy, td_target
 
 from rlkit.buffers import PrioritizedReplayBuffer, ReplayBuffer, SumTree
-from rlkit.types import Batch
+from rlkit.policy import Batch
 
 
 def test_td_target_dqn_and_double():

@@ -28,7 +28,7 @@ from torch.distributions import Categorical
 from rlkit.checkpoint import load_checkpoint
 from rlkit.config import apply_overrides, resolve_preset
 from rlkit.errors import RLKitError
-from rlkit.types import SB3PredictAdapter
+from rlkit.policy import SB3PredictAdapter
 
 TINY = dict(total_steps=512, num_envs=4, n_steps=32, batch_size=32, n_epochs=2, hidden=[16], eval_episodes=2,
             checkpoint_every=256, log_every=128, progress=False)

@@ -22,7 +22,7 @@ from torch.distributions import Normal
 from rlkit.checkpoint import list_checkpoints, load_buffer, load_checkpoint
 from rlkit.config import apply_overrides, resolve_preset
 from rlkit.errors import RLKitError
-from rlkit.types import SB3PredictAdapter
+from rlkit.policy import SB3PredictAdapter
 
 TINY = dict(env_id="Pendulum-v1", total_steps=400, learning_starts=200, batch_size=32, buffer_size=1000,
             hidden=[32, 32], eval_episodes=2, checkpoint_every=200, log_every=100, progress=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import gymnasium as gym
@@ -133,3 +134,24 @@ class SB3ModelPolicy:
     def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
         actions, _ = self.model.predict(np.asarray(obs), deterministic=deterministic)
         return np.asarray(actions)
+
+
+def load_policy(path: str | Path, checkpoint: str = "latest") -> Policy:
+    """Rebuild the policy of a run directory or of a checkpoint; ``checkpoint`` picks one of a run's:
+    ``latest``, ``best`` (its best evaluation) or a step number.
+
+    ``policy.act(obs_batch, deterministic=True)`` gives actions; ``SB3PredictAdapter(policy)`` gives SB3's
+    ``predict``. The checkpoint's own contents (agent, config, step counters) are
+    ``rlkit.checkpoint.load_checkpoint(path)``; to have both from one read, load the state and call
+    :func:`policy_from_checkpoint` on it.
+    """
+    from rlkit.checkpoint import load_checkpoint, resolve_checkpoint
+
+    return policy_from_checkpoint(load_checkpoint(resolve_checkpoint(path, checkpoint)))
+
+
+def policy_from_checkpoint(state: dict[str, Any]) -> Policy:
+    """The policy of a loaded checkpoint state, rebuilt by the agent that wrote it (found by entry point)."""
+    from rlkit.registry import get_agent
+
+    return get_agent(state["agent"]).load_policy(state)

@@ -7,7 +7,7 @@ How it runs::
 
     main process: the evaluator                 N worker processes (torch.multiprocessing)
       shared model + optimizer statistics  <---   theta' <- theta; roll out t_max steps on its own env
-      (in shared memory), global step counter      (seeded seed + rank); the A2C loss of agents/a2c.py;
+      (in shared memory), global step counter      (seeded seed + rank); the A2C loss of rlkit/actor_critic.py;
       evaluates, logs, checkpoints, stops them     backward; shared.grad = own grad; shared optimizer
                                                    step, lock-free (Hogwild, Recht et al. 2011)
 
@@ -66,26 +66,26 @@ from typing import Any, Literal
 
 import torch
 import torch.multiprocessing as mp
-from rlkit.agents.a2c import (
+from rlkit.envs import make_env, make_vec_env
+from torch import nn
+
+from rlkit.actor_critic import (
     ActorCriticOptions,
     build_learner,
     build_model,
     check_spaces,
-    collect_rollout,
     make_actor,
     make_policy,
     policy_from_state,
     rollout_loss,
 )
-from rlkit.envs import make_env, make_vec_env
-from torch import nn
-
 from rlkit.callbacks import Callback
 from rlkit.config import BaseConfig, config_from_dict, opt
 from rlkit.errors import RLKitError, Terminated
 from rlkit.nets import ActorCritic
 from rlkit.optim import OptimizerOptions, set_lr
 from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
+from rlkit.rollouts import collect_rollout
 from rlkit.run import Run
 from rlkit.seeding import seed_everything
 

@@ -42,23 +42,22 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from rlkit.agents.bc import (
+from rlkit.demos.protocol import DiscardEpisode, StopRecording, is_interactive
+from rlkit.demos.training import load_demos, resolve_env
+from rlkit.envs import make_env
+
+from rlkit.callbacks import Callback
+from rlkit.cloning import (
     BCNet,
     action_tensor,
     evaluate_loss,
-    load_demos,
     make_policy,
-    resolve_env,
+    policy_from_state,
     resolve_loss,
     to_tensors,
     train_epoch,
 )
-from rlkit.agents.bc import load_policy as load_bc_policy
-from rlkit.demos.protocol import DiscardEpisode, StopRecording, is_interactive
-from rlkit.envs import make_env
-
-from rlkit.callbacks import Callback
-from rlkit.config import BaseConfig, opt, require_at_least_one
+from rlkit.config import BaseConfig, config_from_dict, opt, require_at_least_one
 from rlkit.errors import RLKitError
 from rlkit.optim import FlatAdam
 from rlkit.policy import Policy
@@ -245,8 +244,8 @@ def train(cfg: DAggerConfig, resume: bool = False, expert: Policy | None = None,
 
 def load_policy(state: dict[str, Any]) -> Policy:
     """The learner is a BC network: rebuild it the same way."""
-    return load_bc_policy({**state, "config": {k: v for k, v in state["config"].items()
-                                               if k in ("hidden", "loss", "seed")}})
+    cfg = config_from_dict(DAggerConfig, {k: v for k, v in state["config"].items() if k in ("hidden", "loss", "seed")})
+    return policy_from_state(state, cfg.hidden)
 
 
 AGENT = AgentSpec("dagger", DAggerConfig, train, load_policy,

@@ -55,7 +55,8 @@ from rlkit.config import (
     require_at_least_one,
 )
 from rlkit.errors import RLKitError
-from rlkit.nets import DeterministicActor, QCriticEnsemble, is_image_space, numpy_forward, polyak_update
+from rlkit.nets import DeterministicActor, QCriticEnsemble, check_continuous_spaces, numpy_forward, polyak_update
+from rlkit.normalizers import ObsNormalizer
 from rlkit.optim import make_optimizer
 from rlkit.policy import Batch, TorchPolicy
 from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
@@ -184,53 +185,6 @@ def gradient_step(nets: Nets, batch: Batch, cfg: DDPGConfig, update_index: int) 
     return metrics
 
 
-def merge_moments(mean: np.ndarray, var: np.ndarray, count: float, batch: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Running mean/variance after adding ``batch`` (rows), by Chan et al.'s parallel update."""
-    b_mean, b_var, b_count = batch.mean(axis=0), batch.var(axis=0), len(batch)
-    total = count + b_count
-    delta = b_mean - mean
-    new_var = (var * count + b_var * b_count + delta**2 * count * b_count / total) / total
-    return mean + delta * b_count / total, new_var, total
-
-
-class ObsNormalizer:
-    """Running mean/std of observations; ``(obs - mean) / std`` clipped to +-``clip``."""
-
-    def __init__(self, shape: tuple[int, ...], clip: float = 10.0) -> None:
-        self.mean, self.var, self.count, self.clip = np.zeros(shape), np.ones(shape), 1e-4, clip
-
-    def update(self, obs: np.ndarray) -> None:
-        self.mean, self.var, self.count = merge_moments(self.mean, self.var, self.count, np.asarray(obs))
-
-    def __call__(self, obs: np.ndarray) -> np.ndarray:
-        return np.clip((obs - self.mean) / np.sqrt(self.var + 1e-8), -self.clip, self.clip).astype(np.float32)
-
-    @classmethod
-    def from_state(cls, shape: tuple[int, ...], state: dict[str, Any] | None) -> ObsNormalizer | None:
-        """The normalizer a checkpoint saved (``state``), or None when the run had none."""
-        if state is None:
-            return None
-        normalizer = cls(shape)
-        normalizer.load_state_dict(state)
-        return normalizer
-
-    def batch(self, batch: Batch) -> Batch:
-        """``batch`` with its observations normalised (the running statistics as they are now)."""
-        return batch._replace(obs=self.torch(batch.obs), next_obs=self.torch(batch.next_obs))
-
-    def torch(self, obs: torch.Tensor) -> torch.Tensor:
-        mean = torch.as_tensor(self.mean, dtype=torch.float32, device=obs.device)
-        std = torch.as_tensor(np.sqrt(self.var + 1e-8), dtype=torch.float32, device=obs.device)
-        return ((obs.float() - mean) / std).clamp(-self.clip, self.clip)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean, "var": self.var, "count": self.count, "clip": self.clip}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.mean, self.var, self.count, self.clip = state["mean"], state["var"], state["count"], state["clip"]
-
-
 def make_policy(actor: DeterministicActor, act_space: gym.spaces.Box, obs_space: gym.Space,
                 normalizer: ObsNormalizer | None = None) -> TorchPolicy:
     """mu(s) as a Policy (numpy forward for small batches), reshaped to the space and kept in bounds."""
@@ -249,24 +203,13 @@ def make_policy(actor: DeterministicActor, act_space: gym.spaces.Box, obs_space:
     return TorchPolicy(actor, act_fn, act_space, obs_space, fast=fast if net_np is not None else None)
 
 
-def check_spaces(obs_space: gym.Space, act_space: gym.Space, env_id: str, agent: str) -> None:
-    if not isinstance(act_space, gym.spaces.Box):
-        raise RLKitError(f"{agent} needs a continuous (Box) action space, but {env_id} has {act_space}; "
-                         "use dqn or a2c for discrete actions")
-    if not (np.all(np.isfinite(act_space.low)) and np.all(np.isfinite(act_space.high))):
-        raise RLKitError(f"{agent} needs finite action bounds, but {env_id} has {act_space}; "
-                         "wrap the env in gymnasium.wrappers.ClipAction or RescaleAction")
-    if is_image_space(obs_space):
-        raise RLKitError(f"{agent} takes flat observations, but {env_id} has images {obs_space}; use a2c")
-
-
 def train(cfg: DDPGConfig, resume: bool = False, agent: str = "ddpg", callbacks: Sequence[Callback] | None = None
           ) -> dict[str, Any]:
     """Train DDPG (or TD3, with its switches in ``cfg``); returns the contents of ``final.json``."""
     cfg.validate()
     envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
-    check_spaces(obs_space, act_space, cfg.env_id, agent)
+    check_continuous_spaces(obs_space, act_space, cfg.env_id, agent)
     run = Run(agent, cfg, resume=resume, callbacks=callbacks)  # seeds the global RNGs, sets thread counts
     stride = cfg.num_envs
     low, high = act_space.low.astype(np.float32), act_space.high.astype(np.float32)

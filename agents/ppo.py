@@ -6,8 +6,8 @@ Papers:
     Huang et al. 2022, "The 37 Implementation Details of PPO", ICLR blog track,
          https://iclr-blog-track.github.io/2022/03/25/ppo-implementation-details/
 
-Each iteration collects ``n_steps`` x ``num_envs`` transitions (A2C's :func:`collect_rollout`, numpy acting),
-computes GAE(lambda) advantages (A2C's :func:`gae_advantages`), then runs ``n_epochs`` passes of shuffled
+Each iteration collects ``n_steps`` x ``num_envs`` transitions (``rlkit.rollouts.collect_rollout``, numpy acting),
+computes GAE(lambda) advantages (``rlkit.returns.gae_advantages``), then runs ``n_epochs`` passes of shuffled
 minibatches over
 
     L = -mean(min(rho * A, clip(rho, 1 - eps, 1 + eps) * A)) + vf_coef * L_V - ent_coef * mean(H[pi]),
@@ -65,20 +65,22 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 import torch
-from rlkit.agents.a2c import Actor, check_spaces, collect_rollout, gae_advantages
-from rlkit.agents.ddpg import ObsNormalizer
 from rlkit.envs import make_vec_env
 from torch import nn
-from torch.distributions import Categorical, Distribution
 from torch.nn import functional as F  # noqa: N812 - torch's own alias
 
+from rlkit.actor_critic import check_spaces
 from rlkit.callbacks import Callback
 from rlkit.config import MAX_ENVS, MAX_WIDTH, BaseConfig, config_from_dict, default, opt
+from rlkit.distributions import MultiCategoricalHead
 from rlkit.errors import RLKitError
 from rlkit.nets import ActorCritic, CategoricalHead, GaussianHead, numpy_actor_critic
+from rlkit.normalizers import ObsNormalizer
 from rlkit.optim import FlatAdam, OptimizerOptions, scheduled, set_lr
 from rlkit.policy import TorchPolicy
 from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
+from rlkit.returns import gae_advantages
+from rlkit.rollouts import Actor, collect_rollout
 from rlkit.run import Run
 
 
@@ -188,44 +190,6 @@ def scale_rewards(rewards: np.ndarray, dones: np.ndarray, running_return: np.nda
         scaled[t] = np.clip(rewards[t] / np.sqrt(stats.var + 1e-8), -clip, clip)
         running_return[dones[t]] = 0.0
     return scaled
-
-
-class MultiCategorical(Distribution):
-    """Independent categoricals over the slices of one logits vector (MultiDiscrete actions)."""
-
-    arg_constraints: dict = {}
-
-    def __init__(self, logits: torch.Tensor, nvec: list[int]) -> None:
-        self.dists = [Categorical(logits=part) for part in torch.split(logits, nvec, dim=-1)]
-        super().__init__(batch_shape=logits.shape[:-1], validate_args=False)
-
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:  # noqa: B008 - torch's signature
-        return torch.stack([d.sample(sample_shape) for d in self.dists], dim=-1)
-
-    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
-        return sum(d.log_prob(actions[..., i]) for i, d in enumerate(self.dists))
-
-    def entropy(self) -> torch.Tensor:
-        return sum(d.entropy() for d in self.dists)
-
-    @property
-    def mode(self) -> torch.Tensor:
-        return torch.stack([d.probs.argmax(dim=-1) for d in self.dists], dim=-1)
-
-
-class MultiCategoricalHead(nn.Module):
-    """Features -> ``sum(nvec)`` logits (one linear layer) -> :class:`MultiCategorical`."""
-
-    def __init__(self, logits: nn.Linear, nvec: list[int]) -> None:
-        super().__init__()
-        self.logits, self.nvec = logits, nvec
-
-    def forward(self, features: torch.Tensor) -> Distribution:
-        return MultiCategorical(self.logits(features), self.nvec)
-
-    @staticmethod
-    def mode(dist: MultiCategorical) -> torch.Tensor:
-        return dist.mode
 
 
 def build_model(obs_space: gym.Space, act_space: gym.Space, cfg: PPOConfig, device: str | None = None

@@ -18,7 +18,7 @@ Envs whose true reward never varies (CartPole-v1: +1 per step) have no defined c
 fixed-horizon ``seals/CartPole-v0`` (reward 1 while the pole is up) or Pendulum-v1.
 
 ``--set rater=web`` replaces the synthetic rater by people: each round's pairs are shown as clips on a
-local web page and the run waits for the answers (rlkit/prefs_web.py, agents/preference_web.py; the
+local web page and the run waits for the answers (rlkit/apps/prefs_web.py, rlkit/apps/preference_web.py; the
 README's "Human preferences in the browser"). Such a run can be resumed: it trains again from the
 start with the same seeds, reusing every stored label, and serves only the unanswered pairs.
 
@@ -42,14 +42,14 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from rlkit.agents.adversarial import GeneratorOptions, load_sb3_policy, make_ppo, make_sb3_venv, sb3_bytes
 from rlkit.envs import make_env
 
 from rlkit.callbacks import Callback
 from rlkit.config import BaseConfig, default, opt, require_at_least_one
 from rlkit.errors import RLKitError, require_imitation
+from rlkit.generator import GeneratorOptions, load_sb3_policy, make_ppo, make_sb3_venv, sb3_bytes
 from rlkit.policy import RandomPolicy, SB3ModelPolicy
-from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
+from rlkit.registry import AgentSpec, eval_env_factory, preference_rater, train_from_command_line
 from rlkit.run import Run
 
 
@@ -154,12 +154,11 @@ def train(cfg: PreferenceConfig, resume: bool = False, callbacks: Sequence[Callb
                          "comparison dataset in memory); start a new run")
     if resume:
         web_resume_check(cfg)
-    # A resumed web run trains again from the start with the stored labels (agents/preference_web.py).
+    # A resumed web run trains again from the start with the stored labels (rlkit/apps/preference_web.py).
     run = Run("preference", cfg, callbacks=callbacks)  # seeds the global RNGs, sets thread counts
     web = None
     if cfg.rater == "web":
-        from rlkit.agents import preference_web as pw
-
+        pw = preference_rater("web")
         episode_log = pw.EpisodeLog()
         venv = pw.make_origin_venv(cfg.env_id, cfg.num_envs, cfg.seed, cfg.env_kwargs, episode_log)
     else:
@@ -239,23 +238,22 @@ def train(cfg: PreferenceConfig, resume: bool = False, callbacks: Sequence[Callb
              **{k: float(stats[k]) if k in stats else None for k in ("reward_loss", "reward_accuracy")},
              "eval_env_id": cfg.env_id, "train_env_id": cfg.env_id, "rater": cfg.rater}
     if web is not None:
-        from rlkit.prefs_web import store_status
-
-        status = store_status(run.dir)
+        status = preference_rater("web").store_status(run.dir)
         extra["labels"] = {k: status[k] for k in ("pairs", "answered", "answers", "skipped", "raters")}
     return run.finish(policy, eval_env_factory(cfg), agent.num_timesteps, state_dict(), extra=extra)
 
 
 def web_resume_check(cfg: PreferenceConfig) -> None:
     from rlkit.checkpoint import list_checkpoints
-    from rlkit.prefs_web import PREFS_DIR
+
+    PREFS_DIR = preference_rater("web").PREFS_DIR
 
     run_dir = Path(cfg.run_dir or "")
     if not (run_dir / PREFS_DIR / "meta.json").exists():
         raise RLKitError(f"cannot resume: {run_dir} holds no preference labels ({PREFS_DIR}/meta.json)")
     if list_checkpoints(run_dir):
         raise RLKitError(f"{run_dir} finished already; its labels are in {run_dir / PREFS_DIR} (train a reward on "
-                         "them with rlkit.agents.preference_web.train_reward_from_store, or start a new run)")
+                         "them with rlkit.apps.preference_web.train_reward_from_store, or start a new run)")
     # the replay writes the metrics of the replayed iterations again; keep the interrupted run's rows apart
     metrics = run_dir / "metrics.csv"
     if metrics.exists():
@@ -264,9 +262,8 @@ def web_resume_check(cfg: PreferenceConfig) -> None:
 
 def start_web_rater(cfg: PreferenceConfig, run_dir: Path, venv: Any, episode_log: Any, log: Any) -> dict[str, Any]:
     """The store, label queue, server and gatherer of ``rater=web``; prints the page's URL."""
-    from rlkit.agents import preference_web as pw
-
-    from rlkit.prefs_web import LabelQueue, PreferenceStore, PrefsServer
+    pw = preference_rater("web")  # the page, its server and store: an application, found by entry point
+    LabelQueue, PreferenceStore, PrefsServer = pw.LabelQueue, pw.PreferenceStore, pw.PrefsServer
     from rlkit.spaces import space_to_json
 
     if cfg.web_lease_s <= 0 or not 0 <= cfg.web_port <= 65535:

@@ -26,8 +26,8 @@ Deviations from the papers, and why:
       the paper's Algorithm 1 updates Q, pi, alpha); a for the actor loss is sampled before the critic step.
     * log sigma is clamped to [-20, 2] (softlearning and SB3).
     * Truncated episodes bootstrap from their real last observation; updates are counted in env steps
-      (``train_every``, ``gradient_steps``) as in agents/ddpg.py, which also provides the replay handling,
-      the optional observation normaliser and the resume with the replay buffer.
+      (``train_every``, ``gradient_steps``) as in agents/ddpg.py, with the same replay handling, the
+      optional observation normaliser (rlkit/normalizers.py) and the resume with the replay buffer.
 
 Run it: ``rlkit train sac --preset pendulum`` or ``python -m rlkit.agents.sac --help``.
 """
@@ -43,21 +43,18 @@ from typing import Any, NamedTuple
 import gymnasium as gym
 import numpy as np
 import torch
-from rlkit.agents.ddpg import ObsNormalizer, check_spaces
 from rlkit.envs import make_vec_env
-from torch import nn
-from torch.nn import functional as F
 
 from rlkit.buffers import ReplayBuffer
 from rlkit.callbacks import Callback
 from rlkit.config import MAX_WIDTH, BaseConfig, ReplayOptions, config_from_dict, default, opt
-from rlkit.nets import ObsEncoder, QCriticEnsemble, check_bounded_box, mlp, numpy_ops, polyak_update, run_numpy
+from rlkit.distributions import LOG_STD_MAX, LOG_STD_MIN, SquashedGaussianActor
+from rlkit.nets import QCriticEnsemble, check_continuous_spaces, numpy_ops, polyak_update, run_numpy
+from rlkit.normalizers import ObsNormalizer
 from rlkit.optim import make_optimizer
 from rlkit.policy import Batch, TorchPolicy
 from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
 from rlkit.run import Run
-
-LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
 
 @dataclass
@@ -84,14 +81,6 @@ class SACConfig(ReplayOptions, BaseConfig):
         self.validate_replay()
 
 
-# ALGO LOGIC: the math, as pure functions (unit-tested against closed forms and hand values).
-def squashed_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """log density of ``tanh(u)`` where ``u ~ N(mean, exp(log_std))`` (diagonal), summed over the last axis."""
-    gaussian = (-0.5 * ((u - mean) / log_std.exp()).pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-    # log(1 - tanh(u)^2) = 2 * (log 2 - u - softplus(-2u)), finite for any u
-    return gaussian - (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)
-
-
 def soft_td_target(rewards: torch.Tensor, terminated: torch.Tensor, discounts: torch.Tensor, next_q: torch.Tensor,
                    next_log_prob: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
     """y = r + gamma^k (1 - terminated) (min_i Q'_i(s', a') - alpha log pi(a'|s')); ``next_q`` is (n, batch)."""
@@ -101,37 +90,6 @@ def soft_td_target(rewards: torch.Tensor, terminated: torch.Tensor, discounts: t
 def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
     """-mean(log alpha * (log pi + H_target)): alpha falls while the entropy -log pi exceeds the target."""
     return -(log_alpha * (log_prob.detach() + target_entropy)).mean()
-
-
-class SquashedGaussianActor(nn.Module):
-    """s -> (mean, log std) of u; ``a = tanh(u) * scale + bias`` lies inside the Box bounds."""
-
-    def __init__(self, observation_space: gym.Space, action_space: gym.spaces.Box, hidden: list[int]) -> None:
-        super().__init__()
-        check_bounded_box(action_space)
-        self.encoder = ObsEncoder(observation_space)
-        dim = int(np.prod(action_space.shape))
-        self.trunk = mlp(self.encoder.out_dim, 0, hidden)
-        width = hidden[-1] if hidden else self.encoder.out_dim
-        self.mean, self.log_std = nn.Linear(width, dim), nn.Linear(width, dim)
-        low = torch.as_tensor(action_space.low, dtype=torch.float32).flatten()
-        high = torch.as_tensor(action_space.high, dtype=torch.float32).flatten()
-        self.register_buffer("action_scale", (high - low) / 2.0)
-        self.register_buffer("action_bias", (high + low) / 2.0)
-
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.trunk(self.encoder(obs))
-        return self.mean(h), self.log_std(h).clamp(LOG_STD_MIN, LOG_STD_MAX)
-
-    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A reparameterised action (Box units) and its log-prob (of the [-1, 1] action)."""
-        mean, log_std = self(obs)
-        u = mean + log_std.exp() * torch.randn_like(mean)
-        return torch.tanh(u) * self.action_scale + self.action_bias, squashed_log_prob(u, mean, log_std)
-
-    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
-        return torch.tanh(self(obs)[0]) * self.action_scale + self.action_bias if deterministic \
-            else self.sample(obs)[0]
 
 
 class Nets(NamedTuple):
@@ -234,7 +192,7 @@ def train(cfg: SACConfig, resume: bool = False, callbacks: Sequence[Callback] | 
     cfg.validate()
     envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
-    check_spaces(obs_space, act_space, cfg.env_id, "sac")
+    check_continuous_spaces(obs_space, act_space, cfg.env_id, "sac")
     run = Run("sac", cfg, resume=resume, callbacks=callbacks)
     stride = cfg.num_envs
     low, high = act_space.low.astype(np.float32), act_space.high.astype(np.float32)

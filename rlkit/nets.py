@@ -400,3 +400,15 @@ def numpy_actor_critic(model: ActorCritic, rng: np.random.Generator | None) -> A
         return (out + np.exp(log_std) * rng.standard_normal(out.shape)).astype(np.float32), values
 
     return actor
+
+
+def check_continuous_spaces(obs_space: gym.Space, act_space: gym.Space, env_id: str, agent: str) -> None:
+    """DDPG/TD3's and SAC's spaces: bounded Box actions, flat observations (one-line errors naming the env)."""
+    if not isinstance(act_space, gym.spaces.Box):
+        raise RLKitError(f"{agent} needs a continuous (Box) action space, but {env_id} has {act_space}; "
+                         "use dqn or a2c for discrete actions")
+    if not (np.all(np.isfinite(act_space.low)) and np.all(np.isfinite(act_space.high))):
+        raise RLKitError(f"{agent} needs finite action bounds, but {env_id} has {act_space}; "
+                         "wrap the env in gymnasium.wrappers.ClipAction or RescaleAction")
+    if is_image_space(obs_space):
+        raise RLKitError(f"{agent} takes flat observations, but {env_id} has images {obs_space}; use a2c")

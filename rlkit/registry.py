@@ -114,3 +114,15 @@ def train_from_command_line(agent: str | None) -> None:
 
     (script,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "rlkit"]
     script.load()(["train", *([agent] if agent else []), *sys.argv[1:]])
+
+
+def preference_rater(name: str) -> Any:
+    """The module behind a preference run's ``rater=NAME`` (``web``: the labelling page, its server and store).
+
+    Found in the ``rlkit.raters`` entry-point group, so the preference learner imports no application.
+    """
+    eps = _group("rlkit.raters")
+    if name not in eps:
+        raise RLKitError(f"no preference rater {name!r} is installed (entry-point group rlkit.raters); "
+                         f"installed: {', '.join(sorted(eps)) or 'none'}")
+    return eps[name].load()

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 def run_cli(*args: str, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run ``rlkit ARGS`` in a subprocess the way a user would."""
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    return subprocess.run([sys.executable, "-m", "rlkit.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "rlkit.apps.cli", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=cwd or REPO, env=env)
 
 

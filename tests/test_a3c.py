@@ -16,10 +16,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
-from rlkit.agents.a2c import build_model
 from rlkit.agents.a3c import A3CConfig, share_optimizer_state, worker
 
 from rlkit import envs
+from rlkit.actor_critic import build_model
 from rlkit.checkpoint import list_checkpoints
 from rlkit.config import apply_overrides
 from rlkit.errors import RLKitError
@@ -65,7 +65,7 @@ def marked_processes(marker: str) -> list[int]:
 
 def rlkit(*args: str, marker: str, wait: bool = True, timeout: float = 240):
     env = {**os.environ, "PYTHONHASHSEED": "0", "RLKIT_TEST_MARKER": marker}
-    cmd = [sys.executable, "-m", "rlkit.cli", *args]
+    cmd = [sys.executable, "-m", "rlkit.apps.cli", *args]
     if wait:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,

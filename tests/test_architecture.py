@@ -1,48 +1,80 @@
-"""The dependency direction of DESIGN.md: agents -> demos, envs, rlkit; demos -> envs, rlkit;
-envs -> rlkit; rlkit -> nothing of ours (it reaches the rest through entry points)."""
+"""The architecture: import-linter's contracts (pyproject.toml [tool.importlinter]) hold, and they bite;
+no import cycles inside the project."""
 
 import ast
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
-ALLOWED = {
-    "rlkit": {"rlkit"},
-    "envs": {"envs", "rlkit"},
-    "demos": {"demos", "envs", "rlkit"},
-    "agents": {"agents", "demos", "envs", "rlkit"},
-}
-OURS = set(ALLOWED)
+LINT_IMPORTS = ROOT / ".ci" / "lint-imports"
 
 
-def imported_packages(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    names = set()
-    for node in ast.walk(tree):  # every import, including lazy ones inside functions
-        if isinstance(node, ast.Import):
-            names |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
-    return names & OURS
+# ---------------------------------------------------------------------------------------------
+# The layers: import-linter's contracts in pyproject.toml, on full dotted names
+# ---------------------------------------------------------------------------------------------
+
+def lint_imports(source_root: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LINT_IMPORTS": str(Path(sys.executable).parent / "lint-imports")}
+    return subprocess.run(["bash", str(LINT_IMPORTS), str(source_root)], capture_output=True, text=True, env=env,
+                          timeout=120)
 
 
-@pytest.mark.parametrize("package", sorted(ALLOWED))
-def test_dependency_direction(package):
-    offenders = {}
-    for path in sorted((ROOT / package).rglob("*.py")):
-        bad = imported_packages(path) - ALLOWED[package]
-        if bad:
-            offenders[str(path.relative_to(ROOT))] = sorted(bad)
-    assert not offenders, f"{package} must not import {offenders}"
+def test_the_contracts_hold():
+    proc = lint_imports(ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Contracts: 3 kept, 0 broken." in proc.stdout
+
+
+def copy_of_the_tree(tmp_path: Path) -> Path:
+    for folder in ("rlkit", "agents", "envs", "demos"):
+        shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    return tmp_path
+
+
+@pytest.mark.parametrize("file, probe, broken", [
+    ("rlkit/config.py", "import rlkit.agents.dqn", "rlkit.config -> rlkit.agents.dqn"),          # core -> learner
+    ("rlkit/nets.py", "from rlkit.apps import cli", "rlkit.nets -> rlkit.apps.cli"),             # nn -> application
+    ("rlkit/buffers.py", "from rlkit.envs import make_env", "rlkit.buffers -> rlkit.envs"),     # data -> envs
+    ("agents/sac.py", "from rlkit.agents.ddpg import td_target", "rlkit.agents.sac -> rlkit.agents.ddpg"),  # learners
+    ("agents/dqn.py", "from rlkit.apps.cli import main", "rlkit.agents.dqn -> rlkit.apps.cli"),  # learner -> app
+    ("demos/record.py", "import rlkit.agents.bc", "rlkit.demos.record -> rlkit.agents.bc"),     # demos -> learner
+    ("envs/factory.py", "from rlkit.apps import doctor", "rlkit.envs.factory -> rlkit.apps.doctor"),  # envs -> app
+])
+def test_the_contracts_bite(tmp_path, file, probe, broken):
+    tree = copy_of_the_tree(tmp_path)
+    path = tree / file
+    path.write_text(path.read_text() + f"\n\ndef _probe():\n    {probe}\n")  # a lazy import counts too
+    proc = lint_imports(tree)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert broken in proc.stdout and "0 broken" not in proc.stdout, proc.stdout
+
+
+def test_every_core_module_is_under_a_contract():
+    """A new module directly in rlkit/ is core, nn or data: it must join the "core" contract's list,
+    and a new folder in rlkit/ must join the layers."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    contracts = {c["id"]: c for c in config["contracts"]}
+    listed = set(contracts["core"]["source_modules"])
+    flat = {f"rlkit.{p.stem}" for p in (ROOT / "rlkit").glob("*.py") if p.stem != "__init__"}
+    assert flat == listed, f"not in the core contract: {sorted(flat - listed)}; gone: {sorted(listed - flat)}"
+    folders = {p.name for p in (ROOT / "rlkit").iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert folders == {"apps"}, f"place the new package in a layer of pyproject.toml: {sorted(folders - {'apps'})}"
+    assert contracts["layers"]["layers"][0] == "rlkit.apps"
 
 
 # ---------------------------------------------------------------------------------------------
 # No import cycles inside the project, lazy (function-level) imports included
 # ---------------------------------------------------------------------------------------------
 
-PACKAGE_DIRS = {"rlkit": ROOT / "rlkit", "rlkit.agents": ROOT / "agents", "rlkit.envs": ROOT / "envs",
-                "rlkit.demos": ROOT / "demos"}
+PACKAGE_DIRS = {"rlkit": ROOT / "rlkit", "rlkit.apps": ROOT / "rlkit" / "apps", "rlkit.agents": ROOT / "agents",
+                "rlkit.envs": ROOT / "envs", "rlkit.demos": ROOT / "demos"}
 
 
 def project_modules() -> dict[str, Path]:
@@ -134,7 +166,7 @@ def test_import_graph_counts_lazy_and_from_imports(tmp_path):
 
 def test_no_import_cycles_in_the_project():
     modules = project_modules()
-    assert {"rlkit.demos.record", "rlkit.agents.dagger", "rlkit.envs.factory", "rlkit.cli"} <= set(modules)
+    assert {"rlkit.demos.record", "rlkit.agents.dagger", "rlkit.envs.factory", "rlkit.apps.cli"} <= set(modules)
     cycles = find_cycles(import_graph(modules))
     assert not cycles, "import cycles (break them with a small shared module): " + "; ".join(
         " <-> ".join(c) for c in cycles)

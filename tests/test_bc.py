@@ -9,20 +9,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from rlkit.agents.bc import (
-    BCConfig,
-    BCNet,
-    bc_loss,
-    gaussian_nll,
-    load_policy,
-    make_policy,
-    resolve_loss,
-    train,
-    train_epoch,
-)
+from rlkit.agents.bc import BCConfig, BCNet, load_policy, make_policy, resolve_loss, train, train_epoch
 
 from rlkit import demos, envs
 from rlkit.checkpoint import load_checkpoint
+from rlkit.cloning import bc_loss, gaussian_nll
 from rlkit.errors import RLKitError
 from rlkit.optim import FlatAdam
 
@@ -229,7 +220,7 @@ def test_cli_train_eval_and_record_from_bc(tmp_path, cli, cartpole_demos):
 
 
 def test_cli_without_demos_is_a_one_line_error(tmp_path, capsys):
-    from rlkit.cli import main
+    from rlkit.apps.cli import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "bc", "--run-dir", str(tmp_path / "none"), "--no-progress"])

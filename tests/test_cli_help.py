@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from rlkit.cli import build_parser, resolve_train_config
+from rlkit.apps.cli import build_parser, resolve_train_config
 from rlkit.config import BaseConfig, apply_overrides, config_from_dict, preset_for_env
 from rlkit.registry import agent_names, get_agent
 from tests.conftest import run_cli
@@ -109,7 +109,7 @@ def _check_default_env(name: str, cfg: BaseConfig, tmp_path) -> None:
             check_action_space(env.action_space, cfg.env_id)
             return
         if name in ("ddpg", "td3"):
-            from rlkit.agents.ddpg import check_spaces
+            from rlkit.nets import check_continuous_spaces as check_spaces
 
             check_spaces(env.observation_space, env.action_space, cfg.env_id, name)
             return

@@ -74,7 +74,7 @@ class Hung(Exception):
 
 def run_cli(capsys, *args: str, timeout: int = 60) -> tuple[int, str, str]:
     """``rlkit ARGS`` in this process; (exit code, stdout, stderr). A hang fails the test instead of CI."""
-    from rlkit.cli import main
+    from rlkit.apps.cli import main
 
     def alarm(signum, frame):
         raise Hung(f"rlkit {' '.join(args)} hung")
@@ -410,7 +410,7 @@ def test_uncommitted_tail_rules(pristine, tmp_path):
 
 def kill_and_append(tmp_path: Path, rng: np.random.Generator, n: int) -> dict[str, int]:
     out = tmp_path / f"killed{n}"
-    cmd = [sys.executable, "-m", "rlkit.cli", "demos", "record", "--env", "CartPole-v1", "--policy", "random",
+    cmd = [sys.executable, "-m", "rlkit.apps.cli", "demos", "record", "--env", "CartPole-v1", "--policy", "random",
            "--episodes", "1000000", "--out", str(out), "--seed", "0"]
     if n % 2:  # every other kill lands in an appending session (its own pack after the first one's)
         demos.record(RandomPolicy(gym.spaces.Discrete(2), seed=n), "CartPole-v1", 3, out, seed=10**5,

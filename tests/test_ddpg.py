@@ -11,13 +11,11 @@ from rlkit.agents.ddpg import (
     AGENT,
     TD3_AGENT,
     DDPGConfig,
-    ObsNormalizer,
     build_nets,
     explore_actions,
     gradient_step,
     load_policy,
     make_policy,
-    merge_moments,
     ou_step,
     smoothed_target_actions,
     td3_config,
@@ -31,6 +29,7 @@ from rlkit.checkpoint import list_checkpoints, load_buffer, load_checkpoint
 from rlkit.config import apply_overrides, resolve_preset
 from rlkit.errors import RLKitError
 from rlkit.nets import QCriticEnsemble, mlp, polyak_update
+from rlkit.normalizers import ObsNormalizer, merge_moments
 from rlkit.policy import Batch
 
 TINY = dict(env_id="Pendulum-v1", total_steps=400, learning_starts=200, batch_size=32, buffer_size=1000,

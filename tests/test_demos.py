@@ -309,7 +309,7 @@ def test_an_env_changing_its_obs_dtype_mid_episode_is_a_one_line_error_and_keeps
 
 def test_sigkilled_recorder_leaves_every_committed_episode(tmp_path):
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "rlkit.cli", "demos", "record", "--env", "CartPole-v1", "--policy", "random",
+    cmd = [sys.executable, "-m", "rlkit.apps.cli", "demos", "record", "--env", "CartPole-v1", "--policy", "random",
            "--episodes", "1000000", "--out", str(out)]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO)
     reported = 0
@@ -547,7 +547,7 @@ def test_imitation_round_trips_both_ways(ppo_zip, tmp_path):
 
 def run_in_process(capsys, *args: str) -> tuple[int, str]:
     """``rlkit ARGS`` in this process (cheaper than a subprocess for the commands' plumbing)."""
-    from rlkit.cli import main
+    from rlkit.apps.cli import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(list(args))

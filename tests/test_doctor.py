@@ -12,7 +12,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from rlkit import __version__, doctor
+from rlkit import __version__
+from rlkit.apps import doctor
 from rlkit.errors import IMITATION_INSTALL, RLKitError
 from tests.conftest import REPO, run_cli
 
@@ -194,7 +195,7 @@ def test_every_imitation_feature_names_the_install_command(monkeypatch, tmp_path
 
 def test_cli_without_imitation_prints_one_line(tmp_path, cartpole_demos):
     # a fresh interpreter in which `import imitation` fails, as it does where imitation is not installed
-    code = "import sys; sys.modules['imitation'] = None; from rlkit.cli import main; main()"
+    code = "import sys; sys.modules['imitation'] = None; from rlkit.apps.cli import main; main()"
     proc = subprocess.run([sys.executable, "-c", code, "demos", "convert", str(cartpole_demos.path), "--to",
                            "imitation", "--out", str(tmp_path / "imit")], capture_output=True, text=True, cwd=REPO,
                           timeout=300)

@@ -9,7 +9,7 @@ import pytest
 from rlkit.agents.adversarial import AdversarialConfig, train_gail
 
 from rlkit import demos
-from rlkit.cli import eval_env_id, main
+from rlkit.apps.cli import eval_env_id, main
 
 
 class CartPoleRule:

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import stable_baselines3
 import torch
-from rlkit.agents.export import export_sb3, to_sb3
 
+from rlkit.apps.export import export_sb3, to_sb3
 from rlkit.checkpoint import load_checkpoint
 from rlkit.config import apply_overrides
 from rlkit.errors import RLKitError

@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 
 from rlkit import demos
+from rlkit.apps.cli import main
 from rlkit.checkpoint import atomic_open, list_checkpoints, load_checkpoint, save_best_checkpoint, save_checkpoint
-from rlkit.cli import main
 from rlkit.config import apply_overrides, resolve_preset
 from rlkit.errors import RLKitError
 from rlkit.registry import agent_names, get_agent
@@ -129,7 +129,7 @@ def one_trial_study():
 
 
 def test_a_symlinked_tune_plot_is_not_truncated(tmp_path):
-    from rlkit.tune import write_plots
+    from rlkit.apps.tune import write_plots
 
     target, content = outside_file(tmp_path)
     out = tmp_path / "study"
@@ -141,7 +141,7 @@ def test_a_symlinked_tune_plot_is_not_truncated(tmp_path):
 
 
 def test_a_symlinked_study_db_is_refused(tmp_path):
-    from rlkit.tune import tune
+    from rlkit.apps.tune import tune
 
     target = tmp_path / "elsewhere.db"
     target.write_bytes(b"")  # SQLite would make an empty file its database

@@ -21,7 +21,7 @@ def record_random(out: Path, episodes: int = 1, **kwargs) -> Path:
 
 
 def run_main(capsys, *argv: str) -> tuple[int, str, str]:
-    from rlkit.cli import main
+    from rlkit.apps.cli import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(list(argv))
@@ -69,7 +69,7 @@ def test_human_source_refuses_when_pygame_falls_back_to_a_fake_driver(monkeypatc
 
 def test_doctor_checks_for_a_display_instead_of_saying_ok(monkeypatch):
     pytest.importorskip("pygame")
-    from rlkit import doctor
+    from rlkit.apps import doctor
 
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
     [row] = doctor.feature_rows(["keyboard"])
@@ -113,7 +113,7 @@ def test_box2d_envs_make_where_warnings_are_errors():
 
 
 def test_doctor_has_a_box2d_row(monkeypatch):
-    from rlkit import doctor
+    from rlkit.apps import doctor
 
     [row] = doctor.feature_rows(["box2d"])
     assert (row.status, row.core) == ("ok", False) and "LunarLander-v3 runs" in row.detail, row
@@ -127,7 +127,7 @@ def test_doctor_has_a_box2d_row(monkeypatch):
 # ---------------------------------------------------------------------------------------------
 
 def resolved(*argv: str):
-    from rlkit.cli import build_parser, resolve_train_config
+    from rlkit.apps.cli import build_parser, resolve_train_config
 
     args = build_parser().parse_args(list(argv))
     args.help_agent = False
@@ -226,7 +226,7 @@ def test_ignored_output_folders_are_anchored_at_the_root():
 
 
 def test_getting_started_eval_usage_lists_every_eval_option():
-    from rlkit.cli import build_parser
+    from rlkit.apps.cli import build_parser
 
     text = (REPO / "docs/getting-started.md").read_text()
     usage = re.search(r"^rlkit eval .*\n(?:^ {20,}.*\n)*", text, re.MULTILINE).group(0)

@@ -22,8 +22,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from rlkit.errors import RLKitError
-from rlkit.prefs_web import (
+from rlkit.apps.prefs_web import (
     MAX_BODY_BYTES,
     SECRET_HEADER,
     LabelQueue,
@@ -31,6 +30,7 @@ from rlkit.prefs_web import (
     PrefsServer,
     page_secret,
 )
+from rlkit.errors import RLKitError
 from rlkit.spaces import space_to_json
 
 PAIRS = 3
@@ -125,7 +125,7 @@ def test_prefs_serve_does_not_import_the_module_named_in_meta_json(tmp_path, mon
     meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "env_id": "evilmod:Pendulum-v1"}))
     env = {**os.environ, "PYTHONPATH": f"{mods}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "RLKIT_TEST_MARKER": str(marker), "SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"}
-    proc = subprocess.Popen([sys.executable, "-m", "rlkit.cli", "prefs", "serve", str(run_dir), "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "rlkit.apps.cli", "prefs", "serve", str(run_dir), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.time() + 30  # the old code imported it, then served forever
@@ -215,7 +215,7 @@ def plant_symlinked_answers(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_prefs_serve_refuses_a_symlinked_answers_file_and_leaves_its_target_alone(tmp_path, faults):
     run_dir, victim = plant_symlinked_answers(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "rlkit.cli", "prefs", "serve", str(run_dir), "--port", "0",
+    proc = subprocess.run([sys.executable, "-m", "rlkit.apps.cli", "prefs", "serve", str(run_dir), "--port", "0",
                            "--until-done"], capture_output=True, text=True, timeout=60)
     assert victim.read_bytes() == VICTIM
     assert proc.returncode == 2 and "answers.jsonl is a symbolic link" in one_line_error(proc.stderr)
@@ -293,8 +293,7 @@ def test_a_cross_site_post_without_the_page_secret_stores_nothing(served, faults
 
 
 def test_each_server_start_has_its_own_secret_and_pair_ids_are_unguessable(tmp_path):
-    from rlkit.agents.preference_web import WebGatherer
-
+    from rlkit.apps.preference_web import WebGatherer
     from tests.test_prefs_web import make_store
 
     store, pairs, log = make_store(tmp_path, 3)

@@ -1,7 +1,7 @@
 """Fault suite for run directories (issue 13): malicious files, a corruption matrix, bad values, kill -9 and
 SIGTERM. Each case ends in exit 2 with one line and no traceback, or in a correct result; no payload runs.
 
-Most cases call ``rlkit.cli.main`` in this process (the same code as the console script, without paying
+Most cases call ``rlkit.apps.cli.main`` in this process (the same code as the console script, without paying
 torch's import per case); the kill -9 and SIGTERM cases run real subprocesses. Counts of what was tried
 go to the ``faults`` fixture (tests/conftest.py), printed at the end of the run for the README's Reliability
 section.
@@ -26,8 +26,8 @@ import pytest
 import torch
 
 from rlkit import demos
+from rlkit.apps.cli import main
 from rlkit.checkpoint import list_checkpoints, load_buffer, load_checkpoint, save_checkpoint
-from rlkit.cli import main
 from rlkit.registry import agent_names, get_agent
 from tests.test_checkpoint import Payload, write_step_dir
 
@@ -394,7 +394,7 @@ def test_rerun_after_death_before_first_checkpoint_starts_fresh(tmp_path, capsys
 
 # ------------------------------------------------------------------------------------ signals and kill -9
 def start(args: list[str], **env: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "rlkit.cli", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "rlkit.apps.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
 
 

@@ -50,7 +50,7 @@ class ScaledTanh(nn.Tanh):
 
 def rlkit(capsys, *args: str) -> tuple[int, str, str]:
     """``rlkit ARGS`` in this process: (exit status, stdout, stderr)."""
-    from rlkit.cli import main
+    from rlkit.apps.cli import main
 
     capsys.readouterr()  # what came before (datasets' progress bars) is not this command's output
     with pytest.raises(SystemExit) as exit_info:

@@ -8,10 +8,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from rlkit.agents.ddpg import ObsNormalizer
 from rlkit.agents.ppo import (
     AGENT,
-    MultiCategorical,
     PPOConfig,
     action_evaluator,
     build_model,
@@ -27,7 +25,9 @@ from torch.distributions import Categorical
 
 from rlkit.checkpoint import load_checkpoint
 from rlkit.config import apply_overrides, resolve_preset
+from rlkit.distributions import MultiCategorical
 from rlkit.errors import RLKitError
+from rlkit.normalizers import ObsNormalizer
 from rlkit.policy import SB3PredictAdapter
 
 TINY = dict(total_steps=512, num_envs=4, n_steps=32, batch_size=32, n_epochs=2, hidden=[16], eval_episodes=2,

@@ -21,7 +21,9 @@ import numpy as np
 import pytest
 from imitation.algorithms import preference_comparisons as pc
 from imitation.data.types import TrajectoryWithRew
-from rlkit.agents.preference_web import (
+from rlkit.envs import make_env
+
+from rlkit.apps.preference_web import (
     EpisodeLog,
     EpisodeOrigin,
     SkipAwarePreferenceDataset,
@@ -29,10 +31,7 @@ from rlkit.agents.preference_web import (
     labelled_dataset,
     train_reward_from_store,
 )
-from rlkit.envs import make_env
-
-from rlkit.errors import RLKitError
-from rlkit.prefs_web import (
+from rlkit.apps.prefs_web import (
     SECRET_HEADER,
     LabelQueue,
     PreferenceStore,
@@ -42,6 +41,7 @@ from rlkit.prefs_web import (
     preference_of,
     true_return_oracle,
 )
+from rlkit.errors import RLKitError
 from rlkit.spaces import space_to_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,7 +185,7 @@ def test_clips_replay_the_fragment_and_are_h264(tmp_path):
     # a replay that does not reproduce the stored observations is refused, not shown
     frag = store.fragment(pair_id, 1)
     frag["replay_acts"] = frag["replay_acts"] + 0.5
-    from rlkit.prefs_web import replay_frames
+    from rlkit.apps.prefs_web import replay_frames
 
     with pytest.raises(RLKitError, match="not deterministic"):
         replay_frames(store.meta, frag, store._env(None))
@@ -367,7 +367,7 @@ def test_prefs_status_cli(tmp_path):
     ids = WebGatherer(store, LabelQueue(store), log, np.random.default_rng(0)).commit_round(0, pairs)
     store.append_answer(ids[0], "equal", "alice")
     store.close()
-    out = subprocess.run([sys.executable, "-m", "rlkit.cli", "prefs", "status", str(tmp_path), "--json"],
+    out = subprocess.run([sys.executable, "-m", "rlkit.apps.cli", "prefs", "status", str(tmp_path), "--json"],
                          capture_output=True, text=True, check=True).stdout
     status = json.loads(out)
     assert status["pairs"] == 2 and status["answered"] == 1 and status["raters"] == {"alice": 1}
@@ -379,7 +379,7 @@ def test_killed_server_loses_no_answer_and_serves_only_unanswered_pairs(tmp_path
     ids = WebGatherer(store, LabelQueue(store), log, np.random.default_rng(0)).commit_round(0, pairs)
     store.close()
     port = free_port()
-    cmd = [sys.executable, "-m", "rlkit.cli", "prefs", "serve", str(tmp_path), "--port", str(port)]
+    cmd = [sys.executable, "-m", "rlkit.apps.cli", "prefs", "serve", str(tmp_path), "--port", str(port)]
     env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     client = Client(f"http://127.0.0.1:{port}/")
@@ -555,7 +555,7 @@ def test_killed_trainer_resumes_with_every_label_and_serves_only_unanswered_pair
 
     run_dir, port = tmp_path / "run", free_port()
     sets = [f"{k}={v}" for k, v in tiny_web_config(run_dir, port).items() if k not in ("env_id", "run_dir")]
-    cmd = [sys.executable, "-m", "rlkit.cli", "train", "preference", "--env", "Pendulum-v1", "--run-dir",
+    cmd = [sys.executable, "-m", "rlkit.apps.cli", "train", "preference", "--env", "Pendulum-v1", "--run-dir",
            str(run_dir), *[a for s in sets for a in ("--set", s)]]
     env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)

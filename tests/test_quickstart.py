@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from rlkit.agents.quickstart import report_markdown, results_table
+
+from rlkit.apps.quickstart import report_markdown, results_table
 
 
 @pytest.mark.slow

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from rlkit import reports
+from rlkit.apps import reports
+from rlkit.apps.reproduce import _pending_or_done, get_preset, load_presets, reproduce
 from rlkit.errors import RLKitError
-from rlkit.reproduce import _pending_or_done, get_preset, load_presets, reproduce
 from tests.conftest import run_cli
 
 
@@ -238,7 +238,7 @@ def test_presets_are_found_from_any_directory(tmp_path):
 
 
 def test_the_split_modules_keep_their_concerns():
-    from rlkit import backends, plot_cli, reproduce_cli, reproduce_presets
+    from rlkit.apps import backends, plot_cli, reproduce_cli, reproduce_presets
 
     assert reproduce_presets.get_preset("dqn-cartpole").agent == "dqn"
     assert callable(backends.run_local) and callable(backends.run_ray)
@@ -246,7 +246,8 @@ def test_the_split_modules_keep_their_concerns():
     from importlib.metadata import entry_points
 
     targets = {ep.name: ep.value for ep in entry_points(group="rlkit.commands")}
-    assert targets["reproduce"] == "rlkit.reproduce_cli:add_parser" and targets["plot"] == "rlkit.plot_cli:add_parser"
+    assert targets["reproduce"] == "rlkit.apps.reproduce_cli:add_parser"
+    assert targets["plot"] == "rlkit.apps.plot_cli:add_parser"
 
 
 def test_unknown_preset_is_one_line_error():
@@ -305,8 +306,8 @@ def _final(seed: int, mean: float, pearson: float | None = None) -> dict:
 
 
 def test_normalised_returns_and_reward_correlation(tmp_path):
-    from rlkit.reproduce import build_results, score_range
-    from rlkit.reproduce_presets import ReproducePreset, build_config
+    from rlkit.apps.reproduce import build_results, score_range
+    from rlkit.apps.reproduce_presets import ReproducePreset, build_config
 
     preset = ReproducePreset(name="n", agent="gail", normalise={"random": 20, "expert": "demos"}, demos={},
                              reference={"source": "s"})

@@ -13,7 +13,6 @@ from rlkit.agents.sac import (
     SquashedGaussianActor,
     load_policy,
     soft_td_target,
-    squashed_log_prob,
     temperature_loss,
     train,
 )
@@ -21,6 +20,7 @@ from torch.distributions import Normal
 
 from rlkit.checkpoint import list_checkpoints, load_buffer, load_checkpoint
 from rlkit.config import apply_overrides, resolve_preset
+from rlkit.distributions import squashed_log_prob
 from rlkit.errors import RLKitError
 from rlkit.policy import SB3PredictAdapter
 

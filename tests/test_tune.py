@@ -12,10 +12,10 @@ import optuna
 import pytest
 import yaml
 
+from rlkit.apps.tune import load_space, suggest, tune
 from rlkit.config import resolve_preset
 from rlkit.errors import RLKitError
 from rlkit.registry import agent_names, get_agent
-from rlkit.tune import load_space, suggest, tune
 from tests.conftest import REPO, run_cli
 
 TINY = {"steps": 300, "evaluations": 2, "eval_episodes": 2}
@@ -116,7 +116,7 @@ def test_ray_backend(tmp_path, space_file):
 
 def test_two_processes_share_one_study(tmp_path, space_file):
     out = tmp_path / "shared"
-    args = [sys.executable, "-m", "rlkit.cli", "tune", "dqn", "--env", "CartPole-v1", "--trials", "2", "--steps",
+    args = [sys.executable, "-m", "rlkit.apps.cli", "tune", "dqn", "--env", "CartPole-v1", "--trials", "2", "--steps",
             "300", "--evaluations", "2", "--eval-episodes", "2", "--space", str(space_file), "--out", str(out)]
     procs = [subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]

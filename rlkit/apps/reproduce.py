@@ -1,13 +1,13 @@
 """``rlkit reproduce``: multi-seed reproductions of published baselines (the orchestration).
 
-A reproduction preset (:mod:`rlkit.reproduce_presets`) names an agent, its preset, the budget at
+A reproduction preset (:mod:`rlkit.apps.reproduce_presets`) names an agent, its preset, the budget at
 which the published number was measured and the number with its source. :func:`reproduce` trains one
-run per seed (``DIR/seed_S``) through the agent registry on a backend of :mod:`rlkit.backends`
+run per seed (``DIR/seed_S``) through the agent registry on a backend of :mod:`rlkit.apps.backends`
 (worker processes or Ray tasks), skips seeds that already finished so an interrupted reproduction
-resumes, then writes ``DIR/results.json``, ``DIR/report.md`` (:func:`rlkit.reports.reproduction_report`)
-and ``DIR/curves.png``. The aggregates are rliable's (see :mod:`rlkit.reports`): mean and IQM with 95%
+resumes, then writes ``DIR/results.json``, ``DIR/report.md`` (:func:`rlkit.apps.reports.reproduction_report`)
+and ``DIR/curves.png``. The aggregates are rliable's (see :mod:`rlkit.apps.reports`): mean and IQM with 95%
 stratified-bootstrap confidence intervals. A run below the reference's budget is labelled as such,
-never as a reproduction. The command line is :mod:`rlkit.reproduce_cli`.
+never as a reproduction. The command line is :mod:`rlkit.apps.reproduce_cli`.
 
 Python use mirrors the command: ``reproduce("dqn-cartpole", seeds=5, out="repro/dqn")`` returns the
 contents of results.json. Like any multiprocessing code, call it under ``if __name__ == "__main__":``.
@@ -24,11 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rlkit import reports
-from rlkit.backends import Job, Report, available_cores, execute, print_progress
+from rlkit.apps import reports
+from rlkit.apps.backends import Job, Report, available_cores, execute, print_progress
+from rlkit.apps.reproduce_presets import ReproducePreset, build_config, get_preset, load_presets
 from rlkit.config import BaseConfig, apply_overrides
 from rlkit.errors import RLKitError
-from rlkit.reproduce_presets import ReproducePreset, build_config, get_preset, load_presets
 
 __all__ = ["RESULTS_SCHEMA", "ReproducePreset", "build_config", "build_results", "get_preset", "load_presets",
            "reproduce", "write_outputs"]
@@ -88,7 +88,7 @@ def _prepare_demos(preset: ReproducePreset, out: Path, backend: str, workers: in
     if not marker.exists():
         if demos_dir.exists():
             shutil.rmtree(demos_dir)  # an interrupted recording: record it again, whole
-        cmd = [sys.executable, "-m", "rlkit.cli", "demos", "record", "--env", final["env_id"], "--policy",
+        cmd = [sys.executable, "-m", "rlkit.apps.cli", "demos", "record", "--env", final["env_id"], "--policy",
                str(expert_dir), "--episodes", str(int(spec.get("episodes", 10))), "--out", str(demos_dir),
                "--seed", str(int(spec.get("seed", 0))), "--quiet"]
         print(f"recording {spec.get('episodes', 10)} expert episodes into {demos_dir}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""``rlkit plot``: overlay learning curves of runs or reproductions (:func:`rlkit.reports.plot_runs`)."""
+"""``rlkit plot``: overlay learning curves of runs or reproductions (:func:`rlkit.apps.reports.plot_runs`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from rlkit import reports
+from rlkit.apps import reports
 
 
 def add_parser(subparsers: Any) -> None:

@@ -128,7 +128,7 @@ def version_line() -> str:
 
 def checkout_root() -> Path | None:
     """The repository of an editable install (it has constraints.txt beside pyproject.toml), else None."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]  # rlkit/apps/doctor.py
     return root if (root / "constraints.txt").is_file() and (root / "pyproject.toml").is_file() else None
 
 
@@ -426,7 +426,7 @@ def add_parser(subparsers: Any) -> None:
     """Register ``rlkit doctor`` on the CLI's subparsers."""
     doctor = subparsers.add_parser("doctor", help="versions of the stack, usable extras, and how to install the rest",
                                    description=(__doc__ or "").split("\n\n")[1].replace("\n", " ").replace("``", "`"))
-    doctor.add_argument("--json", action="store_true", help="print the report as JSON (schema in rlkit/doctor.py)")
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON (schema in rlkit/apps/doctor.py)")
     doctor.set_defaults(func=cmd_doctor)
 
 

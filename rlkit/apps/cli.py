@@ -24,7 +24,7 @@ from rlkit.config import (
     resolve_preset,
 )
 from rlkit.errors import AlreadyFinished, RLKitError, Terminated
-from rlkit.policy import load_policy, policy_from_checkpoint  # noqa: F401  (rlkit.cli.load_policy, as before)
+from rlkit.policy import load_policy, policy_from_checkpoint  # noqa: F401  (rlkit.apps.cli.load_policy, as before)
 from rlkit.registry import agent_names, command_loaders, get_agent
 from rlkit.run import note_at_start
 from rlkit.safe_files import disk_full_error, is_disk_full
@@ -45,14 +45,14 @@ class _VersionAction(argparse.Action):
     """``rlkit --version``: rlkit's version and the key stack's on one line (argparse's own would rewrap it)."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None) -> None:
-        from rlkit.doctor import version_line
+        from rlkit.apps.doctor import version_line
 
         print(version_line())
         parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rlkit import doctor
+    from rlkit.apps import doctor
 
     parser = _Parser(prog="rlkit", description="Deep RL and imitation learning toolkit.")
     parser.add_argument("--version", action=_VersionAction, nargs=0,

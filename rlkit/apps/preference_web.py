@@ -1,6 +1,6 @@
 """The web rater's side of ``imitation``: where fragments come from, the gatherer, and offline reward training.
 
-:mod:`rlkit.prefs_web` stores pairs and answers and serves the page; this module connects it to
+:mod:`rlkit.apps.prefs_web` stores pairs and answers and serves the page; this module connects it to
 imitation's ``PreferenceComparisons``, which runs unchanged:
 
 * :class:`EpisodeOrigin` wraps each env of the agent's vector env: every reset gets an explicit seed
@@ -35,8 +35,14 @@ import numpy as np
 from imitation.algorithms import preference_comparisons as pc
 from imitation.data.types import TrajectoryWithRew
 
+from rlkit.apps.prefs_web import (  # noqa: F401  (the preference learner reaches these through this module)
+    PREFS_DIR,
+    LabelQueue,
+    PreferenceStore,
+    PrefsServer,
+    store_status,
+)
 from rlkit.errors import RLKitError
-from rlkit.prefs_web import LabelQueue, PreferenceStore
 
 ORIGIN_KEY = "rlkit_origin"
 
@@ -92,9 +98,10 @@ class EpisodeOrigin(gym.Wrapper):
 def make_origin_venv(env_id: str, num_envs: int, seed: int, env_kwargs: dict | None, log: EpisodeLog) -> Any:
     """Like ``adversarial.make_sb3_venv`` with :class:`EpisodeOrigin` innermost (it must see the env's own actions)."""
     from imitation.data.wrappers import RolloutInfoWrapper
-    from rlkit.envs import make_env
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from rlkit.envs import make_env
 
     def factory(i: int) -> Callable[[], gym.Env]:
         return lambda: RolloutInfoWrapper(Monitor(EpisodeOrigin(

@@ -56,13 +56,11 @@ def quickstart(out: str | Path, seed: int = 0, dqn_steps: int | None = None, num
                eval_episodes: int = 20, dagger_rounds: int = 3, log: Callable[[str], None] = print
                ) -> dict[str, Any]:
     """Run the pipeline into ``out``; returns the results (also written to ``out/results.json``)."""
-    from rlkit.agents import bc, dagger, dqn
-
     from rlkit import demos, envs
-    from rlkit.policy import load_policy
+    from rlkit.agents import bc, dagger, dqn
     from rlkit.config import apply_overrides, resolve_preset
     from rlkit.evaluation import evaluate
-    from rlkit.policy import RandomPolicy
+    from rlkit.policy import RandomPolicy, load_policy
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):

@@ -1,4 +1,4 @@
-"""``rlkit reproduce``: the command line over :func:`rlkit.reproduce.reproduce`."""
+"""``rlkit reproduce``: the command line over :func:`rlkit.apps.reproduce.reproduce`."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rlkit import reports
+from rlkit.apps import reports
+from rlkit.apps.reproduce import reproduce
+from rlkit.apps.reproduce_presets import load_presets
 from rlkit.registry import agent_names
-from rlkit.reproduce import reproduce
-from rlkit.reproduce_presets import load_presets
 
 
 def add_parser(subparsers: Any) -> None:

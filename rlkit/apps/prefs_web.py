@@ -5,7 +5,7 @@ the person's side of ``rlkit train preference --set rater=web``: each round, the
 fragments that imitation's ``PreferenceComparisons`` queries are rendered to short H.264 clips, served
 on a local page (two clips side by side, looping in sync; keys ArrowLeft / ArrowRight / ``=`` / ``s``),
 and every answer is written to the run directory before the page hears back. The imitation side (the
-gatherer, the fragments' origins, offline reward training) is :mod:`rlkit.agents.preference_web`.
+gatherer, the fragments' origins, offline reward training) is :mod:`rlkit.apps.preference_web`.
 
 Layout under ``RUN_DIR/prefs/`` (format 1)::
 
@@ -648,7 +648,7 @@ class LabelQueue:
 # ---------------------------------------------------------------------------------------------
 
 def page_html() -> bytes:
-    return resources.files("rlkit").joinpath("prefs_page.html").read_bytes()
+    return resources.files("rlkit.apps").joinpath("prefs_page.html").read_bytes()
 
 
 def json_depth(data: bytes) -> int:

@@ -485,5 +485,5 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--workers", type=int, default=2, help="trials at once with --backend ray (default 2)")
     p.add_argument("--evaluations", type=int, default=4, help="periodic evaluations per trial, for pruning (default 4)")
     p.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation (default 10)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON (schema: rlkit.tune.summary)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON (schema: rlkit.apps.tune.summary)")
     p.set_defaults(func=cmd_tune)

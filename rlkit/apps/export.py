@@ -91,8 +91,9 @@ def _check_images(obs_space: gym.Space) -> str:
 
 
 def _dqn(state: dict[str, Any]) -> Any:
-    from rlkit.agents.dqn import DQNConfig, build_q_net
     from stable_baselines3 import DQN
+
+    from rlkit.agents.dqn import DQNConfig, build_q_net
 
     cfg = config_from_dict(DQNConfig, state["config"])
     if cfg.dueling:
@@ -136,9 +137,9 @@ def _copy_critics(critic_state: dict[str, torch.Tensor], sb3_critic: nn.Module, 
 
 
 def _ddpg(state: dict[str, Any]) -> Any:
-    from rlkit.agents.ddpg import DDPGConfig
     from stable_baselines3 import DDPG, TD3
 
+    from rlkit.agents.ddpg import DDPGConfig
     from rlkit.nets import DeterministicActor
 
     cfg = config_from_dict(DDPGConfig, state["config"])
@@ -191,8 +192,10 @@ def _actor_critic_kwargs(cfg: Any) -> dict[str, Any]:
 
 
 def _a2c(state: dict[str, Any]) -> Any:
-    from rlkit.agents.a2c import A2CConfig, build_model
     from stable_baselines3 import A2C
+
+    from rlkit.actor_critic import build_model
+    from rlkit.agents.a2c import A2CConfig
 
     cfg = config_from_dict(A2CConfig, state["config"])
     obs_space, act_space = state["observation_space"], state["action_space"]
@@ -207,8 +210,9 @@ def _a2c(state: dict[str, Any]) -> Any:
 
 
 def _ppo(state: dict[str, Any]) -> Any:
-    from rlkit.agents.ppo import PPOConfig, build_model
     from stable_baselines3 import PPO
+
+    from rlkit.agents.ppo import PPOConfig, build_model
 
     cfg = config_from_dict(PPOConfig, state["config"])
     obs_space, act_space = state["observation_space"], state["action_space"]
@@ -229,8 +233,9 @@ def _ppo(state: dict[str, Any]) -> Any:
 
 
 def _sac(state: dict[str, Any]) -> Any:
-    from rlkit.agents.sac import SACConfig, SquashedGaussianActor
     from stable_baselines3 import SAC
+
+    from rlkit.agents.sac import SACConfig, SquashedGaussianActor
 
     cfg = config_from_dict(SACConfig, state["config"])
     if state.get("obs_normalizer") is not None or cfg.normalize_obs:

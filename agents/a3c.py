@@ -82,6 +82,7 @@ from rlkit.actor_critic import (
 from rlkit.callbacks import Callback
 from rlkit.config import BaseConfig, config_from_dict, opt
 from rlkit.errors import RLKitError, Terminated
+from rlkit.machine import available_cores
 from rlkit.nets import ActorCritic
 from rlkit.optim import OptimizerOptions, set_lr
 from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
@@ -288,11 +289,6 @@ def _stop_workers(stop: Any, workers: list[Any], messages: Any, run: Run, timeou
         if w.pid is not None:
             w.join()
     return error or _drain(messages, run)
-
-
-def available_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask where the platform has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def train(cfg: A3CConfig, resume: bool = False, callbacks: Sequence[Callback] | None = None) -> dict[str, Any]:

@@ -148,13 +148,6 @@ def _write_gathered(run_dir: Path, files: dict[str, str]) -> None:
             atomic_write_text(run_dir / name, text)
 
 
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
 def print_progress(job: Job, outcome: dict[str, Any] | BaseException, done: int, total: int) -> None:
     if isinstance(outcome, BaseException):
         print(f"[{done}/{total}] {job.key} failed: {type(outcome).__name__}: {outcome}", file=sys.stderr)

@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from rlkit.apps import reports
-from rlkit.apps.backends import Job, Report, available_cores, execute, print_progress
+from rlkit.apps.backends import Job, Report, execute, print_progress
 from rlkit.apps.reproduce_presets import ReproducePreset, build_config, get_preset, load_presets
 from rlkit.config import BaseConfig, apply_overrides
 from rlkit.errors import RLKitError
+from rlkit.machine import available_cores
 
 __all__ = ["RESULTS_SCHEMA", "ReproducePreset", "build_config", "build_results", "get_preset", "load_presets",
            "reproduce", "write_outputs"]

@@ -27,7 +27,7 @@ run() {
   local name=$1 device=$2 limit=$3 agent=$4; shift 4
   local start end status
   start=$(date +%s.%N)
-  if timeout "$limit" "$PY" -m rlkit.cli train "$agent" --set eval_episodes=2 "$@" --set device="$device" --set eval_every=0 \
+  if timeout "$limit" "$PY" -m rlkit.apps.cli train "$agent" --set eval_episodes=2 "$@" --set device="$device" --set eval_every=0 \
       --set checkpoint_every=0 --run-dir "$OUT_DIR/runs/$name-$device" --no-progress --json \
       > "$OUT_DIR/$name-$device.json" 2> "$OUT_DIR/$name-$device.err"; then status=ok; else status="failed:$?"; fi
   end=$(date +%s.%N)
@@ -55,7 +55,7 @@ run ddpg cuda 120 ddpg --env Pendulum-v1 --steps 1500 --set learning_starts=500
 run td3 cuda 120 td3 --env Pendulum-v1 --steps 1500 --set learning_starts=500
 run a2c cuda 120 a2c --env CartPole-v1 --steps 4000
 run a3c cuda 120 a3c --env CartPole-v1 --steps 4000 --set num_workers=2 --set start_method=spawn
-timeout 120 "$PY" -m rlkit.cli demos record --env CartPole-v1 --policy "$OUT_DIR/runs/ppo-cartpole-cuda" \
+timeout 120 "$PY" -m rlkit.apps.cli demos record --env CartPole-v1 --policy "$OUT_DIR/runs/ppo-cartpole-cuda" \
     --episodes 5 --out "$OUT_DIR/demos" --quiet > "$OUT_DIR/demos.log" 2>&1 || echo "demos record failed" >> "$SUMMARY"
 run bc cuda 120 bc --env CartPole-v1 --demos "$OUT_DIR/demos" --set epochs=5
 run gail cuda 180 gail --env CartPole-v1 --demos "$OUT_DIR/demos" --steps 4096

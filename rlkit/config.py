@@ -12,11 +12,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Any, Literal, Self, TypeVar, get_args, get_origin
 
 import yaml
 
@@ -88,6 +89,27 @@ class BaseConfig:
     tensorboard: bool = opt(True, "write TensorBoard event files")
     env_kwargs: dict = opt({}, "keyword arguments passed to gymnasium.make")
     preset: str | None = opt(None, "the preset this run started from (recorded by --preset; `none`: plain defaults)")
+
+    @classmethod
+    def from_preset(cls, name: str = "auto", *, agent: str | None = None, **overrides: Any) -> Self:
+        """This config as ``rlkit train`` builds it: defaults, the agent's defaults, preset ``name``, then
+        ``overrides`` (checked like ``--set``), e.g. ``DQNConfig.from_preset(env_id="CartPole-v1", seed=1)``.
+
+        ``name``: ``"auto"`` (the agent's preset for ``env_id``, else plain defaults; either way the CLI's
+        one-line notice goes to stderr), ``"none"``, a preset name (``rlkit train AGENT --help`` lists them) or
+        a YAML file. ``agent`` is needed only where one config serves two agents (``DDPGConfig``: ``"ddpg"`` or
+        ``"td3"``).
+        """
+        spec = _agent_for_config(cls, agent)
+        cfg = apply_overrides(cls(), spec.defaults, source="agent defaults")
+        env_id = str(overrides.get("env_id", cfg.env_id))
+        chosen, values, notice = choose_preset(spec.presets(), name, spec.name, env_id,
+                                               opt_out='from_preset("none")')
+        cfg = apply_overrides(cfg, values, source=f"preset {chosen!r}")
+        cfg = apply_overrides(cfg, overrides, source="from_preset arguments")
+        if notice:  # now: the config is checked, and a Python caller may build configs it never trains
+            print(notice, file=sys.stderr, flush=True)
+        return cfg
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -293,6 +315,51 @@ def resolve_preset(presets: dict[str, dict[str, Any]], name: str, agent: str) ->
     return {k: v for k, v in presets[name].items() if not k.startswith("_")}
 
 
+def choose_preset(presets: dict[str, dict[str, Any]], name: str | None, agent: str, env_id: str | None,
+                  opt_out: str = "--preset none") -> tuple[str | None, dict[str, Any], str | None]:
+    """The one preset resolution of ``rlkit train`` and :meth:`BaseConfig.from_preset`.
+
+    ``name`` None or ``"auto"``: the agent's preset made for ``env_id`` (as RL-Zoo does), else the plain
+    defaults; ``"none"``: the plain defaults; anything else: that preset or YAML file (:func:`resolve_preset`).
+    Returns ``(preset name or None, overrides to apply incl. "preset", notice)``; the notice is the line to show
+    when the choice was automatic ("using preset ..." or "no tuned preset for ENV: plain defaults"), else None.
+    """
+    if name is None or name == "auto":
+        chosen = preset_for_env(presets, env_id)
+        if chosen is None:  # (no env id yet, e.g. an imitation learner's unreadable --demos: nothing to say)
+            return None, {}, f"rlkit: no tuned preset for {env_id}: plain defaults" if env_id else None
+        notice = f"rlkit: using preset {chosen}, tuned for {env_id}; {opt_out} for the plain defaults"
+        return chosen, {**resolve_preset(presets, chosen, agent), "preset": chosen}, notice
+    if name == "none":
+        return None, {}, None
+    return name, {**resolve_preset(presets, name, agent), "preset": name}, None
+
+
+def _agent_for_config(config_cls: type[BaseConfig], agent: str | None) -> Any:
+    """The registered agent (an ``rlkit.registry.AgentSpec``) whose config class is ``config_cls``; ``agent`` picks
+    one where several share it. Read from the ``rlkit.agents`` entry points directly: the registry imports this
+    module, so importing it back would make a cycle."""
+    from importlib.metadata import entry_points
+
+    eps = list(entry_points(group="rlkit.agents"))
+    if agent is not None:
+        named = [ep for ep in eps if ep.name == agent]
+        if not named:
+            raise RLKitError(f"unknown agent {agent!r}; available: {', '.join(sorted(ep.name for ep in eps))}")
+        spec = named[0].load()
+        if not issubclass(config_cls, spec.config_cls):
+            raise RLKitError(f"agent {agent!r} takes {spec.config_cls.__name__}, not {config_cls.__name__}")
+        return spec
+    beside = [ep for ep in eps if ep.module == config_cls.__module__]  # already imported: cheap to load
+    specs = [s for s in (ep.load() for ep in beside or eps) if getattr(s, "config_cls", None) is config_cls]
+    if len(specs) != 1:
+        names = " or ".join(repr(s.name) for s in sorted(specs, key=lambda s: s.name))
+        raise RLKitError(f"{config_cls.__name__} serves several agents: pass agent={names}" if specs else
+                         f"no registered agent takes {config_cls.__name__}; register one in the rlkit.agents "
+                         "entry-point group")
+    return specs[0]
+
+
 def config_from_dict(cls: type[C], data: dict[str, Any]) -> C:
     """Rebuild a config saved with :meth:`BaseConfig.to_dict` (unknown keys are an error)."""
     return apply_overrides(cls(), data, source="config")
@@ -305,7 +372,7 @@ def _bound(cfg: Any, bound: float | str | None) -> float | None:
 
 def _shown(value: float) -> str:
     """A value for an error line: a huge integer (total_steps=1e99) as 1e+99, not its hundred digits."""
-    if isinstance(value, int) and abs(value) > MAX_COUNT:
+    if isinstance(value, int) and abs(value) >= MAX_COUNT:
         try:
             return f"{float(value):.3g}"
         except OverflowError:
@@ -335,7 +402,7 @@ def _check_value(name: str, value: Any, meta: Any, cfg: Any) -> None:
     too_high = high is not None and value > high
     if too_low or too_high:
         left = "(" if meta.get("low_open") else "["
-        span = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+        span = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else _shown(high)}]"
         what = {"low": meta.get("low"), "high": meta.get("high")}
         named = [f"{k} bound is {v}" for k, v in what.items() if isinstance(v, str)]
         hint = f" ({'; '.join(named)})" if named else ""

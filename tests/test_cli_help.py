@@ -69,7 +69,7 @@ def test_preset_applied_for_the_env_unless_none(capsys):
     assert capsys.readouterr().err == ""
     assert plain.preset is None and plain.lr == get_agent("dqn").config_cls().lr != tuned["lr"]
 
-    _, other, _ = resolve_train_config(_train_args("dqn", "--env", "MountainCar-v0"))  # no preset for it
+    _, other, _ = resolve_train_config(_train_args("a2c", "--env", "MountainCar-v0"))  # no preset for it
     assert capsys.readouterr().err == "" and other.preset is None
 
     _, named, _ = resolve_train_config(_train_args("dqn", "--env", "CartPole-v1", "--preset", "acrobot"))

@@ -73,7 +73,8 @@ def no_temp_files(root: Path) -> list[Path]:
 # ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["metrics.csv", "config.json", "final.json"])
-def test_a_symlinked_run_file_is_refused_and_its_target_untouched(tmp_path, capsys, name):
+def test_a_symlinked_run_file_is_refused_and_its_target_untouched(tmp_path, capsys, name, faults):
+    faults.held("symlinks where rlkit writes or reads refused")  # counted only if this test passes
     target, content = outside_file(tmp_path)
     run = tmp_path / "run"
     run.mkdir()
@@ -84,7 +85,8 @@ def test_a_symlinked_run_file_is_refused_and_its_target_untouched(tmp_path, caps
     assert (run / name).is_symlink()
 
 
-def test_resume_trim_of_a_symlinked_metrics_csv_is_refused(tmp_path):
+def test_resume_trim_of_a_symlinked_metrics_csv_is_refused(tmp_path, faults):
+    faults.held("symlinks where rlkit writes or reads refused")  # counted only if this test passes
     target, content = outside_file(tmp_path)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "metrics.csv").symlink_to(target)
@@ -93,7 +95,8 @@ def test_resume_trim_of_a_symlinked_metrics_csv_is_refused(tmp_path):
     assert target.read_bytes() == content
 
 
-def test_a_symlinked_checkpoints_dir_is_refused_before_anything_is_cleaned(tmp_path, capsys):
+def test_a_symlinked_checkpoints_dir_is_refused_before_anything_is_cleaned(tmp_path, capsys, faults):
+    faults.held("symlinks where rlkit writes or reads refused")  # counted only if this test passes
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / ".someone-elses.tmp").write_text("not a leftover of rlkit")
@@ -106,7 +109,8 @@ def test_a_symlinked_checkpoints_dir_is_refused_before_anything_is_cleaned(tmp_p
     assert sorted(p.name for p in elsewhere.iterdir()) == [".someone-elses.tmp"]
 
 
-def test_a_symlinked_best_dir_is_refused(tmp_path):
+def test_a_symlinked_best_dir_is_refused(tmp_path, faults):
+    faults.held("symlinks where rlkit writes or reads refused")  # counted only if this test passes
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "keep.txt").write_text("mine")
@@ -128,7 +132,8 @@ def one_trial_study():
     return study
 
 
-def test_a_symlinked_tune_plot_is_not_truncated(tmp_path):
+def test_a_symlinked_tune_plot_is_not_truncated(tmp_path, faults):
+    faults.held("symlinks where rlkit writes or reads refused")  # counted only if this test passes
     from rlkit.apps.tune import write_plots
 
     target, content = outside_file(tmp_path)
@@ -140,7 +145,8 @@ def test_a_symlinked_tune_plot_is_not_truncated(tmp_path):
     assert target.read_bytes() == content
 
 
-def test_a_symlinked_study_db_is_refused(tmp_path):
+def test_a_symlinked_study_db_is_refused(tmp_path, faults):
+    faults.held("symlinks where rlkit writes or reads refused")  # counted only if this test passes
     from rlkit.apps.tune import tune
 
     target = tmp_path / "elsewhere.db"
@@ -159,7 +165,8 @@ def tiny_dataset(path: Path) -> None:
         writer.add_episode(np.zeros((3, 2), np.float32), np.array([0, 1]), True, False, seed=0)
 
 
-def test_repair_refuses_a_symlinked_ignored_list_before_moving_the_index(tmp_path):
+def test_repair_refuses_a_symlinked_ignored_list_before_moving_the_index(tmp_path, faults):
+    faults.held("symlinks where rlkit writes or reads refused")  # counted only if this test passes
     target, content = outside_file(tmp_path)
     ds = tmp_path / "ds"
     tiny_dataset(ds)
@@ -176,7 +183,8 @@ def test_repair_refuses_a_symlinked_ignored_list_before_moving_the_index(tmp_pat
 # 7. A full disk: one line with the path and the free space, no temporary file, the last checkpoint intact
 # ---------------------------------------------------------------------------------------------
 
-def test_a_full_disk_in_atomic_open_is_one_line_and_leaves_no_temp_file(tmp_path):
+def test_a_full_disk_in_atomic_open_is_one_line_and_leaves_no_temp_file(tmp_path, faults):
+    faults.held("full disk: one line, nothing partial left")  # counted only if this test passes
     with pytest.raises(RLKitError, match=r"no space left .*final\.json \(.* free\)"):
         with atomic_open(tmp_path / "final.json") as f:
             f.write(b"{")
@@ -184,7 +192,8 @@ def test_a_full_disk_in_atomic_open_is_one_line_and_leaves_no_temp_file(tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_full_disk_in_a_checkpoint_is_one_line_and_leaves_no_temp_dir(tmp_path, monkeypatch):
+def test_a_full_disk_in_a_checkpoint_is_one_line_and_leaves_no_temp_dir(tmp_path, monkeypatch, faults):
+    faults.held("full disk: one line, nothing partial left")  # counted only if this test passes
     import torch
 
     def full(*args, **kwargs):
@@ -200,7 +209,8 @@ def pack_bytes(ds: Path) -> int:
     return sum(p.stat().st_size for p in (ds / "episodes").iterdir())
 
 
-def test_a_full_disk_while_recording_is_one_line(tmp_path, monkeypatch):
+def test_a_full_disk_while_recording_is_one_line(tmp_path, monkeypatch, faults):
+    faults.held("full disk: one line, nothing partial left")  # counted only if this test passes
     from rlkit.demos import writer as writer_module
 
     ds = tmp_path / "ds"
@@ -245,7 +255,8 @@ def fill(disk: Path) -> None:
             f.flush()
 
 
-def test_training_on_a_full_disk_is_one_line_with_the_path_and_free_space(tmp_path):
+def test_training_on_a_full_disk_is_one_line_with_the_path_and_free_space(tmp_path, faults):
+    faults.held("full disk: one line, nothing partial left")  # counted only if this test passes
     with tiny_disk(tmp_path) as disk:
         run = disk / "run"
         # a 100,000-transition replay buffer (~4 MB) cannot fit beside anything on 2 MB
@@ -257,7 +268,8 @@ def test_training_on_a_full_disk_is_one_line_with_the_path_and_free_space(tmp_pa
         assert no_temp_files(run) == []
 
 
-def test_resume_on_a_full_disk_is_one_line_and_the_last_checkpoint_loads(tmp_path):
+def test_resume_on_a_full_disk_is_one_line_and_the_last_checkpoint_loads(tmp_path, faults):
+    faults.held("full disk: one line, nothing partial left")  # counted only if this test passes
     with tiny_disk(tmp_path) as disk:
         run = disk / "run"
         first = run_cli("train", "dqn", *TINY, "--steps", "400", "--set", "checkpoint_every=200",
@@ -271,7 +283,8 @@ def test_resume_on_a_full_disk_is_one_line_and_the_last_checkpoint_loads(tmp_pat
         assert load_checkpoint(run)["global_step"] == 400
 
 
-def test_recording_onto_a_full_disk_is_one_line_and_keeps_the_committed_episodes(tmp_path):
+def test_recording_onto_a_full_disk_is_one_line_and_keeps_the_committed_episodes(tmp_path, faults):
+    faults.held("full disk: one line, nothing partial left")  # counted only if this test passes
     with tiny_disk(tmp_path) as disk:
         (disk / "filler").write_bytes(b"\0" * 1_800_000)  # about 200 KB left: a few dozen episodes
         ds = disk / "ds"
@@ -291,7 +304,8 @@ def test_recording_onto_a_full_disk_is_one_line_and_keeps_the_committed_episodes
 # ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("agent", sorted(agent_names()))
-def test_total_steps_1e99_is_refused_by_every_agent(agent):
+def test_total_steps_1e99_is_refused_by_every_agent(agent, faults):
+    faults.held("bad values refused")  # counted only if this test passes
     spec = get_agent(agent)
     cfg = apply_overrides(spec.config_cls(), spec.defaults, source="agent defaults")
     with pytest.raises(RLKitError) as caught:
@@ -305,14 +319,16 @@ def test_total_steps_1e99_is_refused_by_every_agent(agent):
     ("ppo", "hidden", "[1000000,1000000]"), ("dqn", "hidden", "[1000000,1000000]"),
     ("sac", "hidden", "[1000000,1000000]"), ("a3c", "num_workers", "100000"),
 ])
-def test_sizes_beyond_a_machine_are_refused(agent, field, value):
+def test_sizes_beyond_a_machine_are_refused(agent, field, value, faults):
+    faults.held("bad values refused")  # counted only if this test passes
     spec = get_agent(agent)
     cfg = apply_overrides(spec.config_cls(), spec.defaults, source="agent defaults")
     with pytest.raises(RLKitError, match=f"option '{field}' must be in"):
         apply_overrides(cfg, {field: value})
 
 
-def test_a_network_is_measured_before_it_is_built(monkeypatch):
+def test_a_network_is_measured_before_it_is_built(monkeypatch, faults):
+    faults.held("bad values refused")  # counted only if this test passes
     import rlkit.memory
     from rlkit.nets import QCriticEnsemble, mlp
 
@@ -326,7 +342,8 @@ def test_a_network_is_measured_before_it_is_built(monkeypatch):
     assert mlp(4, 2, [64, 64]) is not None  # 4,610 parameters fit
 
 
-def test_a_rollout_is_measured_before_it_is_allocated(monkeypatch):
+def test_a_rollout_is_measured_before_it_is_allocated(monkeypatch, faults):
+    faults.held("bad values refused")  # counted only if this test passes
     from rlkit.agents.a2c import collect_rollout
     from rlkit.envs import make_vec_env
 
@@ -344,7 +361,8 @@ def test_a_rollout_is_measured_before_it_is_allocated(monkeypatch):
         envs.close()
 
 
-def test_a_fifo_as_search_space_is_refused_without_blocking(tmp_path):
+def test_a_fifo_as_search_space_is_refused_without_blocking(tmp_path, faults):
+    faults.held("bad values refused")  # counted only if this test passes
     fifo = tmp_path / "space.yaml"
     os.mkfifo(fifo)
     try:
@@ -355,7 +373,8 @@ def test_a_fifo_as_search_space_is_refused_without_blocking(tmp_path):
     assert_one_line_error(done.returncode, done.stderr, str(fifo), "not a regular file")
 
 
-def test_a_fifo_as_preset_says_not_a_regular_file(tmp_path):
+def test_a_fifo_as_preset_says_not_a_regular_file(tmp_path, faults):
+    faults.held("bad values refused")  # counted only if this test passes
     fifo = tmp_path / "mine.yaml"
     os.mkfifo(fifo)
     with pytest.raises(RLKitError, match=f"{fifo} is not a regular file"):
@@ -366,7 +385,8 @@ def test_a_fifo_as_preset_says_not_a_regular_file(tmp_path):
 # 10. `rlkit eval` of something that is not a run or a checkpoint says what it expects
 # ---------------------------------------------------------------------------------------------
 
-def test_eval_of_a_bare_pt_file_says_what_is_expected(tmp_path, capsys):
+def test_eval_of_a_bare_pt_file_says_what_is_expected(tmp_path, capsys, faults):
+    faults.held("bad values refused")  # counted only if this test passes
     import torch
 
     bare = tmp_path / "bare.pt"
@@ -377,7 +397,8 @@ def test_eval_of_a_bare_pt_file_says_what_is_expected(tmp_path, capsys):
     assert "no checkpoints in" not in line
 
 
-def test_eval_of_a_plain_folder_says_what_is_expected(tmp_path, capsys):
+def test_eval_of_a_plain_folder_says_what_is_expected(tmp_path, capsys, faults):
+    faults.held("bad values refused")  # counted only if this test passes
     code, _, err = rlkit(capsys, "eval", tmp_path)
     assert_one_line_error(code, err, f"{tmp_path} is neither an rlkit run directory nor a checkpoint",
                           "state.pt", "checksums.json")

@@ -195,7 +195,7 @@ def test_a_round_file_with_pickled_or_misshapen_arrays_is_refused_in_one_line(tm
         with pytest.raises(RLKitError, match=message) as error:
             store.fragment(ids[0], 1)
         assert "\n" not in str(error.value) and "0000.npz" in str(error.value)
-    faults.held("damaged files: one-line error", len(cases))
+    faults.held("damaged labelling files refused", len(cases))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,7 +219,7 @@ def test_prefs_serve_refuses_a_symlinked_answers_file_and_leaves_its_target_alon
                            "--until-done"], capture_output=True, text=True, timeout=60)
     assert victim.read_bytes() == VICTIM
     assert proc.returncode == 2 and "answers.jsonl is a symbolic link" in one_line_error(proc.stderr)
-    faults.held("malicious files refused", 1)
+    faults.held("symlinks where rlkit writes or reads refused", 1)
 
 
 def test_resumed_trainer_refuses_a_symlinked_answers_file_and_leaves_its_target_alone(tmp_path, faults):
@@ -234,7 +234,7 @@ def test_resumed_trainer_refuses_a_symlinked_answers_file_and_leaves_its_target_
     with pytest.raises(RLKitError, match="answers.jsonl is a symbolic link") as error:
         start_web_rater(cfg, run_dir, venv, None, None)  # what `train preference --resume` runs before serving
     assert "\n" not in str(error.value) and victim.read_bytes() == VICTIM
-    faults.held("malicious files refused", 1)
+    faults.held("symlinks where rlkit writes or reads refused", 1)
 
 
 def test_an_answers_file_swapped_for_a_symlink_while_serving_is_not_appended_to(served, tmp_path, faults):
@@ -247,7 +247,7 @@ def test_an_answers_file_swapped_for_a_symlink_while_serving_is_not_appended_to(
     status = post_answer(server, {"pair": ids[0], "answer": "left"}, {SECRET_HEADER: server.secret})
     assert status == 400 and victim.read_bytes() == VICTIM and not server.store.answers
     assert len(log) == 1 and "symbolic link" in log[0]
-    faults.held("malicious files refused", 1)
+    faults.held("symlinks where rlkit writes or reads refused", 1)
 
 
 def test_a_symlinked_clip_is_neither_served_nor_rendered_over(served, tmp_path, faults):
@@ -265,7 +265,7 @@ def test_a_symlinked_clip_is_neither_served_nor_rendered_over(served, tmp_path, 
     with pytest.raises(RLKitError, match="symbolic link"):
         server.store.render_pair(ids[0])
     assert victim.read_bytes() == b"SECRET KEY MATERIAL"
-    faults.held("malicious files refused", 1)
+    faults.held("symlinks where rlkit writes or reads refused", 1)
 
 
 # ---------------------------------------------------------------------------------------------

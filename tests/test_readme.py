@@ -42,10 +42,10 @@ SUBSTITUTIONS = [
     Substitution("command-line/from-python", r"total_steps=40_000",
                  "total_steps=2_000, learning_starts=500, eval_episodes=2, progress=False",
                  "the README's DQN run is 40k steps"),
-    # 100k steps with an evaluation every 5k are minutes; 1.5k steps with one every 250 stop or finish in seconds.
-    Substitution("command-line/callbacks-early-stopping-on-a-plateau", r"total_steps=100_000, eval_every=5_000",
+    # 50k steps with an evaluation every 5k are a minute; 1.5k steps with one every 250 stop or finish in seconds.
+    Substitution("command-line/callbacks-early-stopping-on-a-plateau", r"total_steps=50_000, eval_every=5_000",
                  "total_steps=1_500, eval_every=250, learning_starts=200, eval_episodes=2, progress=False",
-                 "the README's plateau example trains up to 100k steps"),
+                 "the README's plateau example trains up to 50k steps"),
     # 50 expert episodes are 25k steps to record, replay-verify and convert; 3 exercise every call.
     Substitution("demonstrations/from-python", r"episodes=50,", "episodes=3,",
                  "the README records 50 episodes"),

@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING, Any
 from rlkit.config import (
     BaseConfig,
     apply_overrides,
+    choose_preset,
     config_from_dict,
     field_help,
     parse_set_args,
-    preset_for_env,
-    resolve_preset,
 )
 from rlkit.errors import AlreadyFinished, RLKitError, Terminated
 from rlkit.policy import load_policy, policy_from_checkpoint  # noqa: F401  (rlkit.apps.cli.load_policy, as before)
@@ -153,19 +152,49 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[Any, BaseConfig, boo
         cfg = apply_overrides(cfg, {**flags, "run_dir": str(args.resume)}, source="flags")
         return spec, apply_overrides(cfg, overrides), True
     cfg = apply_overrides(spec.config_cls(), spec.defaults, source="agent defaults")
-    preset, env_id = args.preset, flags.get("env_id", cfg.env_id)
-    automatic = preset is None
-    if automatic:  # as RL-Zoo does: the tuned settings for the env, when the agent has them
-        preset = preset_for_env(spec.presets(), env_id)
-    if preset is not None and preset != "none":
-        cfg = apply_overrides(cfg, {**resolve_preset(spec.presets(), preset, args.agent), "preset": preset},
-                              source=f"preset {preset!r}")
+    # as RL-Zoo does: the tuned settings for the env when the agent has them (the same resolution as from_preset)
+    env_id, name, demos_notice = flags.get("env_id", cfg.env_id), args.preset, None
+    if name in (None, "auto") and env_id is None and "demos" in flags:  # an imitation learner without --env
+        env_id, name, demos_notice = preset_for_demos(spec.presets(), flags["demos"])
+    preset, values, notice = choose_preset(spec.presets(), name, args.agent, env_id)
+    notice = notice or demos_notice
+    cfg = apply_overrides(cfg, values, source=f"preset {preset!r}")
     if "demos" in flags and not hasattr(cfg, "demos"):
         raise RLKitError(f"agent {args.agent!r} does not learn from demonstrations; drop --demos")
     cfg = apply_overrides(apply_overrides(cfg, flags, source="flags"), overrides)
-    if automatic and preset is not None:  # said once the run passes its checks, so an error stays one line
-        note_at_start(f"rlkit: using preset {preset}, tuned for {env_id}; --preset none for the plain defaults")
+    if notice:  # said once the run passes its checks, so an error stays one line
+        note_at_start(notice)
     return spec, cfg, False
+
+
+def _task(env_id: str) -> str:
+    """``seals:seals/CartPole-v0`` and ``CartPole-v1`` -> ``cartpole``: the task, whoever registered it."""
+    return env_id.rpartition(":")[2].rpartition("/")[2].rsplit("-v", 1)[0].lower()
+
+
+def preset_for_demos(presets: dict[str, dict[str, Any]], demos: str) -> tuple[str | None, str | None, str | None]:
+    """``(the dataset's env id, the agent's preset for it or None, the line saying so)``.
+
+    A preset made for that env id, else, for demos of a plain gymnasium id, one made for the same task as
+    another package registers it: GAIL's ``cartpole`` trains its generator in ``seals:seals/CartPole-v0``
+    (CartPole-v1 with a fixed horizon) on CartPole-v1 demos. A user's own ``module:Env-v0`` gets no such
+    stand-in (and is imported only when named, so no preset may replace it).
+    """
+    from rlkit.demos.reader import read_manifest
+
+    try:
+        env_id = read_manifest(demos)["env_id"]
+    except RLKitError:  # a missing or damaged dataset: the agent says so in its own one line
+        return None, None, None
+    made_for = {name: values.get("env_id") for name, values in presets.items()}
+    chosen = next((name for name, env in made_for.items() if env == env_id), None)
+    if chosen is None and ":" not in env_id:
+        chosen = next((name for name, env in made_for.items()
+                       if isinstance(env, str) and ":" in env and _task(env) == _task(env_id)), None)
+    if chosen is None:
+        return env_id, None, None
+    return env_id, chosen, (f"rlkit: using preset {chosen}, tuned for {env_id} demonstrations; "
+                            f"--preset none for the plain defaults")
 
 
 def _imports_code(key: str, value: Any) -> bool:
@@ -216,9 +245,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         ev = result["eval"]
         print(f"{result['agent']} on {result['env_id']} (seed {result['seed']}): "
-              f"{result['env_steps']} steps in {result['wall_s']:.1f}s, "
+              f"{work_done(result)} in {result['wall_s']:.1f}s, "
               f"eval {ev['mean']:.1f} ± {ev['std']:.1f} over {ev['episodes']} episodes -> {result['run_dir']}")
     return 0
+
+
+def work_done(result: dict[str, Any]) -> str:
+    """What a run did, for its summary line: env steps, or for a learner that never steps an env (BC) its
+    gradient steps and epochs ("0 steps" would read as if it did nothing)."""
+    if not result.get("env_steps") and result.get("gradient_steps") is not None:
+        epochs = f" ({result['epochs']} epochs)" if result.get("epochs") is not None else ""
+        return f"{result['gradient_steps']} gradient steps{epochs}"
+    return f"{result['env_steps']} steps"
 
 
 def eval_env_id(state: dict[str, Any], path: str | Path) -> str:

@@ -8,4 +8,15 @@ __version__ = "0.1.0"
 
 from rlkit.errors import RLKitError  # noqa: E402
 
-__all__ = ["RLKitError", "__version__"]
+_MODELS = ("Model", "DQN", "DDPG", "TD3", "A2C", "A3C", "PPO", "SAC", "BC", "DAgger", "GAIL", "AIRL", "Preference")
+
+__all__ = ["RLKitError", "__version__", *_MODELS]
+
+
+def __getattr__(name: str) -> object:
+    """``from rlkit import DQN`` (:mod:`rlkit.model`), imported on first use so ``import rlkit`` stays cheap."""
+    if name in _MODELS:
+        from rlkit import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'rlkit' has no attribute {name!r}")

@@ -448,3 +448,15 @@ def validate_config(cfg: Any) -> None:
     validate = getattr(cfg, "validate", None)
     if validate is not None:
         validate()
+
+
+def imports_code(key: str, value: Any) -> bool:
+    """A value that would import a module named inside it: a ``module:Env-v0`` env id or a ``python:``/``sb3:``
+    policy source (sb3 zips may hold pickled objects), or DAgger's opt-in to unpickling an sb3 expert."""
+    if key == "trust_remote_code":
+        return value is True
+    if not isinstance(value, str):
+        return False
+    if key == "env_id":
+        return ":" in value
+    return value.startswith(("python:", "sb3:"))

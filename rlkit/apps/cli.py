@@ -22,6 +22,7 @@ from rlkit.config import (
     field_help,
     parse_set_args,
 )
+from rlkit.config import imports_code as _imports_code
 from rlkit.errors import AlreadyFinished, RLKitError, Terminated
 from rlkit.policy import load_policy, policy_from_checkpoint  # noqa: F401  (rlkit.apps.cli.load_policy, as before)
 from rlkit.registry import agent_names, command_loaders, get_agent
@@ -195,18 +196,6 @@ def preset_for_demos(presets: dict[str, dict[str, Any]], demos: str) -> tuple[st
         return env_id, None, None
     return env_id, chosen, (f"rlkit: using preset {chosen}, tuned for {env_id} demonstrations; "
                             f"--preset none for the plain defaults")
-
-
-def _imports_code(key: str, value: Any) -> bool:
-    """A value that would import a module named inside it: a ``module:Env-v0`` env id or a ``python:``/``sb3:``
-    policy source (sb3 zips may hold pickled objects), or DAgger's opt-in to unpickling an sb3 expert."""
-    if key == "trust_remote_code":
-        return value is True
-    if not isinstance(value, str):
-        return False
-    if key == "env_id":
-        return ":" in value
-    return value.startswith(("python:", "sb3:"))
 
 
 def _refuse_imports_from_file(saved: dict[str, Any], given: dict[str, Any], path: Path) -> None:

@@ -63,6 +63,9 @@ class Model:
         self.spec: AgentSpec = get_agent(name)
         given = {"seed": seed, **({"env_id": env} if env is not None else {}),
                  **({"run_dir": str(run_dir)} if run_dir is not None else {}), **options}
+        if run_dir is not None and list_checkpoints(run_dir):
+            raise RLKitError(f"{run_dir} already holds a run; {type(self).__name__}.load({str(run_dir)!r}) "
+                             f"continues it, or pass another run_dir")
         self.config: BaseConfig = self.spec.config_cls.from_preset(preset, agent=name, **given)
         self._trained = False  # True once a checkpoint of this model's run exists (after learn or load)
         self.policy: Policy | None = None
@@ -118,8 +121,9 @@ class Model:
             result = self.spec.train(self.config, resume=self._trained, callbacks=list(callbacks or []))
         except AlreadyFinished:  # nothing left to do at this step count (an agent's other limit was reached)
             result = {"run_dir": self.config.run_dir}
+        finally:  # also after Ctrl-C or an error mid-run: a run with a checkpoint is continued by the next learn
+            self._trained = self._trained or bool(self.config.run_dir and list_checkpoints(self.config.run_dir))
         self.config.run_dir = str(result.get("run_dir") or self.config.run_dir)
-        self._trained = True
         self._reload_policy()
         return self
 

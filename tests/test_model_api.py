@@ -100,11 +100,33 @@ def test_loading_another_agents_model_is_refused_in_one_line(tmp_path):
     assert type(Model.load(tmp_path / "ppo")) is rlkit.PPO  # Model.load takes any agent's
 
 
+def test_callbacks_reach_the_run_and_an_interrupted_learn_is_continued(tmp_path):
+    events = []
+
+    def stop_at_first_checkpoint(event):
+        events.append(event.kind)
+        if event.kind == "checkpoint":
+            raise KeyboardInterrupt  # as a Ctrl-C mid-run: the checkpoint is committed, the run ends
+
+    model = rlkit.DQN("CartPole-v1", preset="none", run_dir=tmp_path / "run",
+                      **{**OFF_POLICY, **QUIET, "checkpoint_every": 100, "log_every": 50})
+    with pytest.raises(KeyboardInterrupt):
+        model.learn(300, callbacks=[stop_at_first_checkpoint])
+    assert events[-1] == "checkpoint" and "log" in events and model.num_timesteps == 100
+    model.learn(100)  # resumes the interrupted run: 100 steps more than its checkpoint
+    assert model.num_timesteps == 200 and model.predict(np.zeros(4, np.float32))[0].shape == ()
+
+
 def test_misuse_is_one_line(tmp_path):
     model = rlkit.DQN("CartPole-v1", preset="none", run_dir=tmp_path / "run", **QUIET)
+    model_dir = rlkit.DQN("CartPole-v1", preset="none", run_dir=tmp_path / "other", **{**OFF_POLICY, **QUIET})
+    model_dir.learn(150)
+    (tmp_path / "file").write_text("x")
     for call in (lambda: model.predict(np.zeros(4)), lambda: model.save(tmp_path / "x"),
                  lambda: rlkit.DQN.load(tmp_path), lambda: model.learn(0),
-                 lambda: Model("CartPole-v1"), lambda: rlkit.DQN("CartPole-v1", agent="ppo")):
+                 lambda: Model("CartPole-v1"), lambda: rlkit.DQN("CartPole-v1", agent="ppo"),
+                 lambda: rlkit.DQN("CartPole-v1", run_dir=tmp_path / "other"),  # a run already there
+                 lambda: model_dir.save(tmp_path / "file")):  # not a run: never replaced
         with pytest.raises(RLKitError) as e:
             call()
         assert "\n" not in str(e.value)

@@ -315,6 +315,15 @@ def test_trained_run_is_a_dagger_expert(tmp_path, cli):
               "--run-dir", str(tmp_path / "dagger"), "--no-progress", "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["env_steps"] > 0
+    # the PPO run is the expert: every state DAgger visited carries the PPO policy's deterministic action
+    from rlkit import demos
+    from rlkit.policy import load_policy as load_run_policy
+
+    labels = demos.load(tmp_path / "dagger" / "labels")
+    ppo_policy = load_run_policy(expert)
+    assert len(labels) == 2 * 2  # rounds x episodes_per_round
+    for episode in labels:
+        np.testing.assert_array_equal(episode.actions, ppo_policy.act(episode.obs[:-1], deterministic=True))
 
 
 def test_presets_carry_references():

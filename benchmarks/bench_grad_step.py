@@ -44,7 +44,7 @@ def rlkit_dqn(before: bool) -> Callable[[int], None]:
     import copy
 
     import gymnasium as gym
-    from rlkit.agents.dqn import DQNConfig, build_q_net, dqn_loss, make_optimizer
+    from rlkit.agents.dqn import DQNConfig, build_q_net, dqn_loss
 
     from rlkit.buffers import ReplayBuffer
     from rlkit.policy import Batch
@@ -56,7 +56,7 @@ def rlkit_dqn(before: bool) -> Callable[[int], None]:
     if before:
         optimizer = torch.optim.Adam(q_net.parameters(), lr=cfg.lr, foreach=True)
     else:
-        optimizer = make_optimizer(cfg, q_net.parameters())
+        optimizer = cfg.build_optimizer(q_net.parameters())
     buffer = fill(ReplayBuffer(10_000, env.observation_space, env.action_space, rng=np.random.default_rng(0)),
                   env)
     params = list(q_net.parameters())

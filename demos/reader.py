@@ -41,6 +41,7 @@ from rlkit.demos.dataset import (
 )
 
 from rlkit.errors import RLKitError
+from rlkit.safe_files import file_kind
 
 SKIP_HINT = "pass skip_corrupt=True (CLI: --skip-corrupt) to read the other episodes"
 _EPISODE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
@@ -50,16 +51,6 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 # ---------------------------------------------------------------------------------------------
 # Files: regular files inside the dataset only
 # ---------------------------------------------------------------------------------------------
-
-def _kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISLNK(mode):
-        return "a symbolic link"
-    return "not a regular file"
-
 
 def open_regular(path: Path, flags: int = os.O_RDONLY, mode: int = 0o644) -> int:
     """An fd of ``path``, which must be a regular file and not a symlink; one-line RLKitError otherwise.
@@ -82,7 +73,7 @@ def open_regular(path: Path, flags: int = os.O_RDONLY, mode: int = 0o644) -> int
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise RLKitError(f"{path} is {_kind(mode)}, not a regular file")
+        raise RLKitError(f"{path} is {file_kind(mode)}, not a regular file")
     return fd
 
 
@@ -103,7 +94,7 @@ def episodes_dir(root: Path) -> Path:
     except FileNotFoundError:
         raise RLKitError(f"{path} is missing") from None
     if not stat.S_ISDIR(mode):
-        raise RLKitError(f"{path} is {_kind(mode)}; it must be the dataset's own directory")
+        raise RLKitError(f"{path} is {file_kind(mode)}; it must be the dataset's own directory")
     return path
 
 
@@ -296,7 +287,8 @@ def check_coverage(root: Path, records: list[dict[str, Any]], num_lines: int, in
         rel = f"{EPISODE_DIR}/{entry}"
         st = os.lstat(folder / entry)
         if not stat.S_ISREG(st.st_mode):  # named first: it explains the bytes the index then misses
-            result.damage.insert(0, f"{folder / entry} is {_kind(st.st_mode)}; {EPISODE_DIR}/ holds plain files only")
+            kind = file_kind(st.st_mode)
+            result.damage.insert(0, f"{folder / entry} is {kind}; {EPISODE_DIR}/ holds plain files only")
             continue
         pos = 0
         for offset, size in sorted(by_file.get(rel, ())):

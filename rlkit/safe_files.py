@@ -20,7 +20,8 @@ from pathlib import Path
 from rlkit.errors import RLKitError
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, for an error line (``mode`` from ``os.lstat``)."""
     if stat.S_ISDIR(mode):
         return "a directory"
     if stat.S_ISFIFO(mode):
@@ -56,7 +57,7 @@ def _check_folders(home: Path, parts: tuple[str, ...]) -> None:
         if stat.S_ISLNK(mode):
             raise RLKitError(f"{current} is a symbolic link; rlkit writes only to plain files inside {home}")
         if not stat.S_ISDIR(mode):
-            raise RLKitError(f"{current} is {_kind(mode)}, not a directory; rlkit writes only into plain folders "
+            raise RLKitError(f"{current} is {file_kind(mode)}, not a directory; rlkit writes only into plain folders "
                              f"inside {home} (remove it, or start a new run)")
 
 
@@ -72,7 +73,7 @@ def check_inside(path: str | Path, home: str | Path) -> Path:
     except FileNotFoundError:
         return path
     if not stat.S_ISREG(mode):
-        raise RLKitError(f"{path} is {_kind(mode)}, not a regular file; rlkit writes only to plain files "
+        raise RLKitError(f"{path} is {file_kind(mode)}, not a regular file; rlkit writes only to plain files "
                          f"inside {home} (remove it, or start a new run)")
     return path
 
@@ -109,7 +110,7 @@ def open_in_home(path: str | Path, home: str | Path, flags: int, mode: int = 0o6
     st_mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(st_mode):
         os.close(fd)
-        raise RLKitError(f"{path} is {_kind(st_mode)}, not a regular file; rlkit writes only to plain files "
+        raise RLKitError(f"{path} is {file_kind(st_mode)}, not a regular file; rlkit writes only to plain files "
                          f"inside {home}")
     os.set_blocking(fd, True)
     return fd

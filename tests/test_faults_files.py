@@ -23,27 +23,16 @@ import numpy as np
 import pytest
 
 from rlkit import demos
-from rlkit.apps.cli import main
 from rlkit.checkpoint import atomic_open, list_checkpoints, load_checkpoint, save_best_checkpoint, save_checkpoint
 from rlkit.config import apply_overrides, resolve_preset
 from rlkit.errors import RLKitError
 from rlkit.registry import agent_names, get_agent
 from rlkit.run import clean_metrics
 from tests.conftest import run_cli
+from tests.test_faults_run import rlkit
 
 TINY = ["--env", "CartPole-v1", "--preset", "none", "--no-progress", "--set", "learning_starts=100",
         "--set", "eval_episodes=1", "--set", "tensorboard=false"]
-
-
-def rlkit(capsys, *args: str) -> tuple[int, str, str]:
-    """``rlkit ARGS`` in this process: (exit status, stdout, stderr)."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_line_error(code: int, err: str, *names: str) -> str:

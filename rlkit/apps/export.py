@@ -90,6 +90,13 @@ def _check_images(obs_space: gym.Space) -> str:
     return "CnnPolicy"
 
 
+def _refuse_normalized_observations(state: dict[str, Any], cfg: Any) -> None:
+    """SB3 keeps observation statistics in a VecNormalize file beside a model, so a model alone cannot carry them."""
+    if state.get("obs_normalizer") is not None or cfg.normalize_obs:
+        raise RLKitError("cannot export a run with normalize_obs to SB3: SB3 keeps observation statistics in a "
+                         "VecNormalize file, not in the model")
+
+
 def _dqn(state: dict[str, Any]) -> Any:
     from stable_baselines3 import DQN
 
@@ -143,9 +150,7 @@ def _ddpg(state: dict[str, Any]) -> Any:
     from rlkit.nets import DeterministicActor
 
     cfg = config_from_dict(DDPGConfig, state["config"])
-    if state.get("obs_normalizer") is not None or cfg.normalize_obs:
-        raise RLKitError("cannot export a run with normalize_obs to SB3: SB3 keeps observation statistics in a "
-                         "VecNormalize file, not in the model")
+    _refuse_normalized_observations(state, cfg)
     obs_space, act_space = state["observation_space"], state["action_space"]
     if _check_images(obs_space) != "MlpPolicy":
         raise RLKitError("cannot export ddpg/td3 with image observations to SB3 (rlkit's actor and critic "
@@ -216,9 +221,7 @@ def _ppo(state: dict[str, Any]) -> Any:
 
     cfg = config_from_dict(PPOConfig, state["config"])
     obs_space, act_space = state["observation_space"], state["action_space"]
-    if state.get("obs_normalizer") is not None or cfg.normalize_obs:
-        raise RLKitError("cannot export a run with normalize_obs to SB3: SB3 keeps observation statistics in a "
-                         "VecNormalize file, not in the model")
+    _refuse_normalized_observations(state, cfg)
     if not isinstance(act_space, (gym.spaces.Discrete, gym.spaces.Box)):
         raise RLKitError(f"cannot export ppo with {type(act_space).__name__} actions to SB3 (Discrete and Box map)")
     model = PPO(_check_images(obs_space), _SpacesEnv(obs_space, act_space), device="cpu", n_steps=cfg.n_steps,
@@ -238,9 +241,7 @@ def _sac(state: dict[str, Any]) -> Any:
     from rlkit.agents.sac import SACConfig, SquashedGaussianActor
 
     cfg = config_from_dict(SACConfig, state["config"])
-    if state.get("obs_normalizer") is not None or cfg.normalize_obs:
-        raise RLKitError("cannot export a run with normalize_obs to SB3: SB3 keeps observation statistics in a "
-                         "VecNormalize file, not in the model")
+    _refuse_normalized_observations(state, cfg)
     obs_space, act_space = state["observation_space"], state["action_space"]
     if _check_images(obs_space) != "MlpPolicy":
         raise RLKitError("cannot export sac with image observations to SB3 (rlkit's actor and critics each have "

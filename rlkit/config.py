@@ -15,9 +15,10 @@ import math
 import sys
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Self, TypeVar, get_args, get_origin
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
@@ -91,7 +92,7 @@ class BaseConfig:
     preset: str | None = opt(None, "the preset this run started from (recorded by --preset; `none`: plain defaults)")
 
     @classmethod
-    def from_preset(cls, name: str = "auto", *, agent: str | None = None, **overrides: Any) -> Self:
+    def from_preset(cls: type[C], name: str = "auto", *, agent: str | None = None, **overrides: Any) -> C:
         """This config as ``rlkit train`` builds it: defaults, the agent's defaults, preset ``name``, then
         ``overrides`` (checked like ``--set``), e.g. ``DQNConfig.from_preset(env_id="CartPole-v1", seed=1)``.
 
@@ -460,3 +461,23 @@ def imports_code(key: str, value: Any) -> bool:
     if key == "env_id":
         return ":" in value
     return value.startswith(("python:", "sb3:"))
+
+
+#: The fields of a saved config whose value can import code (:func:`imports_code`).
+CODE_FIELDS = ("env_id", "expert", "trust_remote_code")
+
+
+def refuse_code_named_in_file(saved: dict[str, Any], given: dict[str, Any], path: Path,
+                              how_to_name: Callable[[str, Any], str]) -> None:
+    """A module named in a run's own file is imported only when the user names the same value too.
+
+    ``saved``: the file's config; ``given``: what the user passed (command-line strings or Python values);
+    ``how_to_name(key, value)``: how this caller's user names it (``--env X``, ``load(path, env_id=X)``).
+    """
+    for key in CODE_FIELDS:
+        value, named = saved.get(key), given.get(key)
+        if key == "trust_remote_code" and isinstance(named, str):  # --set gives a string; the config, a bool
+            named = named.lower() in ("true", "1", "yes", "on")
+        if imports_code(key, value) and named != value:
+            raise RLKitError(f"{path} names {key}={value!r}, which imports code; rlkit imports it only when you "
+                             f"name it yourself: {how_to_name(key, value)}")

@@ -34,7 +34,7 @@ from rlkit.checkpoint import (
     read_checksums,
     read_json,
 )
-from rlkit.config import BaseConfig, apply_overrides, config_from_dict, imports_code
+from rlkit.config import BaseConfig, apply_overrides, config_from_dict, refuse_code_named_in_file
 from rlkit.errors import AlreadyFinished, RLKitError
 from rlkit.policy import Policy, SB3PredictAdapter
 from rlkit.registry import AgentSpec, get_agent
@@ -190,10 +190,8 @@ class Model:
                              f"{_CLASS_NAMES.get(agent, 'Model')}.load({str(path)!r})")
         given = {**({"env_id": env} if env is not None else {}), **overrides}
         saved = read_json(config_path)
-        for key in ("env_id", "expert", "trust_remote_code"):
-            if imports_code(key, saved.get(key)) and given.get(key) != saved.get(key):
-                raise RLKitError(f"{config_path} names {key}={saved.get(key)!r}, which imports code; rlkit imports "
-                                 f"it only when you name it yourself: load({str(path)!r}, {key}={saved.get(key)!r})")
+        refuse_code_named_in_file(saved, given, config_path,
+                                  lambda key, value: f"load({str(path)!r}, {key}={value!r})")
         spec = get_agent(agent)
         try:
             cfg = config_from_dict(spec.config_cls, saved)

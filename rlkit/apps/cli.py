@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rlkit.config import (
     BaseConfig,
@@ -20,18 +20,16 @@ from rlkit.config import (
     choose_preset,
     config_from_dict,
     field_help,
+    imports_code,
     parse_set_args,
+    refuse_code_named_in_file,
 )
-from rlkit.config import imports_code as _imports_code
 from rlkit.errors import AlreadyFinished, RLKitError, Terminated
 from rlkit.policy import load_policy, policy_from_checkpoint  # noqa: F401  (rlkit.apps.cli.load_policy, as before)
 from rlkit.registry import agent_names, command_loaders, get_agent
 from rlkit.run import note_at_start
 from rlkit.safe_files import disk_full_error, is_disk_full
 from rlkit.signals import sigterm_as_interrupt
-
-if TYPE_CHECKING:  # the CLI starts without importing torch
-    pass
 
 
 class _Parser(argparse.ArgumentParser):
@@ -145,7 +143,7 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[Any, BaseConfig, boo
             raise RLKitError(f"{args.resume} is a {other} run, not {args.agent}; resume it with "
                              f"`rlkit train {other} --resume {args.resume}`")
         saved = read_json(config_path)
-        _refuse_imports_from_file(saved, {**flags, **overrides}, config_path)
+        refuse_code_named_in_file(saved, {**flags, **overrides}, config_path, _named_on_the_command_line)
         try:
             cfg = config_from_dict(spec.config_cls, saved)
         except RLKitError as e:
@@ -198,18 +196,8 @@ def preset_for_demos(presets: dict[str, dict[str, Any]], demos: str) -> tuple[st
                             f"--preset none for the plain defaults")
 
 
-def _refuse_imports_from_file(saved: dict[str, Any], given: dict[str, Any], path: Path) -> None:
-    """A module named in a run's own file is imported only when the user names it on the command line too."""
-    for key in ("env_id", "expert", "trust_remote_code"):
-        value = saved.get(key)
-        named = str(given.get(key))
-        if key == "trust_remote_code":  # --set gives a string; the config, a bool
-            named = named.lower() in ("true", "1", "yes", "on")
-        if _imports_code(key, value) and named != value:
-            flag = "--env" if key == "env_id" else f"--set {key}="
-            sep = " " if key == "env_id" else ""
-            raise RLKitError(f"{path} names {key}={value!r}, which imports code; rlkit imports it only when you "
-                             f"name it yourself: add {flag}{sep}{value}")
+def _named_on_the_command_line(key: str, value: Any) -> str:
+    return f"add --env {value}" if key == "env_id" else f"add --set {key}={value}"
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -310,7 +298,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     env_id = args.env_id or eval_env_id(state, args.path)
     if not isinstance(env_id, str):
         raise RLKitError(f"{state.get('checkpoint_dir', args.path)} has no env id in its config; pass --env")
-    if args.env_id is None and _imports_code("env_id", env_id):
+    if args.env_id is None and imports_code("env_id", env_id):
         raise RLKitError(f"the checkpoint's env id {env_id!r} imports code; rlkit imports it only when you name "
                          f"it yourself: add --env {env_id}")
     if not isinstance(cfg.get("env_kwargs") or {}, dict):

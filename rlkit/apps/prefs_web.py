@@ -89,6 +89,7 @@ from typing import Any
 import numpy as np
 
 from rlkit.checkpoint import atomic_write_bytes, atomic_write_text
+from rlkit.config import imports_code
 from rlkit.errors import RLKitError
 from rlkit.safe_files import check_inside, disk_full_error, open_in_home
 
@@ -114,11 +115,6 @@ def now_iso() -> str:
 # ---------------------------------------------------------------------------------------------
 # The store: rounds of pairs, answers, clips, all under RUN_DIR/prefs
 # ---------------------------------------------------------------------------------------------
-
-def env_imports_code(env_id: Any) -> bool:
-    """True for an env id that imports a module when made (``pkg.module:Env-v0``), as the CLI's rule has it."""
-    return isinstance(env_id, str) and ":" in env_id
-
 
 def read_run_file(path: Path, home: Path) -> bytes | None:
     """The bytes of one of a run's own files, or None when it is missing.
@@ -355,7 +351,7 @@ class PreferenceStore:
         if self.trusted_env_id is not None and self.trusted_env_id != env_id:
             raise RLKitError(f"{self.root / 'meta.json'} holds labels for env {env_id!r}, not "
                              f"{self.trusted_env_id!r}; name the run's own env (--env {env_id}) or another run")
-        if env_imports_code(env_id) and self.trusted_env_id != env_id:
+        if imports_code("env_id", env_id) and self.trusted_env_id != env_id:
             raise RLKitError(f"{self.root / 'meta.json'} names env_id={env_id!r}, which imports code; rlkit imports "
                              f"it only when you name it yourself: add --env {env_id}")
         return env_id

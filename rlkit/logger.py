@@ -6,7 +6,6 @@ Keys follow CleanRL's layout: ``charts/`` (returns, steps/s, epsilon), ``losses/
 from __future__ import annotations
 
 import csv
-import errno
 import io
 import math
 import os
@@ -19,7 +18,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from rlkit.safe_files import check_inside, disk_full_error, open_in_home
+from rlkit.safe_files import check_inside, disk_full_error, is_disk_full, open_in_home
 
 
 class Logger:
@@ -153,7 +152,7 @@ class Logger:
             with os.fdopen(fd, "a", newline="") as f:
                 csv.DictWriter(f, fieldnames=self._fieldnames).writerow(row)
         except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            if is_disk_full(e):
                 raise disk_full_error(self.csv_path) from None
             raise
 

@@ -91,7 +91,7 @@ import numpy as np
 from rlkit.checkpoint import atomic_write_bytes, atomic_write_text
 from rlkit.config import imports_code
 from rlkit.errors import RLKitError
-from rlkit.safe_files import check_inside, disk_full_error, open_in_home
+from rlkit.safe_files import check_inside, disk_full_error, is_disk_full, open_in_home
 
 FORMAT = "rlkit-prefs"
 FORMAT_VERSION = 1
@@ -185,7 +185,7 @@ def _append_line(path: Path, home: Path, record: dict[str, Any], fsync: bool) ->
         try:
             written = os.write(fd, line)
         except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            if is_disk_full(e):
                 raise disk_full_error(path) from None
             raise
         if written != len(line):  # regular files write whole; a short write is a full disk

@@ -23,7 +23,7 @@ Deviations from the paper, and why:
       the paper's workers end a rollout at a terminal state.
     * Gaussian actions are clipped to the Box bounds before the env sees them; the log-probability
       uses the unclipped sample (as SB3 does).
-    * Rollouts act through numpy views of the same weights (:func:`rlkit.nets.numpy_actor_critic`) when
+    * Rollouts act through numpy views of the same weights (:func:`rlkit.fast.numpy_forward.numpy_actor_critic`) when
       the network is a plain MLP on flat observations; images and Discrete observations act through torch.
 
 Run it: ``rlkit train a2c --env CartPole-v1 --preset cartpole`` or ``python -m rlkit.agents.a2c --help``.

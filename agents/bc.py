@@ -13,7 +13,7 @@ What is implemented:
     * A validation split by whole episodes, early stopping on validation loss, best weights kept:
       the final checkpoint (what ``rlkit eval`` and ``rlkit demos record --policy RUN`` load) holds them.
     * The dataset lives in one tensor (images stay uint8) and each minibatch is one index into it, so
-      there is no DataLoader/collate cost per sample; the optimizer is :class:`rlkit.optim.FlatAdam`
+      there is no DataLoader/collate cost per sample; the optimizer is :class:`rlkit.fast.flat_adam.FlatAdam`
       (Adam over one flat parameter buffer). ``benchmarks/bench_bc.py`` measures the result.
 
 Deviations, and why:
@@ -49,7 +49,7 @@ from rlkit.cloning import (
 )
 from rlkit.config import BaseConfig, config_from_dict, opt, require_at_least_one
 from rlkit.errors import RLKitError
-from rlkit.optim import FlatAdam
+from rlkit.fast.flat_adam import FlatAdam
 from rlkit.policy import TorchPolicy
 from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
 from rlkit.run import Run

@@ -59,7 +59,7 @@ from rlkit.cloning import (
 )
 from rlkit.config import BaseConfig, config_from_dict, opt, require_at_least_one
 from rlkit.errors import RLKitError
-from rlkit.optim import FlatAdam
+from rlkit.fast.flat_adam import FlatAdam
 from rlkit.policy import Policy
 from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
 from rlkit.run import Run

@@ -55,7 +55,8 @@ from rlkit.config import (
     require_at_least_one,
 )
 from rlkit.errors import RLKitError
-from rlkit.nets import DeterministicActor, QCriticEnsemble, check_continuous_spaces, numpy_forward, polyak_update
+from rlkit.fast.numpy_forward import numpy_forward
+from rlkit.nets import DeterministicActor, QCriticEnsemble, check_continuous_spaces, polyak_update
 from rlkit.normalizers import ObsNormalizer
 from rlkit.optim import make_optimizer
 from rlkit.policy import Batch, TorchPolicy

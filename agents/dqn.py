@@ -37,7 +37,8 @@ from rlkit.buffers import PrioritizedReplayBuffer, ReplayBuffer
 from rlkit.callbacks import Callback
 from rlkit.config import MAX_WIDTH, BaseConfig, ReplayOptions, config_from_dict, opt, require_at_least_one
 from rlkit.errors import RLKitError
-from rlkit.nets import QNetwork, numpy_forward, polyak_update
+from rlkit.fast.numpy_forward import numpy_forward
+from rlkit.nets import QNetwork, polyak_update
 from rlkit.optim import OptimizerOptions, linear, set_lr
 from rlkit.policy import Batch, TorchPolicy
 from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line

@@ -40,7 +40,7 @@ Deviations, and why:
     * The lr and clip-range schedules read progress after the rollout (as SB3) and stop at 0 (RL-Zoo's
       ``lin_`` goes slightly negative on the last, partial iteration).
     * No gSDE (RL-Zoo's Pendulum setting uses it); the ``pendulum`` preset keeps the Zoo's other numbers.
-    * Adam is :class:`rlkit.optim.FlatAdam` (one parameter buffer), equal to torch's Adam up to float rounding.
+    * Adam is :class:`rlkit.fast.flat_adam.FlatAdam` (one parameter buffer), equal to torch's Adam up to float rounding.
 
 Speed (CartPole preset against SB3, ``benchmarks/bench_ppo_sac.py``): the 7,820 minibatch steps (256 samples,
 two 64-64 tanh MLPs) are most of a run's CPU. py-spy put 68% of a 100k-step run in them (backward 22%, forward
@@ -74,9 +74,11 @@ from rlkit.callbacks import Callback
 from rlkit.config import MAX_ENVS, MAX_WIDTH, BaseConfig, config_from_dict, default, opt
 from rlkit.distributions import MultiCategoricalHead
 from rlkit.errors import RLKitError
-from rlkit.nets import ActorCritic, CategoricalHead, GaussianHead, numpy_actor_critic
+from rlkit.fast.flat_adam import FlatAdam
+from rlkit.fast.numpy_forward import numpy_actor_critic
+from rlkit.nets import ActorCritic, CategoricalHead, GaussianHead
 from rlkit.normalizers import ObsNormalizer
-from rlkit.optim import FlatAdam, OptimizerOptions, scheduled, set_lr
+from rlkit.optim import OptimizerOptions, scheduled, set_lr
 from rlkit.policy import TorchPolicy
 from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
 from rlkit.returns import gae_advantages
@@ -211,7 +213,7 @@ def build_model(obs_space: gym.Space, act_space: gym.Space, cfg: PPOConfig, devi
 
 
 def build_optimizer(model: ActorCritic, cfg: PPOConfig) -> FlatAdam | torch.optim.Optimizer:
-    """Adam as :class:`rlkit.optim.FlatAdam` (the parameters become views of one buffer: an Adam step is five
+    """Adam as :class:`rlkit.fast.flat_adam.FlatAdam` (the parameters become views of one buffer: an Adam step is five
     tensor ops and gradient clipping one norm, where torch's Adam and ``clip_grad_norm_`` loop over a dozen
     small tensors); RMSProp as torch's."""
     if cfg.optimizer == "adam":

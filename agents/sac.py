@@ -49,7 +49,8 @@ from rlkit.buffers import ReplayBuffer
 from rlkit.callbacks import Callback
 from rlkit.config import MAX_WIDTH, BaseConfig, ReplayOptions, config_from_dict, default, opt
 from rlkit.distributions import LOG_STD_MAX, LOG_STD_MIN, SquashedGaussianActor
-from rlkit.nets import QCriticEnsemble, check_continuous_spaces, numpy_ops, polyak_update, run_numpy
+from rlkit.fast.numpy_forward import numpy_ops, run_numpy
+from rlkit.nets import QCriticEnsemble, check_continuous_spaces, polyak_update
 from rlkit.normalizers import ObsNormalizer
 from rlkit.optim import make_optimizer
 from rlkit.policy import Batch, TorchPolicy

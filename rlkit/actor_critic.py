@@ -13,7 +13,8 @@ from torch.distributions import Distribution
 
 from rlkit.config import MAX_WIDTH, default, opt
 from rlkit.errors import RLKitError
-from rlkit.nets import ActorCritic, numpy_actor_critic
+from rlkit.fast.numpy_forward import numpy_actor_critic
+from rlkit.nets import ActorCritic
 from rlkit.optim import OptimizerName, OptimizerOptions
 from rlkit.policy import TorchPolicy
 from rlkit.returns import gae_advantages, n_step_returns
@@ -113,7 +114,7 @@ def build_learner(cfg: Any, observation_space: gym.Space, action_space: gym.Spac
 
 
 def make_actor(model: ActorCritic, rng: np.random.Generator) -> Actor:
-    """The rollout actor: numpy (:func:`rlkit.nets.numpy_actor_critic`) where it applies, else the torch
+    """The rollout actor: numpy (:func:`rlkit.fast.numpy_forward.numpy_actor_critic`) where it applies, else the torch
     module (torch's RNG samples)."""
     fast = numpy_actor_critic(model, rng)
     if fast is not None:

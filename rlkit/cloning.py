@@ -11,8 +11,9 @@ from torch import nn
 from torch.distributions import Categorical
 
 from rlkit.errors import RLKitError
-from rlkit.nets import DeterministicActor, QNetwork, init_orthogonal, numpy_forward
-from rlkit.optim import FlatAdam
+from rlkit.fast.flat_adam import FlatAdam
+from rlkit.fast.numpy_forward import numpy_forward
+from rlkit.nets import DeterministicActor, QNetwork, init_orthogonal
 from rlkit.policy import TorchPolicy
 
 

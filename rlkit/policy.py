@@ -47,7 +47,7 @@ class TorchPolicy:
 
     ``act_fn(module, obs_tensor, deterministic) -> action tensor``. Inference runs under
     ``torch.inference_mode``. When ``fast`` is a callable ``fast(obs_numpy) -> actions`` (see
-    :func:`rlkit.nets.numpy_forward`), small batches take it instead: for a CartPole-sized MLP the
+    :func:`rlkit.fast.numpy_forward.numpy_forward`), small batches take it instead: for a CartPole-sized MLP the
     numpy path costs a fifth of torch's per-call overhead, and it reads the live weights.
     """
 

@@ -15,7 +15,7 @@ from rlkit.actor_critic import actor_critic_loss, build_model
 from rlkit.checkpoint import load_checkpoint
 from rlkit.config import apply_overrides
 from rlkit.errors import RLKitError
-from rlkit.nets import numpy_actor_critic
+from rlkit.fast.numpy_forward import numpy_actor_critic
 from rlkit.returns import gae_advantages, n_step_returns
 
 TINY = dict(total_steps=480, num_envs=4, n_steps=5, hidden=[16], eval_episodes=2, checkpoint_every=240,

@@ -63,17 +63,20 @@ def test_every_core_module_is_under_a_contract():
     contracts = {c["id"]: c for c in config["contracts"]}
     listed = set(contracts["core"]["source_modules"])
     flat = {f"rlkit.{p.stem}" for p in (ROOT / "rlkit").glob("*.py") if p.stem != "__init__"}
+    flat.add("rlkit.fast")  # the speed paths: a package below the engine, under the same contract as the core
     assert flat == listed, f"not in the core contract: {sorted(flat - listed)}; gone: {sorted(listed - flat)}"
     folders = {p.name for p in (ROOT / "rlkit").iterdir() if p.is_dir() and (p / "__init__.py").exists()}
-    assert folders == {"apps"}, f"place the new package in a layer of pyproject.toml: {sorted(folders - {'apps'})}"
-    assert contracts["layers"]["layers"][0] == "rlkit.apps"
+    layered = {"apps", "engine", "fast"}
+    assert folders == layered, f"place the new package in a layer of pyproject.toml: {sorted(folders - layered)}"
+    assert contracts["layers"]["layers"][:3] == ["rlkit.apps", "rlkit.agents", "rlkit.engine"]
 
 
 # ---------------------------------------------------------------------------------------------
 # No import cycles inside the project, lazy (function-level) imports included
 # ---------------------------------------------------------------------------------------------
 
-PACKAGE_DIRS = {"rlkit": ROOT / "rlkit", "rlkit.apps": ROOT / "rlkit" / "apps", "rlkit.agents": ROOT / "agents",
+PACKAGE_DIRS = {"rlkit": ROOT / "rlkit", "rlkit.apps": ROOT / "rlkit" / "apps", "rlkit.engine": ROOT / "rlkit" / "engine",
+                "rlkit.fast": ROOT / "rlkit" / "fast", "rlkit.agents": ROOT / "agents",
                 "rlkit.envs": ROOT / "envs", "rlkit.demos": ROOT / "demos"}
 
 

@@ -15,7 +15,7 @@ from rlkit import demos, envs
 from rlkit.checkpoint import load_checkpoint
 from rlkit.cloning import bc_loss, gaussian_nll
 from rlkit.errors import RLKitError
-from rlkit.optim import FlatAdam
+from rlkit.fast.flat_adam import FlatAdam
 
 
 class CartPoleRule:

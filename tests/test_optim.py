@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from rlkit.optim import FlatAdam, linear, make_optimizer, scheduled, set_lr
+from rlkit.fast.flat_adam import FlatAdam
+from rlkit.optim import linear, make_optimizer, scheduled, set_lr
 
 
 def test_linear_and_scheduled_at_hand_values():

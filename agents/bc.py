@@ -47,7 +47,8 @@ from rlkit.cloning import (
     to_tensors,
     train_epoch,
 )
-from rlkit.config import BaseConfig, config_from_dict, opt, require_at_least_one
+from rlkit.config import BaseConfig, config_from_dict, opt, require_at_least_one, validate_config
+from rlkit.engine.imitation import train_rounds
 from rlkit.errors import RLKitError
 from rlkit.fast.flat_adam import FlatAdam
 from rlkit.policy import TorchPolicy
@@ -80,90 +81,107 @@ class BCConfig(BaseConfig):
     def validate(self) -> None:
         if not 0 <= self.val_fraction < 1:
             raise RLKitError(f"val_fraction must be in [0, 1); got {self.val_fraction}")
-        require_at_least_one(self, "batch_size", "epochs")
+        require_at_least_one(self, "epochs")  # batch_size: its opt(low=1)
+
+
+class BCLearner:
+    """BC for the imitation loop: a round is one epoch over the training episodes, then validation.
+
+    The best weights by validation loss are kept; ``patience`` epochs without a better one end training.
+    """
+
+    log_every = 1  # a row after every epoch
+    checkpoint_on_interrupt = True
+
+    def __init__(self, cfg: BCConfig, dataset: Any, train_set: Any, val_set: Any, loss_kind: str) -> None:
+        obs_space, act_space = dataset.observation_space, dataset.action_space
+        self.cfg, self.loss_kind, self.checkpoint_every = cfg, loss_kind, cfg.checkpoint_every
+        self.spaces, self.demo_episodes = {"observation_space": obs_space, "action_space": act_space}, len(dataset)
+        self.obs, self.acts = to_tensors(train_set, act_space, cfg.device)
+        self.val_obs, self.val_acts = (to_tensors(val_set, act_space, cfg.device) if val_set is not None
+                                       else (None, None))
+        self.net = BCNet(obs_space, act_space, cfg.hidden, loss_kind, cfg.device)
+        self.optimizer = FlatAdam(self.net, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.policy = make_policy(self.net, obs_space, act_space)
+        self.global_step, self.epoch, self.bad_epochs = 0, 0, 0
+        self.best = {"loss": float("inf"), "epoch": 0, "state": copy.deepcopy(self.net.state_dict())}
+        self.train_time, self.samples = 0.0, 0
+
+    def state_dict(self, final: bool = False) -> dict[str, Any]:
+        # The final checkpoint carries the best weights; a mid-run one the current ones (to resume).
+        return {"net": self.best["state"] if final else self.net.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "epoch": self.epoch, "bad_epochs": self.bad_epochs,
+                "best": self.best, **self.spaces, "loss_kind": self.loss_kind}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.global_step = int(state["global_step"])
+        self.epoch, self.bad_epochs, self.best = state["epoch"], state["bad_epochs"], state["best"]
+
+    def round(self, run: Run) -> int:
+        # ALGO LOGIC: one pass over the training episodes, then validation.
+        budget = self.cfg.total_steps or None
+        t0 = time.perf_counter()
+        train_loss, steps, n = train_epoch(self.net, self.optimizer, self.obs, self.acts, self.cfg.batch_size,
+                                           self.loss_kind, None if budget is None else budget - self.global_step)
+        self.train_time += time.perf_counter() - t0
+        self.samples += n
+        self.global_step += steps
+        self.epoch += 1
+        run.logger.record("losses/train", train_loss)
+        run.logger.record("charts/epoch", self.epoch)
+        run.logger.record("charts/samples_per_second", self.samples / max(self.train_time, 1e-9))
+        if self.val_obs is None:  # no held-out episodes: keep the last weights, never stop early
+            self.best = {"loss": train_loss, "epoch": self.epoch, "state": copy.deepcopy(self.net.state_dict())}
+            return steps
+        val_loss, val_acc = evaluate_loss(self.net, self.val_obs, self.val_acts, self.loss_kind)
+        run.logger.record("losses/val", val_loss)
+        if val_acc is not None:
+            run.logger.record("charts/val_accuracy", val_acc)
+        # Keep the best weights by validation loss; stop after `patience` bad epochs.
+        if val_loss < self.best["loss"]:
+            self.best = {"loss": val_loss, "epoch": self.epoch, "state": copy.deepcopy(self.net.state_dict())}
+            self.bad_epochs = 0
+        else:
+            self.bad_epochs += 1
+        return steps
+
+    def finished(self, global_step: int) -> bool:
+        early_stop = self.cfg.patience > 0 and self.val_obs is not None and self.bad_epochs >= self.cfg.patience
+        budget = self.cfg.total_steps
+        return early_stop or self.epoch >= self.cfg.epochs or bool(budget and global_step >= budget)
+
+    def close(self) -> None:
+        pass
+
+    def final(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        self.net.load_state_dict(self.best["state"])
+        extra = {"env_steps": 0, "gradient_steps": self.global_step, "epochs": self.epoch,
+                 "best_epoch": self.best["epoch"],
+                 "best_val_loss": self.best["loss"] if self.val_obs is not None else None,
+                 "demo_episodes": self.demo_episodes, "train_transitions": len(self.obs),
+                 "samples_per_second": round(self.samples / max(self.train_time, 1e-9), 1), "demos": self.cfg.demos}
+        return self.state_dict(final=True), extra
 
 
 def train(cfg: BCConfig, resume: bool = False, callbacks: Sequence[Callback] | None = None) -> dict[str, Any]:
     """Train BC as configured; returns the contents of ``final.json``."""
-    cfg.validate()
+    validate_config(cfg)  # before the dataset is read
     dataset = load_demos(cfg.demos, cfg.skip_corrupt)
     if cfg.num_demos:
         if cfg.num_demos > len(dataset):
             raise RLKitError(f"num_demos={cfg.num_demos} but {cfg.demos} holds {len(dataset)} episodes")
         dataset = dataset.subset(range(cfg.num_demos))
     resolve_env(cfg, dataset)
-    obs_space, act_space = dataset.observation_space, dataset.action_space
-    loss_kind = resolve_loss(cfg.loss, act_space)
+    loss_kind = resolve_loss(cfg.loss, dataset.action_space)
     # Validation is by whole episodes (transitions within an episode are correlated).
     if round(cfg.val_fraction * len(dataset)) >= 1 and len(dataset) >= 2:
         train_set, val_set = dataset.split(cfg.val_fraction, seed=cfg.seed)
     else:
         train_set, val_set = dataset, None
     run = Run("bc", cfg, resume=resume, callbacks=callbacks)  # seeds the global RNGs, sets thread counts
-    obs, acts = to_tensors(train_set, act_space, cfg.device)
-    val_obs, val_acts = to_tensors(val_set, act_space, cfg.device) if val_set is not None else (None, None)
-
-    net = BCNet(obs_space, act_space, cfg.hidden, loss_kind, cfg.device)
-    optimizer = FlatAdam(net, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    policy = make_policy(net, obs_space, act_space)
-    global_step, epoch, bad_epochs = 0, 0, 0
-    best = {"loss": float("inf"), "epoch": 0, "state": copy.deepcopy(net.state_dict())}
-    if run.resume_state is not None:
-        state = run.resume_state
-        net.load_state_dict(state["net"])
-        optimizer.load_state_dict(state["optimizer"])
-        global_step, epoch, bad_epochs, best = run.global_step, state["epoch"], state["bad_epochs"], state["best"]
-    run.restore_rng()
-
-    def state_dict(final: bool = False) -> dict[str, Any]:
-        # The final checkpoint carries the best weights; a mid-run one the current ones (to resume).
-        return {"net": best["state"] if final else net.state_dict(), "optimizer": optimizer.state_dict(),
-                "epoch": epoch, "bad_epochs": bad_epochs, "best": best,
-                "observation_space": obs_space, "action_space": act_space, "loss_kind": loss_kind}
-
-    train_time, samples = 0.0, 0
-    budget = cfg.total_steps or None
-    with run.checkpoint_on_interrupt(lambda: (global_step, state_dict())):
-        while epoch < cfg.epochs and (budget is None or global_step < budget) and run.stopped is None:
-            # ALGO LOGIC: one pass over the training episodes, then validation.
-            t0 = time.perf_counter()
-            train_loss, steps, n = train_epoch(net, optimizer, obs, acts, cfg.batch_size, loss_kind,
-                                               None if budget is None else budget - global_step)
-            train_time += time.perf_counter() - t0
-            samples += n
-            global_step += steps
-            epoch += 1
-            run.logger.record("losses/train", train_loss)
-            run.logger.record("charts/epoch", epoch)
-            run.logger.record("charts/samples_per_second", samples / max(train_time, 1e-9))
-            if val_obs is not None:
-                val_loss, val_acc = evaluate_loss(net, val_obs, val_acts, loss_kind)
-                run.logger.record("losses/val", val_loss)
-                if val_acc is not None:
-                    run.logger.record("charts/val_accuracy", val_acc)
-            else:
-                val_loss = train_loss  # no held-out episodes: keep the last weights, never stop early
-            # Keep the best weights by validation loss; stop after `patience` bad epochs.
-            if val_obs is None or val_loss < best["loss"]:
-                best = {"loss": val_loss, "epoch": epoch, "state": copy.deepcopy(net.state_dict())}
-                bad_epochs = 0
-            else:
-                bad_epochs += 1
-            if Run.due(global_step, cfg.eval_every, steps):
-                run.evaluate(policy, eval_env_factory(cfg), global_step, state=state_dict, write_row=False)
-            run.logger.dump(global_step)
-            stop = cfg.patience > 0 and val_obs is not None and bad_epochs >= cfg.patience
-            if Run.due(global_step, cfg.checkpoint_every, steps) and not stop and epoch < cfg.epochs:
-                run.checkpoint(global_step, state_dict())
-            if stop:
-                break
-
-    net.load_state_dict(best["state"])
-    extra = {"env_steps": 0, "gradient_steps": global_step, "epochs": epoch, "best_epoch": best["epoch"],
-             "best_val_loss": best["loss"] if val_obs is not None else None,
-             "demo_episodes": len(dataset), "train_transitions": len(obs),
-             "samples_per_second": round(samples / max(train_time, 1e-9), 1), "demos": cfg.demos}
-    return run.finish(policy, eval_env_factory(cfg), global_step, state_dict(final=True), extra=extra)
+    return train_rounds(run, BCLearner(cfg, dataset, train_set, val_set, loss_kind), eval_env_factory(cfg))
 
 
 def load_policy(state: dict[str, Any]) -> TorchPolicy:

@@ -57,7 +57,8 @@ from rlkit.cloning import (
     to_tensors,
     train_epoch,
 )
-from rlkit.config import BaseConfig, config_from_dict, opt, require_at_least_one
+from rlkit.config import BaseConfig, config_from_dict, opt, require_at_least_one, validate_config
+from rlkit.engine.imitation import train_rounds
 from rlkit.errors import RLKitError
 from rlkit.fast.flat_adam import FlatAdam
 from rlkit.policy import Policy
@@ -82,7 +83,7 @@ class DAggerConfig(BaseConfig):
     rounds: int = opt(10, "DAgger rounds, round 0 included")
     episodes_per_round: int = opt(5, "episodes collected (and labelled) per round")
     beta_schedule: Literal["exponential", "linear"] = opt("exponential", "how beta, the expert's share, decays")
-    beta_decay: float = opt(0.5, "exponential schedule: beta_i = beta_decay ** i (Ross et al.'s p)")
+    beta_decay: float = opt(0.5, "exponential schedule: beta_i = beta_decay ** i (Ross et al.'s p)", low=0, high=1)
     beta_rampdown: int = opt(5, "linear schedule: beta falls from 1 to 0 over this many rounds")
     epochs_per_round: int = opt(10, "BC epochs on the aggregated dataset after each round")
     batch_size: int = opt(64, "minibatch size", low=1)
@@ -91,9 +92,8 @@ class DAggerConfig(BaseConfig):
     loss: Literal["auto", "ce", "mse", "nll"] = opt("auto", "BC loss: auto (ce / mse), ce, mse or nll")
 
     def validate(self) -> None:
-        require_at_least_one(self, "rounds", "episodes_per_round", "epochs_per_round", "batch_size", "beta_rampdown")
-        if not 0 <= self.beta_decay <= 1:
-            raise RLKitError(f"beta_decay must be in [0, 1]; got {self.beta_decay}")
+        # batch_size and beta_decay: their opt() ranges
+        require_at_least_one(self, "rounds", "episodes_per_round", "epochs_per_round", "beta_rampdown")
         if self.expert_checkpoint not in ("latest", "best") and not str(self.expert_checkpoint).isdigit():
             raise RLKitError(f"expert_checkpoint must be latest, best or a step number; got {self.expert_checkpoint!r}")
 
@@ -124,12 +124,124 @@ def collect_episode(env: Any, expert: Policy, learner: Policy, beta: float, seed
             return np.stack(visited), np.stack(labels), bool(terminated), bool(truncated), total
 
 
-def train(cfg: DAggerConfig, resume: bool = False, expert: Policy | None = None,
-          callbacks: Sequence[Callback] | None = None) -> dict[str, Any]:
+class DAggerLearner:
+    """DAgger for the imitation loop: a round collects ``episodes_per_round`` episodes with the beta-mixture,
+    has the expert label every visited state, commits them to the labels dataset, and trains BC epochs on the
+    aggregate. It writes a row and a checkpoint after every round."""
+
+    log_every = 1
+    checkpoint_every = 1
+    checkpoint_on_interrupt = True
+
+    def __init__(self, cfg: DAggerConfig, run: Run, expert: Policy, initial: Any, resume: bool) -> None:
+        from rlkit import demos
+
+        self.cfg, self.expert, self.initial = cfg, expert, initial
+        render = "rgb_array" if getattr(expert, "needs_render", False) else None
+        self.env = make_env(cfg.env_id, seed=cfg.seed, render_mode=render, env_kwargs=cfg.env_kwargs)
+        obs_space, act_space = self.env.observation_space, self.env.action_space
+        if initial is not None:
+            initial.check_env(None, obs_space, act_space)
+        self.loss_kind = resolve_loss(cfg.loss, act_space)
+        self.net = BCNet(obs_space, act_space, cfg.hidden, self.loss_kind, cfg.device)
+        self.optimizer = FlatAdam(self.net, lr=cfg.lr)
+        self.policy = make_policy(self.net, obs_space, act_space)
+        self.labels_path = Path(cfg.labels or run.dir / "labels")
+        if not resume and (self.labels_path / "manifest.json").exists():
+            raise RLKitError(f"labels dataset {self.labels_path} already exists; choose another --set labels=... "
+                             "or continue that run with --resume")
+        source = f"dagger:{cfg.expert or type(expert).__name__}"
+        self.writer = demos.DatasetWriter(self.labels_path, cfg.env_id, obs_space, act_space, source=source,
+                                          env_kwargs=cfg.env_kwargs, append=True)
+        parts = [initial] if initial is not None else []
+        if self.writer.num_episodes:  # resumed: every committed episode counts, even those of an unfinished round
+            parts.append(demos.load(self.labels_path))
+        self.episodes_done = self.writer.num_episodes
+        self.data = [to_tensors(p, act_space, cfg.device) for p in parts if len(p)]
+        self.spaces = {"observation_space": obs_space, "action_space": act_space}
+        self.round_index, self.stopped = -1, False  # the last round trained; the expert stopped recording
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), "round": self.round_index,
+                **self.spaces, "loss_kind": self.loss_kind, "labels": str(self.labels_path)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.round_index = state["round"]
+
+    def collect(self, run: Run, beta: float, wanted: int) -> tuple[list[float], int]:
+        """``wanted`` labelled episodes of the mixture, each committed to disk before the learner uses it;
+        returns (their returns, their steps)."""
+        cfg, expert, act_space = self.cfg, self.expert, self.spaces["action_space"]
+        returns, new, steps = [], 0, 0
+        while new < wanted and not self.stopped:
+            seed = cfg.seed + self.episodes_done
+            if is_interactive(expert):
+                expert.begin_episode(self.env, new, cfg.episodes_per_round)
+            try:
+                obs, labels, term, trunc, ret = collect_episode(self.env, expert, self.policy, beta, seed, run.rng)
+            except DiscardEpisode:
+                continue
+            except StopRecording:
+                self.stopped = True
+                break
+            # Committed to disk before the learner uses it: a crash now loses nothing collected.
+            self.writer.add_episode(obs, labels, term, trunc, seed=seed)
+            self.data.append((torch.as_tensor(obs[:-1], device=cfg.device),
+                              action_tensor(labels, act_space, cfg.device)))
+            run.logger.record_episode(ret, len(labels))
+            returns.append(ret)
+            self.episodes_done, new, steps = self.episodes_done + 1, new + 1, steps + len(labels)
+        return returns, steps
+
+    def round(self, run: Run) -> int:
+        cfg, round_index = self.cfg, self.round_index + 1
+        beta = beta_at(round_index, cfg.beta_schedule, cfg.beta_decay, cfg.beta_rampdown)
+        # Given demonstrations replace round 0's expert rollouts.
+        wanted = 0 if round_index == 0 and self.initial is not None else cfg.episodes_per_round
+        returns, steps = self.collect(run, beta, wanted)
+        if not self.data:
+            raise RLKitError("dagger collected no labelled states (the expert stopped at once)")
+        # ALGO LOGIC: behavior cloning on the whole aggregate D.
+        obs_all = torch.cat([d[0] for d in self.data])
+        acts_all = torch.cat([d[1] for d in self.data])
+        for _ in range(cfg.epochs_per_round):
+            train_epoch(self.net, self.optimizer, obs_all, acts_all, cfg.batch_size, self.loss_kind)
+        train_loss, accuracy = evaluate_loss(self.net, obs_all, acts_all, self.loss_kind)
+        run.logger.record("losses/train", train_loss)
+        if accuracy is not None:
+            run.logger.record("charts/train_accuracy", accuracy)
+        run.logger.record("charts/beta", beta)
+        run.logger.record("charts/round", round_index)
+        run.logger.record("charts/dataset_size", len(obs_all))
+        if returns:
+            run.logger.record("charts/mixture_return", float(np.mean(returns)))
+        self.round_index = round_index  # what an interrupt checkpoints from here on
+        return steps
+
+    def finished(self, global_step: int) -> bool:
+        budget_spent = bool(self.cfg.total_steps and global_step >= self.cfg.total_steps)
+        return self.stopped or self.round_index + 1 >= self.cfg.rounds or budget_spent
+
+    def close(self) -> None:
+        self.writer.close()
+        self.env.close()
+        if is_interactive(self.expert):
+            self.expert.close()
+
+    def final(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        extra = {"rounds": self.round_index + 1, "labelled_episodes": self.episodes_done,
+                 "labelled_states": int(sum(len(d[0]) for d in self.data)), "labels": str(self.labels_path)}
+        return self.state_dict(), extra
+
+
+def train(cfg: DAggerConfig, resume: bool = False, callbacks: Sequence[Callback] | None = None, *,
+          expert: Policy | None = None) -> dict[str, Any]:
     """Train DAgger as configured; ``expert`` (a Policy) overrides ``cfg.expert``. Returns final.json."""
     from rlkit import demos
 
-    cfg.validate()
+    validate_config(cfg)
     initial = load_demos(cfg.demos, agent="dagger") if cfg.demos else None
     if initial is not None:
         resolve_env(cfg, initial)
@@ -142,104 +254,10 @@ def train(cfg: DAggerConfig, resume: bool = False, expert: Policy | None = None,
         expert = demos.resolve_policy(cfg.expert, cfg.env_id, seed=cfg.seed, env_kwargs=cfg.env_kwargs,
                                       checkpoint=cfg.expert_checkpoint, trust_remote_code=cfg.trust_remote_code)
     run = Run("dagger", cfg, resume=resume, callbacks=callbacks)  # seeds the global RNGs, sets thread counts
-    render = "rgb_array" if getattr(expert, "needs_render", False) else None
-    env = make_env(cfg.env_id, seed=cfg.seed, render_mode=render, env_kwargs=cfg.env_kwargs)
-    obs_space, act_space = env.observation_space, env.action_space
-    if initial is not None:
-        initial.check_env(None, obs_space, act_space)
-    loss_kind = resolve_loss(cfg.loss, act_space)
-    net = BCNet(obs_space, act_space, cfg.hidden, loss_kind, cfg.device)
-    optimizer = FlatAdam(net, lr=cfg.lr)
-    learner = make_policy(net, obs_space, act_space)
-
-    labels_path = Path(cfg.labels or run.dir / "labels")
-    if not resume and (labels_path / "manifest.json").exists():
-        raise RLKitError(f"labels dataset {labels_path} already exists; choose another --set labels=... "
-                         "or continue that run with --resume")
-    source = f"dagger:{cfg.expert or type(expert).__name__}"
-    writer = demos.DatasetWriter(labels_path, cfg.env_id, obs_space, act_space, source=source,
-                                 env_kwargs=cfg.env_kwargs, append=True)
-    parts = [initial] if initial is not None else []
-    start_round, global_step = 0, 0
-    if run.resume_state is not None:
-        state = run.resume_state
-        net.load_state_dict(state["net"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_round, global_step = state["round"] + 1, run.global_step
-    if writer.num_episodes:  # resumed: every committed episode counts, even those of an unfinished round
-        parts.append(demos.load(labels_path))
-    run.restore_rng()
-    episodes_done = writer.num_episodes
-
-    def state_dict(round_index: int) -> dict[str, Any]:
-        return {"net": net.state_dict(), "optimizer": optimizer.state_dict(), "round": round_index,
-                "observation_space": obs_space, "action_space": act_space, "loss_kind": loss_kind,
-                "labels": str(labels_path)}
-
-    data = [to_tensors(p, act_space, cfg.device) for p in parts if len(p)]
-    round_index, stopped = start_round - 1, False
+    learner = DAggerLearner(cfg, run, expert, initial, resume)
     # Ctrl-C or SIGTERM mid-round checkpoints the learner of the last round trained: the labels of the
     # unfinished round are on disk already, and --resume trains on them too.
-    trained = (global_step, round_index)
-    try:
-        with run.checkpoint_on_interrupt(lambda: (trained[0], state_dict(trained[1]))):
-            for round_index in range(start_round, cfg.rounds):
-                beta = beta_at(round_index, cfg.beta_schedule, cfg.beta_decay, cfg.beta_rampdown)
-                returns, new, steps = [], 0, 0
-                # Given demonstrations replace round 0's expert rollouts.
-                wanted = 0 if round_index == 0 and initial is not None else cfg.episodes_per_round
-                while new < wanted and not stopped:
-                    seed = cfg.seed + episodes_done
-                    if is_interactive(expert):
-                        expert.begin_episode(env, new, cfg.episodes_per_round)
-                    try:
-                        obs, labels, term, trunc, ret = collect_episode(env, expert, learner, beta, seed, run.rng)
-                    except DiscardEpisode:
-                        continue
-                    except StopRecording:
-                        stopped = True
-                        break
-                    # Committed to disk before the learner uses it: a crash now loses nothing collected.
-                    writer.add_episode(obs, labels, term, trunc, seed=seed)
-                    data.append((torch.as_tensor(obs[:-1], device=cfg.device),
-                                 action_tensor(labels, act_space, cfg.device)))
-                    run.logger.record_episode(ret, len(labels))
-                    returns.append(ret)
-                    episodes_done, new, steps = episodes_done + 1, new + 1, steps + len(labels)
-                global_step += steps
-                if not data:
-                    raise RLKitError("dagger collected no labelled states (the expert stopped at once)")
-                # ALGO LOGIC: behavior cloning on the whole aggregate D.
-                obs_all = torch.cat([d[0] for d in data])
-                acts_all = torch.cat([d[1] for d in data])
-                for _ in range(cfg.epochs_per_round):
-                    train_epoch(net, optimizer, obs_all, acts_all, cfg.batch_size, loss_kind)
-                train_loss, accuracy = evaluate_loss(net, obs_all, acts_all, loss_kind)
-                run.logger.record("losses/train", train_loss)
-                if accuracy is not None:
-                    run.logger.record("charts/train_accuracy", accuracy)
-                run.logger.record("charts/beta", beta)
-                run.logger.record("charts/round", round_index)
-                run.logger.record("charts/dataset_size", len(obs_all))
-                if returns:
-                    run.logger.record("charts/mixture_return", float(np.mean(returns)))
-                trained = (global_step, round_index)  # what an interrupt checkpoints from here on
-                if Run.due(global_step, cfg.eval_every, max(steps, 1)):
-                    run.evaluate(learner, eval_env_factory(cfg), global_step,
-                                 state=lambda round_index=round_index: state_dict(round_index), write_row=False)
-                run.logger.dump(global_step)
-                if stopped or run.stopped is not None or (cfg.total_steps and global_step >= cfg.total_steps):
-                    break
-                if round_index + 1 < cfg.rounds:
-                    run.checkpoint(global_step, state_dict(round_index))
-    finally:
-        writer.close()
-        env.close()
-        if is_interactive(expert):
-            expert.close()
-    extra = {"rounds": round_index + 1, "labelled_episodes": episodes_done,
-             "labelled_states": int(sum(len(d[0]) for d in data)), "labels": str(labels_path)}
-    return run.finish(learner, eval_env_factory(cfg), global_step, state_dict(round_index), extra=extra)
+    return train_rounds(run, learner, eval_env_factory(cfg))
 
 
 def load_policy(state: dict[str, Any]) -> Policy:

@@ -33,14 +33,13 @@ Run it: ``rlkit train td3 --preset pendulum`` or ``python -m rlkit.agents.ddpg -
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 import gymnasium as gym
 import numpy as np
 import torch
-from rlkit.envs import make_vec_env
 
 from rlkit.buffers import ReplayBuffer
 from rlkit.callbacks import Callback
@@ -54,14 +53,14 @@ from rlkit.config import (
     opt,
     require_at_least_one,
 )
+from rlkit.engine.off_policy import OffPolicyLearner, train_off_policy
 from rlkit.errors import RLKitError
 from rlkit.fast.numpy_forward import numpy_forward
 from rlkit.nets import DeterministicActor, QCriticEnsemble, check_continuous_spaces, polyak_update
 from rlkit.normalizers import ObsNormalizer
 from rlkit.optim import make_optimizer
 from rlkit.policy import Batch, TorchPolicy
-from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
-from rlkit.run import Run
+from rlkit.registry import AgentSpec, train_from_command_line
 
 
 @dataclass
@@ -186,9 +185,9 @@ def gradient_step(nets: Nets, batch: Batch, cfg: DDPGConfig, update_index: int) 
     return metrics
 
 
-def make_policy(actor: DeterministicActor, act_space: gym.spaces.Box, obs_space: gym.Space,
+def make_policy(actor: DeterministicActor, obs_space: gym.Space, act_space: gym.spaces.Box,
                 normalizer: ObsNormalizer | None = None) -> TorchPolicy:
-    """mu(s) as a Policy (numpy forward for small batches), reshaped to the space and kept in bounds."""
+    """mu(s) as a Policy, reshaped to the space and kept in bounds (numpy acting for small batches)."""
     low, high, shape = act_space.low.astype(np.float32), act_space.high.astype(np.float32), act_space.shape
     low_t, high_t = torch.from_numpy(low.reshape(-1)), torch.from_numpy(high.reshape(-1))
     net_np = numpy_forward(actor)
@@ -204,89 +203,69 @@ def make_policy(actor: DeterministicActor, act_space: gym.spaces.Box, obs_space:
     return TorchPolicy(actor, act_fn, act_space, obs_space, fast=fast if net_np is not None else None)
 
 
-def train(cfg: DDPGConfig, resume: bool = False, agent: str = "ddpg", callbacks: Sequence[Callback] | None = None
-          ) -> dict[str, Any]:
-    """Train DDPG (or TD3, with its switches in ``cfg``); returns the contents of ``final.json``."""
-    cfg.validate()
-    envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
-    obs_space, act_space = envs.single_observation_space, envs.single_action_space
-    check_continuous_spaces(obs_space, act_space, cfg.env_id, agent)
-    run = Run(agent, cfg, resume=resume, callbacks=callbacks)  # seeds the global RNGs, sets thread counts
-    stride = cfg.num_envs
-    low, high = act_space.low.astype(np.float32), act_space.high.astype(np.float32)
-    half_range = (high - low) / 2
+class DDPG(OffPolicyLearner):
+    """What DDPG/TD3 needs from the off-policy loop (:mod:`rlkit.engine.off_policy`): mu(s) + noise to act,
+    :func:`gradient_step` for each minibatch, and a fresh OU process at each new episode."""
 
-    nets = build_nets(cfg, obs_space, act_space)
-    normalizer = ObsNormalizer(obs_space.shape, cfg.obs_clip) if cfg.normalize_obs else None
-    buffer = ReplayBuffer(cfg.buffer_size, obs_space, act_space, num_envs=stride, gamma=cfg.gamma, rng=run.rng)
-    policy = make_policy(nets.actor, act_space, obs_space, normalizer)
-    ou_state = np.zeros((stride, *act_space.shape))
+    check_spaces = staticmethod(check_continuous_spaces)
 
-    global_step, num_updates = 0, 0
-    if run.resume_state is not None:
-        state = run.resume_state
+    def __init__(self, cfg: DDPGConfig, obs_space: gym.Space, act_space: gym.spaces.Box,
+                 rng: np.random.Generator) -> None:
+        self.cfg, self.rng = cfg, rng
+        self.nets = build_nets(cfg, obs_space, act_space)
+        self.normalizer = ObsNormalizer(obs_space.shape, cfg.obs_clip) if cfg.normalize_obs else None
+        self.buffer = ReplayBuffer(cfg.buffer_size, obs_space, act_space, num_envs=cfg.num_envs, gamma=cfg.gamma,
+                                   rng=rng)
+        self.policy = make_policy(self.nets.actor, obs_space, act_space, self.normalizer)
+        self.low, self.high = act_space.low.astype(np.float32), act_space.high.astype(np.float32)
+        self.half_range = (self.high - self.low) / 2
+        self.ou_state = np.zeros((cfg.num_envs, *act_space.shape))
+        self.num_updates = 0
+
+    def explore(self, obs: np.ndarray, global_step: int) -> np.ndarray:
+        """a = clip(mu(s) + noise, low, high): Gaussian or OU noise, in units of each action's half-range."""
+        cfg = self.cfg
+        normal = self.rng.standard_normal(self.ou_state.shape)
+        if cfg.noise == "ou":
+            self.ou_state = ou_step(self.ou_state, normal, cfg.ou_theta, cfg.noise_std, cfg.ou_dt)
+        noise = {"ou": self.ou_state, "gaussian": cfg.noise_std * normal, "none": 0.0}[cfg.noise]
+        return explore_actions(self.policy.act(obs), noise, self.half_range, self.low, self.high)
+
+    def update(self, batches: Iterable[Batch], global_step: int) -> dict[str, float]:
+        for batch in batches:
+            self.num_updates += 1
+            metrics = gradient_step(self.nets, batch, self.cfg, self.num_updates)
+        return {key: value.item() for key, value in metrics.items()}
+
+    def after_env_step(self, global_step: int, ended: np.ndarray) -> None:
+        self.ou_state[ended] = 0.0  # a new episode starts the OU process afresh
+
+    def scalars(self) -> dict[str, float]:
+        return {"charts/num_updates": self.num_updates}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**{name: getattr(self.nets, name).state_dict() for name in Nets._fields},
+                "obs_normalizer": self.normalizer.state_dict() if self.normalizer is not None else None,
+                "ou_state": self.ou_state, "num_updates": self.num_updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         for name in Nets._fields:
-            getattr(nets, name).load_state_dict(state[name])
-        if normalizer is not None:
-            normalizer.load_state_dict(state["obs_normalizer"])
-        ou_state, num_updates, global_step = state["ou_state"], state["num_updates"], run.global_step
-        run.restore_replay_buffer(buffer)
-    run.restore_rng()
-    # A resumed run cannot restore the envs' internal state; it starts fresh episodes on a new seed.
-    obs = envs.reset(seed=cfg.seed + global_step)
+            getattr(self.nets, name).load_state_dict(state[name])
+        if self.normalizer is not None:
+            self.normalizer.load_state_dict(state["obs_normalizer"])
+        self.ou_state, self.num_updates = state["ou_state"], state["num_updates"]
 
-    saved_buffer = buffer if cfg.save_buffer else None  # checkpointed with the state, in the same directory
 
-    def state_dict() -> dict[str, Any]:
-        return {**{name: getattr(nets, name).state_dict() for name in Nets._fields},
-                "obs_normalizer": normalizer.state_dict() if normalizer is not None else None,
-                "ou_state": ou_state, "num_updates": num_updates,
-                "observation_space": obs_space, "action_space": act_space}
-
-    with run.checkpoint_on_interrupt(lambda: (global_step, state_dict(), saved_buffer)):
-        while global_step < cfg.total_steps and run.stopped is None:
-            # ALGO LOGIC: uniform random actions first, then mu(s) + noise, always inside the bounds.
-            if normalizer is not None:
-                normalizer.update(obs)
-            if global_step < cfg.learning_starts:
-                actions = run.rng.uniform(low, high, size=(stride, *act_space.shape)).astype(np.float32)
-            else:
-                normal = run.rng.standard_normal(ou_state.shape)
-                if cfg.noise == "ou":
-                    ou_state = ou_step(ou_state, normal, cfg.ou_theta, cfg.noise_std, cfg.ou_dt)
-                noise = {"ou": ou_state, "gaussian": cfg.noise_std * normal, "none": 0.0}[cfg.noise]
-                actions = explore_actions(policy.act(obs), noise, half_range, low, high)
-
-            step = envs.step(actions)
-            # TRY NOT TO MODIFY: store the true final observation, and bootstrap through truncation.
-            buffer.add(obs, actions, step.rewards, step.final_obs, step.terminated, step.truncated)
-            obs = step.obs
-            global_step += stride
-            for i in np.flatnonzero(step.episode_lengths):
-                run.logger.record_episode(step.episode_returns[i], int(step.episode_lengths[i]))
-                ou_state[i] = 0.0  # a new episode starts the OU process afresh
-
-            # ALGO LOGIC: training.
-            if cfg.learning(global_step, len(buffer)) and Run.due(global_step, cfg.train_every, stride):
-                for batch in buffer.sample_minibatches(cfg.batch_size, cfg.gradient_steps, cfg.device):
-                    num_updates += 1
-                    if normalizer is not None:
-                        batch = normalizer.batch(batch)
-                    metrics = gradient_step(nets, batch, cfg, num_updates)
-                for key, value in metrics.items():
-                    run.logger.record(key, value.item())
-
-            run.step_done(global_step, stride, policy, eval_env_factory(cfg), state_dict,
-                          lambda n=num_updates: {"charts/num_updates": n}, replay_buffer=saved_buffer)
-
-    envs.close()
-    return run.finish(policy, eval_env_factory(cfg), global_step, state_dict(), replay_buffer=saved_buffer)
+def train(cfg: DDPGConfig, resume: bool = False, callbacks: Sequence[Callback] | None = None, *,
+          agent: str = "ddpg") -> dict[str, Any]:
+    """Train DDPG (or TD3, with its switches in ``cfg``); returns the contents of ``final.json``."""
+    return train_off_policy(agent, cfg, DDPG, resume, callbacks)
 
 
 def train_td3(cfg: DDPGConfig, resume: bool = False, callbacks: Sequence[Callback] | None = None
               ) -> dict[str, Any]:
     """Train with the run recorded as ``td3`` (pass a :func:`td3_config`)."""
-    return train(cfg, resume=resume, agent="td3", callbacks=callbacks)
+    return train(cfg, resume, callbacks, agent="td3")
 
 
 def load_policy(state: dict[str, Any]) -> TorchPolicy:
@@ -297,7 +276,7 @@ def load_policy(state: dict[str, Any]) -> TorchPolicy:
     actor.load_state_dict(state["actor"])
     actor.eval()
     normalizer = ObsNormalizer.from_state(obs_space.shape, state.get("obs_normalizer"))
-    return make_policy(actor, act_space, obs_space, normalizer)
+    return make_policy(actor, obs_space, act_space, normalizer)
 
 
 AGENT = AgentSpec("ddpg", DDPGConfig, train, load_policy,

@@ -23,25 +23,27 @@ Run it: ``rlkit train dqn --env CartPole-v1 --preset cartpole`` or ``python -m r
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
 import torch
-from rlkit.envs import is_atari, make_vec_env
+from rlkit.envs import is_atari
 from torch import nn
 
 from rlkit.buffers import PrioritizedReplayBuffer, ReplayBuffer
 from rlkit.callbacks import Callback
 from rlkit.config import MAX_WIDTH, BaseConfig, ReplayOptions, config_from_dict, opt, require_at_least_one
+from rlkit.engine.off_policy import OffPolicyLearner, train_off_policy
 from rlkit.errors import RLKitError
 from rlkit.fast.numpy_forward import numpy_forward
+from rlkit.fast.presample import rate_once
 from rlkit.nets import QNetwork, polyak_update
 from rlkit.optim import OptimizerOptions, linear, set_lr
 from rlkit.policy import Batch, TorchPolicy
-from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
+from rlkit.registry import AgentSpec, train_from_command_line
 from rlkit.run import Run
 
 
@@ -143,106 +145,83 @@ def make_policy(q_net: QNetwork, cfg: DQNConfig, observation_space: gym.Space, a
     return TorchPolicy(q_net, act_fn, action_space, observation_space, fast=numpy_forward(q_net))
 
 
+class DQN(OffPolicyLearner):
+    """What DQN needs from the off-policy loop (:mod:`rlkit.engine.off_policy`): epsilon-greedy actions,
+    TD-loss steps on (prioritized, n-step) replay, and the target network's updates."""
+
+    warmup_uniform = False  # epsilon starts at epsilon_start: exploration is the schedule's
+
+    def __init__(self, cfg: DQNConfig, obs_space: gym.Space, act_space: gym.spaces.Discrete,
+                 rng: np.random.Generator) -> None:
+        self.cfg, self.rng = cfg, rng
+        self.q_net = build_q_net(cfg, obs_space, act_space).to(cfg.device)
+        self.q_target = copy.deepcopy(self.q_net).requires_grad_(False)
+        self.optimizer = cfg.build_optimizer(self.q_net.parameters())
+        self.q_params = list(self.q_net.parameters())  # (listed once: .parameters() walks the modules each call)
+        replay = dict(num_envs=cfg.num_envs, n_step=cfg.n_step, gamma=cfg.gamma, rng=rng,
+                      frame_stack=obs_space.shape[0] if is_atari(cfg.env_id) else 0)  # store each Atari frame once
+        self.buffer = PrioritizedReplayBuffer(cfg.buffer_size, obs_space, act_space, alpha=cfg.per_alpha,
+                                              eps=cfg.per_eps, **replay) if cfg.prioritized else \
+            ReplayBuffer(cfg.buffer_size, obs_space, act_space, **replay)
+        self.policy = make_policy(self.q_net, cfg, obs_space, act_space)
+        self.n_actions = int(act_space.n)
+        self.epsilon = cfg.epsilon_start
+
+    @staticmethod
+    def check_spaces(observation_space: gym.Space, action_space: gym.Space, env_id: str, agent: str) -> None:
+        check_action_space(action_space, env_id)
+
+    def explore(self, obs: np.ndarray, global_step: int) -> np.ndarray:
+        """Epsilon-greedy, epsilon decaying linearly over ``exploration_fraction`` of the budget."""
+        cfg = self.cfg
+        decay_steps = cfg.exploration_fraction * cfg.total_steps
+        self.epsilon = linear(cfg.epsilon_start, cfg.epsilon_end, global_step / decay_steps if decay_steps > 0 else 1.0)
+        actions = self.policy.act(obs)
+        explore = self.rng.random(cfg.num_envs) < self.epsilon
+        if explore.any():
+            actions[explore] = self.rng.integers(self.n_actions, size=int(explore.sum()))
+        return actions
+
+    def rewards_to_store(self, rewards: np.ndarray) -> np.ndarray:
+        return np.sign(rewards) if self.cfg.clip_rewards else rewards
+
+    def update(self, batches: Iterable[Batch], global_step: int) -> dict[str, float]:
+        cfg = self.cfg
+        set_lr(self.optimizer, cfg.lr_at(global_step / cfg.total_steps))
+        if cfg.prioritized:  # before the lazily drawn minibatches are sampled
+            self.buffer.beta = linear(cfg.per_beta_start, 1.0, global_step / cfg.total_steps)
+        next_q_targets = rate_once(self.q_target, batches)  # the target net is fixed during a round
+        for i, batch in enumerate(batches):
+            next_q_target = next_q_targets[i] if next_q_targets is not None else None
+            loss, td_errors, q_taken = dqn_loss(self.q_net, self.q_target, batch, cfg.double, cfg.loss, next_q_target)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.max_grad_norm > 0:
+                nn.utils.clip_grad_norm_(self.q_params, cfg.max_grad_norm)
+            self.optimizer.step()
+            self.buffer.update_priorities(batch.indices, td_errors.cpu().numpy())
+        return {"losses/td_loss": loss.item(), "losses/q_values": q_taken.mean().item()}
+
+    def after_env_step(self, global_step: int, ended: np.ndarray) -> None:
+        if Run.due(global_step, self.cfg.target_update_every, self.cfg.num_envs):
+            polyak_update(self.q_net, self.q_target, self.cfg.tau)
+
+    def scalars(self) -> dict[str, float]:
+        return {"charts/epsilon": self.epsilon, "charts/learning_rate": self.optimizer.param_groups[0]["lr"]}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"q_net": self.q_net.state_dict(), "q_target": self.q_target.state_dict(),
+                "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.q_net.load_state_dict(state["q_net"])
+        self.q_target.load_state_dict(state["q_target"])  # (map_location is cpu; the nets are on cfg.device)
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
 def train(cfg: DQNConfig, resume: bool = False, callbacks: Sequence[Callback] | None = None) -> dict[str, Any]:
     """Train DQN as configured; returns the contents of ``final.json``."""
-    cfg.validate()
-    envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
-    check_action_space(envs.single_action_space, cfg.env_id)
-    run = Run("dqn", cfg, resume=resume, callbacks=callbacks)  # seeds the global RNGs, sets thread counts
-    obs_space, act_space = envs.single_observation_space, envs.single_action_space
-    n_actions = int(act_space.n)
-
-    q_net = build_q_net(cfg, obs_space, act_space).to(cfg.device)
-    q_target = copy.deepcopy(q_net).requires_grad_(False)
-    optimizer = cfg.build_optimizer(q_net.parameters())
-    q_params = list(q_net.parameters())  # (listed once: .parameters() walks the modules on every call)
-    buffer_cls = PrioritizedReplayBuffer if cfg.prioritized else ReplayBuffer
-    buffer_kwargs = {"alpha": cfg.per_alpha, "eps": cfg.per_eps} if cfg.prioritized else {}
-    # Atari observations are FrameStack'ed: store each frame once (see rlkit.buffers).
-    frame_stack = obs_space.shape[0] if is_atari(cfg.env_id) else 0
-    buffer = buffer_cls(cfg.buffer_size, obs_space, act_space, num_envs=cfg.num_envs, n_step=cfg.n_step,
-                        gamma=cfg.gamma, rng=run.rng, frame_stack=frame_stack, **buffer_kwargs)
-    policy = make_policy(q_net, cfg, obs_space, act_space)
-
-    global_step = 0
-    if run.resume_state is not None:
-        state = run.resume_state
-        q_net.load_state_dict(state["q_net"])
-        q_target.load_state_dict(state["q_target"])  # (map_location is cpu; the nets are on cfg.device)
-        optimizer.load_state_dict(state["optimizer"])
-        global_step = run.global_step
-        run.restore_replay_buffer(buffer)
-    run.restore_rng()
-    # A resumed run cannot restore the envs' internal state; it starts fresh episodes on a new seed.
-    obs = envs.reset(seed=cfg.seed + global_step)
-
-    saved_buffer = buffer if cfg.save_buffer else None  # checkpointed with the state, in the same directory
-
-    def state_dict() -> dict[str, Any]:
-        return {"q_net": q_net.state_dict(), "q_target": q_target.state_dict(),
-                "optimizer": optimizer.state_dict(), "observation_space": obs_space, "action_space": act_space}
-
-    stride = cfg.num_envs
-    decay_steps = cfg.exploration_fraction * cfg.total_steps
-    with run.checkpoint_on_interrupt(lambda: (global_step, state_dict(), saved_buffer)):
-        while global_step < cfg.total_steps and run.stopped is None:
-            # ALGO LOGIC: epsilon-greedy action selection.
-            epsilon = linear(cfg.epsilon_start, cfg.epsilon_end, global_step / decay_steps if decay_steps > 0 else 1.0)
-            actions = policy.act(obs)
-            explore = run.rng.random(stride) < epsilon
-            if explore.any():
-                actions[explore] = run.rng.integers(n_actions, size=int(explore.sum()))
-
-            step = envs.step(actions)
-            rewards = np.sign(step.rewards) if cfg.clip_rewards else step.rewards
-            # TRY NOT TO MODIFY: store the true final observation, and bootstrap through truncation.
-            buffer.add(obs, actions, rewards, step.final_obs, step.terminated, step.truncated)
-            obs = step.obs
-            global_step += stride
-            for i in np.flatnonzero(step.episode_lengths):
-                run.logger.record_episode(step.episode_returns[i], int(step.episode_lengths[i]))
-
-            # ALGO LOGIC: training.
-            if cfg.learning(global_step, len(buffer)) and Run.due(global_step, cfg.train_every, stride):
-                set_lr(optimizer, cfg.lr_at(global_step / cfg.total_steps))
-                if cfg.prioritized:
-                    buffer.beta = linear(cfg.per_beta_start, 1.0, global_step / cfg.total_steps)
-                # Uniform replay: draw all minibatches of this update at once (one numpy gather
-                # instead of gradient_steps); PER must re-sample after each priority update.
-                presampled = None
-                if not cfg.prioritized:
-                    presampled = buffer.sample(cfg.batch_size * cfg.gradient_steps).to(cfg.device)
-                # The target net is fixed during an update: rate every minibatch's next_obs in one pass.
-                next_q_targets = None
-                if presampled is not None:
-                    with torch.no_grad():
-                        next_q_targets = q_target(presampled.next_obs)
-                for i in range(cfg.gradient_steps):
-                    next_q_target = None
-                    if presampled is None:
-                        batch = buffer.sample(cfg.batch_size).to(cfg.device)
-                    else:
-                        rows = slice(i * cfg.batch_size, (i + 1) * cfg.batch_size)
-                        batch, next_q_target = Batch(*(x[rows] for x in presampled)), next_q_targets[rows]
-                    loss, td_errors, q_taken = dqn_loss(q_net, q_target, batch, cfg.double, cfg.loss, next_q_target)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.max_grad_norm > 0:
-                        nn.utils.clip_grad_norm_(q_params, cfg.max_grad_norm)
-                    optimizer.step()
-                    buffer.update_priorities(batch.indices, td_errors.cpu().numpy())
-                run.logger.record("losses/td_loss", loss.item())
-                run.logger.record("losses/q_values", q_taken.mean().item())
-            if Run.due(global_step, cfg.target_update_every, stride):
-                polyak_update(q_net, q_target, cfg.tau)
-
-            run.step_done(global_step, stride, policy, eval_env_factory(cfg), state_dict,
-                          lambda epsilon=epsilon: {"charts/epsilon": epsilon,
-                                                   "charts/learning_rate": optimizer.param_groups[0]["lr"]},
-                          replay_buffer=saved_buffer)
-
-    envs.close()
-    return run.finish(policy, eval_env_factory(cfg), global_step, state_dict(), replay_buffer=saved_buffer)
+    return train_off_policy("dqn", cfg, DQN, resume, callbacks)
 
 
 def load_policy(state: dict[str, Any]) -> TorchPolicy:

@@ -36,26 +36,25 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
 import torch
-from rlkit.envs import make_vec_env
 
 from rlkit.buffers import ReplayBuffer
 from rlkit.callbacks import Callback
 from rlkit.config import MAX_WIDTH, BaseConfig, ReplayOptions, config_from_dict, default, opt
-from rlkit.distributions import LOG_STD_MAX, LOG_STD_MIN, SquashedGaussianActor
-from rlkit.fast.numpy_forward import numpy_ops, run_numpy
+from rlkit.distributions import SquashedGaussianActor
+from rlkit.engine.off_policy import OffPolicyLearner, train_off_policy
+from rlkit.fast.numpy_forward import numpy_squashed_gaussian
 from rlkit.nets import QCriticEnsemble, check_continuous_spaces, polyak_update
 from rlkit.normalizers import ObsNormalizer
 from rlkit.optim import make_optimizer
 from rlkit.policy import Batch, TorchPolicy
-from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
-from rlkit.run import Run
+from rlkit.registry import AgentSpec, train_from_command_line
 
 
 @dataclass
@@ -145,125 +144,79 @@ def gradient_step(nets: Nets, batch: Batch, cfg: SACConfig, target_entropy: floa
             "losses/q_values": q[0].detach().mean(), "losses/alpha": alpha, "losses/entropy": -log_prob.detach().mean()}
 
 
-def make_policy(actor: SquashedGaussianActor, act_space: gym.spaces.Box, obs_space: gym.Space,
+def make_policy(actor: SquashedGaussianActor, obs_space: gym.Space, act_space: gym.spaces.Box,
                 normalizer: ObsNormalizer | None = None) -> TorchPolicy:
-    """The actor as a Policy: ``tanh(mean)`` scaled to the bounds when deterministic, else a sample.
-
-    Small deterministic batches on the CPU run on numpy views of the live weights."""
+    """The actor as a Policy: ``tanh(mean)`` scaled to the bounds when deterministic, else a sample
+    (numpy acting for small deterministic batches)."""
     shape = act_space.shape
 
     def act_fn(module: SquashedGaussianActor, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         obs = normalizer.torch(obs) if normalizer is not None else obs
         return module.act(obs, deterministic).reshape(len(obs), *shape)
 
-    trunk = numpy_ops(actor.trunk)
-    flat = actor.encoder.n_discrete == 0 and actor.encoder.cnn is None
-    if trunk is None or not flat or any(p.device.type != "cpu" for p in actor.parameters()):
-        return TorchPolicy(actor, act_fn, act_space, obs_space)
-    mean_layer = numpy_ops([actor.mean])
-    scale, bias = actor.action_scale.numpy(), actor.action_bias.numpy()
+    net_np = numpy_squashed_gaussian(actor, rng=None)
 
     def fast(obs: np.ndarray) -> np.ndarray:
-        x = np.asarray(normalizer(obs) if normalizer is not None else obs, dtype=np.float32).reshape(len(obs), -1)
-        return (np.tanh(run_numpy(mean_layer, run_numpy(trunk, x))) * scale + bias).reshape(len(obs), *shape)
+        return net_np(normalizer(obs) if normalizer is not None else obs).reshape(len(obs), *shape)
 
-    return TorchPolicy(actor, act_fn, act_space, obs_space, fast=fast)
+    return TorchPolicy(actor, act_fn, act_space, obs_space, fast=fast if net_np is not None else None)
 
 
-def numpy_sampler(actor: SquashedGaussianActor, rng: np.random.Generator) -> Any:
-    """``sample(obs) -> actions`` on numpy views of the live weights (CPU, flat observations), or None."""
-    trunk = numpy_ops(actor.trunk)
-    if trunk is None or actor.encoder.n_discrete or actor.encoder.cnn is not None \
-            or any(p.device.type != "cpu" for p in actor.parameters()):
-        return None
-    heads = numpy_ops([actor.mean]), numpy_ops([actor.log_std])
-    scale, bias = actor.action_scale.numpy(), actor.action_bias.numpy()
+# The networks and optimizers a checkpoint holds by name (log_alpha, a tensor, is stored apart).
+TRAINED = ("actor", "critic", "critic_target", "actor_opt", "critic_opt", "alpha_opt")
 
-    def sample(obs: np.ndarray) -> np.ndarray:
-        h = run_numpy(trunk, np.asarray(obs, dtype=np.float32).reshape(len(obs), -1))
-        mean, log_std = (run_numpy(head, h) for head in heads)
-        u = mean + np.exp(np.clip(log_std, LOG_STD_MIN, LOG_STD_MAX)) * rng.standard_normal(mean.shape)
-        return (np.tanh(u) * scale + bias).astype(np.float32)
 
-    return sample
+class SAC(OffPolicyLearner):
+    """What SAC needs from the off-policy loop (:mod:`rlkit.engine.off_policy`): samples of the policy to act,
+    and :func:`gradient_step` for each minibatch."""
+
+    check_spaces = staticmethod(check_continuous_spaces)
+
+    def __init__(self, cfg: SACConfig, obs_space: gym.Space, act_space: gym.spaces.Box,
+                 rng: np.random.Generator) -> None:
+        self.cfg = cfg
+        self.target_entropy = -float(np.prod(act_space.shape)) if cfg.target_entropy is None else cfg.target_entropy
+        self.nets = build_nets(cfg, obs_space, act_space)
+        self.normalizer = ObsNormalizer(obs_space.shape, cfg.obs_clip) if cfg.normalize_obs else None
+        self.buffer = ReplayBuffer(cfg.buffer_size, obs_space, act_space, num_envs=cfg.num_envs, gamma=cfg.gamma,
+                                   rng=rng)
+        self.policy = make_policy(self.nets.actor, obs_space, act_space, self.normalizer)
+        self.sample = numpy_squashed_gaussian(self.nets.actor, rng)  # None: sample through torch
+        self.shape = (cfg.num_envs, *act_space.shape)
+        self.num_updates = 0
+
+    def explore(self, obs: np.ndarray, global_step: int) -> np.ndarray:
+        if self.sample is None:
+            return self.policy.act(obs, deterministic=False)
+        return self.sample(self.normalizer(obs) if self.normalizer is not None else obs, False).reshape(self.shape)
+
+    def update(self, batches: Iterable[Batch], global_step: int) -> dict[str, float]:
+        for batch in batches:
+            self.num_updates += 1
+            metrics = gradient_step(self.nets, batch, self.cfg, self.target_entropy)
+        return {key: value.item() for key, value in metrics.items()}
+
+    def scalars(self) -> dict[str, float]:
+        return {"charts/num_updates": self.num_updates}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**{name: getattr(self.nets, name).state_dict() for name in TRAINED},
+                "log_alpha": self.nets.log_alpha.detach().cpu(), "num_updates": self.num_updates,
+                "obs_normalizer": self.normalizer.state_dict() if self.normalizer is not None else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name in TRAINED:
+            getattr(self.nets, name).load_state_dict(state[name])
+        with torch.no_grad():
+            self.nets.log_alpha.copy_(state["log_alpha"])
+        if self.normalizer is not None:
+            self.normalizer.load_state_dict(state["obs_normalizer"])
+        self.num_updates = state["num_updates"]
 
 
 def train(cfg: SACConfig, resume: bool = False, callbacks: Sequence[Callback] | None = None) -> dict[str, Any]:
     """Train SAC as configured; returns the contents of ``final.json``."""
-    cfg.validate()
-    envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
-    obs_space, act_space = envs.single_observation_space, envs.single_action_space
-    check_continuous_spaces(obs_space, act_space, cfg.env_id, "sac")
-    run = Run("sac", cfg, resume=resume, callbacks=callbacks)
-    stride = cfg.num_envs
-    low, high = act_space.low.astype(np.float32), act_space.high.astype(np.float32)
-    target_entropy = -float(np.prod(act_space.shape)) if cfg.target_entropy is None else cfg.target_entropy
-
-    nets = build_nets(cfg, obs_space, act_space)
-    normalizer = ObsNormalizer(obs_space.shape, cfg.obs_clip) if cfg.normalize_obs else None
-    buffer = ReplayBuffer(cfg.buffer_size, obs_space, act_space, num_envs=stride, gamma=cfg.gamma, rng=run.rng)
-    policy = make_policy(nets.actor, act_space, obs_space, normalizer)
-    sampler = numpy_sampler(nets.actor, run.rng)
-
-    global_step, num_updates = 0, 0
-    if run.resume_state is not None:
-        state = run.resume_state
-        for name in ("actor", "critic", "critic_target", "actor_opt", "critic_opt", "alpha_opt"):
-            getattr(nets, name).load_state_dict(state[name])
-        with torch.no_grad():
-            nets.log_alpha.copy_(state["log_alpha"])
-        if normalizer is not None:
-            normalizer.load_state_dict(state["obs_normalizer"])
-        num_updates, global_step = state["num_updates"], run.global_step
-        run.restore_replay_buffer(buffer)
-    run.restore_rng()
-    # A resumed run cannot restore the envs' internal state; it starts fresh episodes on a new seed.
-    obs = envs.reset(seed=cfg.seed + global_step)
-
-    saved_buffer = buffer if cfg.save_buffer else None  # checkpointed with the state, in the same directory
-
-    def state_dict() -> dict[str, Any]:
-        return {**{name: getattr(nets, name).state_dict()
-                   for name in ("actor", "critic", "critic_target", "actor_opt", "critic_opt", "alpha_opt")},
-                "log_alpha": nets.log_alpha.detach().cpu(), "num_updates": num_updates,
-                "obs_normalizer": normalizer.state_dict() if normalizer is not None else None,
-                "observation_space": obs_space, "action_space": act_space}
-
-    with run.checkpoint_on_interrupt(lambda: (global_step, state_dict(), saved_buffer)):
-        while global_step < cfg.total_steps and run.stopped is None:
-            # ALGO LOGIC: uniform random actions first, then samples of the squashed Gaussian policy.
-            if normalizer is not None:
-                normalizer.update(obs)
-            if global_step < cfg.learning_starts:
-                actions = run.rng.uniform(low, high, size=(stride, *act_space.shape)).astype(np.float32)
-            elif sampler is not None:
-                actions = sampler(normalizer(obs) if normalizer is not None else obs).reshape(stride, *act_space.shape)
-            else:
-                actions = policy.act(obs, deterministic=False)
-
-            step = envs.step(actions)
-            # TRY NOT TO MODIFY: store the true final observation, and bootstrap through truncation.
-            buffer.add(obs, actions, step.rewards, step.final_obs, step.terminated, step.truncated)
-            obs = step.obs
-            global_step += stride
-            for i in np.flatnonzero(step.episode_lengths):
-                run.logger.record_episode(step.episode_returns[i], int(step.episode_lengths[i]))
-
-            # ALGO LOGIC: training (after learning_starts steps, as SB3 counts them).
-            if cfg.learning(global_step, len(buffer)) and Run.due(global_step, cfg.train_every, stride):
-                for batch in buffer.sample_minibatches(cfg.batch_size, cfg.gradient_steps, cfg.device):
-                    num_updates += 1
-                    if normalizer is not None:
-                        batch = normalizer.batch(batch)
-                    metrics = gradient_step(nets, batch, cfg, target_entropy)
-                for key, value in metrics.items():
-                    run.logger.record(key, value.item())
-
-            run.step_done(global_step, stride, policy, eval_env_factory(cfg), state_dict,
-                          lambda n=num_updates: {"charts/num_updates": n}, replay_buffer=saved_buffer)
-
-    envs.close()
-    return run.finish(policy, eval_env_factory(cfg), global_step, state_dict(), replay_buffer=saved_buffer)
+    return train_off_policy("sac", cfg, SAC, resume, callbacks)
 
 
 def load_policy(state: dict[str, Any]) -> TorchPolicy:
@@ -274,7 +227,7 @@ def load_policy(state: dict[str, Any]) -> TorchPolicy:
     actor.load_state_dict(state["actor"])
     actor.eval()
     normalizer = ObsNormalizer.from_state(obs_space.shape, state.get("obs_normalizer"))
-    return make_policy(actor, act_space, obs_space, normalizer)
+    return make_policy(actor, obs_space, act_space, normalizer)
 
 
 AGENT = AgentSpec("sac", SACConfig, train, load_policy,

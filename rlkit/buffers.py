@@ -14,6 +14,8 @@ buffer then takes 7 GB instead of 28 GB.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 import gymnasium as gym
 import numpy as np
 import torch
@@ -137,9 +139,10 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return self.num_valid_rows() * self.num_envs
 
-    def sample_minibatches(self, batch_size: int, count: int, device: torch.device | str = "cpu") -> list[Batch]:
-        """``count`` uniform minibatches of ``batch_size`` drawn in one gather (an update's gradient steps add
-        nothing to the buffer in between, so this equals ``count`` separate draws of the same sizes)."""
+    def minibatches(self, batch_size: int, count: int, device: torch.device | str = "cpu") -> Sequence[Batch]:
+        """``count`` uniform minibatches of ``batch_size`` for one training round, drawn in one gather (the
+        round's gradient steps add nothing to the buffer in between, so this is distributed as ``count``
+        separate draws of the same size; it consumes the RNG in another order)."""
         batches = self.sample(batch_size * count).to(device)
         return [Batch(*(x[i * batch_size:(i + 1) * batch_size] for x in batches)) for i in range(count)]
 
@@ -307,6 +310,12 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         weights /= weights.max()
         rows, envs = np.divmod(leaves, self.num_envs)
         return self._gather(rows, envs, weights)
+
+    def minibatches(self, batch_size: int, count: int, device: torch.device | str = "cpu") -> Iterator[Batch]:
+        """``count`` minibatches, each drawn when the previous one is done with: the priorities (and ``beta``)
+        change between the gradient steps of a round."""
+        for _ in range(count):
+            yield self.sample(batch_size).to(device)
 
     def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
         priorities = np.abs(np.asarray(td_errors, dtype=np.float64)) + self.eps

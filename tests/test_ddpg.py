@@ -129,7 +129,7 @@ def test_critic_ensemble_equals_separate_mlps():
 def test_actor_respects_asymmetric_bounds():
     env = envs.make_env("rlkit/ContinuousTarget-v0")  # Box [-1, 3]
     nets = build_nets(DDPGConfig(hidden=[16]), env.observation_space, env.action_space)
-    policy = make_policy(nets.actor, env.action_space, env.observation_space)
+    policy = make_policy(nets.actor, env.observation_space, env.action_space)
     obs = np.random.default_rng(0).uniform(-1, 3, size=(200, 1)).astype(np.float32)
     last = nets.actor.net[-2]  # the Linear before the tanh
     # the tanh saturated up, down, and at zero maps onto high, low and the middle of the box

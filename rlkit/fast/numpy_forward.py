@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from rlkit.distributions import LOG_STD_MAX, LOG_STD_MIN, SquashedGaussianActor
 from rlkit.nets import ActorCritic, CategoricalHead, DeterministicActor, ObsEncoder, QNetwork
 
 NumpyOps = list[tuple[str, Any, Any]]
@@ -107,3 +108,29 @@ def numpy_actor_critic(model: ActorCritic, rng: np.random.Generator | None) -> A
         return (out + np.exp(log_std) * rng.standard_normal(out.shape)).astype(np.float32), values
 
     return actor
+
+
+def numpy_squashed_gaussian(actor: SquashedGaussianActor, rng: np.random.Generator | None) -> Any:
+    """``act(obs, deterministic) -> actions`` of a plain-MLP :class:`SquashedGaussianActor` (SAC) in numpy, or
+    None (images, one-hot inputs, a GPU actor).
+
+    Deterministic: ``tanh(mean) * scale + bias``; else ``tanh(mean + std * N(0, 1)) * scale + bias`` with the
+    normal draws from ``rng``, log-std clamped as the torch actor clamps it.
+    """
+    trunk = numpy_ops(actor.trunk)
+    if trunk is None or not _flat_input(actor.encoder):
+        return None
+    mean_layer, log_std_layer = numpy_ops([actor.mean]), numpy_ops([actor.log_std])
+    if mean_layer is None or log_std_layer is None:
+        return None
+    scale, bias = actor.action_scale.numpy(), actor.action_bias.numpy()
+
+    def act(obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        hidden = run_numpy(trunk, _as_rows(obs))
+        u = run_numpy(mean_layer, hidden)
+        if not deterministic:
+            log_std = np.clip(run_numpy(log_std_layer, hidden), LOG_STD_MIN, LOG_STD_MAX)
+            u = u + np.exp(log_std) * rng.standard_normal(u.shape)
+        return (np.tanh(u) * scale + bias).astype(np.float32)
+
+    return act

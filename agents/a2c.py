@@ -24,7 +24,10 @@ Deviations from the paper, and why:
     * Gaussian actions are clipped to the Box bounds before the env sees them; the log-probability
       uses the unclipped sample (as SB3 does).
     * Rollouts act through numpy views of the same weights (:func:`rlkit.fast.numpy_forward.numpy_actor_critic`) when
-      the network is a plain MLP on flat observations; images and Discrete observations act through torch.
+      the network is a plain MLP on flat observations on the CPU; images, Discrete observations and GPU models
+      act through torch.
+
+The loop (rollouts, logging, evaluation, checkpoints, resume) is :mod:`rlkit.engine.on_policy`'s.
 
 Run it: ``rlkit train a2c --env CartPole-v1 --preset cartpole`` or ``python -m rlkit.agents.a2c --help``.
 """
@@ -35,25 +38,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rlkit.envs import make_vec_env
-from torch import nn
+import gymnasium as gym
+import numpy as np
 
 from rlkit.actor_critic import (
     ActorCriticOptions,
-    build_learner,
-    check_spaces,
+    actor_critic_gradients,
+    build_model,
     make_actor,
     make_policy,
     policy_from_state,
-    rollout_loss,
 )
 from rlkit.callbacks import Callback
-from rlkit.config import MAX_ENVS, BaseConfig, config_from_dict, opt, require_at_least_one
+from rlkit.config import MAX_ENVS, BaseConfig, config_from_dict, opt
+from rlkit.engine.common import progress
+from rlkit.engine.on_policy import OnPolicyLearner, train_on_policy
 from rlkit.optim import OptimizerOptions, set_lr
 from rlkit.policy import TorchPolicy
-from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
-from rlkit.rollouts import collect_rollout
-from rlkit.run import Run
+from rlkit.registry import AgentSpec, train_from_command_line
+from rlkit.rollouts import Rollout, collect_rollout  # noqa: F401 - collect_rollout: tests import it from here
 
 
 @dataclass
@@ -61,56 +64,42 @@ class A2CConfig(ActorCriticOptions, OptimizerOptions, BaseConfig):
     """A2C hyper-parameters: the shared actor-critic and optimizer options plus the vector env's."""
 
     num_envs: int = opt(8, "parallel envs stepping in lockstep", low=1, high=MAX_ENVS)
-    n_steps: int = opt(5, "steps per env between updates (t_max in the A3C paper)")
+    n_steps: int = opt(5, "steps per env between updates (t_max in the A3C paper)", low=1)
 
     def validate(self) -> None:
-        self.validate_actor_critic()
         self.validate_optimizer()
-        require_at_least_one(self, "num_envs", "n_steps")
+
+
+class A2C(OnPolicyLearner):
+    """A2C for :func:`rlkit.engine.on_policy.train_on_policy`: one gradient step on each rollout."""
+
+    def __init__(self, cfg: A2CConfig, obs_space: gym.Space, act_space: gym.Space, rng: np.random.Generator) -> None:
+        self.cfg = cfg
+        self.model = build_model(obs_space, act_space, cfg.hidden, cfg.activation, cfg.shared_trunk).to(cfg.device)
+        self.parameters = list(self.model.parameters())
+        self.optimizer = cfg.build_optimizer(self.parameters)
+        self.actor = make_actor(self.model, rng)
+        self.policy = make_policy(self.model, obs_space, act_space)
+
+    def update(self, rollout: Rollout, global_step: int) -> dict[str, Any]:
+        # ALGO LOGIC: one gradient step on the rollout; the learning rate anneals on the steps before it.
+        terms = actor_critic_gradients(self.model, self.parameters, rollout, self.cfg)
+        lr = self.cfg.lr_at(progress(global_step - rollout.rewards.size, self.cfg.total_steps))
+        set_lr(self.optimizer, lr)
+        self.optimizer.step()
+        return {**terms, "charts/learning_rate": lr}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
 
 
 def train(cfg: A2CConfig, resume: bool = False, callbacks: Sequence[Callback] | None = None) -> dict[str, Any]:
     """Train A2C as configured; returns the contents of ``final.json``."""
-    cfg.validate()
-    envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
-    obs_space, act_space = envs.single_observation_space, envs.single_action_space
-    check_spaces(obs_space, act_space, "a2c")
-    run = Run("a2c", cfg, resume=resume, callbacks=callbacks)  # seeds the global RNGs, sets thread counts
-    model, optimizer, global_step = build_learner(cfg, obs_space, act_space, run.resume_state)
-    run.restore_rng()
-    actor = make_actor(model, run.rng)
-    policy = make_policy(model, obs_space, act_space)
-    # A resumed run cannot restore the envs' internal state; it starts fresh episodes on a new seed.
-    obs = envs.reset(seed=cfg.seed + global_step)
-
-    def state_dict() -> dict[str, Any]:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "observation_space": obs_space, "action_space": act_space}
-
-    stride = cfg.num_envs * cfg.n_steps
-    with run.checkpoint_on_interrupt(lambda: (global_step, state_dict())):
-        while global_step < cfg.total_steps and run.stopped is None:
-            rollout, obs, episodes = collect_rollout(envs, obs, actor, cfg.n_steps, cfg.clip_rewards)
-            global_step += stride
-            for episode_return, length in episodes:
-                run.logger.record_episode(episode_return, length)
-
-            # ALGO LOGIC: one gradient step on the rollout.
-            loss, terms = rollout_loss(model, rollout, cfg.gamma, cfg.gae_lambda, cfg.vf_coef, cfg.ent_coef)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.max_grad_norm > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            lr = cfg.lr_at((global_step - stride) / cfg.total_steps)
-            set_lr(optimizer, lr)
-            optimizer.step()
-
-            run.step_done(global_step, stride, policy, eval_env_factory(cfg), state_dict,
-                          lambda terms=terms, lr=lr: {**{k: v.item() for k, v in terms.items()},
-                                                      "charts/learning_rate": lr})
-
-    envs.close()
-    return run.finish(policy, eval_env_factory(cfg), global_step, state_dict())
+    return train_on_policy("a2c", cfg, A2C, resume, callbacks)
 
 
 def load_policy(state: dict[str, Any]) -> TorchPolicy:

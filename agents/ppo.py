@@ -58,32 +58,31 @@ Run it: ``rlkit train ppo --preset cartpole`` or ``python -m rlkit.agents.ppo --
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from functools import partial
+from typing import Any, Literal, NamedTuple
 
 import gymnasium as gym
 import numpy as np
 import torch
-from rlkit.envs import make_vec_env
 from torch import nn
-from torch.nn import functional as F  # noqa: N812 - torch's own alias
 
-from rlkit.actor_critic import check_spaces
+from rlkit.actor_critic import check_spaces, make_actor, make_policy
 from rlkit.callbacks import Callback
 from rlkit.config import MAX_ENVS, MAX_WIDTH, BaseConfig, config_from_dict, default, opt
 from rlkit.distributions import MultiCategoricalHead
+from rlkit.engine.common import progress
+from rlkit.engine.on_policy import OnPolicyLearner, train_on_policy
 from rlkit.errors import RLKitError
-from rlkit.fast.flat_adam import FlatAdam
-from rlkit.fast.numpy_forward import numpy_actor_critic
-from rlkit.nets import ActorCritic, CategoricalHead, GaussianHead
+from rlkit.fast.ppo_update import clip_grad_norm, flat_adam, functional_evaluator, load_optimizer_state
+from rlkit.nets import ActorCritic, GaussianHead
 from rlkit.normalizers import ObsNormalizer
 from rlkit.optim import OptimizerOptions, scheduled, set_lr
 from rlkit.policy import TorchPolicy
-from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
+from rlkit.registry import AgentSpec, train_from_command_line
 from rlkit.returns import gae_advantages
-from rlkit.rollouts import Actor, collect_rollout
-from rlkit.run import Run
+from rlkit.rollouts import Rollout
 
 
 @dataclass
@@ -97,13 +96,15 @@ class PPOConfig(OptimizerOptions, BaseConfig):
     n_epochs: int = opt(10, "passes over each rollout (the paper's K)", low=1)
     gamma: float = opt(0.99, "discount factor", low=0, high=1)
     gae_lambda: float = opt(0.95, "GAE lambda in [0, 1]", low=0, high=1)
-    clip_range: float = opt(0.2, "clip the probability ratio to 1 +- this (the paper's epsilon)")
+    clip_range: float = opt(0.2, "clip the probability ratio to 1 +- this (the paper's epsilon)", low=0,
+                            low_open=True)
     clip_range_schedule: Literal["constant", "linear"] = opt("constant", "linear anneals clip_range to 0")
-    clip_range_vf: float | None = opt(None, "clip value updates to +- this around the old values (None: off)")
+    clip_range_vf: float | None = opt(None, "clip value updates to +- this around the old values (None: off)",
+                                      low=0, low_open=True)
     normalize_advantage: bool = opt(True, "normalise advantages to zero mean, unit std per minibatch")
-    ent_coef: float = opt(0.0, "weight of the entropy bonus")
-    vf_coef: float = opt(0.5, "weight of the value loss")
-    max_grad_norm: float = opt(0.5, "clip each update's gradients to this global norm (0 = no clipping)")
+    ent_coef: float = opt(0.0, "weight of the entropy bonus", low=0)
+    vf_coef: float = opt(0.5, "weight of the value loss", low=0)
+    max_grad_norm: float = opt(0.5, "clip each update's gradients to this global norm (0 = no clipping)", low=0)
     target_kl: float | None = opt(None, "stop an update's epochs once approx-KL exceeds 1.5x this (None: off)")
     lr: float = default(OptimizerOptions, "lr", 3e-4)
     optimizer_eps: float = default(OptimizerOptions, "optimizer_eps", 1e-5)  # Baselines/SB3 PPO
@@ -118,18 +119,10 @@ class PPOConfig(OptimizerOptions, BaseConfig):
     clip_rewards: bool = opt(False, "train on sign(reward) (Atari); logged returns stay raw")
 
     def validate(self) -> None:
-        if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
-            raise RLKitError(f"gamma and gae_lambda must be in [0, 1]; got {self.gamma} and {self.gae_lambda}")
-        for name in ("num_envs", "n_steps", "batch_size", "n_epochs"):
-            if getattr(self, name) < 1:
-                raise RLKitError(f"{name} must be at least 1; got {getattr(self, name)}")
+        self.validate_optimizer()
         if self.batch_size > self.num_envs * self.n_steps:
             raise RLKitError(f"batch_size {self.batch_size} exceeds a rollout of num_envs * n_steps = "
                              f"{self.num_envs * self.n_steps}; lower batch_size or raise n_steps")
-        if self.clip_range <= 0 or (self.clip_range_vf is not None and self.clip_range_vf <= 0):
-            raise RLKitError("clip_range and clip_range_vf must be positive")
-        if self.lr <= 0 or self.ent_coef < 0 or self.vf_coef < 0 or self.max_grad_norm < 0:
-            raise RLKitError("lr must be positive and ent_coef, vf_coef, max_grad_norm non-negative")
 
 
 # ALGO LOGIC: the math, as pure functions (unit-tested against hand values).
@@ -212,243 +205,125 @@ def build_model(obs_space: gym.Space, act_space: gym.Space, cfg: PPOConfig, devi
     return model.to(device or cfg.device)
 
 
-def build_optimizer(model: ActorCritic, cfg: PPOConfig) -> FlatAdam | torch.optim.Optimizer:
-    """Adam as :class:`rlkit.fast.flat_adam.FlatAdam` (the parameters become views of one buffer: an Adam step is five
-    tensor ops and gradient clipping one norm, where torch's Adam and ``clip_grad_norm_`` loop over a dozen
-    small tensors); RMSProp as torch's."""
-    if cfg.optimizer == "adam":
-        return FlatAdam(model, lr=cfg.lr, eps=cfg.optimizer_eps)
-    return cfg.build_optimizer(model.parameters())
+def evaluate_actions(model: ActorCritic, obs: torch.Tensor, actions: torch.Tensor, entropy_grad: bool
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(log pi(a|s), H[pi(.|s)], V(s)) of a minibatch; the entropy carries a gradient only when ``entropy_grad``
+    (with ``ent_coef`` 0 it is only logged)."""
+    dist, values = model(obs)
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+        entropy = dist.entropy()
+    return dist.log_prob(actions), entropy, values
 
 
-def load_optimizer_state(optimizer: FlatAdam | torch.optim.Optimizer, saved: dict[str, Any]) -> None:
-    """Restore the optimizer; a checkpoint of a run that trained with torch's Adam (rlkit before FlatAdam in
-    PPO) has per-parameter moments, concatenated here in parameter order (the flat buffer's order)."""
-    if isinstance(optimizer, FlatAdam) and "param_groups" in saved:
-        moments = [saved["state"][i] for i in saved["param_groups"][0]["params"] if i in saved["state"]]
-        if not moments:  # saved before the first step
-            return
-        saved = {"exp_avg": torch.cat([m["exp_avg"].reshape(-1) for m in moments]),
-                 "exp_avg_sq": torch.cat([m["exp_avg_sq"].reshape(-1) for m in moments]),
-                 "steps": int(moments[0]["step"])}
-    optimizer.load_state_dict(saved)
+class Batch(NamedTuple):
+    """A rollout flattened to ``num_envs * n_steps`` samples, as tensors on the training device."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    values: torch.Tensor  # V(s) when acting
+    old_log_prob: torch.Tensor  # log pi_old(a|s), before this update
 
 
-Evaluator = Callable[[torch.Tensor, torch.Tensor, bool], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+class PPO(OnPolicyLearner):
+    """PPO for :func:`rlkit.engine.on_policy.train_on_policy`: ``n_epochs`` of minibatch steps on each rollout."""
 
+    @staticmethod
+    def check_spaces(observation_space: gym.Space, action_space: gym.Space, env_id: str, agent: str) -> None:
+        check_spaces(observation_space, action_space, agent,
+                     (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.Box))
 
-def action_evaluator(model: ActorCritic) -> Evaluator:
-    """The update's ``(obs, actions, entropy_grad) -> (log_prob, entropy, values)``; the entropy carries a
-    gradient only when ``entropy_grad``.
+    def __init__(self, cfg: PPOConfig, obs_space: gym.Space, act_space: gym.Space, rng: np.random.Generator) -> None:
+        self.cfg, self.rng, self.device = cfg, rng, torch.device(cfg.device)
+        self.model = build_model(obs_space, act_space, cfg)
+        # Adam over one flat buffer where it applies (rlkit.fast.ppo_update); built before the actor views the weights
+        self.optimizer = flat_adam(self.model, cfg.optimizer, cfg.lr, cfg.optimizer_eps) \
+            or cfg.build_optimizer(self.model.parameters())
+        self.parameters = list(self.model.parameters())
+        self.obs_norm = ObsNormalizer(obs_space.shape, cfg.obs_clip) if cfg.normalize_obs else None
+        self.return_stats = ObsNormalizer((), cfg.reward_clip) if cfg.normalize_reward else None
+        self.running_return = np.zeros(cfg.num_envs)
+        self.actor = make_actor(self.model, rng, self.obs_norm)
+        self.policy = make_policy(self.model, obs_space, act_space, self.obs_norm)
+        # the same numbers as evaluate_actions, as functional calls, for categorical MLPs
+        self.evaluate = functional_evaluator(self.model) or partial(evaluate_actions, self.model)
 
-    For a flat-input MLP with a categorical head (CartPole and the like) it runs as plain
-    ``torch.nn.functional`` calls on the model's own parameters: the same ops as ``model(obs)`` and
-    :class:`Categorical`'s normalisation, log_prob and entropy (so bit-identical results) without the
-    per-module calls and the distribution object's argument checks, which cost a third of a CartPole
-    minibatch step. Other models go through ``model(obs)`` and its distribution.
-    """
-    layers = functional_layers(model)
+    def update(self, rollout: Rollout, global_step: int) -> dict[str, Any]:
+        cfg = self.cfg
+        done = progress(global_step, cfg.total_steps)  # after the rollout, as SB3
+        lr, clip = cfg.lr_at(done), scheduled(cfg.clip_range, cfg.clip_range_schedule, done)
+        set_lr(self.optimizer, lr)
+        batch, returns = self.flatten(rollout)
+        terms = self.epochs(batch, clip)
+        explained = explained_variance(rollout.values.ravel(), returns.ravel())
+        return {**terms, "charts/learning_rate": lr, "charts/clip_range": clip, "losses/explained_variance": explained}
 
-    def through_distribution(obs: torch.Tensor, actions: torch.Tensor, entropy_grad: bool
-                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        dist, values = model(obs)
-        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-            entropy = dist.entropy()
-        return dist.log_prob(actions), entropy, values
+    def flatten(self, r: Rollout) -> tuple[Batch, np.ndarray]:
+        """GAE advantages and returns of the rollout (on scaled rewards, if asked), flattened to tensors; and
+        the (T, N) returns."""
+        cfg, n = self.cfg, r.rewards.size
+        rewards = r.rewards
+        if self.return_stats is not None:
+            rewards = scale_rewards(rewards, r.terminated | r.truncated, self.running_return, self.return_stats,
+                                    cfg.gamma, cfg.reward_clip)
+        advantages = gae_advantages(rewards, r.values, r.next_values, r.terminated, r.truncated, cfg.gamma,
+                                    cfg.gae_lambda)
+        returns = advantages + r.values
+        flat_obs = r.obs.reshape(n, *r.obs.shape[2:])
+        if self.obs_norm is not None:  # the actor saw these statistics; update them only now
+            flat_obs = self.obs_norm(flat_obs)
+            self.obs_norm.update(r.obs.reshape(n, *r.obs.shape[2:]))
+        obs = torch.as_tensor(flat_obs, device=self.device)
+        actions = torch.as_tensor(r.actions.reshape(n, *r.actions.shape[2:]), device=self.device)
+        adv, ret, val = (torch.as_tensor(x.reshape(n), device=self.device) for x in (advantages, returns, r.values))
+        with torch.no_grad():
+            old_log_prob = self.evaluate(obs, actions, False)[0]
+        return Batch(obs, actions, adv, ret, val, old_log_prob), returns
 
-    if layers is None:
-        return through_distribution
-    trunk, value_trunk, policy, value = layers
-    min_real = torch.finfo(torch.float32).min
+    def epochs(self, b: Batch, clip: float) -> dict[str, torch.Tensor]:
+        """``n_epochs`` passes of shuffled minibatches (stopped early past ``target_kl``); the last one's terms."""
+        cfg, n = self.cfg, len(b.obs)
+        # One minibatch per epoch (CartPole's preset) is the whole rollout: no shuffling or gathering, and its
+        # advantages are normalised once here instead of identically in every epoch.
+        whole = cfg.batch_size >= n
+        if cfg.normalize_advantage and whole:
+            b = b._replace(advantages=normalize_advantages(b.advantages))
+        for _epoch in range(cfg.n_epochs):
+            epoch_kl = []
+            minibatches = [slice(None)] if whole else \
+                torch.as_tensor(self.rng.permutation(n), device=self.device).split(cfg.batch_size)
+            for idx in minibatches:
+                log_prob, entropy, values = self.evaluate(b.obs[idx], b.actions[idx], cfg.ent_coef > 0)
+                loss, terms = ppo_loss(log_prob, b.old_log_prob[idx], b.advantages[idx], values, b.values[idx],
+                                       b.returns[idx], entropy, clip, cfg.clip_range_vf, cfg.vf_coef, cfg.ent_coef,
+                                       cfg.normalize_advantage and not whole)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.max_grad_norm > 0:
+                    clip_grad_norm(self.optimizer, self.parameters, cfg.max_grad_norm)
+                self.optimizer.step()
+                epoch_kl.append(terms["losses/approx_kl"])
+            if cfg.target_kl is not None and torch.stack(epoch_kl).mean().item() > 1.5 * cfg.target_kl:
+                break
+        return terms
 
-    def categorical(obs: torch.Tensor, actions: torch.Tensor, entropy_grad: bool
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        features = model.encoder(obs)
-        hidden = run_layers(trunk, features)
-        logits = policy(hidden)
-        log_probs = logits - logits.logsumexp(dim=-1, keepdim=True)  # Categorical(logits=...) normalises so
-        values = value(hidden if value_trunk is None else run_layers(value_trunk, features)).squeeze(-1)
-        log_prob = log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-            entropy = -(log_probs.clamp(min=min_real) * log_probs.softmax(dim=-1)).sum(-1)  # Categorical.entropy
-        return log_prob, entropy, values
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "obs_normalizer": self.obs_norm.state_dict() if self.obs_norm is not None else None,
+                "return_normalizer": self.return_stats.state_dict() if self.return_stats is not None else None}
 
-    return categorical
-
-
-Layer = Callable[[torch.Tensor], torch.Tensor]
-
-
-def functional_layers(model: ActorCritic) -> tuple[list[Layer], list[Layer] | None, Layer, Layer] | None:
-    """(trunk, value trunk or None, policy logits, value) of a flat-input categorical MLP actor-critic as
-    ``torch.nn.functional`` calls bound to its parameters, or None for any other model."""
-    def as_functions(modules: list[nn.Module]) -> list[Layer] | None:
-        out: list[Layer] = []
-        for m in modules:
-            if isinstance(m, nn.Linear):
-                out.append(lambda x, w=m.weight, b=m.bias: F.linear(x, w, b))
-            elif isinstance(m, (nn.Tanh, nn.ReLU)):
-                out.append(torch.tanh if isinstance(m, nn.Tanh) else torch.relu)
-            else:
-                return None
-        return out
-
-    if model.encoder.cnn is not None or model.encoder.n_discrete or not isinstance(model.policy, CategoricalHead):
-        return None
-    trunk = as_functions(list(model.trunk))
-    value_trunk = None if model.value_trunk is None else as_functions(list(model.value_trunk))
-    heads = as_functions([model.policy.logits, model.value])
-    if trunk is None or heads is None or (model.value_trunk is not None and value_trunk is None):
-        return None
-    return trunk, value_trunk, heads[0], heads[1]
-
-
-def run_layers(layers: list[Layer], x: torch.Tensor) -> torch.Tensor:
-    for layer in layers:
-        x = layer(x)
-    return x
-
-
-def make_actor(model: ActorCritic, rng: np.random.Generator, normalizer: ObsNormalizer | None) -> Actor:
-    """The rollout actor ``(obs, deterministic) -> (actions, values)``: numpy views of the weights for MLPs on
-    the CPU, else torch on the model's device; observations are normalised first when asked."""
-    fast = numpy_actor_critic(model, rng) if isinstance(model.policy, (CategoricalHead, GaussianHead)) else None
-    device = next(model.parameters()).device
-
-    def torch_actor(obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        with torch.inference_mode():
-            dist, values = model(torch.as_tensor(obs, device=device))
-            actions = model.policy.mode(dist) if deterministic else dist.sample()
-        return actions.cpu().numpy(), values.cpu().numpy()
-
-    base = fast or torch_actor
-    if normalizer is None:
-        return base
-    return lambda obs, deterministic=False: base(normalizer(obs), deterministic)
-
-
-def make_policy(model: ActorCritic, obs_space: gym.Space, act_space: gym.Space,
-                normalizer: ObsNormalizer | None = None) -> TorchPolicy:
-    """The evaluation policy: observations normalised as in training, mode (or sampled) actions, Box-clipped."""
-    box = isinstance(act_space, gym.spaces.Box)
-
-    def finish(actions: np.ndarray) -> np.ndarray:
-        return np.clip(actions.reshape(len(actions), *act_space.shape), act_space.low, act_space.high) if box \
-            else actions
-
-    def act_fn(module: ActorCritic, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
-        obs = normalizer.torch(obs) if normalizer is not None else obs
-        return torch.as_tensor(finish(module.act(obs, deterministic).cpu().numpy()))
-
-    fast = numpy_actor_critic(model, rng=None) if isinstance(model.policy, (CategoricalHead, GaussianHead)) else None
-    fast_act = None if fast is None else (
-        lambda obs: finish(fast(normalizer(obs) if normalizer is not None else obs, deterministic=True)[0]))
-    return TorchPolicy(model, act_fn, act_space, obs_space, fast=fast_act)
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
+        for normalizer, key in ((self.obs_norm, "obs_normalizer"), (self.return_stats, "return_normalizer")):
+            if normalizer is not None:
+                normalizer.load_state_dict(state[key])
 
 
 def train(cfg: PPOConfig, resume: bool = False, callbacks: Sequence[Callback] | None = None) -> dict[str, Any]:
     """Train PPO as configured; returns the contents of ``final.json``."""
-    cfg.validate()
-    envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
-    obs_space, act_space = envs.single_observation_space, envs.single_action_space
-    check_spaces(obs_space, act_space, "ppo", (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.Box))
-    run = Run("ppo", cfg, resume=resume, callbacks=callbacks)
-    model = build_model(obs_space, act_space, cfg)
-    optimizer = build_optimizer(model, cfg)
-    obs_norm = ObsNormalizer(obs_space.shape, cfg.obs_clip) if cfg.normalize_obs else None
-    return_stats = ObsNormalizer((), cfg.reward_clip) if cfg.normalize_reward else None
-    running_return = np.zeros(cfg.num_envs)
-    global_step = 0
-    if run.resume_state is not None:
-        state = run.resume_state
-        model.load_state_dict(state["model"])
-        load_optimizer_state(optimizer, state["optimizer"])
-        for normalizer, key in ((obs_norm, "obs_normalizer"), (return_stats, "return_normalizer")):
-            if normalizer is not None:
-                normalizer.load_state_dict(state[key])
-        global_step = run.global_step
-    run.restore_rng()
-    actor = make_actor(model, run.rng, obs_norm)
-    evaluate_actions = action_evaluator(model)
-    policy = make_policy(model, obs_space, act_space, obs_norm)
-    # A resumed run cannot restore the envs' internal state; it starts fresh episodes on a new seed.
-    obs = envs.reset(seed=cfg.seed + global_step)
-
-    def state_dict() -> dict[str, Any]:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "obs_normalizer": obs_norm.state_dict() if obs_norm is not None else None,
-                "return_normalizer": return_stats.state_dict() if return_stats is not None else None,
-                "observation_space": obs_space, "action_space": act_space}
-
-    stride, device = cfg.num_envs * cfg.n_steps, torch.device(cfg.device)
-    with run.checkpoint_on_interrupt(lambda: (global_step, state_dict())):
-        while global_step < cfg.total_steps and run.stopped is None:
-            rollout, obs, episodes = collect_rollout(envs, obs, actor, cfg.n_steps, cfg.clip_rewards)
-            global_step += stride
-            for episode_return, length in episodes:
-                run.logger.record_episode(episode_return, length)
-            progress = global_step / cfg.total_steps
-            lr, clip = cfg.lr_at(progress), \
-                scheduled(cfg.clip_range, cfg.clip_range_schedule, progress)
-            set_lr(optimizer, lr)
-
-            # ALGO LOGIC: advantages on the rollout, then minibatch epochs on the clipped surrogate.
-            r, n = rollout, stride
-            rewards = r.rewards
-            if return_stats is not None:
-                rewards = scale_rewards(rewards, r.terminated | r.truncated, running_return, return_stats,
-                                        cfg.gamma, cfg.reward_clip)
-            advantages = gae_advantages(rewards, r.values, r.next_values, r.terminated, r.truncated,
-                                        cfg.gamma, cfg.gae_lambda)
-            returns = advantages + r.values
-            flat_obs = r.obs.reshape(n, *r.obs.shape[2:])
-            if obs_norm is not None:  # the actor saw these statistics; update them only now
-                flat_obs = obs_norm(flat_obs)
-                obs_norm.update(r.obs.reshape(n, *r.obs.shape[2:]))
-            b_obs = torch.as_tensor(flat_obs, device=device)
-            b_actions = torch.as_tensor(r.actions.reshape(n, *r.actions.shape[2:]), device=device)
-            b_adv, b_ret, b_val = (torch.as_tensor(x.reshape(n), device=device) for x in (advantages, returns,
-                                                                                           r.values))
-            with torch.no_grad():
-                b_old_log_prob = evaluate_actions(b_obs, b_actions, False)[0]
-            # One minibatch per epoch (CartPole's preset) is the whole rollout: no shuffling or gathering, and
-            # its advantages are normalised once here instead of identically in every epoch.
-            whole = cfg.batch_size >= n
-            normalize_in_loss = cfg.normalize_advantage and not whole
-            if cfg.normalize_advantage and whole:
-                b_adv = normalize_advantages(b_adv)
-            for _epoch in range(cfg.n_epochs):
-                epoch_kl = []
-                minibatches = [slice(None)] if whole else \
-                    torch.as_tensor(run.rng.permutation(n), device=device).split(cfg.batch_size)
-                for idx in minibatches:
-                    log_prob, entropy, values = evaluate_actions(b_obs[idx], b_actions[idx], cfg.ent_coef > 0)
-                    loss, terms = ppo_loss(log_prob, b_old_log_prob[idx], b_adv[idx], values, b_val[idx],
-                                           b_ret[idx], entropy, clip, cfg.clip_range_vf, cfg.vf_coef, cfg.ent_coef,
-                                           normalize_in_loss)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.max_grad_norm > 0:
-                        if isinstance(optimizer, FlatAdam):
-                            optimizer.clip_grad_norm_(cfg.max_grad_norm)
-                        else:
-                            nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm, foreach=True)
-                    optimizer.step()
-                    epoch_kl.append(terms["losses/approx_kl"])
-                if cfg.target_kl is not None and torch.stack(epoch_kl).mean().item() > 1.5 * cfg.target_kl:
-                    break
-
-            explained = explained_variance(r.values.ravel(), returns.ravel())
-
-            def scalars(terms: dict = terms, lr: float = lr, clip: float = clip, ev: float = explained
-                        ) -> dict[str, float]:
-                return {**{k: v.item() for k, v in terms.items()}, "charts/learning_rate": lr,
-                        "charts/clip_range": clip, "losses/explained_variance": ev}
-
-            run.step_done(global_step, stride, policy, eval_env_factory(cfg), state_dict, scalars)
-
-    envs.close()
-    return run.finish(policy, eval_env_factory(cfg), global_step, state_dict())
+    return train_on_policy("ppo", cfg, PPO, resume, callbacks)
 
 
 def load_policy(state: dict[str, Any]) -> TorchPolicy:

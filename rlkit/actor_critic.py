@@ -1,4 +1,5 @@
-"""The advantage actor-critic A2C and A3C share: its options, model, loss, actor and policy."""
+"""The advantage actor-critic A2C and A3C share (its options, model, loss and gradients), and the rollout actor
+and evaluation policy of every actor-critic (A2C, A3C, PPO)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from torch.distributions import Distribution
 from rlkit.config import MAX_WIDTH, default, opt
 from rlkit.errors import RLKitError
 from rlkit.fast.numpy_forward import numpy_actor_critic
-from rlkit.nets import ActorCritic
+from rlkit.nets import ActorCritic, CategoricalHead, GaussianHead
+from rlkit.normalizers import ObsNormalizer
 from rlkit.optim import OptimizerName, OptimizerOptions
 from rlkit.policy import TorchPolicy
 from rlkit.returns import gae_advantages, n_step_returns
@@ -28,24 +30,18 @@ class ActorCriticOptions:
     values)."""
 
     gamma: float = opt(0.99, "discount factor", low=0, high=1)
-    gae_lambda: float = opt(1.0, "GAE lambda in [0, 1]; 1.0 gives the paper's n-step returns")
+    gae_lambda: float = opt(1.0, "GAE lambda in [0, 1]; 1.0 gives the paper's n-step returns", low=0, high=1)
     lr: float = default(OptimizerOptions, "lr", 7e-4)
     optimizer: OptimizerName = default(OptimizerOptions, "optimizer", "rmsprop")  # the paper's; A3C shares its state
     optimizer_eps: float = default(OptimizerOptions, "optimizer_eps", 1e-5)
-    ent_coef: float = opt(0.01, "weight of the entropy bonus (paper: 0.01)")
-    vf_coef: float = opt(0.5, "weight of the value loss")
-    max_grad_norm: float = opt(0.5, "clip each update's gradients to this global norm (0 = no clipping)")
+    ent_coef: float = opt(0.01, "weight of the entropy bonus (paper: 0.01)", low=0)
+    vf_coef: float = opt(0.5, "weight of the value loss", low=0)
+    max_grad_norm: float = opt(0.5, "clip each update's gradients to this global norm (0 = no clipping)", low=0)
     hidden: list[int] = opt([64, 64], "hidden layer sizes of the trunk (after the CNN for images)", low=1,
                             high=MAX_WIDTH)
     activation: Literal["tanh", "relu"] = opt("tanh", "activation of the hidden layers")
     shared_trunk: bool = opt(True, "policy and value share the trunk (false: the value gets its own MLP)")
     clip_rewards: bool = opt(False, "train on sign(reward) (Atari); logged returns stay raw")
-
-    def validate_actor_critic(self) -> None:
-        if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
-            raise RLKitError(f"gamma and gae_lambda must be in [0, 1]; got {self.gamma} and {self.gae_lambda}")
-        if self.ent_coef < 0 or self.vf_coef < 0 or self.max_grad_norm < 0:
-            raise RLKitError("ent_coef, vf_coef and max_grad_norm must be non-negative")
 
 
 def actor_critic_loss(dist: Distribution, values: torch.Tensor, actions: torch.Tensor, advantages: torch.Tensor,
@@ -74,14 +70,27 @@ def rollout_loss(model: ActorCritic, rollout: Rollout, gamma: float, gae_lambda:
     else:
         advantages = gae_advantages(r.rewards, r.values, r.next_values, r.terminated, r.truncated, gamma, gae_lambda)
         returns = advantages + r.values
-    n = r.rewards.size
-    dist, values = model(torch.as_tensor(r.obs.reshape(n, *r.obs.shape[2:])))
-    actions = torch.as_tensor(r.actions.reshape(n, *r.actions.shape[2:]))
-    return actor_critic_loss(dist, values, actions, torch.as_tensor(advantages.reshape(n)),
-                             torch.as_tensor(returns.reshape(n)), vf_coef, ent_coef)
+    n, device = r.rewards.size, next(model.parameters()).device
+    dist, values = model(torch.as_tensor(r.obs.reshape(n, *r.obs.shape[2:]), device=device))
+    actions = torch.as_tensor(r.actions.reshape(n, *r.actions.shape[2:]), device=device)
+    return actor_critic_loss(dist, values, actions, torch.as_tensor(advantages.reshape(n), device=device),
+                             torch.as_tensor(returns.reshape(n), device=device), vf_coef, ent_coef)
 
 
-# Networks and acting (shared with agents/a3c.py).
+def actor_critic_gradients(model: ActorCritic, parameters: list[nn.Parameter], rollout: Rollout, cfg: Any
+                           ) -> dict[str, torch.Tensor]:
+    """The gradients of A2C's and A3C's loss on ``rollout`` in ``parameters`` (``model``'s, fresh: earlier ones
+    are dropped), clipped to ``cfg.max_grad_norm`` (0: not clipped); returns the loss terms to log."""
+    loss, terms = rollout_loss(model, rollout, cfg.gamma, cfg.gae_lambda, cfg.vf_coef, cfg.ent_coef)
+    for param in parameters:
+        param.grad = None
+    loss.backward()
+    if cfg.max_grad_norm > 0:
+        nn.utils.clip_grad_norm_(parameters, cfg.max_grad_norm)
+    return terms
+
+
+# Networks and acting (A2C's and A3C's; the actor and policy PPO's too).
 def check_spaces(observation_space: gym.Space, action_space: gym.Space, agent: str,
                  action_types: tuple[type[gym.Space], ...] = (gym.spaces.Discrete, gym.spaces.Box)) -> None:
     """Refuse what :class:`rlkit.nets.ActorCritic` (and the agent's ``action_types``) cannot take, before a run
@@ -100,48 +109,43 @@ def build_model(observation_space: gym.Space, action_space: gym.Space, hidden: l
                        activation=nn.Tanh if activation == "tanh" else nn.ReLU)
 
 
-def build_learner(cfg: Any, observation_space: gym.Space, action_space: gym.Space,
-                  resume_state: dict[str, Any] | None) -> tuple[ActorCritic, torch.optim.Optimizer, int]:
-    """The model and its optimizer (A2C's and A3C's), restored from ``resume_state`` when resuming;
-    returns them and the global step to continue from."""
-    model = build_model(observation_space, action_space, cfg.hidden, cfg.activation, cfg.shared_trunk)
-    optimizer = cfg.build_optimizer(model.parameters())
-    if resume_state is None:
-        return model, optimizer, 0
-    model.load_state_dict(resume_state["model"])
-    optimizer.load_state_dict(resume_state["optimizer"])
-    return model, optimizer, int(resume_state["global_step"])
-
-
-def make_actor(model: ActorCritic, rng: np.random.Generator) -> Actor:
-    """The rollout actor: numpy (:func:`rlkit.fast.numpy_forward.numpy_actor_critic`) where it applies, else the torch
-    module (torch's RNG samples)."""
-    fast = numpy_actor_critic(model, rng)
-    if fast is not None:
-        return fast
+def make_actor(model: ActorCritic, rng: np.random.Generator, normalizer: ObsNormalizer | None = None) -> Actor:
+    """The rollout actor ``(obs, deterministic) -> (actions, values)``: numpy views of the weights
+    (:func:`rlkit.fast.numpy_forward.numpy_actor_critic`) for MLPs on the CPU, else torch on the model's device
+    (torch's RNG samples); observations are normalised first when a ``normalizer`` is given."""
+    fast = numpy_actor_critic(model, rng) if isinstance(model.policy, (CategoricalHead, GaussianHead)) else None
+    device = next(model.parameters()).device
 
     def torch_actor(obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
-            dist, values = model(torch.as_tensor(obs))
+            dist, values = model(torch.as_tensor(obs, device=device))
             actions = model.policy.mode(dist) if deterministic else dist.sample()
-        return actions.numpy(), values.numpy()
+        return actions.cpu().numpy(), values.cpu().numpy()
 
-    return torch_actor
+    base = fast or torch_actor
+    if normalizer is None:
+        return base
+    return lambda obs, deterministic=False: base(normalizer(obs), deterministic)
 
 
-def make_policy(model: ActorCritic, observation_space: gym.Space, action_space: gym.Space) -> TorchPolicy:
-    """The evaluation policy: greedy (mode) actions, clipped to Box bounds."""
+def make_policy(model: ActorCritic, observation_space: gym.Space, action_space: gym.Space,
+                normalizer: ObsNormalizer | None = None) -> TorchPolicy:
+    """The evaluation policy: observations normalised as in training, mode (or sampled) actions, clipped to
+    Box bounds."""
     box = isinstance(action_space, gym.spaces.Box)
-    shape = action_space.shape
 
     def clip(actions: np.ndarray) -> np.ndarray:
-        return np.clip(actions.reshape(len(actions), *shape), action_space.low, action_space.high) if box else actions
+        return np.clip(actions.reshape(len(actions), *action_space.shape), action_space.low, action_space.high) \
+            if box else actions
 
     def act_fn(module: ActorCritic, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
-        return torch.as_tensor(clip(module.act(obs, deterministic).numpy()))
+        obs = normalizer.torch(obs) if normalizer is not None else obs
+        return torch.as_tensor(clip(module.act(obs, deterministic).cpu().numpy()))
 
-    actor = numpy_actor_critic(model, rng=None)
-    fast = None if actor is None else (lambda obs: clip(actor(obs, deterministic=True)[0]))
+    actor = numpy_actor_critic(model, rng=None) if isinstance(model.policy, (CategoricalHead, GaussianHead)) \
+        else None
+    fast = None if actor is None else (
+        lambda obs: clip(actor(normalizer(obs) if normalizer is not None else obs, deterministic=True)[0]))
     return TorchPolicy(model, act_fn, action_space, observation_space, fast=fast)
 
 

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from rlkit.agents.a2c import A2CConfig, collect_rollout, load_policy, train
+from rlkit.agents import a2c
+from rlkit.agents.a2c import A2CConfig, load_policy, train
 from torch.distributions import Categorical, Independent, Normal
 
 from rlkit import envs
@@ -17,6 +18,7 @@ from rlkit.config import apply_overrides
 from rlkit.errors import RLKitError
 from rlkit.fast.numpy_forward import numpy_actor_critic
 from rlkit.returns import gae_advantages, n_step_returns
+from rlkit.rollouts import collect_rollout
 
 TINY = dict(total_steps=480, num_envs=4, n_steps=5, hidden=[16], eval_episodes=2, checkpoint_every=240,
             log_every=120, progress=False)
@@ -193,8 +195,6 @@ def test_numpy_actor_critic_matches_torch(env_id):
     {"env_id": "rlkit/ContinuousTarget-v0"}, {"env_id": "rlkit/Identity-v0"},
 ])
 def test_smoke_variants_change_parameters(tmp_path, monkeypatch, variant):
-    from rlkit import actor_critic
-
     built = []  # the run's own model, as train() built it, before any update
 
     def recording_build(*args):
@@ -202,8 +202,8 @@ def test_smoke_variants_change_parameters(tmp_path, monkeypatch, variant):
         built.append({k: v.clone() for k, v in model.state_dict().items()})
         return model
 
-    original_build = actor_critic.build_model  # build_learner's, shared with A3C
-    monkeypatch.setattr(actor_critic, "build_model", recording_build)
+    original_build = a2c.build_model
+    monkeypatch.setattr(a2c, "build_model", recording_build)
     result = train(tiny(tmp_path, **variant))
     assert result["env_steps"] == 480
     state = load_checkpoint(result["run_dir"])

@@ -11,11 +11,8 @@ import torch
 from rlkit.agents.ppo import (
     AGENT,
     PPOConfig,
-    action_evaluator,
     build_model,
-    build_optimizer,
     explained_variance,
-    load_optimizer_state,
     load_policy,
     ppo_loss,
     scale_rewards,
@@ -124,73 +121,6 @@ def test_multi_categorical_sums_independent_parts():
     assert dist.entropy().item() == pytest.approx((a.entropy() + b.entropy()).item())
     assert dist.mode.tolist() == [[2, 0]]
     assert dist.sample((7,)).shape == (7, 1, 2)
-
-
-@pytest.mark.parametrize("shared_trunk", [False, True])
-def test_functional_update_path_equals_the_model_and_its_distribution(shared_trunk):
-    # CartPole's update runs the categorical MLP as functional calls: bit-identical outputs and gradients.
-    obs_space, act_space = gym.spaces.Box(-5, 5, (4,), np.float32), gym.spaces.Discrete(3)
-    model = build_model(obs_space, act_space, PPOConfig(shared_trunk=shared_trunk, hidden=[16, 8]))
-    obs, actions = torch.randn(40, 4) * 3, torch.randint(0, 3, (40,))
-    log_prob, entropy, values = action_evaluator(model)(obs, actions, True)
-    dist, ref_values = model(obs)
-    assert torch.equal(log_prob, dist.log_prob(actions)) and torch.equal(entropy, dist.entropy())
-    assert torch.equal(values, ref_values)
-    weights = torch.randn(40)
-
-    def grads(loss):
-        model.zero_grad()
-        loss.backward()
-        return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in model.parameters()]
-
-    # exactly the gradients without an entropy term (ent_coef 0, CartPole's preset); with one, the same up to
-    # the order in which autograd sums the two paths into the logits
-    ours, ref = grads((weights * log_prob + values).sum()), grads((weights * dist.log_prob(actions) + ref_values).sum())
-    assert all(torch.equal(a, b) for a, b in zip(ours, ref))
-    log_prob, entropy, values = action_evaluator(model)(obs, actions, True)
-    dist, ref_values = model(obs)
-    ours, ref = grads((log_prob - entropy).sum()), grads((dist.log_prob(actions) - dist.entropy()).sum())
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(ours, ref)) and any(a.abs().sum() > 0 for a in ours)
-    assert not action_evaluator(model)(obs, actions, False)[1].requires_grad  # ent_coef 0: no entropy graph
-    # a Gaussian head goes through the distribution
-    gauss = build_model(obs_space, gym.spaces.Box(-1, 1, (2,)), PPOConfig())
-    a = torch.randn(40, 2)
-    log_prob, entropy, _ = action_evaluator(gauss)(obs, a, True)
-    assert torch.equal(log_prob, gauss(obs)[0].log_prob(a)) and entropy.requires_grad
-
-
-def test_optimizer_state_of_torch_adam_continues_in_flat_adam():
-    # A checkpoint of a run trained with torch's Adam resumes with the same moments in FlatAdam.
-    obs_space, act_space = gym.spaces.Box(-5, 5, (4,), np.float32), gym.spaces.Discrete(2)
-    cfg = PPOConfig(hidden=[8])
-    torch.manual_seed(0)
-    ref = build_model(obs_space, act_space, cfg)
-    ours = build_model(obs_space, act_space, cfg)
-    ours.load_state_dict(ref.state_dict())
-    ref_opt = torch.optim.Adam(ref.parameters(), lr=cfg.lr, eps=cfg.optimizer_eps)
-    obs = torch.randn(16, 4)
-
-    def loss(model):
-        dist, values = model(obs)
-        return -dist.entropy().mean() + values.pow(2).mean()
-
-    for _ in range(3):
-        ref_opt.zero_grad()
-        loss(ref).backward()
-        ref_opt.step()
-    ours.load_state_dict(ref.state_dict())
-    opt = build_optimizer(ours, cfg)
-    load_optimizer_state(opt, ref_opt.state_dict())
-    assert opt.steps == 3
-    for model, o in ((ref, ref_opt), (ours, opt)):
-        o.zero_grad()
-        loss(model).backward()
-        o.step()
-    for a, b in zip(ours.parameters(), ref.parameters()):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
-    fresh = build_optimizer(build_model(obs_space, act_space, cfg), cfg)
-    load_optimizer_state(fresh, torch.optim.Adam(ref.parameters()).state_dict())  # saved before any step
-    assert fresh.steps == 0
 
 
 # ---------------------------------------------------------------- a multi-discrete test env

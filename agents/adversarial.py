@@ -7,9 +7,10 @@ Papers:
 What is implemented: the glue, not the algorithms. The dataset is converted in memory to imitation
 ``Trajectory`` objects (``demos.to_trajectories``: no rewards), SB3 PPO is the generator, and
 imitation's ``GAIL`` / ``AIRL`` trainers (``BasicRewardNet`` / ``BasicShapedRewardNet`` with
-running input normalisation, as in imitation's examples) train the discriminator. The round loop
-(generator rollouts, then ``n_disc_updates_per_round`` discriminator steps) is written out here
-instead of calling ``trainer.train`` so that rlkit's logger, checkpoints and evaluation see each round.
+running input normalisation, as in imitation's examples) train the discriminator. A round
+(generator rollouts, then ``n_disc_updates_per_round`` discriminator steps) is :meth:`AdversarialLearner.round`,
+run by rlkit's imitation loop (:mod:`rlkit.engine.imitation`) instead of ``trainer.train``, so that rlkit's
+logger, checkpoints and evaluation see each round.
 
 Deviations, and why:
     * imitation refuses episodes of different lengths unless told (their termination leaks the
@@ -37,7 +38,8 @@ import numpy as np
 from rlkit.demos.training import load_demos, resolve_env
 
 from rlkit.callbacks import Callback
-from rlkit.config import MAX_WIDTH, BaseConfig, config_from_dict, opt, require_at_least_one
+from rlkit.config import MAX_WIDTH, BaseConfig, config_from_dict, opt, require_at_least_one, validate_config
+from rlkit.engine.imitation import train_rounds
 from rlkit.errors import RLKitError, require_imitation
 from rlkit.evaluation import evaluate
 from rlkit.generator import GeneratorOptions, load_sb3_policy, make_ppo, make_sb3_venv, sb3_bytes
@@ -123,28 +125,89 @@ def imitation_errors(generator_env: str | None = None) -> Iterator[None]:
         raise
 
 
+class AdversarialLearner:
+    """GAIL/AIRL for the imitation loop: a round is ``num_envs * ppo_n_steps`` generator steps of PPO on the
+    discriminator's reward, then ``n_disc_updates_per_round`` discriminator steps (imitation's trainer)."""
+
+    checkpoint_on_interrupt = True
+
+    def __init__(self, algo: str, cfg: AdversarialConfig, trainer: Any, venv: Any, eval_env_id: str,
+                 demo_episodes: int, on_round: Callable[[Any, int, dict], None] | None) -> None:
+        self.algo, self.cfg, self.trainer, self.venv, self.on_round = algo, cfg, trainer, venv, on_round
+        self.log_every, self.checkpoint_every = cfg.log_every, cfg.checkpoint_every
+        self.eval_env_id, self.demo_episodes = eval_env_id, demo_episodes
+        # imitation keeps the bare reward net and the discriminator optimiser in these attributes.
+        self.ppo, self.reward_net = trainer.gen_algo, trainer._reward_net
+        self.policy = SB3ModelPolicy(self.ppo)
+        self.steps_per_round = trainer.gen_train_timesteps
+        if cfg.total_steps < self.steps_per_round:
+            raise RLKitError(f"total_steps={cfg.total_steps} is less than one round "
+                             f"(num_envs * ppo_n_steps = {self.steps_per_round}); raise --steps")
+        self.round_index, self.disc_stats = 0, {}
+        self.initial_mean: float | None = None  # the untrained generator's evaluation (a new run's baseline)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"ppo_zip": sb3_bytes(self.ppo), "reward_net": self.reward_net.state_dict(),
+                "disc_optimizer": self.trainer._disc_opt.state_dict(), "round": self.round_index,
+                "eval_env_id": self.eval_env_id,  # `rlkit eval` scores this env, not the generator's
+                "observation_space": self.venv.observation_space, "action_space": self.venv.action_space}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.ppo.set_parameters(io.BytesIO(state["ppo_zip"]), exact_match=True)
+        self.reward_net.load_state_dict(state["reward_net"])
+        self.trainer._disc_opt.load_state_dict(state["disc_optimizer"])
+        self.round_index = state["round"]
+
+    def round(self, run: Run) -> int:
+        from imitation.util import networks
+
+        cfg, trainer = self.cfg, self.trainer
+        # ALGO LOGIC: the generator (PPO on the discriminator's reward), then the discriminator.
+        with imitation_errors(cfg.env_id):  # the generator's episodes must have one fixed length too
+            trainer.train_gen(self.steps_per_round)
+        with networks.training(trainer.reward_train):
+            for _ in range(cfg.n_disc_updates_per_round):
+                self.disc_stats = trainer.train_disc()
+        self.round_index += 1
+        for key in ("disc_loss", "disc_acc", "disc_acc_expert", "disc_acc_gen", "disc_entropy"):
+            if key in self.disc_stats:
+                run.logger.record(("losses/" if key == "disc_loss" else "charts/") + key, float(self.disc_stats[key]))
+        if not np.isfinite(float(self.disc_stats.get("disc_loss", 0.0))):
+            raise RLKitError(f"{self.algo}: the discriminator loss became {self.disc_stats['disc_loss']}; "
+                             "lower disc_lr")
+        for info in list(self.ppo.ep_info_buffer)[-cfg.num_envs:]:  # true returns, from the Monitor below the reward
+            run.logger.record_episode(float(info["r"]), int(info["l"]))
+        if self.on_round is not None:
+            self.on_round(trainer, self.round_index, self.disc_stats)
+        return self.steps_per_round
+
+    def finished(self, global_step: int) -> bool:
+        return global_step + self.steps_per_round > self.cfg.total_steps
+
+    def close(self) -> None:
+        self.venv.close()
+
+    def final(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        extra = {"eval_env_id": self.eval_env_id, "train_env_id": self.cfg.env_id,
+                 "eval_initial_mean": self.initial_mean, "rounds": self.round_index,
+                 "demo_episodes": self.demo_episodes, "disc": {k: float(v) for k, v in self.disc_stats.items()}}
+        return self.state_dict(), extra
+
+
 def train_adversarial(algo: str, cfg: AdversarialConfig, resume: bool = False,
-                      on_round: Callable[[Any, int, dict], None] | None = None,
-                      callbacks: Sequence[Callback] | None = None) -> dict[str, Any]:
+                      callbacks: Sequence[Callback] | None = None, *,
+                      on_round: Callable[[Any, int, dict], None] | None = None) -> dict[str, Any]:
     """Train GAIL or AIRL as configured; returns the contents of ``final.json``.
 
     ``on_round(trainer, round_index, disc_stats)`` is called after each round (tests and notebooks
     inspect the imitation trainer there).
     """
     require_imitation(algo.upper())
-    with contextlib.ExitStack() as cleanup:  # closes imitation's CSV logger however the run ends
-        return _train_adversarial(algo, cfg, resume, on_round, cleanup, callbacks)
-
-
-def _train_adversarial(algo: str, cfg: AdversarialConfig, resume: bool,
-                       on_round: Callable[[Any, int, dict], None] | None, cleanup: contextlib.ExitStack,
-                       callbacks: Sequence[Callback] | None = None) -> dict[str, Any]:
     import seals  # noqa: F401  (registers the seals/ fixed-horizon envs the presets train in)
-    from imitation.util import networks
 
     from rlkit import demos
 
-    cfg.validate()
+    validate_config(cfg)
     dataset = load_demos(cfg.demos, agent=algo)
     if cfg.num_demos:
         dataset = dataset.subset(range(min(cfg.num_demos, len(dataset))))
@@ -160,74 +223,23 @@ def _train_adversarial(algo: str, cfg: AdversarialConfig, resume: bool,
     venv = make_sb3_venv(cfg.env_id, cfg.num_envs, cfg.seed, cfg.env_kwargs)
     # In memory, reward-free: imitation sees exactly what the learner may see.
     trainer = build_trainer(algo, cfg, demos.to_trajectories(dataset), venv, run.dir / "imitation")
-    cleanup.callback(trainer.logger.close)
-    # imitation keeps the bare reward net and the discriminator optimiser in these attributes.
-    ppo, reward_net = trainer.gen_algo, trainer._reward_net
-    global_step, round_index = 0, 0
-    if run.resume_state is not None:
-        state = run.resume_state
-        ppo.set_parameters(io.BytesIO(state["ppo_zip"]), exact_match=True)
-        reward_net.load_state_dict(state["reward_net"])
-        trainer._disc_opt.load_state_dict(state["disc_optimizer"])
-        global_step, round_index = run.global_step, state["round"]
-    run.restore_rng()
-
-    def state_dict() -> dict[str, Any]:
-        return {"ppo_zip": sb3_bytes(ppo), "reward_net": reward_net.state_dict(),
-                "disc_optimizer": trainer._disc_opt.state_dict(), "round": round_index,
-                "eval_env_id": eval_env_id,  # `rlkit eval` scores this env, not the generator's
-                "observation_space": venv.observation_space, "action_space": venv.action_space}
-
-    policy = SB3ModelPolicy(ppo)
-    make_eval_env = eval_env_factory(cfg, eval_env_id)
-    # The untrained generator's score, for final.json: a baseline, so neither a best checkpoint nor a stop.
-    initial = None if resume else evaluate(policy, make_eval_env, cfg.eval_episodes, seed=cfg.eval_seed)["mean"]
-    steps_per_round = trainer.gen_train_timesteps
-    if cfg.total_steps < steps_per_round:
-        raise RLKitError(f"total_steps={cfg.total_steps} is less than one round "
-                         f"(num_envs * ppo_n_steps = {steps_per_round}); raise --steps")
-    disc_stats: dict[str, float] = {}
-    # Ctrl-C or SIGTERM: checkpoint the generator and discriminator as they are, at the last whole round's step.
-    with run.checkpoint_on_interrupt(lambda: (global_step, state_dict())):
-        while global_step + steps_per_round <= cfg.total_steps and run.stopped is None:
-            # ALGO LOGIC: the generator (PPO on the discriminator's reward), then the discriminator.
-            with imitation_errors(cfg.env_id):  # the generator's episodes must have one fixed length too
-                trainer.train_gen(steps_per_round)
-            with networks.training(trainer.reward_train):
-                for _ in range(cfg.n_disc_updates_per_round):
-                    disc_stats = trainer.train_disc()
-            global_step += steps_per_round
-            round_index += 1
-            for key in ("disc_loss", "disc_acc", "disc_acc_expert", "disc_acc_gen", "disc_entropy"):
-                if key in disc_stats:
-                    run.logger.record(("losses/" if key == "disc_loss" else "charts/") + key, float(disc_stats[key]))
-            if not np.isfinite(float(disc_stats.get("disc_loss", 0.0))):
-                raise RLKitError(f"{algo}: the discriminator loss became {disc_stats['disc_loss']}; lower disc_lr")
-            for info in list(ppo.ep_info_buffer)[-cfg.num_envs:]:  # true returns, from the Monitor below the reward
-                run.logger.record_episode(float(info["r"]), int(info["l"]))
-            run.logger.progress(global_step)
-            log_due = Run.due(global_step, cfg.log_every, steps_per_round)
-            if on_round is not None:
-                on_round(trainer, round_index, disc_stats)
-            if Run.due(global_step, cfg.eval_every, steps_per_round):
-                run.evaluate(policy, make_eval_env, global_step, state=state_dict, write_row=not log_due)
-            if log_due:
-                run.logger.dump(global_step)
-            if Run.due(global_step, cfg.checkpoint_every, steps_per_round) and global_step < cfg.total_steps:
-                run.checkpoint(global_step, state_dict())
-    venv.close()
-    extra = {"eval_env_id": eval_env_id, "train_env_id": cfg.env_id, "eval_initial_mean": initial,
-             "rounds": round_index,
-             "demo_episodes": len(dataset), "disc": {k: float(v) for k, v in disc_stats.items()}}
-    return run.finish(policy, make_eval_env, global_step, state_dict(), extra=extra)
+    with contextlib.closing(trainer.logger):  # imitation's CSV logger, however the run ends
+        learner = AdversarialLearner(algo, cfg, trainer, venv, eval_env_id, len(dataset), on_round)
+        make_eval_env = eval_env_factory(cfg, eval_env_id)
+        if not resume:  # the untrained generator's score: a baseline for final.json, so no best checkpoint or stop
+            baseline = evaluate(learner.policy, make_eval_env, cfg.eval_episodes, seed=cfg.eval_seed)
+            learner.initial_mean = baseline["mean"]
+        return train_rounds(run, learner, make_eval_env)
 
 
-def train_gail(cfg: AdversarialConfig, resume: bool = False, **kwargs: Any) -> dict[str, Any]:
-    return train_adversarial("gail", cfg, resume, **kwargs)
+def train_gail(cfg: AdversarialConfig, resume: bool = False, callbacks: Sequence[Callback] | None = None, *,
+               on_round: Callable[[Any, int, dict], None] | None = None) -> dict[str, Any]:
+    return train_adversarial("gail", cfg, resume, callbacks, on_round=on_round)
 
 
-def train_airl(cfg: AdversarialConfig, resume: bool = False, **kwargs: Any) -> dict[str, Any]:
-    return train_adversarial("airl", cfg, resume, **kwargs)
+def train_airl(cfg: AdversarialConfig, resume: bool = False, callbacks: Sequence[Callback] | None = None, *,
+               on_round: Callable[[Any, int, dict], None] | None = None) -> dict[str, Any]:
+    return train_adversarial("airl", cfg, resume, callbacks, on_round=on_round)
 
 
 def load_policy(state: dict[str, Any]) -> SB3ModelPolicy:

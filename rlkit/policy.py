@@ -42,6 +42,13 @@ class Batch(NamedTuple):
         return Batch(*(x.to(device, non_blocking=True) if isinstance(x, torch.Tensor) else x for x in self))
 
 
+# Batches up to this size act through a policy's numpy fast path (acting, one row per env; small evaluations).
+# Measured on the 2-core dev machine, one thread, CartPole's [64, 64] Q-network, greedy actions: torch 38, 39
+# and 45 us at batches of 1, 16 and 64, numpy 6, 9 and 21 us; at 256 numpy's matmul took another BLAS path
+# (4.6 ms against torch's 69 us) and at 1024 the two were even, so larger batches take torch.
+FAST_PATH_MAX_BATCH = 64
+
+
 class TorchPolicy:
     """Wrap a ``torch.nn.Module`` mapping obs tensors to actions as a numpy-in/numpy-out Policy.
 
@@ -61,7 +68,7 @@ class TorchPolicy:
         self._discrete = isinstance(action_space, gym.spaces.Discrete)
 
     def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
-        if self.fast is not None and deterministic and len(obs) <= 64:
+        if self.fast is not None and deterministic and len(obs) <= FAST_PATH_MAX_BATCH:
             return self.fast(obs)
         device = next(self.module.parameters()).device
         with torch.inference_mode():

@@ -10,7 +10,6 @@ from rlkit import envs, nets
 from rlkit.buffers import ReplayBuffer
 from rlkit.config import apply_overrides, parse_set_args
 from rlkit.errors import RLKitError
-from rlkit.fast import numpy_forward as fast_np
 from rlkit.policy import SB3PredictAdapter
 
 
@@ -69,42 +68,6 @@ def test_builders_shapes_and_actor_bounds():
     assert dist.sample().shape == (4,) and value.shape == (4,)
     dist, _ = nets.ActorCritic(box, asym, [16], shared=False)(torch.zeros(4, 3))
     assert dist.sample().shape == (4, 2) and dist.log_prob(torch.zeros(4, 2)).shape == (4,)
-
-
-def test_numpy_fast_path_matches_torch():
-    box = gym.spaces.Box(-1, 1, (4,), np.float32)
-    q = nets.QNetwork(box, gym.spaces.Discrete(3), [32, 32])
-    fast = fast_np.numpy_forward(q)
-    obs = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
-    with torch.no_grad():
-        expected = q(torch.from_numpy(obs)).argmax(1).numpy()
-    np.testing.assert_array_equal(fast(obs), expected)
-    actor = nets.DeterministicActor(box, gym.spaces.Box(-1, 3, (2,), np.float32), [16])
-    with torch.no_grad():
-        np.testing.assert_allclose(fast_np.numpy_forward(actor)(obs), actor(torch.from_numpy(obs)).numpy(), atol=1e-5)
-    assert fast_np.numpy_forward(nets.QNetwork(box, gym.spaces.Discrete(3), [8], dueling=True)) is None
-    assert fast_np.numpy_forward(nets.QNetwork(gym.spaces.Discrete(5), gym.spaces.Discrete(3), [8])) is None
-
-
-@pytest.mark.parametrize("activation", [torch.nn.ReLU, torch.nn.Tanh])
-def test_numpy_ops_equal_torch_and_see_optimizer_steps(activation):
-    """The numpy layers of a Linear + ReLU/Tanh stack equal torch's forward, before and after optimizer steps
-    (the arrays share the parameters' memory, and Adam updates them in place)."""
-    torch.manual_seed(0)
-    net = nets.mlp(5, 3, [16, 16], activation)
-    ops = fast_np.numpy_ops(net)
-    obs = np.random.default_rng(1).normal(size=(32, 5)).astype(np.float32)
-    optimizer = torch.optim.Adam(net.parameters(), lr=0.1)
-    for _ in range(3):
-        with torch.no_grad():
-            expected = net(torch.from_numpy(obs)).numpy()
-        np.testing.assert_allclose(fast_np.run_numpy(ops, obs.copy()), expected, rtol=1e-5, atol=1e-6)
-        optimizer.zero_grad()
-        net(torch.from_numpy(obs)).pow(2).sum().backward()
-        optimizer.step()
-    np.testing.assert_allclose(fast_np.run_numpy(ops, obs), net(torch.from_numpy(obs)).detach().numpy(), rtol=1e-5,
-                               atol=1e-6)
-    assert fast_np.numpy_ops([torch.nn.Linear(2, 2), torch.nn.Sigmoid()]) is None
 
 
 def test_polyak_update():

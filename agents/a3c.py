@@ -64,23 +64,23 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import gymnasium as gym
 import torch
 import torch.multiprocessing as mp
 from rlkit.envs import make_env, make_vec_env
-from torch import nn
 
 from rlkit.actor_critic import (
     ActorCriticOptions,
-    build_learner,
+    actor_critic_gradients,
     build_model,
     check_spaces,
     make_actor,
     make_policy,
     policy_from_state,
-    rollout_loss,
 )
 from rlkit.callbacks import Callback
 from rlkit.config import BaseConfig, config_from_dict, opt
+from rlkit.engine import common
 from rlkit.errors import RLKitError, Terminated
 from rlkit.machine import available_cores
 from rlkit.nets import ActorCritic
@@ -100,13 +100,12 @@ class A3CConfig(ActorCriticOptions, OptimizerOptions, BaseConfig):
     num_workers: int = opt(0, "worker processes, one env each (0 = one per available CPU core)", low=0,
                            high=256)  # processes: beyond a few hundred the machine only thrashes
     start_method: Literal["fork", "spawn"] = opt("fork", "how workers start: fork (fast, POSIX) or spawn (portable)")
-    t_max: int = opt(5, "steps each worker rolls out between its updates")
+    t_max: int = opt(5, "steps each worker rolls out between its updates", low=1)
 
     def validate(self) -> None:
-        self.validate_actor_critic()
         self.validate_optimizer()
-        if self.num_workers < 0 or self.t_max < 1:
-            raise RLKitError(f"num_workers must be >= 0 and t_max >= 1; got {self.num_workers} and {self.t_max}")
+        if self.device != "cpu":
+            raise RLKitError(f"a3c's workers share the model in CPU memory; drop device={self.device}")
         if self.torch_threads != 1:
             raise RLKitError("a3c runs every process on one torch thread (the cores belong to the workers); "
                              f"drop torch_threads={self.torch_threads} or raise num_workers")
@@ -191,16 +190,11 @@ def _work(rank: int, cfg: A3CConfig, shared_model: ActorCritic, optim_state: lis
         with torch.no_grad():
             torch._foreach_copy_(local_params, shared_params)
         rollout, obs, finished = collect_rollout(envs, obs, actor, cfg.t_max, cfg.clip_rewards)
-        loss, terms = rollout_loss(local, rollout, cfg.gamma, cfg.gae_lambda, cfg.vf_coef, cfg.ent_coef)
-        for param in local_params:
-            param.grad = None
-        loss.backward()
-        if cfg.max_grad_norm > 0:
-            nn.utils.clip_grad_norm_(local_params, cfg.max_grad_norm)
+        terms = actor_critic_gradients(local, local_params, rollout, cfg)  # A2C's loss and gradients
         # TRY NOT TO MODIFY: assign (not accumulate, not "only if None") the fresh gradients every update.
         for shared, own in zip(shared_params, local_params):
             shared.grad = own.grad
-        set_lr(optimizer, cfg.lr_at(start / cfg.total_steps))
+        set_lr(optimizer, cfg.lr_at(common.progress(start, cfg.total_steps)))
         optimizer.step()
         updates[rank] += 1
 
@@ -291,6 +285,25 @@ def _stop_workers(stop: Any, workers: list[Any], messages: Any, run: Run, timeou
     return error or _drain(messages, run)
 
 
+class SharedModel:
+    """What the main process holds: the shared model and optimizer (the workers step both), the policy that
+    evaluations score, and what checkpoints keep (the keys A2C's checkpoints have)."""
+
+    def __init__(self, cfg: A3CConfig, obs_space: gym.Space, act_space: gym.Space) -> None:
+        self.model = build_model(obs_space, act_space, cfg.hidden, cfg.activation, cfg.shared_trunk)
+        self.model.share_memory()  # first: the policy's numpy arrays view the weights where they then live
+        self.optimizer = cfg.build_optimizer(self.model.parameters())
+        self.policy = make_policy(self.model, obs_space, act_space)
+        self.spaces = {"observation_space": obs_space, "action_space": act_space}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), **self.spaces}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
 def train(cfg: A3CConfig, resume: bool = False, callbacks: Sequence[Callback] | None = None) -> dict[str, Any]:
     """Train A3C as configured; returns the contents of ``final.json``."""
     cfg.validate()
@@ -301,79 +314,85 @@ def train(cfg: A3CConfig, resume: bool = False, callbacks: Sequence[Callback] | 
     # cfg.num_workers stays as given (0 = one per core): config.json keeps the choice, final.json the count.
     num_workers = cfg.num_workers or available_cores()
     run = Run("a3c", cfg, resume=resume, callbacks=callbacks)  # seeds the global RNGs, sets thread counts
-    model, optimizer, first_step = build_learner(cfg, obs_space, act_space, run.resume_state)
-    run.restore_rng()
-    model.share_memory()
-    optim_state = share_optimizer_state(optimizer)
-    policy = make_policy(model, obs_space, act_space)
-    # Evaluations run on a snapshot: the workers keep changing the shared weights meanwhile.
-    snapshot = copy.deepcopy(model)
-    snapshot_policy = make_policy(snapshot, obs_space, act_space)
+    shared = SharedModel(cfg, obs_space, act_space)
+    first_step = common.resume(run, shared)
+    optim_state = share_optimizer_state(shared.optimizer)
 
     ctx = mp.get_context(cfg.start_method)
     counter = ctx.Value("q", first_step)
     updates = ctx.Array("q", num_workers, lock=False)
     stop, messages = ctx.Event(), ctx.SimpleQueue()
     workers = [ctx.Process(target=worker, name=f"a3c-worker-{rank}", daemon=True,
-                           args=(rank, cfg, model, optim_state, counter, updates, stop, messages, first_step))
+                           args=(rank, cfg, shared.model, optim_state, counter, updates, stop, messages, first_step))
                for rank in range(num_workers)]
-
-    def state_dict() -> dict[str, Any]:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "observation_space": obs_space, "action_space": act_space}
-
-    def snapshot_state() -> dict[str, Any]:  # the weights an evaluation scored (checkpoints/best/)
-        return {**state_dict(), "model": snapshot.state_dict()}
-
-    stopped_at_evaluation = False  # then the snapshot holds the weights that the stopping evaluation scored
     with _sigint_as_flag() as interrupted:
         try:
             with _worker_start_conditions():
                 for w in workers:
                     w.start()
-            # The evaluator: log what workers report, evaluate, checkpoint, and watch for failures.
-            seen = first_step
-            while any(w.is_alive() for w in workers):
-                if interrupted.is_set():
-                    raise Terminated if getattr(interrupted, "signum", None) == signal.SIGTERM else KeyboardInterrupt
-                error = _drain(messages, run)
-                if error is None and any(w.exitcode not in (None, 0) for w in workers):
-                    error = _drain(messages, run)  # a failing worker writes its traceback before it exits
-                    if error is None:
-                        dead = next(w for w in workers if w.exitcode not in (None, 0))
-                        error = WorkerError(workers.index(dead), f"exited with code {dead.exitcode} (no traceback)")
-                if error is not None:
-                    raise error
-                step = counter.value
-                run.logger.progress(step)
-                # The counter advances by any amount between two ticks: the stride is what it moved.
-                log_due = Run.due(step, cfg.log_every, step - seen)
-                if Run.due(step, cfg.eval_every, step - seen) and not stop.is_set():
-                    snapshot.load_state_dict(model.state_dict())
-                    run.evaluate(snapshot_policy, eval_env_factory(cfg), step, state=snapshot_state,
-                                 write_row=not log_due)
-                    stopped_at_evaluation = run.stopped is not None  # target_return, or a callback on it
-                if log_due:
-                    run.logger.dump(step)
-                if Run.due(step, cfg.checkpoint_every, step - seen) and step < cfg.total_steps:
-                    run.checkpoint(step, state_dict())
-                if run.stopped is not None:
-                    stop.set()
-                seen = step
-                time.sleep(0.02)
-            error = _stop_workers(stop, workers, messages, run)
-            if error is not None:
-                raise error
-            if stopped_at_evaluation:
-                # keep the weights that passed, not those of the updates in flight when the stop came
-                model.load_state_dict(snapshot.state_dict())
+            _evaluator(run, shared, workers, counter, stop, messages, interrupted, first_step)
         except BaseException:  # Ctrl-C or a worker's failure: stop every worker, keep the weights, re-raise
             _stop_workers(stop, workers, messages, run)
-            run.checkpoint(counter.value, state_dict())
+            run.checkpoint(counter.value, shared.state_dict())
             run.close()
             raise
     extra = {"num_workers": num_workers, "worker_updates": list(updates), "start_method": cfg.start_method}
-    return run.finish(policy, eval_env_factory(cfg), counter.value, state_dict(), extra=extra)
+    return run.finish(shared.policy, eval_env_factory(cfg), counter.value, shared.state_dict(), extra=extra)
+
+
+def _evaluator(run: Run, shared: SharedModel, workers: list[Any], counter: Any, stop: Any, messages: Any,
+               interrupted: threading.Event, first_step: int) -> None:
+    """The main process while the workers train: log what they report, evaluate, checkpoint, watch for
+    failures; returns once every worker has exited."""
+    cfg = run.cfg
+    # Evaluations run on a snapshot: the workers keep changing the shared weights meanwhile.
+    snapshot = copy.deepcopy(shared.model)
+    snapshot_policy = make_policy(snapshot, shared.spaces["observation_space"], shared.spaces["action_space"])
+
+    def snapshot_state() -> dict[str, Any]:  # the weights an evaluation scored (checkpoints/best/)
+        return {**shared.state_dict(), "model": snapshot.state_dict()}
+
+    stopped_at_evaluation = False  # then the snapshot holds the weights that the stopping evaluation scored
+    seen = first_step
+    while any(w.is_alive() for w in workers):
+        if interrupted.is_set():
+            raise Terminated if getattr(interrupted, "signum", None) == signal.SIGTERM else KeyboardInterrupt
+        error = _drain(messages, run) or _worker_failure(workers, messages, run)
+        if error is not None:
+            raise error
+        step = counter.value
+        run.logger.progress(step)
+        # The counter advances by any amount between two ticks: the stride is what it moved.
+        log_due = Run.due(step, cfg.log_every, step - seen)
+        if Run.due(step, cfg.eval_every, step - seen) and not stop.is_set():
+            snapshot.load_state_dict(shared.model.state_dict())
+            run.evaluate(snapshot_policy, eval_env_factory(cfg), step, state=snapshot_state, write_row=not log_due)
+            stopped_at_evaluation = run.stopped is not None  # target_return, or a callback on it
+        if log_due:
+            run.logger.dump(step)
+        if Run.due(step, cfg.checkpoint_every, step - seen) and step < cfg.total_steps:
+            run.checkpoint(step, shared.state_dict())
+        if run.stopped is not None:
+            stop.set()
+        seen = step
+        time.sleep(0.02)
+    error = _stop_workers(stop, workers, messages, run)
+    if error is not None:
+        raise error
+    if stopped_at_evaluation:
+        # keep the weights that passed, not those of the updates in flight when the stop came
+        shared.model.load_state_dict(snapshot.state_dict())
+
+
+def _worker_failure(workers: list[Any], messages: Any, run: Run) -> WorkerError | None:
+    """A worker that exited with an error: its traceback (it writes that before it exits), else its exit code."""
+    if not any(w.exitcode not in (None, 0) for w in workers):
+        return None
+    error = _drain(messages, run)
+    if error is None:
+        dead = next(w for w in workers if w.exitcode not in (None, 0))
+        error = WorkerError(workers.index(dead), f"exited with code {dead.exitcode} (no traceback)")
+    return error
 
 
 def load_policy(state: dict[str, Any]) -> Any:

@@ -43,15 +43,13 @@ Deviations, and why:
     * Adam is :class:`rlkit.fast.flat_adam.FlatAdam` (one parameter buffer), equal to torch's Adam up to float rounding.
 
 Speed (CartPole preset against SB3, ``benchmarks/bench_ppo_sac.py``): the 7,820 minibatch steps (256 samples,
-two 64-64 tanh MLPs) are most of a run's CPU. py-spy put 68% of a 100k-step run in them (backward 22%, forward
-17%, loss 10%, gradient clipping 7.5%, Adam 6%); rollouts were 6% (numpy acting). So a step runs the model as
-functional calls (:func:`action_evaluator`, bit-identical to ``model(obs)`` + ``Categorical`` without their
-per-call overhead), FlatAdam's five tensor ops and one-norm clip (no ``torch.optim`` either, whose first
-use imports ``torch._dynamo``: 1.4 s CPU), and normalises a whole-rollout minibatch's advantages once: a step
-went from 2.4 to 1.7 ms CPU (best of 6 A/B rounds, load 12 on 2 cores), a run's training CPU from 24.7-31.4 s
-to 14.2-19.1 s (SB3: 32.7-47.7 s; wall 1.12x SB3's before, 0.44x after). The floor is eager torch itself:
-with 8 samples a step still costs about 1.1 ms (45 autograd nodes and about 50 ops of 5-10 us dispatch each);
-the 256 x 64 kernels are the rest (torch's tanh about 45 us a call here).
+two 64-64 tanh MLPs) are most of a run's CPU, so their fast path (:mod:`rlkit.fast.ppo_update`: the categorical
+MLP as functional calls, bit-identical to ``model(obs)`` + ``Categorical``; FlatAdam's five tensor ops and
+one-norm clip) and normalising a whole-rollout minibatch's advantages once took a step from 2.4 to 1.7 ms CPU,
+a run's training CPU from 24.7-31.4 s to 14.2-19.1 s (SB3: 32.7-47.7 s; wall 1.12x SB3's before, 0.44x after).
+The floor is eager torch itself: with 8 samples a step still costs about 1.1 ms.
+
+The loop (rollouts, logging, evaluation, checkpoints, resume) is :mod:`rlkit.engine.on_policy`'s.
 
 Run it: ``rlkit train ppo --preset cartpole`` or ``python -m rlkit.agents.ppo --help``.
 """

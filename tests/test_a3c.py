@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
-from rlkit.agents.a3c import A3CConfig, share_optimizer_state, worker
+from rlkit.agents.a3c import A3CConfig, SharedModel, share_optimizer_state, worker
 
 from rlkit import envs
 from rlkit.actor_critic import build_model
@@ -101,6 +101,19 @@ def test_shared_optimizer_state_matches_torch(kind, centered):
     for a, b in zip(shared.parameters(), plain.parameters()):
         torch.testing.assert_close(a, b)
     assert states[0]["step"].item() == 3
+
+
+def test_the_policy_acts_with_the_shared_weights():
+    # The workers write into shared memory; a policy that viewed the weights before they moved there would
+    # keep evaluating the initial network.
+    env = envs.make_env("CartPole-v1")
+    shared = SharedModel(A3CConfig(hidden=[8]), env.observation_space, env.action_space)
+    assert all(p.is_shared() for p in shared.model.parameters())
+    obs = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
+    for favoured in (0, 1):
+        with torch.no_grad():
+            shared.model.policy.logits.bias.copy_(torch.tensor([10.0, -10.0] if favoured == 0 else [-10.0, 10.0]))
+        assert (shared.policy.act(obs) == favoured).all()
 
 
 @pytest.mark.parametrize("start_method, ranks", [("fork", [0, 1]), ("spawn", [1])])

@@ -8,7 +8,17 @@ What is implemented: the glue around imitation's ``PreferenceComparisons``. SB3 
 them into pairs of ``fragment_length`` steps; a *synthetic* gatherer stands in for the human and
 prefers the fragment with the higher true return (``gatherer_temperature`` 0 makes it always pick
 the better one; > 0 gives Boltzmann-rational noisy answers, as in the paper's simulated raters);
-``BasicRewardTrainer`` fits the reward net with the Bradley-Terry cross-entropy loss.
+``BasicRewardTrainer`` fits the reward net with the Bradley-Terry cross-entropy loss. The body of
+imitation's training loop (one iteration: gather comparisons, fit the reward, train the agent) is written
+out as :meth:`PreferenceLearner.round`, same calls in the same order, so that rlkit's imitation loop
+(:mod:`rlkit.engine.imitation`) runs the rounds with its evaluation, checkpoints and resume.
+
+Resume: a checkpoint holds the comparisons as plain arrays (fragment pairs and preferences, no pickle),
+PPO, the reward net and its optimiser, the rater's RNG and the query plan; ``--resume`` and a
+``learn`` after ``Model.load`` continue from it. The agent's buffered trajectories and the envs'
+episodes in flight are not stored (the envs reset), so a resumed run is not bit-identical to an
+uninterrupted one. A run continued past its plan (more ``total_steps``) goes on with rounds like its
+last one: ``total_steps // num_iterations`` agent steps and the last round's number of comparisons.
 
 At the end the learned reward is compared with the true one on fresh transitions from the trained
 agent and a uniform-random policy (both, so that good and bad behaviour are covered): final.json
@@ -20,7 +30,8 @@ fixed-horizon ``seals/CartPole-v0`` (reward 1 while the pole is up) or Pendulum-
 ``--set rater=web`` replaces the synthetic rater by people: each round's pairs are shown as clips on a
 local web page and the run waits for the answers (rlkit/apps/prefs_web.py, rlkit/apps/preference_web.py; the
 README's "Human preferences in the browser"). Such a run can be resumed: it trains again from the
-start with the same seeds, reusing every stored label, and serves only the unanswered pairs.
+start with the same seeds, reusing every stored label, and serves only the unanswered pairs (it writes
+no checkpoint before the end).
 
 Deviations: imitation's defaults otherwise (hyperbolic query schedule, ``initial_comparison_frac``
 0.1); no reward ensemble or active query selection (imitation has both; not exposed here). The agent
@@ -34,6 +45,8 @@ Run it: ``rlkit train preference --env Pendulum-v1 --preset pendulum``.
 
 from __future__ import annotations
 
+import io
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,7 +58,8 @@ import torch
 from rlkit.envs import make_env
 
 from rlkit.callbacks import Callback
-from rlkit.config import BaseConfig, default, opt, require_at_least_one
+from rlkit.config import BaseConfig, default, opt, require_at_least_one, validate_config
+from rlkit.engine.imitation import train_rounds
 from rlkit.errors import RLKitError, require_imitation
 from rlkit.generator import GeneratorOptions, load_sb3_policy, make_ppo, make_sb3_venv, sb3_bytes
 from rlkit.policy import RandomPolicy, SB3ModelPolicy
@@ -135,27 +149,162 @@ def sample_rewards(reward_net: Any, policies: list[Any], env_id: str, env_kwargs
     return np.concatenate(learned), np.asarray(true)
 
 
-class _Stopped(Exception):
-    """Raised from imitation's per-iteration callback to end its training loop early."""
+# ALGO LOGIC: one round of imitation's PreferenceComparisons.train, written out so that rlkit's loop runs the
+# rounds (evaluation, checkpoints, resume). Same calls in the same order as imitation 1.0.1's loop body.
+def query_plan(trainer: Any, total_comparisons: int) -> list[int]:
+    """Comparisons asked per round, as imitation plans them: round 0 the initial share, then the query schedule's
+    (hyperbolic by default) shares of the rest over ``num_iterations`` rounds."""
+    from imitation.util import util
+
+    initial = int(total_comparisons * trainer.initial_comparison_frac)
+    probs = np.vectorize(trainer.query_schedule)(np.linspace(0, 1, trainer.num_iterations))
+    probs = probs / np.sum(probs)
+    return [initial] + util.oric(probs * (total_comparisons - initial)).tolist()
 
 
-def train(cfg: PreferenceConfig, resume: bool = False, callbacks: Sequence[Callback] | None = None) -> dict[str, Any]:
-    """Learn a reward from synthetic preferences and a PPO agent on it; returns final.json."""
-    require_imitation("preference learning")
-    import seals  # noqa: F401  (registers seals/ envs)
+def gather_and_fit(trainer: Any, round_index: int, num_pairs: int) -> dict[str, float]:
+    """Sample trajectories, cut ``num_pairs`` fragment pairs, ask the rater, add them to the comparisons and fit
+    the reward net on all of them (longer in round 0); returns the reward fit's final loss and accuracy."""
+    num_steps = math.ceil(trainer.transition_oversampling * 2 * num_pairs * trainer.fragment_length)
+    trajectories = trainer.trajectory_generator.sample(num_steps)
+    # imitation's check that no fragment misses initial timesteps (fixed horizons)
+    trainer._check_fixed_horizon(len(traj) for traj in trajectories if traj.terminal)
+    fragments = trainer.fragmenter(trajectories, trainer.fragment_length, num_pairs)
+    with trainer.logger.accumulate_means("preferences"):
+        preferences = trainer.preference_gatherer(fragments)
+    trainer.dataset.push(fragments, preferences)
+    epoch_multiplier = trainer.initial_epoch_multiplier if round_index == 0 else 1.0
+    trainer.reward_trainer.train(trainer.dataset, epoch_multiplier=epoch_multiplier)
+    key = trainer.logger.get_accumulate_prefixes() + "reward/final/train"
+    return {"reward_loss": trainer.logger.name_to_value[f"{key}/loss"],
+            "reward_accuracy": trainer.logger.name_to_value[f"{key}/accuracy"]}
+
+
+def comparisons_to_arrays(dataset: Any, count: int) -> dict[str, np.ndarray]:
+    """The first ``count`` comparisons of imitation's PreferenceDataset as plain arrays (fragments of one length;
+    their infos are left out: the reward fit does not read them)."""
+    out = {"preferences": np.asarray(dataset.preferences[:count])}
+    for side, fragments in (("1", dataset.fragments1[:count]), ("2", dataset.fragments2[:count])):
+        for field in ("obs", "acts", "rews", "terminal"):
+            out[field + side] = np.stack([np.asarray(getattr(f, field)) for f in fragments]) if count else np.zeros(0)
+    return out
+
+
+def comparisons_from_arrays(dataset: Any, arrays: dict[str, np.ndarray]) -> None:
+    """Refill ``dataset`` (empty) with what :func:`comparisons_to_arrays` stored."""
+    from imitation.data.types import TrajectoryWithRew
+
+    def fragments(side: str) -> list[Any]:
+        return [TrajectoryWithRew(obs=arrays["obs" + side][i], acts=arrays["acts" + side][i], infos=None,
+                                  terminal=bool(arrays["terminal" + side][i]), rews=arrays["rews" + side][i])
+                for i in range(len(arrays["preferences"]))]
+
+    dataset.fragments1, dataset.fragments2 = fragments("1"), fragments("2")
+    dataset.preferences = np.asarray(arrays["preferences"])
+
+
+class PreferenceLearner:
+    """Preference learning for the imitation loop: a round asks the round's comparisons, fits the reward net
+    and trains the agent on it (imitation's iteration); round 0 asks the initial comparisons. A run continued
+    past its plan (more ``total_steps``) goes on with rounds like the last one."""
+
+    log_every = 1  # a row after every round
+
+    def __init__(self, cfg: PreferenceConfig, run: Run, parts: dict[str, Any]) -> None:
+        self.cfg, self.run, self.web = cfg, run, parts.get("web")
+        self.venv, self.agent, self.reward_net = parts["venv"], parts["agent"], parts["reward_net"]
+        self.agent_reward, self.trainer, self.rng, self.log = (parts["agent_reward"], parts["trainer"], parts["rng"],
+                                                               parts["log"])
+        self.policy = SB3ModelPolicy(self.agent)
+        # people rating: no mid-run checkpoint; a resumed run replays its stored labels from the start instead
+        self.checkpoint_every = 0 if self.web is not None else cfg.checkpoint_every
+        self.checkpoint_on_interrupt = self.web is None
+        self.plan = query_plan(self.trainer, cfg.total_comparisons)
+        self.steps_per_round, self.extra_steps = divmod(cfg.total_steps, cfg.num_iterations)
+        self.round_index, self.steps_seen, self.kept, self.stats = 0, 0, 0, {}
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"ppo_zip": sb3_bytes(self.agent), "reward_net": self.reward_net.state_dict(),
+                 "observation_space": self.venv.observation_space, "action_space": self.venv.action_space,
+                 "eval_env_id": self.cfg.env_id, "round": self.round_index,
+                 "plan": {"comparisons": self.plan, "steps_per_round": self.steps_per_round,
+                          "extra_steps": self.extra_steps},
+                 "reward_optimizer": self.trainer.reward_trainer.optim.state_dict(),
+                 "rater_rng": self.rng.bit_generator.state}
+        if self.agent_reward is not self.reward_net:
+            state["reward_normalizer"] = self.agent_reward.state_dict()
+        if self.web is None:  # people's labels live in the run's prefs/ store
+            state["comparisons"] = comparisons_to_arrays(self.trainer.dataset, self.kept)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.agent.set_parameters(io.BytesIO(state["ppo_zip"]), exact_match=True)
+        self.agent.num_timesteps = self.steps_seen = int(state["global_step"])
+        self.reward_net.load_state_dict(state["reward_net"])
+        self.trainer.reward_trainer.optim.load_state_dict(state["reward_optimizer"])
+        if "reward_normalizer" in state:
+            self.agent_reward.load_state_dict(state["reward_normalizer"])
+        comparisons_from_arrays(self.trainer.dataset, state["comparisons"])
+        self.rng.bit_generator.state = state["rater_rng"]
+        plan = state["plan"]
+        self.plan, self.steps_per_round, self.extra_steps = (list(plan["comparisons"]), plan["steps_per_round"],
+                                                             plan["extra_steps"])
+        self.round_index = self.trainer._iteration = int(state["round"])
+        self.kept = len(self.trainer.dataset)
+
+    def round(self, run: Run) -> int:
+        i, trainer = self.round_index, self.trainer
+        num_pairs = self.plan[i] if i < len(self.plan) else max(self.plan[-1], 1)
+        self.stats = gather_and_fit(trainer, i, num_pairs)
+        # the last planned iteration trains the agent a bit longer when the budget does not divide (imitation's)
+        steps = self.steps_per_round + (self.extra_steps if i == self.cfg.num_iterations - 1 else 0)
+        with trainer.logger.accumulate_means("agent"):
+            trainer.trajectory_generator.train(steps=steps)
+        trainer.logger.dump(trainer._iteration)
+        for info in list(self.agent.ep_info_buffer)[-self.cfg.num_envs:]:  # true returns (Monitor under the reward)
+            run.logger.record_episode(float(info["r"]), int(info["l"]))
+        run.logger.record("charts/iteration", trainer._iteration)
+        run.logger.record("charts/comparisons", len(trainer.dataset))
+        trainer._iteration += 1
+        self.round_index, self.kept = i + 1, len(trainer.dataset)
+        done, self.steps_seen = self.agent.num_timesteps - self.steps_seen, self.agent.num_timesteps
+        return done
+
+    def finished(self, global_step: int) -> bool:
+        return self.round_index >= len(self.plan) and global_step >= self.cfg.total_steps
+
+    def close(self) -> None:
+        self.log.close()  # imitation's CSV files stay open otherwise
+        self.venv.close()
+        if self.web is not None:
+            self.web["server"].stop()
+            self.web["store"].close()
+
+    def final(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        cfg = self.cfg
+        with torch.no_grad():
+            learned, true = sample_rewards(self.reward_net, [self.policy, RandomPolicy(self.venv.action_space,
+                                                                                       seed=cfg.seed)],
+                                           cfg.env_id, cfg.env_kwargs, cfg.correlation_steps, cfg.eval_seed + 777)
+        corr = {**reward_correlation(learned, true), "transitions": len(true)}
+        self.run.logger.record("charts/reward_pearson", corr["pearson"] if corr["pearson"] is not None else math.nan)
+        stats = {} if self.run.stopped is not None else self.stats  # a stopped run reports no final reward fit
+        extra = {"reward_correlation": corr, "comparisons": len(self.trainer.dataset),
+                 **{k: float(stats[k]) if k in stats else None for k in ("reward_loss", "reward_accuracy")},
+                 "eval_env_id": cfg.env_id, "train_env_id": cfg.env_id, "rater": cfg.rater}
+        if self.web is not None:
+            status = preference_rater("web").store_status(self.run.dir)
+            extra["labels"] = {k: status[k] for k in ("pairs", "answered", "answers", "skipped", "raters")}
+        return self.state_dict(), extra
+
+
+def build(cfg: PreferenceConfig, run: Run) -> dict[str, Any]:
+    """The venv, PPO agent, reward net, rater and imitation's PreferenceComparisons trainer of a run."""
     from imitation.algorithms import preference_comparisons as pc
     from imitation.rewards.reward_nets import BasicRewardNet, NormalizedRewardNet
     from imitation.util import logger as imit_logger
     from imitation.util.networks import RunningNorm
 
-    cfg.validate()
-    if resume and cfg.rater != "web":
-        raise RLKitError("preference runs with the synthetic rater cannot be resumed (imitation keeps its "
-                         "comparison dataset in memory); start a new run")
-    if resume:
-        web_resume_check(cfg)
-    # A resumed web run trains again from the start with the stored labels (rlkit/apps/preference_web.py).
-    run = Run("preference", cfg, callbacks=callbacks)  # seeds the global RNGs, sets thread counts
     web = None
     if cfg.rater == "web":
         pw = preference_rater("web")
@@ -188,59 +337,32 @@ def train(cfg: PreferenceConfig, resume: bool = False, callbacks: Sequence[Callb
                                              epochs=cfg.reward_epochs, lr=cfg.reward_lr, custom_logger=log),
         fragment_length=cfg.fragment_length, initial_comparison_frac=cfg.initial_comparison_frac,
         initial_epoch_multiplier=4.0, custom_logger=log)
-
-    policy = SB3ModelPolicy(agent)
-
-    def state_dict() -> dict[str, Any]:
-        return {"ppo_zip": sb3_bytes(agent), "reward_net": reward_net.state_dict(),
-                "observation_space": venv.observation_space, "action_space": venv.action_space,
-                "eval_env_id": cfg.env_id}
-
-    steps_seen = 0
-
-    def on_iteration(iteration: int) -> None:
-        nonlocal steps_seen
-        for info in list(agent.ep_info_buffer)[-cfg.num_envs:]:  # true returns (Monitor under the reward)
-            run.logger.record_episode(float(info["r"]), int(info["l"]))
-        run.logger.record("charts/iteration", iteration)
-        run.logger.record("charts/comparisons", len(trainer.dataset))
-        step, stride, steps_seen = agent.num_timesteps, max(agent.num_timesteps - steps_seen, 1), agent.num_timesteps
-        if Run.due(step, cfg.eval_every, stride):
-            run.evaluate(policy, eval_env_factory(cfg), step, state=state_dict, write_row=False)
-        run.logger.dump(step)
-        if run.stopped is not None:
-            raise _Stopped  # imitation's loop has no stop of its own
-
     if web is not None:
         trainer.dataset = pw.SkipAwarePreferenceDataset()  # "can't tell" answers stay out of training
+    return {"venv": venv, "agent": agent, "reward_net": reward_net, "agent_reward": agent_reward, "trainer": trainer,
+            "rng": rng, "log": log, "web": web}
+
+
+def train(cfg: PreferenceConfig, resume: bool = False, callbacks: Sequence[Callback] | None = None) -> dict[str, Any]:
+    """Learn a reward from synthetic preferences and a PPO agent on it; returns final.json."""
+    require_imitation("preference learning")
+    import seals  # noqa: F401  (registers seals/ envs)
+
+    validate_config(cfg)
+    web = cfg.rater == "web"
+    if resume and web:
+        web_resume_check(cfg)
+    # A resumed web run trains again from the start with the stored labels (rlkit/apps/preference_web.py);
+    # a synthetic one continues from its latest checkpoint, comparisons included.
+    run = Run("preference", cfg, resume=resume and not web, callbacks=callbacks)  # seeds the global RNGs
+    learner = PreferenceLearner(cfg, run, build(cfg, run))
     try:
-        stats = trainer.train(total_timesteps=cfg.total_steps, total_comparisons=cfg.total_comparisons,
-                              callback=on_iteration)
-    except _Stopped:  # target_return or a callback: the reward model of the last round trained stays
-        stats = {}
+        return train_rounds(run, learner, eval_env_factory(cfg))
     except KeyboardInterrupt:
-        if web is not None:
-            print(f"rlkit prefs: every answer is kept in {web['store'].root}; continue with "
+        if web:
+            print(f"rlkit prefs: every answer is kept in {learner.web['store'].root}; continue with "
                   f"`rlkit train preference --resume {run.dir}`", file=sys.stderr, flush=True)
         raise
-    finally:
-        log.close()  # imitation's CSV files stay open otherwise
-        venv.close()
-        if web is not None:
-            web["server"].stop()
-            web["store"].close()
-    with torch.no_grad():
-        learned, true = sample_rewards(reward_net, [policy, RandomPolicy(venv.action_space, seed=cfg.seed)],
-                                       cfg.env_id, cfg.env_kwargs, cfg.correlation_steps, cfg.eval_seed + 777)
-    corr = {**reward_correlation(learned, true), "transitions": len(true)}
-    run.logger.record("charts/reward_pearson", corr["pearson"] if corr["pearson"] is not None else float("nan"))
-    extra = {"reward_correlation": corr, "comparisons": len(trainer.dataset),
-             **{k: float(stats[k]) if k in stats else None for k in ("reward_loss", "reward_accuracy")},
-             "eval_env_id": cfg.env_id, "train_env_id": cfg.env_id, "rater": cfg.rater}
-    if web is not None:
-        status = preference_rater("web").store_status(run.dir)
-        extra["labels"] = {k: status[k] for k in ("pairs", "answered", "answers", "skipped", "raters")}
-    return run.finish(policy, eval_env_factory(cfg), agent.num_timesteps, state_dict(), extra=extra)
 
 
 def web_resume_check(cfg: PreferenceConfig) -> None:

@@ -35,7 +35,7 @@ class GeneratorOptions:
     ppo_sde_sample_freq: int = opt(-1, "with ppo_use_sde: resample the noise matrix every N steps (-1 = per rollout)")
 
     def validate_generator(self) -> None:
-        require_at_least_one(self, "num_envs", "ppo_n_steps", "ppo_batch_size", "ppo_epochs")
+        require_at_least_one(self, "ppo_n_steps", "ppo_batch_size", "ppo_epochs")  # num_envs: its opt(low=1)
 
 
 def make_sb3_venv(env_id: str, num_envs: int, seed: int, env_kwargs: dict | None = None) -> Any:

@@ -175,70 +175,84 @@ def coerce(value: Any, tp: Any, name: str) -> Any:
     """Convert ``value`` (often a string from the command line or YAML) to the field type ``tp``."""
     origin = get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        args = get_args(tp)
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return coerce(value, arg, name)
-            except RLKitError as e:
-                errors.append(str(e))
-        raise RLKitError(errors[0] if errors else f"option {name!r} cannot be {value!r}")
+        return _coerce_union(value, get_args(tp), name)
     if origin is Literal:
         choices = get_args(tp)
         if value in choices:
             return value
         raise RLKitError(f"option {name!r} must be one of {', '.join(map(str, choices))}; got {value!r}")
     if origin in (list, tuple):
-        (item_tp, *_) = get_args(tp) or (Any,)
-        if isinstance(value, str):
-            text = value.strip()
-            parsed = _yaml(text if text.startswith("[") else f"[{text}]", name) if text else []
-        else:
-            parsed = value
-        if not isinstance(parsed, (list, tuple)):
-            raise RLKitError(f"option {name!r} expects a list like [64,64]; got {value!r}")
-        items = [coerce(v, item_tp, name) if item_tp is not Any else v for v in parsed]
-        return tuple(items) if origin is tuple else items
+        return _coerce_sequence(value, origin, get_args(tp), name)
     if tp is dict or origin is dict:
         parsed = _yaml(value, name) if isinstance(value, str) else value
         if not isinstance(parsed, dict):
             raise RLKitError(f"option {name!r} expects a mapping like {{key: value}}; got {value!r}")
         return parsed
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
-            return True
-        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
-            return False
-        raise RLKitError(f"option {name!r} expects true or false; got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise RLKitError(f"option {name!r} expects an integer; got {value!r}")
-        if isinstance(value, int):
-            return value
+    scalar = {bool: _coerce_bool, int: _coerce_int, float: _coerce_float, str: lambda v, _: str(v)}.get(tp)
+    return scalar(value, name) if scalar is not None else value
+
+
+def _coerce_union(value: Any, args: tuple[Any, ...], name: str) -> Any:
+    """The first member type of ``args`` that takes ``value``; "none"/"null" is None where None is allowed."""
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+        if type(None) in args:
+            return None
+    errors = []
+    for arg in args:
+        if arg is type(None):
+            continue
         try:
-            as_float = float(value)
-        except (TypeError, ValueError):
-            raise RLKitError(f"option {name!r} expects an integer; got {value!r}") from None
-        if not as_float.is_integer():
-            raise RLKitError(f"option {name!r} expects an integer; got {value!r}")
-        return int(as_float)  # accepts 1e5 and 100_000
-    if tp is float:
-        if isinstance(value, bool):
-            raise RLKitError(f"option {name!r} expects a number; got {value!r}")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise RLKitError(f"option {name!r} expects a number; got {value!r}") from None
-    if tp is str:
-        return str(value)
-    return value
+            return coerce(value, arg, name)
+        except RLKitError as e:
+            errors.append(str(e))
+    raise RLKitError(errors[0] if errors else f"option {name!r} cannot be {value!r}")
+
+
+def _coerce_sequence(value: Any, origin: type, args: tuple[Any, ...], name: str) -> list | tuple:
+    """A list (or tuple) from a list or from text: ``[64,64]`` or ``64,64``."""
+    (item_tp, *_) = args or (Any,)
+    if isinstance(value, str):
+        text = value.strip()
+        parsed = _yaml(text if text.startswith("[") else f"[{text}]", name) if text else []
+    else:
+        parsed = value
+    if not isinstance(parsed, (list, tuple)):
+        raise RLKitError(f"option {name!r} expects a list like [64,64]; got {value!r}")
+    items = [coerce(v, item_tp, name) if item_tp is not Any else v for v in parsed]
+    return tuple(items) if origin is tuple else items
+
+
+def _coerce_bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+        return False
+    raise RLKitError(f"option {name!r} expects true or false; got {value!r}")
+
+
+def _coerce_int(value: Any, name: str) -> int:
+    if isinstance(value, bool):
+        raise RLKitError(f"option {name!r} expects an integer; got {value!r}")
+    if isinstance(value, int):
+        return value
+    try:
+        as_float = float(value)
+    except (TypeError, ValueError):
+        raise RLKitError(f"option {name!r} expects an integer; got {value!r}") from None
+    if not as_float.is_integer():
+        raise RLKitError(f"option {name!r} expects an integer; got {value!r}")
+    return int(as_float)  # accepts 1e5 and 100_000
+
+
+def _coerce_float(value: Any, name: str) -> float:
+    if isinstance(value, bool):
+        raise RLKitError(f"option {name!r} expects a number; got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise RLKitError(f"option {name!r} expects a number; got {value!r}") from None
 
 
 def apply_overrides(cfg: C, overrides: dict[str, Any], source: str = "--set") -> C:

@@ -46,6 +46,9 @@ def copy_of_the_tree(tmp_path: Path) -> Path:
     ("agents/dqn.py", "from rlkit.apps.cli import main", "rlkit.agents.dqn -> rlkit.apps.cli"),  # learner -> app
     ("demos/record.py", "import rlkit.agents.bc", "rlkit.demos.record -> rlkit.agents.bc"),     # demos -> learner
     ("envs/factory.py", "from rlkit.apps import doctor", "rlkit.envs.factory -> rlkit.apps.doctor"),  # envs -> app
+    ("rlkit/engine/off_policy.py", "import rlkit.agents.dqn", "rlkit.engine.off_policy -> rlkit.agents.dqn"),  # engine
+    ("rlkit/fast/presample.py", "from rlkit.engine import common", "rlkit.fast.presample -> rlkit.engine.common"),
+    ("envs/vector.py", "from rlkit.engine import common", "rlkit.envs.vector -> rlkit.engine.common"),  # envs -> engine
 ])
 def test_the_contracts_bite(tmp_path, file, probe, broken):
     tree = copy_of_the_tree(tmp_path)
@@ -72,11 +75,44 @@ def test_every_core_module_is_under_a_contract():
 
 
 # ---------------------------------------------------------------------------------------------
+# Short functions where the algorithms and the engine are read
+# ---------------------------------------------------------------------------------------------
+
+LONGEST_FUNCTION = 60  # lines, def to last line
+
+
+def long_functions(paths: list[Path], root: Path = ROOT) -> list[str]:
+    found = []
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > LONGEST_FUNCTION:
+                    found.append(f"{path.relative_to(root)}:{node.lineno} {node.name} ({length} lines)")
+    return found
+
+
+def test_no_long_functions_in_the_agents_core_and_engine():
+    """Agents, the core/nn/data modules, the engine and the fast paths: no function over 60 lines."""
+    paths = [*(ROOT / "agents").glob("*.py"), *(ROOT / "rlkit").glob("*.py"), *(ROOT / "rlkit" / "engine").glob("*.py"),
+             *(ROOT / "rlkit" / "fast").glob("*.py")]
+    assert len(paths) > 30
+    assert long_functions(paths) == []
+
+
+def test_the_length_check_finds_a_long_function(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(LONGEST_FUNCTION))
+    (tmp_path / "long.py").write_text(f"def short():\n    pass\n\n\ndef long():\n{body}\n")
+    assert long_functions([tmp_path / "long.py"], root=tmp_path) == ["long.py:5 long (61 lines)"]
+
+
+# ---------------------------------------------------------------------------------------------
 # No import cycles inside the project, lazy (function-level) imports included
 # ---------------------------------------------------------------------------------------------
 
-PACKAGE_DIRS = {"rlkit": ROOT / "rlkit", "rlkit.apps": ROOT / "rlkit" / "apps", "rlkit.engine": ROOT / "rlkit" / "engine",
-                "rlkit.fast": ROOT / "rlkit" / "fast", "rlkit.agents": ROOT / "agents",
+PACKAGE_DIRS = {"rlkit": ROOT / "rlkit", "rlkit.apps": ROOT / "rlkit" / "apps",
+                "rlkit.engine": ROOT / "rlkit" / "engine", "rlkit.fast": ROOT / "rlkit" / "fast",
+                "rlkit.agents": ROOT / "agents",
                 "rlkit.envs": ROOT / "envs", "rlkit.demos": ROOT / "demos"}
 
 

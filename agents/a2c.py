@@ -56,7 +56,7 @@ from rlkit.engine.on_policy import OnPolicyLearner, train_on_policy
 from rlkit.optim import OptimizerOptions, set_lr
 from rlkit.policy import TorchPolicy
 from rlkit.registry import AgentSpec, train_from_command_line
-from rlkit.rollouts import Rollout, collect_rollout  # noqa: F401 - collect_rollout: tests import it from here
+from rlkit.rollouts import Rollout
 
 
 @dataclass

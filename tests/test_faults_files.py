@@ -333,10 +333,10 @@ def test_a_network_is_measured_before_it_is_built(monkeypatch, faults):
 
 def test_a_rollout_is_measured_before_it_is_allocated(monkeypatch, faults):
     faults.held("bad values refused")  # counted only if this test passes
-    from rlkit.agents.a2c import collect_rollout
     from rlkit.envs import make_vec_env
 
     import rlkit.memory
+    from rlkit.rollouts import collect_rollout
 
     monkeypatch.setattr(rlkit.memory, "available_memory", lambda: 2**20)
     def actor(obs):

@@ -223,7 +223,8 @@ def test_default_output_folders_are_gitignored(folder):
 
 
 def test_ignored_output_folders_are_anchored_at_the_root():
-    # DESIGN.md plans an rlkit/data/ layer (replay buffers, rollouts): only the root's data/ is output
+    # a package folder named data/ inside rlkit/ (a layer of replay buffers, rollouts) is source: only the
+    # root's data/ is output
     proc = subprocess.run(["git", "check-ignore", "--no-index", "-q", "rlkit/data/buffers.py"], cwd=REPO)
     assert proc.returncode == 1
 

@@ -1,9 +1,9 @@
 """Faults of preference labelling: a copied run's files, other web pages in the rater's browser, malformed requests.
 
-Trust (DESIGN.md): a run's ``prefs/`` may come from someone else, so a module it names is imported only when
-the user names it, and nothing rlkit writes, appends to or trims there may reach a file outside it. People
-in the loop: only the server's own page may take or answer pairs (a per-server secret, the Origin), and a
-malformed request gets a 4xx and one log line, never a traceback or a stored answer.
+Trust (docs/reliability.md, "Loading never executes code"): a run's ``prefs/`` may come from someone else, so a
+module it names is imported only when the user names it, and nothing rlkit writes, appends to or trims there may
+reach a file outside it. People in the loop: only the server's own page may take or answer pairs (a per-server
+secret, the Origin), and a malformed request gets a 4xx and one log line, never a traceback or a stored answer.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Files from other people run no code and cannot make rlkit allocate the impossible (DESIGN.md, "Trust").
+"""Files from other people run no code and cannot make rlkit allocate the impossible (docs/reliability.md: "Loading
+never executes code", "Other libraries' files are read as data").
 
 * imitation trajectory files (a datasets directory, the old .npz, the oldest .pkl) are read as data:
   a pickle inside one never runs, and a file only unpickling could read is refused in one line;

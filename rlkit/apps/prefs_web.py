@@ -50,9 +50,10 @@ too, and pair ids carry 64 random bits. Request bodies are capped in size and JS
 with a timeout; anything malformed gets a 4xx and one log line, and an answer is stored only from a
 complete, valid request.
 
-Trust (DESIGN.md): a copied run's files are data. The env id in ``meta.json`` is imported only when it
-names no module (``pkg.module:Env-v0``) or the user names the same id (``--env``); every file written,
-appended to or trimmed in place must be a regular file inside the run (:mod:`rlkit.safe_files`), and
+Trust (docs/reliability.md, "Loading never executes code"): a copied run's files are data. The env id in
+``meta.json`` is imported only when it names no module (``pkg.module:Env-v0``) or the user names the same id
+(``--env``); every file written, appended to or trimmed in place must be a regular file inside the run
+(:mod:`rlkit.safe_files`), and
 the run's files are read only as regular files inside it (a planted symlink is refused, not followed).
 """
 

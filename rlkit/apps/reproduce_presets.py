@@ -8,7 +8,7 @@ the number itself with its source, and optionally an expert and demonstrations f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib.util import find_spec
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -72,12 +72,9 @@ def check_normalise(name: str, spec: dict[str, Any], has_demos: bool, source: Pa
 
 
 def default_presets_file() -> Path:
-    """agents/presets/reproduce.yaml, found without importing rlkit.agents (the core must not import it)."""
-    spec = find_spec("rlkit.agents")
-    if spec is None or not spec.submodule_search_locations:
-        raise RLKitError("the agents package is not installed, so rlkit has no reproduction presets; "
-                         "pass --presets FILE")
-    return Path(list(spec.submodule_search_locations)[0]) / "presets" / "reproduce.yaml"
+    """agents/presets/reproduce.yaml, package data of rlkit.agents (an application may import the learners;
+    the package's ``__init__`` is empty, so listing presets still imports no torch)."""
+    return Path(str(resources.files("rlkit.agents") / "presets" / "reproduce.yaml"))
 
 
 def load_presets(path: str | Path | None = None) -> dict[str, ReproducePreset]:

@@ -145,3 +145,20 @@ def test_prioritized_minibatches_are_drawn_one_at_a_time():
     assert (second.indices == first.indices[0]).mean() > 0.8  # the new priorities drew it
     uniform = filled(ReplayBuffer(16, space, space, rng=np.random.default_rng(0)))
     assert isinstance(uniform.minibatches(4, 3), list)  # uniform replay: one gather for the round
+
+
+def test_the_engine_page_example_trains_and_resumes(tmp_path, monkeypatch):
+    """docs/engine.md's new agent runs as printed: a run directory with final.json, and it resumes."""
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "engine.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", page, flags=re.DOTALL)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "docs/engine.md", "exec"), namespace)
+    final = json.loads((tmp_path / "runs" / "plain-q" / "final.json").read_text())
+    assert final["env_steps"] == 3_000 and final["agent"] == "plain-q"
+    cfg = namespace["PlainQConfig"](env_id="CartPole-v1", total_steps=4_000, learning_starts=500,
+                                    run_dir="runs/plain-q", eval_episodes=5, progress=False)
+    assert train_off_policy("plain-q", cfg, namespace["PlainQ"], resume=True)["env_steps"] == 4_000

@@ -16,12 +16,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
-from rlkit.agents.a3c import A3CConfig, SharedModel, share_optimizer_state, worker
+from rlkit.agents.a3c import A3C, A3CConfig
 
 from rlkit import envs
-from rlkit.actor_critic import build_model
 from rlkit.checkpoint import list_checkpoints
 from rlkit.config import apply_overrides
+from rlkit.engine.asynchronous import share, share_optimizer_state, worker
 from rlkit.errors import RLKitError
 from rlkit.optim import make_optimizer
 
@@ -107,7 +107,7 @@ def test_the_policy_acts_with_the_shared_weights():
     # The workers write into shared memory; a policy that viewed the weights before they moved there would
     # keep evaluating the initial network.
     env = envs.make_env("CartPole-v1")
-    shared = SharedModel(A3CConfig(hidden=[8]), env.observation_space, env.action_space)
+    shared = A3C(A3CConfig(hidden=[8]), env.observation_space, env.action_space)
     assert all(p.is_shared() for p in shared.model.parameters())
     obs = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
     for favoured in (0, 1):
@@ -121,25 +121,21 @@ def test_every_worker_update_changes_shared_parameters(start_method, ranks):
     """Each worker process, run for exactly one update, moves the parent's shared weights and statistics."""
     cfg = A3CConfig(num_workers=2, t_max=5, total_steps=5, hidden=[16], start_method=start_method)
     env = envs.make_env(cfg.env_id)
-    model = build_model(env.observation_space, env.action_space, cfg.hidden, cfg.activation, cfg.shared_trunk)
-    optimizer = cfg.build_optimizer(model.parameters())
-    model.share_memory()
-    optim_state = share_optimizer_state(optimizer)
-    ctx = mp.get_context(start_method)
-    counter, updates = ctx.Value("q", 0), ctx.Array("q", 2, lock=False)
-    stop, messages = ctx.Event(), ctx.SimpleQueue()
+    learner = A3C(cfg, env.observation_space, env.action_space)  # the model in shared memory
+    model, ctx = learner.model, mp.get_context(start_method)
+    shared = share(learner, ctx, num_workers=2, first_step=0)
     for done, rank in enumerate(ranks, start=1):
         before = {k: v.clone() for k, v in model.state_dict().items()}
-        counter.value = 0  # a budget of one rollout
-        p = ctx.Process(target=worker, args=(rank, cfg, model, optim_state, counter, updates, stop, messages, 0))
+        shared.counter.value = 0  # a budget of one rollout
+        p = ctx.Process(target=worker, args=(rank, A3C, cfg, shared, 0))
         p.start()
         p.join(120)
-        assert p.exitcode == 0 and messages.empty()
-        assert updates[rank] == 1 and counter.value == 5
+        assert p.exitcode == 0 and shared.messages.empty()
+        assert shared.updates[rank] == 1 and shared.counter.value == 5
         after = model.state_dict()
         assert all(not torch.equal(before[k], after[k]) for k in before), "a parameter missed the worker's update"
-        assert optim_state[0]["step"].item() == done  # the shared statistics, not a copy, were updated
-        assert all(state["square_avg"].abs().sum() > 0 for state in optim_state)
+        assert shared.optim_state[0]["step"].item() == done  # the shared statistics, not a copy, were updated
+        assert all(state["square_avg"].abs().sum() > 0 for state in shared.optim_state)
 
 
 def test_cli_normal_end_eval_resume_and_no_leftovers(tmp_path):
@@ -201,6 +197,8 @@ def test_config_errors():
         apply_overrides(A3CConfig(), {"torch_threads": 2})
     with pytest.raises(RLKitError, match="start_method"):
         apply_overrides(A3CConfig(), {"start_method": "forkserver"})
+    with pytest.raises(RLKitError, match="CPU memory; drop device=cuda"):
+        apply_overrides(A3CConfig(), {"device": "cuda"})
 
 
 @pytest.mark.slow

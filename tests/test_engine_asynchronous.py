@@ -95,8 +95,9 @@ def test_budget_is_exact_and_every_update_reaches_the_shared_model(tmp_path):
     assert sum(result["worker_updates"]) * 5 == 300
     final = load_checkpoint(tmp_path / "run")
     assert final["global_step"] == 300 and {"model", "optimizer", "observation_space", "action_space"} <= set(final)
-    # Adam with a constant gradient moves by the learning rate per step; lock-free, a rare race may lose one.
-    assert -60 * LR * 1.001 < float(weights(final).mean()) < -55 * LR
+    # Adam with a constant gradient moves by the learning rate per step (with one worker exactly, see below);
+    # lock-free, a rare race on the shared step count or moments can make one step a little shorter or longer.
+    assert -63 * LR < float(weights(final).mean()) < -55 * LR
     with open(tmp_path / "run" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["global_step"]) for r in rows][-1] == 300

@@ -51,20 +51,19 @@ from rlkit.config import (
     config_from_dict,
     default,
     opt,
-    require_at_least_one,
 )
+from rlkit.engine.common import progress
 from rlkit.engine.off_policy import OffPolicyLearner, train_off_policy
-from rlkit.errors import RLKitError
 from rlkit.fast.numpy_forward import numpy_forward
 from rlkit.nets import DeterministicActor, QCriticEnsemble, check_continuous_spaces, polyak_update
 from rlkit.normalizers import ObsNormalizer
-from rlkit.optim import make_optimizer
+from rlkit.optim import OptimizerChoice, scheduled, set_lr
 from rlkit.policy import Batch, TorchPolicy
 from rlkit.registry import AgentSpec, train_from_command_line
 
 
 @dataclass
-class DDPGConfig(ReplayOptions, BaseConfig):
+class DDPGConfig(ReplayOptions, OptimizerChoice, BaseConfig):
     """DDPG/TD3 hyper-parameters: the replay options, plus DDPG's (defaults: the TD3 paper's "Our DDPG";
     presets hold the rest)."""
 
@@ -73,29 +72,24 @@ class DDPGConfig(ReplayOptions, BaseConfig):
     batch_size: int = default(ReplayOptions, "batch_size", 100)
     tau: float = default(ReplayOptions, "tau", 0.005)
     train_every: int = default(ReplayOptions, "train_every", 1)
-    actor_lr: float = opt(1e-3, "actor learning rate (Adam)", low=0)
-    critic_lr: float = opt(1e-3, "critic learning rate (Adam)", low=0)
-    critic_weight_decay: float = opt(0.0, "L2 penalty on the critic weights (Lillicrap: 0.01)")
+    actor_lr: float = opt(1e-3, "actor learning rate", low=0, low_open=True)
+    critic_lr: float = opt(1e-3, "critic learning rate", low=0, low_open=True)
+    critic_weight_decay: float = opt(0.0, "L2 penalty on the critic weights (Lillicrap: 0.01)", low=0)
     hidden: list[int] = opt([400, 300], "hidden layer sizes of the actor and critic MLPs", low=1, high=MAX_WIDTH)
     noise: Literal["gaussian", "ou", "none"] = opt("gaussian", "exploration noise: gaussian, ou (Ornstein-Uhlenbeck)")
-    noise_std: float = opt(0.1, "exploration noise std (OU: sigma), as a fraction of each action's half-range")
-    ou_theta: float = opt(0.15, "OU mean-reversion rate theta")
-    ou_dt: float = opt(1e-2, "OU time step dt (as in SB3 and OpenAI baselines)")
+    noise_std: float = opt(0.1, "exploration noise std (OU: sigma), as a fraction of each action's half-range", low=0)
+    ou_theta: float = opt(0.15, "OU mean-reversion rate theta", low=0)
+    ou_dt: float = opt(1e-2, "OU time step dt (as in SB3 and OpenAI baselines)", low=0, low_open=True)
     twin_critics: bool = opt(False, "TD3: two critics, the target uses the minimum of the two")
-    policy_delay: int = opt(1, "TD3: update the actor and the targets every this many critic steps")
-    target_noise: float = opt(0.0, "TD3: std of the target policy smoothing noise (fraction of half-range)")
-    target_noise_clip: float = opt(0.0, "TD3: clip the smoothing noise to +-this (fraction of half-range)")
+    policy_delay: int = opt(1, "TD3: update the actor and the targets every this many critic steps", low=1)
+    target_noise: float = opt(0.0, "TD3: std of the target policy smoothing noise (fraction of half-range)", low=0)
+    target_noise_clip: float = opt(0.0, "TD3: clip the smoothing noise to +-this (fraction of half-range)",
+                                   low=0)
     normalize_obs: bool = opt(False, "normalize observations by a running mean/std (kept in checkpoints)")
-    obs_clip: float = opt(10.0, "clip normalized observations to +-this")
+    obs_clip: float = opt(10.0, "clip normalized observations to +-this", low=0, low_open=True)
 
     def validate(self) -> None:
-        self.validate_replay()
-        require_at_least_one(self, "policy_delay")
-        for name in ("noise_std", "target_noise", "target_noise_clip", "critic_weight_decay", "ou_theta"):
-            if getattr(self, name) < 0:
-                raise RLKitError(f"{name} must be non-negative; got {getattr(self, name)}")
-        if self.actor_lr <= 0 or self.critic_lr <= 0 or self.ou_dt <= 0 or self.obs_clip <= 0:
-            raise RLKitError("actor_lr, critic_lr, ou_dt and obs_clip must be positive")
+        self.validate_optimizer()
 
 
 # The switches and values of the TD3 paper (section 6.1); `rlkit train td3` applies them first.
@@ -148,8 +142,8 @@ def build_nets(cfg: DDPGConfig, obs_space: gym.Space, act_space: gym.spaces.Box)
     actor = DeterministicActor(obs_space, act_space, cfg.hidden).to(cfg.device)
     critic = QCriticEnsemble(obs_space, act_space, cfg.hidden, n_critics=2 if cfg.twin_critics else 1).to(cfg.device)
     return Nets(actor, copy.deepcopy(actor).requires_grad_(False), critic, copy.deepcopy(critic).requires_grad_(False),
-                make_optimizer(actor.parameters(), "adam", cfg.actor_lr),
-                make_optimizer(critic.parameters(), "adam", cfg.critic_lr, weight_decay=cfg.critic_weight_decay))
+                cfg.optimizer_for(actor.parameters(), cfg.actor_lr),
+                cfg.optimizer_for(critic.parameters(), cfg.critic_lr, weight_decay=cfg.critic_weight_decay))
 
 
 def gradient_step(nets: Nets, batch: Batch, cfg: DDPGConfig, update_index: int) -> dict[str, torch.Tensor]:
@@ -232,9 +226,12 @@ class DDPG(OffPolicyLearner):
         return explore_actions(self.policy.act(obs), noise, self.half_range, self.low, self.high)
 
     def update(self, batches: Iterable[Batch], global_step: int) -> dict[str, float]:
+        cfg = self.cfg
+        set_lr(self.nets.actor_opt, scheduled(cfg.actor_lr, cfg.lr_schedule, progress(global_step, cfg.total_steps)))
+        set_lr(self.nets.critic_opt, scheduled(cfg.critic_lr, cfg.lr_schedule, progress(global_step, cfg.total_steps)))
         for batch in batches:
             self.num_updates += 1
-            metrics = gradient_step(self.nets, batch, self.cfg, self.num_updates)
+            metrics = gradient_step(self.nets, batch, cfg, self.num_updates)
         return {key: value.item() for key, value in metrics.items()}
 
     def after_env_step(self, global_step: int, ended: np.ndarray) -> None:

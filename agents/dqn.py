@@ -35,7 +35,7 @@ from torch import nn
 
 from rlkit.buffers import PrioritizedReplayBuffer, ReplayBuffer
 from rlkit.callbacks import Callback
-from rlkit.config import MAX_WIDTH, BaseConfig, ReplayOptions, config_from_dict, opt, require_at_least_one
+from rlkit.config import MAX_WIDTH, BaseConfig, ReplayOptions, config_from_dict, opt
 from rlkit.engine.off_policy import OffPolicyLearner, train_off_policy
 from rlkit.errors import RLKitError
 from rlkit.fast.numpy_forward import numpy_forward
@@ -52,7 +52,7 @@ class DQNConfig(ReplayOptions, OptimizerOptions, BaseConfig):
     """DQN hyper-parameters: the replay and optimizer options, plus DQN's (defaults suit small
     classic-control tasks; presets hold the rest)."""
 
-    target_update_every: int = opt(1_000, "env steps between target-network updates")
+    target_update_every: int = opt(1_000, "env steps between target-network updates", low=1)
     epsilon_start: float = opt(1.0, "initial exploration rate", low=0, high=1)
     epsilon_end: float = opt(0.05, "final exploration rate; also the epsilon of `rlkit eval --stochastic`",
                              low=0, high=1)
@@ -62,7 +62,7 @@ class DQNConfig(ReplayOptions, OptimizerOptions, BaseConfig):
                             high=MAX_WIDTH)
     double: bool = opt(False, "Double DQN: the online net picks the next action, the target net rates it")
     dueling: bool = opt(False, "dueling head: Q = V + A - mean(A)")
-    n_step: int = opt(1, "n-step returns (cut at episode ends)")
+    n_step: int = opt(1, "n-step returns (cut at episode ends)", low=1)
     prioritized: bool = opt(False, "proportional prioritized replay")
     per_alpha: float = opt(0.6, "PER priority exponent alpha")
     per_beta_start: float = opt(0.4, "PER importance-weight exponent beta at the start (annealed to 1)")
@@ -72,9 +72,7 @@ class DQNConfig(ReplayOptions, OptimizerOptions, BaseConfig):
     clip_rewards: bool = opt(False, "train on sign(reward) (Atari); logged returns stay raw")
 
     def validate(self) -> None:
-        self.validate_replay()
         self.validate_optimizer()
-        require_at_least_one(self, "target_update_every", "n_step")
 
 
 # ALGO LOGIC: the math, as pure functions (unit-tested against hand values).
@@ -133,14 +131,14 @@ def build_q_net(cfg: DQNConfig, observation_space: gym.Space, action_space: gym.
     return QNetwork(observation_space, action_space, cfg.hidden, dueling=cfg.dueling)
 
 
-def make_policy(q_net: QNetwork, cfg: DQNConfig, observation_space: gym.Space, action_space: gym.Space
+def make_policy(q_net: QNetwork, observation_space: gym.Space, action_space: gym.Space, epsilon: float
                 ) -> TorchPolicy:
     """Greedy actions; ``act(obs, deterministic=False)`` (``rlkit eval --stochastic``) is epsilon-greedy with
-    the final exploration rate ``epsilon_end``, the behaviour the agent trained with at the end."""
+    ``epsilon``, the final exploration rate ``epsilon_end`` the agent trained with at the end."""
 
     def act_fn(module: QNetwork, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         q_values = module(obs)
-        return q_values.argmax(dim=1) if deterministic else epsilon_greedy(q_values, cfg.epsilon_end)
+        return q_values.argmax(dim=1) if deterministic else epsilon_greedy(q_values, epsilon)
 
     return TorchPolicy(q_net, act_fn, action_space, observation_space, fast=numpy_forward(q_net))
 
@@ -163,7 +161,7 @@ class DQN(OffPolicyLearner):
         self.buffer = PrioritizedReplayBuffer(cfg.buffer_size, obs_space, act_space, alpha=cfg.per_alpha,
                                               eps=cfg.per_eps, **replay) if cfg.prioritized else \
             ReplayBuffer(cfg.buffer_size, obs_space, act_space, **replay)
-        self.policy = make_policy(self.q_net, cfg, obs_space, act_space)
+        self.policy = make_policy(self.q_net, obs_space, act_space, cfg.epsilon_end)
         self.n_actions = int(act_space.n)
         self.epsilon = cfg.epsilon_start
 
@@ -230,7 +228,7 @@ def load_policy(state: dict[str, Any]) -> TorchPolicy:
     q_net = build_q_net(cfg, state["observation_space"], state["action_space"])
     q_net.load_state_dict(state["q_net"])
     q_net.eval()
-    return make_policy(q_net, cfg, state["observation_space"], state["action_space"])
+    return make_policy(q_net, state["observation_space"], state["action_space"], cfg.epsilon_end)
 
 
 AGENT = AgentSpec("dqn", DQNConfig, train, load_policy,

@@ -185,7 +185,7 @@ def scale_rewards(rewards: np.ndarray, dones: np.ndarray, running_return: np.nda
     return scaled
 
 
-def build_model(obs_space: gym.Space, act_space: gym.Space, cfg: PPOConfig, device: str | None = None
+def build_model(cfg: PPOConfig, obs_space: gym.Space, act_space: gym.Space, device: str | None = None
                 ) -> ActorCritic:
     """The actor-critic for these spaces on ``device`` (default ``cfg.device``)."""
     activation = nn.Tanh if cfg.activation == "tanh" else nn.ReLU
@@ -229,12 +229,12 @@ class PPO(OnPolicyLearner):
 
     @staticmethod
     def check_spaces(observation_space: gym.Space, action_space: gym.Space, env_id: str, agent: str) -> None:
-        check_spaces(observation_space, action_space, agent,
+        check_spaces(observation_space, action_space, env_id, agent,
                      (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.Box))
 
     def __init__(self, cfg: PPOConfig, obs_space: gym.Space, act_space: gym.Space, rng: np.random.Generator) -> None:
         self.cfg, self.rng, self.device = cfg, rng, torch.device(cfg.device)
-        self.model = build_model(obs_space, act_space, cfg)
+        self.model = build_model(cfg, obs_space, act_space)
         # Adam over one flat buffer where it applies (rlkit.fast.ppo_update); built before the actor views the weights
         self.optimizer = flat_adam(self.model, cfg.optimizer, cfg.lr, cfg.optimizer_eps) \
             or cfg.build_optimizer(self.model.parameters())
@@ -328,7 +328,7 @@ def load_policy(state: dict[str, Any]) -> TorchPolicy:
     """Rebuild the policy of a PPO checkpoint, with its observation normaliser."""
     cfg = config_from_dict(PPOConfig, state["config"])
     obs_space, act_space = state["observation_space"], state["action_space"]
-    model = build_model(obs_space, act_space, cfg, device="cpu")
+    model = build_model(cfg, obs_space, act_space, device="cpu")
     model.load_state_dict(state["model"])
     model.eval()
     normalizer = ObsNormalizer.from_state(obs_space.shape, state.get("obs_normalizer"))

@@ -48,17 +48,18 @@ from rlkit.buffers import ReplayBuffer
 from rlkit.callbacks import Callback
 from rlkit.config import MAX_WIDTH, BaseConfig, ReplayOptions, config_from_dict, default, opt
 from rlkit.distributions import SquashedGaussianActor
+from rlkit.engine.common import progress
 from rlkit.engine.off_policy import OffPolicyLearner, train_off_policy
 from rlkit.fast.numpy_forward import numpy_squashed_gaussian
 from rlkit.nets import QCriticEnsemble, check_continuous_spaces, polyak_update
 from rlkit.normalizers import ObsNormalizer
-from rlkit.optim import make_optimizer
+from rlkit.optim import OptimizerOptions, set_lr
 from rlkit.policy import Batch, TorchPolicy
 from rlkit.registry import AgentSpec, train_from_command_line
 
 
 @dataclass
-class SACConfig(ReplayOptions, BaseConfig):
+class SACConfig(ReplayOptions, OptimizerOptions, BaseConfig):
     """SAC hyper-parameters: the replay options, plus SAC's (defaults: SB3's SAC, which follows the SAC v2
     paper's Table 1)."""
 
@@ -68,7 +69,7 @@ class SACConfig(ReplayOptions, BaseConfig):
     batch_size: int = default(ReplayOptions, "batch_size", 256)
     tau: float = default(ReplayOptions, "tau", 0.005)
     train_every: int = default(ReplayOptions, "train_every", 1)
-    lr: float = opt(3e-4, "learning rate of actor, critics and temperature (Adam)", low=0, low_open=True)
+    lr: float = opt(3e-4, "learning rate of actor, critics and temperature", low=0, low_open=True)
     hidden: list[int] = opt([256, 256], "hidden layer sizes of the actor and critic MLPs", low=1, high=MAX_WIDTH)
     n_critics: int = opt(2, "critics in the ensemble; targets take their minimum", low=1)
     alpha: float = opt(1.0, "entropy temperature (the initial value when autotune is on)", low=0, low_open=True)
@@ -78,7 +79,7 @@ class SACConfig(ReplayOptions, BaseConfig):
     obs_clip: float = opt(10.0, "clip normalized observations to +-this", low=0, low_open=True)
 
     def validate(self) -> None:
-        self.validate_replay()
+        self.validate_optimizer()
 
 
 def soft_td_target(rewards: torch.Tensor, terminated: torch.Tensor, discounts: torch.Tensor, next_q: torch.Tensor,
@@ -108,9 +109,8 @@ def build_nets(cfg: SACConfig, obs_space: gym.Space, act_space: gym.spaces.Box, 
     critic = QCriticEnsemble(obs_space, act_space, cfg.hidden, cfg.n_critics).to(device)
     log_alpha = torch.tensor(math.log(cfg.alpha), device=device, requires_grad=cfg.autotune)
     return Nets(actor, critic, copy.deepcopy(critic).requires_grad_(False), log_alpha,
-                make_optimizer(actor.parameters(), "adam", lr=cfg.lr),
-                make_optimizer(critic.parameters(), "adam", lr=cfg.lr),
-                make_optimizer([log_alpha], "adam", lr=cfg.lr))
+                cfg.build_optimizer(actor.parameters()), cfg.build_optimizer(critic.parameters()),
+                cfg.build_optimizer([log_alpha]))
 
 
 def gradient_step(nets: Nets, batch: Batch, cfg: SACConfig, target_entropy: float) -> dict[str, torch.Tensor]:
@@ -191,6 +191,9 @@ class SAC(OffPolicyLearner):
         return self.sample(self.normalizer(obs) if self.normalizer is not None else obs, False).reshape(self.shape)
 
     def update(self, batches: Iterable[Batch], global_step: int) -> dict[str, float]:
+        lr = self.cfg.lr_at(progress(global_step, self.cfg.total_steps))
+        for optimizer in (self.nets.actor_opt, self.nets.critic_opt, self.nets.alpha_opt):
+            set_lr(optimizer, lr)
         for batch in batches:
             self.num_updates += 1
             metrics = gradient_step(self.nets, batch, self.cfg, self.target_entropy)

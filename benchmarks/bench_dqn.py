@@ -113,7 +113,7 @@ def action_latency(n: int = 5000) -> dict:
     env = gym.make("CartPole-v1")
     obs = np.zeros((1, 4), np.float32)
     q = QNetwork(env.observation_space, env.action_space, [64, 64])
-    fast = make_policy(q, DQNConfig(), env.observation_space, env.action_space)
+    fast = make_policy(q, env.observation_space, env.action_space, DQNConfig().epsilon_end)
     plain = TorchPolicy(q, fast.act_fn, env.action_space, env.observation_space)
     model = DQN("MlpPolicy", "CartPole-v1", device="cpu", policy_kwargs=dict(net_arch=[64, 64]))
 

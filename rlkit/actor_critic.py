@@ -91,15 +91,16 @@ def actor_critic_gradients(model: ActorCritic, parameters: list[nn.Parameter], r
 
 
 # Networks and acting (A2C's and A3C's; the actor and policy PPO's too).
-def check_spaces(observation_space: gym.Space, action_space: gym.Space, agent: str,
+def check_spaces(observation_space: gym.Space, action_space: gym.Space, env_id: str, agent: str,
                  action_types: tuple[type[gym.Space], ...] = (gym.spaces.Discrete, gym.spaces.Box)) -> None:
     """Refuse what :class:`rlkit.nets.ActorCritic` (and the agent's ``action_types``) cannot take, before a run
-    directory is written."""
+    directory is written (the arguments of every agent's space check: spaces, env id, agent)."""
     if not isinstance(action_space, action_types):
         names = [t.__name__ for t in action_types]
-        raise RLKitError(f"{agent} supports {', '.join(names[:-1])} and {names[-1]} action spaces; got {action_space}")
+        raise RLKitError(f"{agent} supports {', '.join(names[:-1])} and {names[-1]} action spaces, but {env_id} has "
+                         f"{action_space}")
     if not isinstance(observation_space, (gym.spaces.Discrete, gym.spaces.Box)):
-        raise RLKitError(f"{agent} supports Box and Discrete observations; got {observation_space} "
+        raise RLKitError(f"{agent} supports Box and Discrete observations, but {env_id} has {observation_space} "
                          "(flatten Dict/Tuple spaces with gymnasium.wrappers.FlattenObservation)")
 
 

@@ -143,14 +143,6 @@ class ReplayOptions:
         """Whether updates have started: past ``learning_starts`` and a full minibatch in the buffer."""
         return global_step > self.learning_starts and buffered >= self.batch_size
 
-    def validate_replay(self) -> None:
-        if not 0 < self.tau <= 1:
-            raise RLKitError(f"tau must be in (0, 1]; got {self.tau}")
-        if not 0 <= self.gamma <= 1:
-            raise RLKitError(f"gamma must be in [0, 1]; got {self.gamma}")
-        require_at_least_one(self, "batch_size", "train_every", "gradient_steps", "num_envs", "buffer_size")
-        if self.learning_starts < 0:
-            raise RLKitError(f"learning_starts must be non-negative; got {self.learning_starts}")
 
 
 def field_help(cls: type[BaseConfig]) -> dict[str, str]:

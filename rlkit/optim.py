@@ -68,31 +68,43 @@ def set_lr(optimizer: Any, lr: float) -> None:
 
 
 @dataclass
-class OptimizerOptions:
+class OptimizerChoice:
+    """Which optimizer and schedule, for agents whose networks take learning rates of their own (DDPG/TD3's
+    ``actor_lr`` and ``critic_lr``); mixed into their configs. :class:`OptimizerOptions` adds the one ``lr``."""
+
+    lr_schedule: Schedule = opt("constant", "constant, or linear: anneal the learning rate to 0 at total_steps")
+    optimizer: OptimizerName = opt("adam", "adam or rmsprop")
+    optimizer_eps: float = opt(1e-8, "epsilon of the optimizer (Nature DQN's RMSProp: 0.01)", low=0, low_open=True)
+    rmsprop_alpha: float = opt(0.99, "RMSProp decay of the squared-gradient average (Nature DQN: 0.95)", low=0,
+                               low_open=True, high=1)
+    rmsprop_centered: bool = opt(False, "centered RMSProp (the Nature DQN's variant)")
+
+    def optimizer_for(self, params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float = 0.0
+                      ) -> torch.optim.Optimizer:
+        """:func:`make_optimizer` with these options and the learning rate ``lr``."""
+        return make_optimizer(params, self.optimizer, lr, self.optimizer_eps, self.rmsprop_alpha,
+                              self.rmsprop_centered, weight_decay=weight_decay)
+
+    def validate_optimizer(self) -> None:
+        """What the fields' ranges cannot say: RMSProp's decay is below 1 (at 1 its average never moves)."""
+        if self.rmsprop_alpha >= 1:
+            raise RLKitError(f"rmsprop_alpha must be below 1; got {self.rmsprop_alpha}")
+
+
+@dataclass
+class OptimizerOptions(OptimizerChoice):
     """The optimizer and learning-rate options of an agent with one optimizer (mixed into its config).
 
     Defaults are Adam's; an agent re-declares a default with :func:`rlkit.config.default` (A2C/A3C:
     RMSProp), and presets set per-task values (the Nature DQN's centered RMSProp, alpha 0.95).
     """
 
-    lr: float = opt(1e-3, "learning rate", low=0)
-    lr_schedule: Schedule = opt("constant", "constant, or linear: anneal the learning rate to 0 at total_steps")
-    optimizer: OptimizerName = opt("adam", "adam or rmsprop")
-    optimizer_eps: float = opt(1e-8, "epsilon of the optimizer (Nature DQN's RMSProp: 0.01)", low=0, low_open=True)
-    rmsprop_alpha: float = opt(0.99, "RMSProp decay of the squared-gradient average (Nature DQN: 0.95)", low=0,
-                               high=1)
-    rmsprop_centered: bool = opt(False, "centered RMSProp (the Nature DQN's variant)")
+    lr: float = opt(1e-3, "learning rate", low=0, low_open=True)
 
     def build_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
         """:func:`make_optimizer` with these options."""
-        return make_optimizer(params, self.optimizer, self.lr, self.optimizer_eps, self.rmsprop_alpha,
-                              self.rmsprop_centered)
+        return self.optimizer_for(params, self.lr)
 
     def lr_at(self, progress: float) -> float:
         """The learning rate at ``progress`` (env steps done / total_steps) under ``lr_schedule``."""
         return scheduled(self.lr, self.lr_schedule, progress)
-
-    def validate_optimizer(self) -> None:
-        if self.lr <= 0 or self.optimizer_eps <= 0 or not 0 < self.rmsprop_alpha < 1:
-            raise RLKitError(f"lr and optimizer_eps must be positive and rmsprop_alpha in (0, 1); got lr={self.lr}, "
-                             f"optimizer_eps={self.optimizer_eps}, rmsprop_alpha={self.rmsprop_alpha}")

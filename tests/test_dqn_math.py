@@ -4,7 +4,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from rlkit.agents.dqn import DQNConfig, dqn_loss, epsilon_greedy, make_policy, td_target
+from rlkit.agents.dqn import dqn_loss, epsilon_greedy, make_policy, td_target
 
 from rlkit.buffers import PrioritizedReplayBuffer, ReplayBuffer, SumTree
 from rlkit.policy import Batch
@@ -98,7 +98,7 @@ def test_stochastic_policy_is_epsilon_greedy_with_epsilon_end():
 
     box = gym.spaces.Box(-1, 1, (3,), np.float32)
     q_net = QNetwork(box, gym.spaces.Discrete(3), [8])
-    policy = make_policy(q_net, DQNConfig(epsilon_end=0.3), box, gym.spaces.Discrete(3))
+    policy = make_policy(q_net, box, gym.spaces.Discrete(3), epsilon=0.3)
     obs = np.random.default_rng(0).normal(size=(5_000, 3)).astype(np.float32)
     with torch.no_grad():
         greedy = q_net(torch.from_numpy(obs)).argmax(1).numpy()

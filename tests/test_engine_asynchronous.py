@@ -166,7 +166,7 @@ def test_a_stop_at_an_evaluation_keeps_the_weights_it_scored(tmp_path):
 def test_refused_spaces_write_nothing(tmp_path):
     class Refuses(Ones):
         @staticmethod
-        def check_spaces(observation_space: gym.Space, action_space: gym.Space, agent: str) -> None:
+        def check_spaces(observation_space: gym.Space, action_space: gym.Space, env_id: str, agent: str) -> None:
             raise RLKitError(f"{agent} refuses {action_space}")
 
     with pytest.raises(RLKitError, match="toy refuses Discrete"):

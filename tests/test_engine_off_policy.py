@@ -27,9 +27,6 @@ register_test_envs()
 class RecorderConfig(ReplayOptions, BaseConfig):
     env_id: str = opt("rlkit/ContinuousTarget-v0", "env")
 
-    def validate(self) -> None:
-        self.validate_replay()
-
 
 class Recorder(OffPolicyLearner):
     """Acts with zeros and records every call the loop makes."""

@@ -26,7 +26,7 @@ def grads(model, loss):
 def test_functional_evaluator_equals_the_model_and_its_categorical(shared_trunk):
     # CartPole's update runs the categorical MLP as functional calls: bit-identical outputs and gradients.
     torch.manual_seed(0)
-    model = build_model(BOX_OBS, gym.spaces.Discrete(3), PPOConfig(shared_trunk=shared_trunk, hidden=[16, 8]))
+    model = build_model(PPOConfig(shared_trunk=shared_trunk, hidden=[16, 8]), BOX_OBS, gym.spaces.Discrete(3))
     fast = functional_evaluator(model)
     assert fast is not None
     obs, actions, weights = torch.randn(40, 4) * 3, torch.randint(0, 3, (40,)), torch.randn(40)
@@ -51,7 +51,7 @@ def test_gaussian_and_multidiscrete_models_take_the_plain_path(tmp_path):
     # the distribution (the same numbers, with the entropy's gradient as asked).
     for act_space in (gym.spaces.Box(-1, 1, (2,)), gym.spaces.MultiDiscrete([3, 2])):
         cfg = PPOConfig(hidden=[8], run_dir=str(tmp_path))
-        assert functional_evaluator(build_model(BOX_OBS, act_space, cfg)) is None
+        assert functional_evaluator(build_model(cfg, BOX_OBS, act_space)) is None
         learner = PPO(cfg, BOX_OBS, act_space, np.random.default_rng(0))
         obs = torch.randn(10, 4)
         actions = torch.as_tensor(np.stack([act_space.sample() for _ in range(10)]))
@@ -67,8 +67,8 @@ def test_gaussian_and_multidiscrete_models_take_the_plain_path(tmp_path):
 def test_flat_adam_and_its_clip_follow_torch_adam_and_clip_grad_norm():
     torch.manual_seed(0)
     cfg = PPOConfig(hidden=[8], max_grad_norm=0.05)
-    ref = build_model(BOX_OBS, gym.spaces.Discrete(2), cfg)
-    ours = build_model(BOX_OBS, gym.spaces.Discrete(2), cfg)
+    ref = build_model(cfg, BOX_OBS, gym.spaces.Discrete(2))
+    ours = build_model(cfg, BOX_OBS, gym.spaces.Discrete(2))
     ours.load_state_dict(ref.state_dict())
     ref_opt = torch.optim.Adam(ref.parameters(), lr=cfg.lr, eps=cfg.optimizer_eps)
     opt = flat_adam(ours, cfg.optimizer, cfg.lr, cfg.optimizer_eps)
@@ -89,8 +89,8 @@ def test_optimizer_state_of_torch_adam_continues_in_flat_adam():
     # A checkpoint of a run trained with torch's Adam resumes with the same moments in FlatAdam.
     cfg = PPOConfig(hidden=[8])
     torch.manual_seed(0)
-    ref = build_model(BOX_OBS, gym.spaces.Discrete(2), cfg)
-    ours = build_model(BOX_OBS, gym.spaces.Discrete(2), cfg)
+    ref = build_model(cfg, BOX_OBS, gym.spaces.Discrete(2))
+    ours = build_model(cfg, BOX_OBS, gym.spaces.Discrete(2))
     ours.load_state_dict(ref.state_dict())
     ref_opt = torch.optim.Adam(ref.parameters(), lr=cfg.lr, eps=cfg.optimizer_eps)
     obs = torch.randn(16, 4)
@@ -113,6 +113,6 @@ def test_optimizer_state_of_torch_adam_continues_in_flat_adam():
         o.step()
     for a, b in zip(ours.parameters(), ref.parameters()):
         assert_close(a, b, atol=1e-6, rtol=1e-5)
-    fresh = flat_adam(build_model(BOX_OBS, gym.spaces.Discrete(2), cfg), "adam", cfg.lr, cfg.optimizer_eps)
+    fresh = flat_adam(build_model(cfg, BOX_OBS, gym.spaces.Discrete(2)), "adam", cfg.lr, cfg.optimizer_eps)
     load_optimizer_state(fresh, torch.optim.Adam(ref.parameters()).state_dict())  # saved before any step
     assert fresh.steps == 0

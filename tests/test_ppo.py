@@ -166,7 +166,7 @@ def test_smoke_variants_change_parameters(tmp_path, variant):
     state = load_checkpoint(result["run_dir"])
     env = gym.make(variant.get("env_id", "CartPole-v1"))
     torch.manual_seed(0)  # Run seeds torch with cfg.seed (0) before building: the same initial network
-    initial = build_model(env.observation_space, env.action_space, tiny(tmp_path, **variant))
+    initial = build_model(tiny(tmp_path, **variant), env.observation_space, env.action_space)
     assert any(not torch.allclose(v, state["model"][k]) for k, v in initial.state_dict().items())
     assert all(torch.isfinite(v).all() for v in state["model"].values())
     header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0].split(",")

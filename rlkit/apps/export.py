@@ -229,7 +229,7 @@ def _ppo(state: dict[str, Any]) -> Any:
                 clip_range=cfg.clip_range, clip_range_vf=cfg.clip_range_vf, normalize_advantage=cfg.normalize_advantage,
                 ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, max_grad_norm=cfg.max_grad_norm, target_kl=cfg.target_kl,
                 learning_rate=cfg.lr, policy_kwargs=_actor_critic_kwargs(cfg))
-    net = build_model(obs_space, act_space, cfg, device="cpu")
+    net = build_model(cfg, obs_space, act_space, device="cpu")
     net.load_state_dict(state["model"])
     _copy_actor_critic(net, model.policy, act_space)
     return model

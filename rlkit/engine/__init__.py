@@ -1,7 +1,9 @@
 """The engine: the training loops, written once, that every learner in ``agents/`` runs on.
 
 * :mod:`rlkit.engine.off_policy`: act, store in a replay buffer, update (DQN, DDPG, TD3, SAC).
-* :mod:`rlkit.engine.on_policy`: collect a rollout, update on it (A2C, PPO; A3C's workers reuse both).
+* :mod:`rlkit.engine.on_policy`: collect a rollout, update on it (A2C, PPO).
+* :mod:`rlkit.engine.asynchronous`: Hogwild worker processes over one shared model (A3C), each reusing the
+  rollout collection and A2C's gradients.
 * :mod:`rlkit.engine.imitation`: the imitation learners' loops (BC epochs, DAgger rounds, the
   adversarial and preference learners' rounds).
 

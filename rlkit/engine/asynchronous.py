@@ -96,10 +96,10 @@ class AsynchronousLearner:
         self.policy = self.make_policy(self.model, observation_space, action_space)
 
     @staticmethod
-    def check_spaces(observation_space: gym.Space, action_space: gym.Space, agent: str) -> None:
+    def check_spaces(observation_space: gym.Space, action_space: gym.Space, env_id: str, agent: str) -> None:
         """Refuse spaces the agent cannot handle, in one line, before a run directory is written (default: what
         :class:`rlkit.nets.ActorCritic` takes)."""
-        check_spaces(observation_space, action_space, agent)
+        check_spaces(observation_space, action_space, env_id, agent)
 
     @staticmethod
     def build_model(cfg: Any, observation_space: gym.Space, action_space: gym.Space) -> nn.Module:
@@ -347,7 +347,7 @@ def train_asynchronous(agent: str, cfg: BaseConfig, learner_class: type[Asynchro
     probe = make_env(cfg.env_id, env_kwargs=cfg.env_kwargs)
     obs_space, act_space = probe.observation_space, probe.action_space
     probe.close()
-    learner_class.check_spaces(obs_space, act_space, agent)
+    learner_class.check_spaces(obs_space, act_space, cfg.env_id, agent)
     # cfg.num_workers stays as given (0 = one per core): config.json keeps the choice, final.json the count.
     num_workers = cfg.num_workers or available_cores()
     run = Run(agent, cfg, resume=resume, callbacks=callbacks)  # seeds the global RNGs, sets thread counts

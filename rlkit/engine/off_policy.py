@@ -28,7 +28,7 @@ import numpy as np
 
 from rlkit.buffers import ReplayBuffer
 from rlkit.callbacks import Callback
-from rlkit.config import BaseConfig
+from rlkit.config import BaseConfig, validate_config
 from rlkit.engine.common import record_episodes
 from rlkit.envs import make_vec_env
 from rlkit.normalizers import ObsNormalizer
@@ -85,54 +85,64 @@ def train_off_policy(agent: str, cfg: BaseConfig, learner_class: type[OffPolicyL
                      callbacks: Sequence[Callback] | None = None) -> dict[str, Any]:
     """Train ``learner_class`` on ``cfg`` (a config with :class:`rlkit.config.ReplayOptions`), recorded as
     ``agent``; returns the contents of ``final.json``."""
-    cfg.validate()
+    validate_config(cfg)  # ranges, device and the config's own validate(), before an env is made
     envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
     learner_class.check_spaces(obs_space, act_space, cfg.env_id, agent)
     run = Run(agent, cfg, resume=resume, callbacks=callbacks)  # seeds the global RNGs, sets thread counts
-    learner = learner_class(cfg, obs_space, act_space, run.rng)
-    global_step = 0
+    loop = _Loop(run, envs, learner_class(cfg, obs_space, act_space, run.rng))
+    learner = loop.learner
     if run.resume_state is not None:
         learner.load_state_dict(run.resume_state)
         run.restore_replay_buffer(learner.buffer)
-        global_step = run.global_step
+        loop.global_step = run.global_step
     run.restore_rng()
     saved_buffer = learner.buffer if cfg.save_buffer else None  # committed with the state, in one directory
 
     def state() -> dict[str, Any]:
         return {**learner.state_dict(), "observation_space": obs_space, "action_space": act_space}
 
-    with run.checkpoint_on_interrupt(lambda: (global_step, state(), saved_buffer)):
-        obs = envs.reset(seed=cfg.seed + global_step)
-        while global_step < cfg.total_steps and run.stopped is None:
-            obs, global_step = _iteration(run, envs, learner, obs, global_step)
-            run.step_done(global_step, cfg.num_envs, learner.policy, eval_env_factory(cfg), state,
+    with run.checkpoint_on_interrupt(lambda: (loop.global_step, state(), saved_buffer)):
+        loop.obs = envs.reset(seed=cfg.seed + loop.global_step)
+        while loop.global_step < cfg.total_steps and run.stopped is None:
+            loop.iteration()
+            run.step_done(loop.global_step, cfg.num_envs, learner.policy, eval_env_factory(cfg), state,
                           learner.scalars, replay_buffer=saved_buffer)
     envs.close()
-    return run.finish(learner.policy, eval_env_factory(cfg), global_step, state(), replay_buffer=saved_buffer)
+    return run.finish(learner.policy, eval_env_factory(cfg), loop.global_step, state(), replay_buffer=saved_buffer)
 
 
-def _iteration(run: Run, envs: Any, learner: OffPolicyLearner, obs: np.ndarray, global_step: int
-               ) -> tuple[np.ndarray, int]:
-    """One step of every env, the transition stored, and the training round when one is due."""
-    cfg, buffer, normalizer = run.cfg, learner.buffer, learner.normalizer
-    if normalizer is not None:
-        normalizer.update(obs)
-    if learner.warmup_uniform and global_step < cfg.learning_starts:
-        space = envs.single_action_space
-        actions = run.rng.uniform(space.low.astype(np.float32), space.high.astype(np.float32),
-                                  size=(cfg.num_envs, *space.shape)).astype(np.float32)
-    else:
-        actions = learner.explore(obs, global_step)
-    step = envs.step(actions)
-    buffer.add(obs, actions, learner.rewards_to_store(step.rewards), step.final_obs, step.terminated, step.truncated)
-    global_step += cfg.num_envs
-    ended = record_episodes(run.logger, step.episode_returns, step.episode_lengths)
-    if cfg.learning(global_step, len(buffer)) and Run.due(global_step, cfg.train_every, cfg.num_envs):
-        batches = buffer.minibatches(cfg.batch_size, cfg.gradient_steps, cfg.device)
+class _Loop:
+    """The loop's state between iterations. ``global_step`` advances right after the transition is stored, so
+    a checkpoint taken on Ctrl-C or SIGTERM anywhere in an iteration holds a buffer that matches its step."""
+
+    def __init__(self, run: Run, envs: Any, learner: OffPolicyLearner) -> None:
+        self.run, self.envs, self.learner = run, envs, learner
+        self.global_step = 0
+        self.obs: np.ndarray | None = None
+
+    def iteration(self) -> None:
+        """One step of every env, the transition stored, and the training round when one is due."""
+        run, learner, obs = self.run, self.learner, self.obs
+        cfg, buffer, normalizer = run.cfg, learner.buffer, learner.normalizer
         if normalizer is not None:
-            batches = (normalizer.batch(batch) for batch in batches)
-        for key, value in learner.update(batches, global_step).items():
-            run.logger.record(key, value)
-    learner.after_env_step(global_step, ended)
-    return step.obs, global_step
+            normalizer.update(obs)
+        if learner.warmup_uniform and self.global_step < cfg.learning_starts:
+            space = self.envs.single_action_space
+            actions = run.rng.uniform(space.low.astype(np.float32), space.high.astype(np.float32),
+                                      size=(cfg.num_envs, *space.shape)).astype(np.float32)
+        else:
+            actions = learner.explore(obs, self.global_step)
+        step = self.envs.step(actions)
+        buffer.add(obs, actions, learner.rewards_to_store(step.rewards), step.final_obs, step.terminated,
+                   step.truncated)
+        self.global_step += cfg.num_envs
+        self.obs = step.obs
+        ended = record_episodes(run.logger, step.episode_returns, step.episode_lengths)
+        if cfg.learning(self.global_step, len(buffer)) and Run.due(self.global_step, cfg.train_every, cfg.num_envs):
+            batches = buffer.minibatches(cfg.batch_size, cfg.gradient_steps, cfg.device)
+            if normalizer is not None:
+                batches = (normalizer.batch(batch) for batch in batches)
+            for key, value in learner.update(batches, self.global_step).items():
+                run.logger.record(key, value)
+        learner.after_env_step(self.global_step, ended)

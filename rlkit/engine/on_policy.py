@@ -45,7 +45,7 @@ class OnPolicyLearner:
     def check_spaces(observation_space: gym.Space, action_space: gym.Space, env_id: str, agent: str) -> None:
         """Refuse spaces the agent cannot handle, in one line, before a run directory is written (default: what
         :class:`rlkit.nets.ActorCritic` takes, Discrete or Box actions)."""
-        check_spaces(observation_space, action_space, agent)
+        check_spaces(observation_space, action_space, env_id, agent)
 
     def update(self, rollout: Rollout, global_step: int) -> dict[str, Any]:
         """Learn from ``rollout``; ``global_step`` counts the env steps done, this rollout's included. Returns

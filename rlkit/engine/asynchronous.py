@@ -359,8 +359,7 @@ def train_asynchronous(agent: str, cfg: BaseConfig, learner_class: type[Asynchro
                            args=(rank, learner_class, cfg, shared, first_step))
                for rank in range(num_workers)]
 
-    def state() -> dict[str, Any]:
-        return {**learner.state_dict(), "observation_space": obs_space, "action_space": act_space}
+    state = common.checkpoint_state(learner, obs_space, act_space)
 
     with _signals_as_flag() as interrupted:
         try:

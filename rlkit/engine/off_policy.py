@@ -23,21 +23,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
-import gymnasium as gym
 import numpy as np
 
 from rlkit.buffers import ReplayBuffer
 from rlkit.callbacks import Callback
-from rlkit.config import BaseConfig, validate_config
-from rlkit.engine.common import record_episodes
-from rlkit.envs import make_vec_env
+from rlkit.config import BaseConfig
+from rlkit.engine.common import EnvLearner, checkpoint_state, open_run, record_episodes
 from rlkit.normalizers import ObsNormalizer
 from rlkit.policy import Batch, Policy
 from rlkit.registry import eval_env_factory
 from rlkit.run import Run
 
 
-class OffPolicyLearner:
+class OffPolicyLearner(EnvLearner):
     """What an off-policy agent declares for :func:`train_off_policy` (subclass it; the defaults suit DDPG).
 
     Built after the run seeded every RNG, as ``Learner(cfg, observation_space, action_space, rng)``; it sets
@@ -49,10 +47,6 @@ class OffPolicyLearner:
     policy: Policy
     buffer: ReplayBuffer
     normalizer: ObsNormalizer | None = None
-
-    @staticmethod
-    def check_spaces(observation_space: gym.Space, action_space: gym.Space, env_id: str, agent: str) -> None:
-        """Refuse spaces the agent cannot handle, in one line naming the env and what to use instead."""
 
     def explore(self, obs: np.ndarray, global_step: int) -> np.ndarray:
         """The behaviour actions for ``obs`` (a batch, one row per env) at ``global_step``."""
@@ -74,33 +68,20 @@ class OffPolicyLearner:
         """Extra scalars for a log row (exploration rate, learning rate, update count)."""
         return {}
 
-    def state_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError
-
 
 def train_off_policy(agent: str, cfg: BaseConfig, learner_class: type[OffPolicyLearner], resume: bool = False,
                      callbacks: Sequence[Callback] | None = None) -> dict[str, Any]:
     """Train ``learner_class`` on ``cfg`` (a config with :class:`rlkit.config.ReplayOptions`), recorded as
     ``agent``; returns the contents of ``final.json``."""
-    validate_config(cfg)  # ranges, device and the config's own validate(), before an env is made
-    envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
-    obs_space, act_space = envs.single_observation_space, envs.single_action_space
-    learner_class.check_spaces(obs_space, act_space, cfg.env_id, agent)
-    run = Run(agent, cfg, resume=resume, callbacks=callbacks)  # seeds the global RNGs, sets thread counts
-    loop = _Loop(run, envs, learner_class(cfg, obs_space, act_space, run.rng))
-    learner = loop.learner
+    envs, run, learner = open_run(agent, cfg, learner_class, resume, callbacks)
+    loop = _Loop(run, envs, learner)
     if run.resume_state is not None:
         learner.load_state_dict(run.resume_state)
         run.restore_replay_buffer(learner.buffer)
         loop.global_step = run.global_step
     run.restore_rng()
     saved_buffer = learner.buffer if cfg.save_buffer else None  # committed with the state, in one directory
-
-    def state() -> dict[str, Any]:
-        return {**learner.state_dict(), "observation_space": obs_space, "action_space": act_space}
+    state = checkpoint_state(learner, envs.single_observation_space, envs.single_action_space)
 
     with run.checkpoint_on_interrupt(lambda: (loop.global_step, state(), saved_buffer)):
         loop.obs = envs.reset(seed=cfg.seed + loop.global_step)

@@ -23,14 +23,12 @@ from rlkit.actor_critic import check_spaces
 from rlkit.callbacks import Callback
 from rlkit.config import BaseConfig
 from rlkit.engine import common
-from rlkit.envs import make_vec_env
 from rlkit.policy import Policy
 from rlkit.registry import eval_env_factory
 from rlkit.rollouts import Actor, Rollout, collect_rollout
-from rlkit.run import Run
 
 
-class OnPolicyLearner:
+class OnPolicyLearner(common.EnvLearner):
     """What an on-policy agent declares for :func:`train_on_policy` (subclass it).
 
     Built after the run seeded every RNG, as ``Learner(cfg, observation_space, action_space, rng)``; it sets
@@ -52,30 +50,16 @@ class OnPolicyLearner:
         the scalars of the log row (floats, or 0-d tensors: they are read only when a row is written)."""
         raise NotImplementedError
 
-    def state_dict(self) -> dict[str, Any]:
-        """What a checkpoint holds (the loop adds the spaces, and the run its step, RNG and config)."""
-        raise NotImplementedError
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError
-
 
 def train_on_policy(agent: str, cfg: BaseConfig, learner_class: type[OnPolicyLearner], resume: bool = False,
                     callbacks: Sequence[Callback] | None = None) -> dict[str, Any]:
     """Train ``learner_class`` on ``cfg`` (a config with ``num_envs``, ``n_steps`` and ``clip_rewards``),
     recorded as ``agent``; returns the contents of ``final.json``."""
-    cfg.validate()
-    envs = make_vec_env(cfg.env_id, cfg.num_envs, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
-    obs_space, act_space = envs.single_observation_space, envs.single_action_space
-    learner_class.check_spaces(obs_space, act_space, cfg.env_id, agent)
-    run = Run(agent, cfg, resume=resume, callbacks=callbacks)  # seeds the global RNGs, sets thread counts
-    learner = learner_class(cfg, obs_space, act_space, run.rng)
+    envs, run, learner = common.open_run(agent, cfg, learner_class, resume, callbacks)
     global_step = common.resume(run, learner)
     obs = envs.reset(seed=cfg.seed + global_step)
     make_eval_env = eval_env_factory(cfg)
-
-    def state() -> dict[str, Any]:
-        return {**learner.state_dict(), "observation_space": obs_space, "action_space": act_space}
+    state = common.checkpoint_state(learner, envs.single_observation_space, envs.single_action_space)
 
     stride = cfg.num_envs * cfg.n_steps
     with run.checkpoint_on_interrupt(lambda: (global_step, state())):

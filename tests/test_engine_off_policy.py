@@ -71,7 +71,8 @@ def config(tmp_path, **overrides: Any) -> RecorderConfig:
     return RecorderConfig(**{**values, **overrides})
 
 
-def test_updates_follow_learning_starts_and_train_every(tmp_path):
+def kept() -> tuple[type[Recorder], list[Recorder]]:
+    """A Recorder class whose instances are kept in the returned list, to be looked at after the run."""
     learners: list[Recorder] = []
 
     class Kept(Recorder):
@@ -79,6 +80,11 @@ def test_updates_follow_learning_starts_and_train_every(tmp_path):
             super().__init__(*args)
             learners.append(self)
 
+    return Kept, learners
+
+
+def test_updates_follow_learning_starts_and_train_every(tmp_path):
+    Kept, learners = kept()
     result = train_off_policy("recorder", config(tmp_path), Kept)
     learner = learners[0]
     # Two envs: global_step advances by 2; a round comes where global_step > 10 crosses a multiple of 4.
@@ -95,13 +101,7 @@ def test_updates_follow_learning_starts_and_train_every(tmp_path):
 
 
 def test_resume_continues_the_learner_and_the_buffer(tmp_path):
-    learners: list[Recorder] = []
-
-    class Kept(Recorder):
-        def __init__(self, *args):
-            super().__init__(*args)
-            learners.append(self)
-
+    Kept, learners = kept()
     train_off_policy("recorder", config(tmp_path, total_steps=20, save_buffer=True), Kept)
     stored = len(learners[0].buffer)
     result = train_off_policy("recorder", config(tmp_path, total_steps=40, save_buffer=True), Kept, resume=True)

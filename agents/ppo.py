@@ -69,12 +69,12 @@ from torch import nn
 from rlkit.actor_critic import check_spaces, make_actor, make_policy
 from rlkit.callbacks import Callback
 from rlkit.config import MAX_ENVS, MAX_WIDTH, BaseConfig, config_from_dict, default, opt
-from rlkit.distributions import MultiCategoricalHead
+from rlkit.distributions import GaussianHead, MultiCategoricalHead
 from rlkit.engine.common import progress
 from rlkit.engine.on_policy import OnPolicyLearner, train_on_policy
 from rlkit.errors import RLKitError
 from rlkit.fast.ppo_update import clip_grad_norm, flat_adam, functional_evaluator, load_optimizer_state
-from rlkit.nets import ActorCritic, GaussianHead
+from rlkit.nets import ActorCritic
 from rlkit.normalizers import ObsNormalizer
 from rlkit.optim import OptimizerOptions, scheduled, set_lr
 from rlkit.policy import TorchPolicy

@@ -47,11 +47,10 @@ import torch
 from rlkit.buffers import ReplayBuffer
 from rlkit.callbacks import Callback
 from rlkit.config import MAX_WIDTH, BaseConfig, ReplayOptions, config_from_dict, default, opt
-from rlkit.distributions import SquashedGaussianActor
 from rlkit.engine.common import progress
 from rlkit.engine.off_policy import OffPolicyLearner, train_off_policy
 from rlkit.fast.numpy_forward import numpy_squashed_gaussian
-from rlkit.nets import QCriticEnsemble, check_continuous_spaces, polyak_update
+from rlkit.nets import QCriticEnsemble, SquashedGaussianActor, check_continuous_spaces, polyak_update
 from rlkit.normalizers import ObsNormalizer
 from rlkit.optim import OptimizerOptions, set_lr
 from rlkit.policy import Batch, TorchPolicy

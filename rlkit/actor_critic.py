@@ -13,9 +13,10 @@ from torch import nn
 from torch.distributions import Distribution
 
 from rlkit.config import MAX_WIDTH, default, opt
+from rlkit.distributions import CategoricalHead, GaussianHead
 from rlkit.errors import RLKitError
 from rlkit.fast.numpy_forward import numpy_actor_critic
-from rlkit.nets import ActorCritic, CategoricalHead, GaussianHead
+from rlkit.nets import ActorCritic
 from rlkit.normalizers import ObsNormalizer
 from rlkit.optim import OptimizerName, OptimizerOptions
 from rlkit.policy import TorchPolicy

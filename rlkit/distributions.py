@@ -1,22 +1,15 @@
-"""Action distributions and heads beyond nets.py's categorical and Gaussian ones: the multi-categorical
-head of MultiDiscrete actions and the squashed-Gaussian actor (tanh of a Gaussian, scaled to the action bounds)."""
+"""Action distributions and the heads that make them from features: categorical (Discrete), multi-categorical
+(MultiDiscrete), diagonal Gaussian (Box), and the squashed Gaussian's log-density (tanh of a Gaussian, SAC's).
+The networks that use them are in :mod:`rlkit.nets`."""
 
 from __future__ import annotations
 
 import math
 
-import gymnasium as gym
-import numpy as np
 import torch
 from torch import nn
-from torch.distributions import Categorical, Distribution
+from torch.distributions import Categorical, Distribution, Independent, Normal
 from torch.nn import functional as F  # noqa: N812 - torch's own alias
-
-from rlkit.nets import (
-    ObsEncoder,
-    check_bounded_box,
-    mlp,
-)
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # the squashed-Gaussian actor's log-std clamp
 
@@ -67,32 +60,33 @@ def squashed_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor
     return gaussian - (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)
 
 
-class SquashedGaussianActor(nn.Module):
-    """s -> (mean, log std) of u; ``a = tanh(u) * scale + bias`` lies inside the Box bounds."""
+class CategoricalHead(nn.Module):
+    """Features -> logits -> Categorical distribution."""
 
-    def __init__(self, observation_space: gym.Space, action_space: gym.spaces.Box, hidden: list[int]) -> None:
+    def __init__(self, in_dim: int, n_actions: int) -> None:
         super().__init__()
-        check_bounded_box(action_space)
-        self.encoder = ObsEncoder(observation_space)
-        dim = int(np.prod(action_space.shape))
-        self.trunk = mlp(self.encoder.out_dim, 0, hidden)
-        width = hidden[-1] if hidden else self.encoder.out_dim
-        self.mean, self.log_std = nn.Linear(width, dim), nn.Linear(width, dim)
-        low = torch.as_tensor(action_space.low, dtype=torch.float32).flatten()
-        high = torch.as_tensor(action_space.high, dtype=torch.float32).flatten()
-        self.register_buffer("action_scale", (high - low) / 2.0)
-        self.register_buffer("action_bias", (high + low) / 2.0)
+        self.logits = nn.Linear(in_dim, n_actions)
 
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.trunk(self.encoder(obs))
-        return self.mean(h), self.log_std(h).clamp(LOG_STD_MIN, LOG_STD_MAX)
+    def forward(self, features: torch.Tensor) -> Distribution:
+        return Categorical(logits=self.logits(features))
 
-    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A reparameterised action (Box units) and its log-prob (of the [-1, 1] action)."""
-        mean, log_std = self(obs)
-        u = mean + log_std.exp() * torch.randn_like(mean)
-        return torch.tanh(u) * self.action_scale + self.action_bias, squashed_log_prob(u, mean, log_std)
+    @staticmethod
+    def mode(dist: Distribution) -> torch.Tensor:
+        return dist.probs.argmax(dim=-1)
 
-    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
-        return torch.tanh(self(obs)[0]) * self.action_scale + self.action_bias if deterministic \
-            else self.sample(obs)[0]
+
+class GaussianHead(nn.Module):
+    """Features -> diagonal Gaussian with a state-independent learned log std (as in A2C/PPO)."""
+
+    def __init__(self, in_dim: int, action_dim: int, log_std_init: float = 0.0) -> None:
+        super().__init__()
+        self.mean = nn.Linear(in_dim, action_dim)
+        self.log_std = nn.Parameter(torch.full((action_dim,), log_std_init))
+
+    def forward(self, features: torch.Tensor) -> Distribution:
+        mean = self.mean(features)
+        return Independent(Normal(mean, self.log_std.exp().expand_as(mean)), 1)
+
+    @staticmethod
+    def mode(dist: Distribution) -> torch.Tensor:
+        return dist.mean

@@ -12,8 +12,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
-from torch.distributions import Categorical, Distribution, Independent, Normal
+from torch.distributions import Distribution
 
+from rlkit.distributions import LOG_STD_MAX, LOG_STD_MIN, CategoricalHead, GaussianHead, squashed_log_prob
 from rlkit.errors import RLKitError
 from rlkit.memory import check_network_fits
 
@@ -207,38 +208,6 @@ class QCriticEnsemble(nn.Module):
         return h.squeeze(-1)
 
 
-class CategoricalHead(nn.Module):
-    """Features -> logits -> Categorical distribution."""
-
-    def __init__(self, in_dim: int, n_actions: int) -> None:
-        super().__init__()
-        self.logits = nn.Linear(in_dim, n_actions)
-
-    def forward(self, features: torch.Tensor) -> Distribution:
-        return Categorical(logits=self.logits(features))
-
-    @staticmethod
-    def mode(dist: Distribution) -> torch.Tensor:
-        return dist.probs.argmax(dim=-1)
-
-
-class GaussianHead(nn.Module):
-    """Features -> diagonal Gaussian with a state-independent learned log std (as in A2C/PPO)."""
-
-    def __init__(self, in_dim: int, action_dim: int, log_std_init: float = 0.0) -> None:
-        super().__init__()
-        self.mean = nn.Linear(in_dim, action_dim)
-        self.log_std = nn.Parameter(torch.full((action_dim,), log_std_init))
-
-    def forward(self, features: torch.Tensor) -> Distribution:
-        mean = self.mean(features)
-        return Independent(Normal(mean, self.log_std.exp().expand_as(mean)), 1)
-
-    @staticmethod
-    def mode(dist: Distribution) -> torch.Tensor:
-        return dist.mean
-
-
 def policy_head(in_dim: int, action_space: gym.Space) -> CategoricalHead | GaussianHead:
     """The distribution head that fits ``action_space`` (Discrete or Box)."""
     if isinstance(action_space, gym.spaces.Discrete):
@@ -315,3 +284,34 @@ def check_continuous_spaces(obs_space: gym.Space, act_space: gym.Space, env_id: 
                          "wrap the env in gymnasium.wrappers.ClipAction or RescaleAction")
     if is_image_space(obs_space):
         raise RLKitError(f"{agent} takes flat observations, but {env_id} has images {obs_space}; use a2c")
+
+
+class SquashedGaussianActor(nn.Module):
+    """s -> (mean, log std) of u; ``a = tanh(u) * scale + bias`` lies inside the Box bounds."""
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.spaces.Box, hidden: list[int]) -> None:
+        super().__init__()
+        check_bounded_box(action_space)
+        self.encoder = ObsEncoder(observation_space)
+        dim = int(np.prod(action_space.shape))
+        self.trunk = mlp(self.encoder.out_dim, 0, hidden)
+        width = hidden[-1] if hidden else self.encoder.out_dim
+        self.mean, self.log_std = nn.Linear(width, dim), nn.Linear(width, dim)
+        low = torch.as_tensor(action_space.low, dtype=torch.float32).flatten()
+        high = torch.as_tensor(action_space.high, dtype=torch.float32).flatten()
+        self.register_buffer("action_scale", (high - low) / 2.0)
+        self.register_buffer("action_bias", (high + low) / 2.0)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.trunk(self.encoder(obs))
+        return self.mean(h), self.log_std(h).clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterised action (Box units) and its log-prob (of the [-1, 1] action)."""
+        mean, log_std = self(obs)
+        u = mean + log_std.exp() * torch.randn_like(mean)
+        return torch.tanh(u) * self.action_scale + self.action_bias, squashed_log_prob(u, mean, log_std)
+
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        return torch.tanh(self(obs)[0]) * self.action_scale + self.action_bias if deterministic \
+            else self.sample(obs)[0]

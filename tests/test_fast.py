@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from rlkit import nets
-from rlkit.distributions import SquashedGaussianActor
 from rlkit.fast import numpy_forward as fast_np
 from rlkit.fast.flat_adam import FlatAdam
 from rlkit.fast.presample import rate_once
+from rlkit.nets import SquashedGaussianActor
 from rlkit.optim import set_lr
 from rlkit.policy import Batch
 

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from rlkit.distributions import LOG_STD_MAX, LOG_STD_MIN, SquashedGaussianActor
-from rlkit.nets import ActorCritic, CategoricalHead, DeterministicActor, ObsEncoder, QNetwork
+from rlkit.distributions import LOG_STD_MAX, LOG_STD_MIN, CategoricalHead
+from rlkit.nets import ActorCritic, DeterministicActor, ObsEncoder, QNetwork, SquashedGaussianActor
 
 NumpyOps = list[tuple[str, Any, Any]]
 

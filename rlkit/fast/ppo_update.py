@@ -24,8 +24,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812 - torch's own alias
 
+from rlkit.distributions import CategoricalHead
 from rlkit.fast.flat_adam import FlatAdam
-from rlkit.nets import ActorCritic, CategoricalHead
+from rlkit.nets import ActorCritic
 
 # (obs, actions, entropy_grad) -> (log_prob, entropy, values)
 Evaluator = Callable[[torch.Tensor, torch.Tensor, bool], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]

@@ -238,7 +238,8 @@ def _ppo(state: dict[str, Any]) -> Any:
 def _sac(state: dict[str, Any]) -> Any:
     from stable_baselines3 import SAC
 
-    from rlkit.agents.sac import SACConfig, SquashedGaussianActor
+    from rlkit.agents.sac import SACConfig
+    from rlkit.nets import SquashedGaussianActor
 
     cfg = config_from_dict(SACConfig, state["config"])
     _refuse_normalized_observations(state, cfg)

@@ -58,7 +58,7 @@ from rlkit.cloning import (
     train_epoch,
 )
 from rlkit.config import BaseConfig, config_from_dict, opt, require_at_least_one, validate_config
-from rlkit.engine.imitation import train_rounds
+from rlkit.engine.imitation import mixture_episode, train_rounds
 from rlkit.errors import RLKitError
 from rlkit.fast.flat_adam import FlatAdam
 from rlkit.policy import Policy
@@ -104,24 +104,6 @@ def beta_at(round_index: int, schedule: str, decay: float = 0.5, rampdown: int =
     if schedule == "exponential":
         return float(decay ** round_index)
     return float(max(0.0, 1.0 - round_index / rampdown))
-
-
-def collect_episode(env: Any, expert: Policy, learner: Policy, beta: float, seed: int, rng: np.random.Generator,
-                    ) -> tuple[np.ndarray, np.ndarray, bool, bool, float]:
-    """Run the beta-mixture for one episode; returns (obs T+1, expert labels T, terminated, truncated, return)."""
-    obs, _ = env.reset(seed=seed)
-    visited, labels, total = [np.asarray(obs)], [], 0.0
-    dtype = env.action_space.dtype
-    while True:
-        label = np.asarray(expert.act(visited[-1][None])[0], dtype=dtype)
-        # TRY NOT TO MODIFY: the expert labels every state, whoever acts in it.
-        action = label if rng.random() < beta else np.asarray(learner.act(visited[-1][None])[0], dtype=dtype)
-        obs, reward, terminated, truncated, _ = env.step(action)
-        visited.append(np.asarray(obs))
-        labels.append(label)
-        total += float(reward)
-        if terminated or truncated:
-            return np.stack(visited), np.stack(labels), bool(terminated), bool(truncated), total
 
 
 class DAggerLearner:
@@ -180,7 +162,7 @@ class DAggerLearner:
             if is_interactive(expert):
                 expert.begin_episode(self.env, new, cfg.episodes_per_round)
             try:
-                obs, labels, term, trunc, ret = collect_episode(self.env, expert, self.policy, beta, seed, run.rng)
+                obs, labels, term, trunc, ret = mixture_episode(self.env, expert, self.policy, beta, seed, run.rng)
             except DiscardEpisode:
                 continue
             except StopRecording:

@@ -59,7 +59,7 @@ from rlkit.envs import make_env
 
 from rlkit.callbacks import Callback
 from rlkit.config import BaseConfig, default, opt, require_at_least_one, validate_config
-from rlkit.engine.imitation import train_rounds
+from rlkit.engine.imitation import sample_transitions, train_rounds
 from rlkit.errors import RLKitError, require_imitation
 from rlkit.generator import GeneratorOptions, load_sb3_policy, make_ppo, make_sb3_venv, sb3_bytes
 from rlkit.policy import RandomPolicy, SB3ModelPolicy
@@ -130,23 +130,13 @@ def reward_correlation(learned: np.ndarray, true: np.ndarray) -> dict[str, float
 def sample_rewards(reward_net: Any, policies: list[Any], env_id: str, env_kwargs: dict, steps: int, seed: int
                    ) -> tuple[np.ndarray, np.ndarray]:
     """(learned, true) rewards of ``steps`` transitions, split evenly over ``policies``."""
-    learned, true = [], []
     env = make_env(env_id, seed=seed, env_kwargs=env_kwargs)
     try:
-        for k, policy in enumerate(policies):
-            obs, _ = env.reset(seed=seed + 1000 * k)
-            rows: list[tuple] = []
-            for _ in range(steps // len(policies)):
-                action = policy.act(np.asarray(obs)[None], deterministic=False)[0]
-                next_obs, reward, terminated, truncated, _ = env.step(action)
-                rows.append((obs, action, next_obs, terminated))
-                true.append(float(reward))
-                obs = env.reset()[0] if terminated or truncated else next_obs
-            o, a, n, d = (np.stack(col) for col in zip(*rows))
-            learned.append(reward_net.predict_processed(o, a, n, d.astype(bool)))
+        samples = sample_transitions(env, policies, steps, seed)
     finally:
         env.close()
-    return np.concatenate(learned), np.asarray(true)
+    learned = [reward_net.predict_processed(o, a, n, d.astype(bool)) for o, a, n, d, _ in samples]
+    return np.concatenate(learned), np.concatenate([true for *_, true in samples])
 
 
 # ALGO LOGIC: one round of imitation's PreferenceComparisons.train, written out so that rlkit's loop runs the

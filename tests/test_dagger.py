@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from rlkit.agents.bc import BCConfig
 from rlkit.agents.bc import train as train_bc
-from rlkit.agents.dagger import DAggerConfig, beta_at, collect_episode, train
+from rlkit.agents.dagger import DAggerConfig, beta_at, train
 from rlkit.envs.test_envs import CurvyRoadExpert
 
 from rlkit import demos, envs
+from rlkit.engine.imitation import mixture_episode
 from rlkit.errors import RLKitError
 from rlkit.evaluation import evaluate
 
@@ -47,11 +48,11 @@ def test_mixture_queries_the_expert_everywhere():
     env = envs.make_env(ROAD)
     expert, learner = Fixed(1), Fixed(0)
     # beta 0: the learner acts (always left: off the road within 3 steps), the expert labels each state
-    obs, labels, terminated, _, _ = collect_episode(env, expert, learner, 0.0, seed=0, rng=np.random.default_rng(0))
+    obs, labels, terminated, _, _ = mixture_episode(env, expert, learner, 0.0, seed=0, rng=np.random.default_rng(0))
     assert terminated and len(obs) == len(labels) + 1 and (labels == 1).all()
     assert expert.calls == learner.calls == len(labels)
     expert.calls = learner.calls = 0
-    _, labels, *_ = collect_episode(env, expert, learner, 1.0, seed=0, rng=np.random.default_rng(0))
+    _, labels, *_ = mixture_episode(env, expert, learner, 1.0, seed=0, rng=np.random.default_rng(0))
     assert learner.calls == 0 and expert.calls == len(labels)
 
 

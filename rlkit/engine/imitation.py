@@ -27,8 +27,10 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import gymnasium as gym
+import numpy as np
 
 from rlkit.engine.common import Learner, resume
+from rlkit.policy import Policy
 from rlkit.run import Run
 
 
@@ -96,3 +98,42 @@ def after_round(run: Run, learner: RoundLearner, make_eval_env: Callable[..., gy
     if Run.due(global_step, learner.checkpoint_every, stride) and run.stopped is None \
             and not learner.finished(global_step):  # the run's final checkpoint comes next otherwise
         run.checkpoint(global_step, learner.state_dict())
+
+
+# The env-stepping collectors of the imitation learners (DAgger's labelled mixture, preference learning's
+# reward check): the loops over env steps live in the engine, the learners say what to collect.
+def mixture_episode(env: gym.Env, expert: Policy, learner: Policy, beta: float, seed: int, rng: np.random.Generator,
+                    ) -> tuple[np.ndarray, np.ndarray, bool, bool, float]:
+    """One episode of the mixture that acts as ``expert`` with probability ``beta`` per step and as ``learner``
+    otherwise, the expert labelling every state (DAgger's data collection); returns (obs T+1, expert labels T,
+    terminated, truncated, undiscounted return)."""
+    obs, _ = env.reset(seed=seed)
+    visited, labels, total = [np.asarray(obs)], [], 0.0
+    dtype = env.action_space.dtype
+    while True:
+        label = np.asarray(expert.act(visited[-1][None])[0], dtype=dtype)
+        # TRY NOT TO MODIFY: the expert labels every state, whoever acts in it.
+        action = label if rng.random() < beta else np.asarray(learner.act(visited[-1][None])[0], dtype=dtype)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        visited.append(np.asarray(obs))
+        labels.append(label)
+        total += float(reward)
+        if terminated or truncated:
+            return np.stack(visited), np.stack(labels), bool(terminated), bool(truncated), total
+
+
+def sample_transitions(env: gym.Env, policies: list[Policy], steps: int, seed: int
+                       ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """``steps`` transitions split evenly over ``policies`` (each acting stochastically from its own reset):
+    per policy the arrays (obs, actions, next_obs, terminated, true rewards)."""
+    samples = []
+    for k, policy in enumerate(policies):
+        obs, _ = env.reset(seed=seed + 1000 * k)
+        rows: list[tuple] = []
+        for _ in range(steps // len(policies)):
+            action = policy.act(np.asarray(obs)[None], deterministic=False)[0]
+            next_obs, reward, terminated, truncated, _ = env.step(action)
+            rows.append((obs, action, next_obs, terminated, float(reward)))
+            obs = env.reset()[0] if terminated or truncated else next_obs
+        samples.append(tuple(np.stack(col) for col in zip(*rows)))
+    return samples

@@ -100,6 +100,30 @@ def test_no_long_functions_in_the_agents_core_and_engine():
     assert long_functions(paths) == []
 
 
+def env_steps_in(paths: list[Path], root: Path = ROOT) -> list[str]:
+    """Calls ``<name>.step(...)`` or ``<name>.reset(...)`` on anything named like an env (env, envs, venv, ...)."""
+    found = []
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and node.func.attr in ("step", "reset"):
+                receiver = ast.unparse(node.func.value)
+                if "env" in receiver.split(".")[-1].lower():
+                    found.append(f"{path.relative_to(root)}:{node.lineno} {ast.unparse(node.func)}")
+    return found
+
+
+def test_no_agent_steps_an_env():
+    """The loops over env steps live in the engine (rlkit/engine); an agent declares what its loop needs."""
+    assert env_steps_in(sorted((ROOT / "agents").glob("*.py"))) == []
+    assert env_steps_in(sorted((ROOT / "rlkit" / "engine").glob("*.py")))  # the check sees the engine's
+
+
+def test_the_env_step_check_finds_one(tmp_path):
+    (tmp_path / "agent.py").write_text("def loop(envs, optimizer):\n    optimizer.step()\n    envs.step(0)\n")
+    assert env_steps_in([tmp_path / "agent.py"], root=tmp_path) == ["agent.py:3 envs.step"]
+
+
 def test_the_length_check_finds_a_long_function(tmp_path):
     body = "\n".join(f"    x{i} = {i}" for i in range(LONGEST_FUNCTION))
     (tmp_path / "long.py").write_text(f"def short():\n    pass\n\n\ndef long():\n{body}\n")

@@ -38,6 +38,7 @@ from rlkit.callbacks import Callback
 from rlkit.config import MAX_WIDTH, BaseConfig, ReplayOptions, config_from_dict, opt
 from rlkit.engine.off_policy import OffPolicyLearner, train_off_policy
 from rlkit.errors import RLKitError
+from rlkit.fast.fused_mlp import fused_dqn
 from rlkit.fast.numpy_forward import numpy_forward
 from rlkit.fast.presample import rate_once
 from rlkit.nets import QNetwork, polyak_update
@@ -70,6 +71,8 @@ class DQNConfig(ReplayOptions, OptimizerOptions, BaseConfig):
     loss: Literal["huber", "mse"] = opt("huber", "TD loss")
     max_grad_norm: float = opt(10.0, "clip gradients to this global norm (0 = no clipping)")
     clip_rewards: bool = opt(False, "train on sign(reward) (Atari); logged returns stay raw")
+    fused_update: bool = opt(True, "hand-written gradient steps, bit-identical to autograd's (rlkit.fast.fused_mlp), "
+                             "where they apply: CPU, flat observations, MLP without dueling head, adam")
 
     def validate(self) -> None:
         self.validate_optimizer()
@@ -164,6 +167,9 @@ class DQN(OffPolicyLearner):
         self.policy = make_policy(self.q_net, obs_space, act_space, cfg.epsilon_end)
         self.n_actions = int(act_space.n)
         self.epsilon = cfg.epsilon_start
+        # the same steps as update()'s loop, by hand (rlkit.fast.fused_mlp); None where it does not apply
+        self.fused = fused_dqn(self.q_net, self.q_target, self.optimizer, cfg.double, cfg.loss, cfg.max_grad_norm) \
+            if cfg.fused_update else None
 
     @staticmethod
     def check_spaces(observation_space: gym.Space, action_space: gym.Space, env_id: str, agent: str) -> None:
@@ -189,6 +195,10 @@ class DQN(OffPolicyLearner):
         if cfg.prioritized:  # before the lazily drawn minibatches are sampled
             self.buffer.beta = linear(cfg.per_beta_start, 1.0, global_step / cfg.total_steps)
         next_q_targets = rate_once(self.q_target, batches)  # the target net is fixed during a round
+        if self.fused is not None:
+            td_loss, q_mean = self.fused.round(batches, next_q_targets,
+                                               self.buffer.update_priorities if cfg.prioritized else None)
+            return {"losses/td_loss": td_loss, "losses/q_values": q_mean}
         for i, batch in enumerate(batches):
             next_q_target = next_q_targets[i] if next_q_targets is not None else None
             loss, td_errors, q_taken = dqn_loss(self.q_net, self.q_target, batch, cfg.double, cfg.loss, next_q_target)

@@ -97,6 +97,17 @@ def _refuse_normalized_observations(state: dict[str, Any], cfg: Any) -> None:
                          "VecNormalize file, not in the model")
 
 
+def _flat_actor_critic(state: dict[str, Any], config_cls: type, image_refusal: str) -> tuple[Any, gym.Space, gym.Space]:
+    """The config and spaces of a DDPG/TD3 or SAC checkpoint that SB3's MlpPolicy can hold: no observation
+    normalizer, no images (``image_refusal`` says why for this agent)."""
+    cfg = config_from_dict(config_cls, state["config"])
+    _refuse_normalized_observations(state, cfg)
+    obs_space, act_space = state["observation_space"], state["action_space"]
+    if _check_images(obs_space) != "MlpPolicy":
+        raise RLKitError(image_refusal)
+    return cfg, obs_space, act_space
+
+
 def _dqn(state: dict[str, Any]) -> Any:
     from stable_baselines3 import DQN
 
@@ -149,12 +160,9 @@ def _ddpg(state: dict[str, Any]) -> Any:
     from rlkit.agents.ddpg import DDPGConfig
     from rlkit.nets import DeterministicActor
 
-    cfg = config_from_dict(DDPGConfig, state["config"])
-    _refuse_normalized_observations(state, cfg)
-    obs_space, act_space = state["observation_space"], state["action_space"]
-    if _check_images(obs_space) != "MlpPolicy":
-        raise RLKitError("cannot export ddpg/td3 with image observations to SB3 (rlkit's actor and critic "
-                         "each have their own CNN; SB3's share none of this layout)")
+    cfg, obs_space, act_space = _flat_actor_critic(
+        state, DDPGConfig, "cannot export ddpg/td3 with image observations to SB3 (rlkit's actor and critic each "
+                           "have their own CNN; SB3's share none of this layout)")
     n_critics = 2 if cfg.twin_critics else 1
     cls = TD3 if cfg.twin_critics else DDPG
     kwargs: dict[str, Any] = {"policy_delay": cfg.policy_delay, "target_policy_noise": cfg.target_noise,
@@ -241,12 +249,9 @@ def _sac(state: dict[str, Any]) -> Any:
     from rlkit.agents.sac import SACConfig
     from rlkit.nets import SquashedGaussianActor
 
-    cfg = config_from_dict(SACConfig, state["config"])
-    _refuse_normalized_observations(state, cfg)
-    obs_space, act_space = state["observation_space"], state["action_space"]
-    if _check_images(obs_space) != "MlpPolicy":
-        raise RLKitError("cannot export sac with image observations to SB3 (rlkit's actor and critics each have "
-                         "their own CNN)")
+    cfg, obs_space, act_space = _flat_actor_critic(
+        state, SACConfig, "cannot export sac with image observations to SB3 (rlkit's actor and critics each have "
+                          "their own CNN)")
     alpha = float(torch.as_tensor(state["log_alpha"]).exp()) if "log_alpha" in state else cfg.alpha
     model = SAC("MlpPolicy", _SpacesEnv(obs_space, act_space), buffer_size=1, device="cpu",
                 policy_kwargs={"net_arch": list(cfg.hidden), "activation_fn": nn.ReLU, "n_critics": cfg.n_critics},

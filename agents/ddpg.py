@@ -227,8 +227,9 @@ class DDPG(OffPolicyLearner):
 
     def update(self, batches: Iterable[Batch], global_step: int) -> dict[str, float]:
         cfg = self.cfg
-        set_lr(self.nets.actor_opt, scheduled(cfg.actor_lr, cfg.lr_schedule, progress(global_step, cfg.total_steps)))
-        set_lr(self.nets.critic_opt, scheduled(cfg.critic_lr, cfg.lr_schedule, progress(global_step, cfg.total_steps)))
+        done = progress(global_step, cfg.total_steps)
+        set_lr(self.nets.actor_opt, scheduled(cfg.actor_lr, cfg.lr_schedule, done))
+        set_lr(self.nets.critic_opt, scheduled(cfg.critic_lr, cfg.lr_schedule, done))
         for batch in batches:
             self.num_updates += 1
             metrics = gradient_step(self.nets, batch, cfg, self.num_updates)

@@ -36,6 +36,7 @@ from torch import nn
 from rlkit.buffers import PrioritizedReplayBuffer, ReplayBuffer
 from rlkit.callbacks import Callback
 from rlkit.config import MAX_WIDTH, BaseConfig, ReplayOptions, config_from_dict, opt
+from rlkit.engine.common import progress
 from rlkit.engine.off_policy import OffPolicyLearner, train_off_policy
 from rlkit.errors import RLKitError
 from rlkit.fast.fused_mlp import fused_dqn
@@ -191,9 +192,10 @@ class DQN(OffPolicyLearner):
 
     def update(self, batches: Iterable[Batch], global_step: int) -> dict[str, float]:
         cfg = self.cfg
-        set_lr(self.optimizer, cfg.lr_at(global_step / cfg.total_steps))
+        done = progress(global_step, cfg.total_steps)
+        set_lr(self.optimizer, cfg.lr_at(done))
         if cfg.prioritized:  # before the lazily drawn minibatches are sampled
-            self.buffer.beta = linear(cfg.per_beta_start, 1.0, global_step / cfg.total_steps)
+            self.buffer.beta = linear(cfg.per_beta_start, 1.0, done)
         next_q_targets = rate_once(self.q_target, batches)  # the target net is fixed during a round
         if self.fused is not None:
             td_loss, q_mean = self.fused.round(batches, next_q_targets,

@@ -53,7 +53,7 @@ from rlkit.config import (
     opt,
 )
 from rlkit.engine.common import progress
-from rlkit.engine.off_policy import OffPolicyLearner, train_off_policy
+from rlkit.engine.off_policy import OffPolicyLearner, train_off_policy, train_off_policy_seeds
 from rlkit.fast.numpy_forward import numpy_forward
 from rlkit.nets import DeterministicActor, QCriticEnsemble, check_continuous_spaces, polyak_update
 from rlkit.normalizers import ObsNormalizer
@@ -266,6 +266,17 @@ def train_td3(cfg: DDPGConfig, resume: bool = False, callbacks: Sequence[Callbac
     return train(cfg, resume, callbacks, agent="td3")
 
 
+def train_seeds(cfgs: Sequence[DDPGConfig], resume: bool = False, callbacks: Sequence[Callback] | None = None, *,
+                agent: str = "ddpg") -> list[dict[str, Any]]:
+    """Train one DDPG (or TD3) per config (seed) in this process, in lockstep; returns each final.json."""
+    return train_off_policy_seeds(agent, cfgs, DDPG, resume, callbacks)
+
+
+def train_td3_seeds(cfgs: Sequence[DDPGConfig], resume: bool = False, callbacks: Sequence[Callback] | None = None
+                    ) -> list[dict[str, Any]]:
+    return train_seeds(cfgs, resume, callbacks, agent="td3")
+
+
 def load_policy(state: dict[str, Any]) -> TorchPolicy:
     """Rebuild the deterministic policy mu(s) (with its observation normalizer) from a checkpoint."""
     cfg = config_from_dict(DDPGConfig, state["config"])
@@ -277,9 +288,9 @@ def load_policy(state: dict[str, Any]) -> TorchPolicy:
     return make_policy(actor, obs_space, act_space, normalizer)
 
 
-AGENT = AgentSpec("ddpg", DDPGConfig, train, load_policy,
+AGENT = AgentSpec("ddpg", DDPGConfig, train, load_policy, train_seeds=train_seeds,
                   summary="DDPG (deterministic actor-critic, continuous actions)")
-TD3_AGENT = AgentSpec("td3", DDPGConfig, train_td3, load_policy, defaults=TD3_DEFAULTS,
+TD3_AGENT = AgentSpec("td3", DDPGConfig, train_td3, load_policy, defaults=TD3_DEFAULTS, train_seeds=train_td3_seeds,
                       summary="TD3: DDPG with twin critics, target smoothing and delayed actor updates")
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from rlkit.buffers import PrioritizedReplayBuffer, ReplayBuffer
 from rlkit.callbacks import Callback
 from rlkit.config import MAX_WIDTH, BaseConfig, ReplayOptions, config_from_dict, opt
 from rlkit.engine.common import progress
-from rlkit.engine.off_policy import OffPolicyLearner, train_off_policy
+from rlkit.engine.off_policy import OffPolicyLearner, train_off_policy, train_off_policy_seeds
 from rlkit.errors import RLKitError
 from rlkit.fast.fused_mlp import fused_dqn
 from rlkit.fast.numpy_forward import numpy_forward
@@ -234,6 +234,12 @@ def train(cfg: DQNConfig, resume: bool = False, callbacks: Sequence[Callback] | 
     return train_off_policy("dqn", cfg, DQN, resume, callbacks)
 
 
+def train_seeds(cfgs: Sequence[DQNConfig], resume: bool = False, callbacks: Sequence[Callback] | None = None
+                ) -> list[dict[str, Any]]:
+    """Train one DQN per config (seed) in this process, their gradient steps stacked; returns each final.json."""
+    return train_off_policy_seeds("dqn", cfgs, DQN, resume, callbacks)
+
+
 def load_policy(state: dict[str, Any]) -> TorchPolicy:
     """Rebuild the policy (greedy; epsilon-greedy when not deterministic) from a checkpoint."""
     cfg = config_from_dict(DQNConfig, state["config"])
@@ -243,7 +249,7 @@ def load_policy(state: dict[str, Any]) -> TorchPolicy:
     return make_policy(q_net, state["observation_space"], state["action_space"], cfg.epsilon_end)
 
 
-AGENT = AgentSpec("dqn", DQNConfig, train, load_policy,
+AGENT = AgentSpec("dqn", DQNConfig, train, load_policy, train_seeds=train_seeds,
                   summary="DQN with Double, Dueling, n-step and prioritized replay (discrete actions)")
 
 if __name__ == "__main__":

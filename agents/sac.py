@@ -48,7 +48,7 @@ from rlkit.buffers import ReplayBuffer
 from rlkit.callbacks import Callback
 from rlkit.config import MAX_WIDTH, BaseConfig, ReplayOptions, config_from_dict, default, opt
 from rlkit.engine.common import progress
-from rlkit.engine.off_policy import OffPolicyLearner, train_off_policy
+from rlkit.engine.off_policy import OffPolicyLearner, train_off_policy, train_off_policy_seeds
 from rlkit.fast.numpy_forward import numpy_squashed_gaussian
 from rlkit.nets import QCriticEnsemble, SquashedGaussianActor, check_continuous_spaces, polyak_update
 from rlkit.normalizers import ObsNormalizer
@@ -221,6 +221,12 @@ def train(cfg: SACConfig, resume: bool = False, callbacks: Sequence[Callback] | 
     return train_off_policy("sac", cfg, SAC, resume, callbacks)
 
 
+def train_seeds(cfgs: Sequence[SACConfig], resume: bool = False, callbacks: Sequence[Callback] | None = None
+                ) -> list[dict[str, Any]]:
+    """Train one SAC per config (seed) in this process, in lockstep; returns each final.json."""
+    return train_off_policy_seeds("sac", cfgs, SAC, resume, callbacks)
+
+
 def load_policy(state: dict[str, Any]) -> TorchPolicy:
     """Rebuild the policy (deterministic: tanh of the mean) and its observation normalizer from a checkpoint."""
     cfg = config_from_dict(SACConfig, state["config"])
@@ -232,7 +238,7 @@ def load_policy(state: dict[str, Any]) -> TorchPolicy:
     return make_policy(actor, obs_space, act_space, normalizer)
 
 
-AGENT = AgentSpec("sac", SACConfig, train, load_policy,
+AGENT = AgentSpec("sac", SACConfig, train, load_policy, train_seeds=train_seeds,
                   summary="SAC (squashed Gaussian actor, twin critics, automatic entropy tuning; continuous actions)")
 
 

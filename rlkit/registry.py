@@ -8,14 +8,15 @@ A user's own package can add either in its pyproject.toml without touching rlkit
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from rlkit.callbacks import Callback
 from rlkit.config import BaseConfig, load_presets
-from rlkit.errors import RLKitError
+from rlkit.errors import AlreadyFinished, RLKitError
 
 
 @dataclass
@@ -32,6 +33,10 @@ class AgentSpec:
         presets_file: YAML file of presets for this agent; by default ``presets/NAME.yaml`` beside the
             module that defines ``train`` (where rlkit's own agents keep theirs), when it exists.
         defaults: overrides applied on top of ``config_cls()`` before presets (e.g. td3's switches).
+        train_seeds: ``train_seeds(cfgs, resume=False, callbacks=None) -> [result dict per cfg]``, training
+            several configs (seeds) in one process in lockstep, where the agent's loop offers it
+            (:func:`rlkit.engine.off_policy.train_off_policy_seeds`); None: :func:`train_seeds` runs them one
+            after another.
     """
 
     name: str
@@ -41,6 +46,7 @@ class AgentSpec:
     summary: str = ""
     presets_file: Path | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
+    train_seeds: Callable[..., list[dict[str, Any]]] | None = None
 
     def __post_init__(self) -> None:
         if self.presets_file is None:
@@ -126,3 +132,19 @@ def preference_rater(name: str) -> Any:
         raise RLKitError(f"no preference rater {name!r} is installed (entry-point group rlkit.raters); "
                          f"installed: {', '.join(sorted(eps)) or 'none'}")
     return eps[name].load()
+
+
+def train_seeds(spec: AgentSpec, cfgs: Sequence[BaseConfig], resume: bool = False,
+                callbacks: Sequence[Callback] | None = None) -> list[dict[str, Any]]:
+    """Train each of ``cfgs`` (one per seed, each with its own ``run_dir``) and return their results in order:
+    in one process in lockstep where the agent offers it (``spec.train_seeds``), else one after another. With
+    ``resume``, a seed that already finished gives its final.json and trains no further."""
+    if spec.train_seeds is not None and len(cfgs) > 1:
+        return spec.train_seeds(cfgs, resume, callbacks)
+    results = []
+    for cfg in cfgs:
+        try:
+            results.append(spec.train(cfg, resume, callbacks))
+        except AlreadyFinished as done:
+            results.append(done.result)
+    return results

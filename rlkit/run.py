@@ -173,7 +173,8 @@ class Run:
     """Bookkeeping for one training run (see module docstring).
 
     Creating a Run changes process-wide state, on purpose and before anything random happens: it
-    sets torch's intra-op threads and numpy's BLAS threads to ``cfg.torch_threads`` and seeds python's,
+    sets torch's intra-op threads and numpy's BLAS threads to ``cfg.torch_threads``, this thread's
+    flush-to-zero mode to ``cfg.flush_denormal`` (:func:`torch.set_flush_denormal`) and seeds python's,
     numpy's and torch's global RNGs with ``cfg.seed`` (:func:`rlkit.seeding.seed_everything`), so a
     script that builds a Run gets those settings too. It also fills in ``cfg.run_dir`` when it was None
     and writes ``config.json``. ``self.rng`` is the run's own numpy Generator (buffers, exploration).
@@ -207,6 +208,7 @@ class Run:
             _regular_or_absent(self.dir / name)
         torch.set_num_threads(max(cfg.torch_threads, 1))
         _limit_blas_threads(max(cfg.torch_threads, 1))
+        torch.set_flush_denormal(cfg.flush_denormal)  # per thread: the loop's thread, where one-thread runs compute
         self.rng = seed_everything(cfg.seed)
         self.resume_state: dict[str, Any] | None = None
         self.global_step = 0

@@ -188,6 +188,7 @@ def worker(rank: int, learner_class: type[AsynchronousLearner], cfg: Any, shared
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's flag handler: terminate() must stop a worker
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # blocked only while the workers started
     torch.set_num_threads(1)
+    torch.set_flush_denormal(cfg.flush_denormal)  # a CPU flag of each thread, not inherited from the parent's Run
     try:
         _work(rank, learner_class, cfg, shared, first_step)
     except BaseException:

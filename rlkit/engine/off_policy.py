@@ -20,19 +20,24 @@ so it starts fresh episodes on the seed ``seed + global_step``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 
 from rlkit.buffers import ReplayBuffer
 from rlkit.callbacks import Callback
 from rlkit.config import BaseConfig
 from rlkit.engine.common import EnvLearner, checkpoint_state, open_run, record_episodes
+from rlkit.errors import AlreadyFinished
 from rlkit.normalizers import ObsNormalizer
 from rlkit.policy import Batch, Policy
 from rlkit.registry import eval_env_factory
 from rlkit.run import Run
+
+StackedUpdate = Callable[[list[Iterable[Batch]], int], list[dict[str, float]]]
 
 
 class OffPolicyLearner(EnvLearner):
@@ -68,46 +73,145 @@ class OffPolicyLearner(EnvLearner):
         """Extra scalars for a log row (exploration rate, learning rate, update count)."""
         return {}
 
+    @classmethod
+    def stack(cls, learners: list[Any]) -> StackedUpdate | None:
+        """One training round for all of ``learners`` (seeds of one config) at once, as
+        ``update(batches_of_each, global_step) -> scalars_of_each``, with their networks stacked; or None, and
+        each updates alone (:func:`train_off_policy_seeds`). Each learner must stay usable alone afterwards."""
+        return None
+
 
 def train_off_policy(agent: str, cfg: BaseConfig, learner_class: type[OffPolicyLearner], resume: bool = False,
                      callbacks: Sequence[Callback] | None = None) -> dict[str, Any]:
     """Train ``learner_class`` on ``cfg`` (a config with :class:`rlkit.config.ReplayOptions`), recorded as
     ``agent``; returns the contents of ``final.json``."""
-    envs, run, learner = open_run(agent, cfg, learner_class, resume, callbacks)
-    loop = _Loop(run, envs, learner)
-    if run.resume_state is not None:
-        learner.load_state_dict(run.resume_state)
-        run.restore_replay_buffer(learner.buffer)
-        loop.global_step = run.global_step
-    run.restore_rng()
-    saved_buffer = learner.buffer if cfg.save_buffer else None  # committed with the state, in one directory
-    state = checkpoint_state(learner, envs.single_observation_space, envs.single_action_space)
-
-    with run.checkpoint_on_interrupt(lambda: (loop.global_step, state(), saved_buffer)):
-        loop.obs = envs.reset(seed=cfg.seed + loop.global_step)
-        while loop.global_step < cfg.total_steps and run.stopped is None:
+    loop = _Loop.open(agent, cfg, learner_class, resume, callbacks)
+    with loop.run.checkpoint_on_interrupt(loop.current):
+        loop.start()
+        while loop.running:
             loop.iteration()
-            run.step_done(loop.global_step, cfg.num_envs, learner.policy, eval_env_factory(cfg), state,
-                          learner.scalars, replay_buffer=saved_buffer)
-    envs.close()
-    return run.finish(learner.policy, eval_env_factory(cfg), loop.global_step, state(), replay_buffer=saved_buffer)
+    return loop.finish()
+
+
+def train_off_policy_seeds(agent: str, cfgs: Sequence[BaseConfig], learner_class: type[OffPolicyLearner],
+                           resume: bool = False, callbacks: Sequence[Callback] | None = None) -> list[dict[str, Any]]:
+    """Train one ``learner_class`` per config (one per seed) in this process, in lockstep; returns each seed's
+    ``final.json`` contents, in the order of ``cfgs``.
+
+    Every seed is a whole run of its own: its env, replay buffer, numpy Generator, torch RNG stream (swapped in
+    around its own work), run directory and files, checkpoints and ``--resume``; the progress bar follows the
+    first. While all seeds stand at the same step, one training round serves them all when the learner can
+    stack its networks (:meth:`OffPolicyLearner.stack`: DQN's fused update); otherwise, and for a seed that
+    stops early, each seed updates alone. After a resume whose seeds were checkpointed at different steps, the
+    seeds behind run alone until they catch up.
+    """
+    loops: list[_Loop] = []
+    finished: dict[int, dict[str, Any]] = {}
+    for i, cfg in enumerate(cfgs):
+        cfg.progress = cfg.progress and not loops and not finished  # one bar, the first seed's
+        try:
+            loops.append(_Loop.open(agent, cfg, learner_class, resume, callbacks))
+        except AlreadyFinished as done:
+            finished[i] = done.result
+    with ExitStack() as interrupts:
+        for loop in loops:
+            interrupts.enter_context(loop.run.checkpoint_on_interrupt(loop.current))
+        for loop in loops:
+            with loop.rng_swapped_in():
+                loop.start()
+        _lockstep(loops, learner_class)
+    results = iter(loop.finish() for loop in loops)
+    return [finished[i] if i in finished else next(results) for i in range(len(cfgs))]
+
+
+def _lockstep(loops: list[_Loop], learner_class: type[OffPolicyLearner]) -> None:
+    """Iterate the seeds that are behind (all of them, once in step) until every one is done."""
+    stacked: StackedUpdate | None = None
+    tried_stacking = False
+    while running := [loop for loop in loops if loop.running]:
+        behind = min(loop.global_step for loop in running)
+        group = [loop for loop in running if loop.global_step == behind]
+        if not tried_stacking and len(group) == len(loops) > 1:
+            tried_stacking = True
+            stacked = learner_class.stack([loop.learner for loop in loops])
+        together = stacked is not None and len(group) == len(loops)
+        ended = {}
+        for loop in group:
+            with loop.rng_swapped_in():
+                ended[id(loop)] = loop.collect()
+                if not together and loop.round_due():
+                    loop.log(loop.learner.update(loop.minibatches(), loop.global_step))
+        if together and group[0].round_due():
+            for loop, scalars in zip(group, stacked([loop.minibatches() for loop in group], group[0].global_step)):
+                loop.log(scalars)
+        for loop in group:
+            with loop.rng_swapped_in():
+                loop.after_iteration(ended[id(loop)])
 
 
 class _Loop:
-    """The loop's state between iterations. ``global_step`` advances right after the transition is stored, so
-    a checkpoint taken on Ctrl-C or SIGTERM anywhere in an iteration holds a buffer that matches its step."""
+    """One run of the loop: its env, run and learner, and its state between iterations. ``global_step`` advances
+    right after the transition is stored, so a checkpoint taken on Ctrl-C or SIGTERM anywhere in an iteration
+    holds a buffer that matches its step."""
 
     def __init__(self, run: Run, envs: Any, learner: OffPolicyLearner) -> None:
         self.run, self.envs, self.learner = run, envs, learner
+        self.cfg = run.cfg
+        self.stride = run.cfg.num_envs
         self.global_step = 0
         self.obs: np.ndarray | None = None
+        self.saved_buffer = learner.buffer if self.cfg.save_buffer else None  # committed with the state
+        self.state = checkpoint_state(learner, envs.single_observation_space, envs.single_action_space)
+        self.own_rng = torch.get_rng_state()  # this seed's torch RNG stream, kept here while another seed runs
+
+    @classmethod
+    def open(cls, agent: str, cfg: BaseConfig, learner_class: type[OffPolicyLearner], resume: bool,
+             callbacks: Sequence[Callback] | None) -> _Loop:
+        """Open the run (or resume it: networks, optimizers, replay buffer, counters, RNG streams)."""
+        envs, run, learner = open_run(agent, cfg, learner_class, resume, callbacks)
+        loop = cls(run, envs, learner)
+        if run.resume_state is not None:
+            learner.load_state_dict(run.resume_state)
+            run.restore_replay_buffer(learner.buffer)
+            loop.global_step = run.global_step
+        run.restore_rng()
+        loop.own_rng = torch.get_rng_state()  # as built and restored
+        return loop
+
+    @contextmanager
+    def rng_swapped_in(self) -> Iterator[None]:
+        """Run the block on this seed's torch RNG stream (others' streams are kept aside meanwhile)."""
+        torch.set_rng_state(self.own_rng)
+        try:
+            yield
+        finally:
+            self.own_rng = torch.get_rng_state()
+
+    def current(self) -> tuple[int, dict[str, Any], Any]:
+        """What a checkpoint on Ctrl-C or SIGTERM holds: the step, the state and the buffer."""
+        torch.set_rng_state(self.own_rng)  # the RNG state it records is this seed's
+        return self.global_step, self.state(), self.saved_buffer
+
+    @property
+    def running(self) -> bool:
+        return self.global_step < self.cfg.total_steps and self.run.stopped is None
+
+    def start(self) -> None:
+        self.obs = self.envs.reset(seed=self.cfg.seed + self.global_step)
 
     def iteration(self) -> None:
-        """One step of every env, the transition stored, and the training round when one is due."""
-        run, learner, obs = self.run, self.learner, self.obs
-        cfg, buffer, normalizer = run.cfg, learner.buffer, learner.normalizer
-        if normalizer is not None:
-            normalizer.update(obs)
+        """One step of every env, the transition stored, the training round when one is due, and the run's
+        bookkeeping (evaluation, log row, checkpoint)."""
+        ended = self.collect()
+        if self.round_due():
+            self.log(self.learner.update(self.minibatches(), self.global_step))
+        self.after_iteration(ended)
+
+    def collect(self) -> np.ndarray:
+        """Act, step the envs and store the transitions; returns the envs whose episode ended."""
+        run, learner, obs, cfg = self.run, self.learner, self.obs, self.cfg
+        if learner.normalizer is not None:
+            learner.normalizer.update(obs)
         if learner.warmup_uniform and self.global_step < cfg.learning_starts:
             space = self.envs.single_action_space
             actions = run.rng.uniform(space.low.astype(np.float32), space.high.astype(np.float32),
@@ -115,15 +219,36 @@ class _Loop:
         else:
             actions = learner.explore(obs, self.global_step)
         step = self.envs.step(actions)
-        buffer.add(obs, actions, learner.rewards_to_store(step.rewards), step.final_obs, step.terminated,
-                   step.truncated)
+        learner.buffer.add(obs, actions, learner.rewards_to_store(step.rewards), step.final_obs, step.terminated,
+                           step.truncated)
         self.global_step += cfg.num_envs
         self.obs = step.obs
-        ended = record_episodes(run.logger, step.episode_returns, step.episode_lengths)
-        if cfg.learning(self.global_step, len(buffer)) and Run.due(self.global_step, cfg.train_every, cfg.num_envs):
-            batches = buffer.minibatches(cfg.batch_size, cfg.gradient_steps, cfg.device)
-            if normalizer is not None:
-                batches = (normalizer.batch(batch) for batch in batches)
-            for key, value in learner.update(batches, self.global_step).items():
-                run.logger.record(key, value)
-        learner.after_env_step(self.global_step, ended)
+        return record_episodes(run.logger, step.episode_returns, step.episode_lengths)
+
+    def round_due(self) -> bool:
+        cfg = self.cfg
+        return cfg.learning(self.global_step, len(self.learner.buffer)) and \
+            Run.due(self.global_step, cfg.train_every, cfg.num_envs)
+
+    def minibatches(self) -> Iterable[Batch]:
+        """The round's ``gradient_steps`` minibatches (observations normalized, if the learner does)."""
+        cfg, normalizer = self.cfg, self.learner.normalizer
+        batches = self.learner.buffer.minibatches(cfg.batch_size, cfg.gradient_steps, cfg.device)
+        return batches if normalizer is None else (normalizer.batch(batch) for batch in batches)
+
+    def log(self, scalars: dict[str, float]) -> None:
+        for key, value in scalars.items():
+            self.run.logger.record(key, value)
+
+    def after_iteration(self, ended: np.ndarray) -> None:
+        """The learner's after-step work (target networks, noise resets), then evaluation, log row, checkpoint."""
+        self.learner.after_env_step(self.global_step, ended)
+        self.run.step_done(self.global_step, self.stride, self.learner.policy, eval_env_factory(self.cfg),
+                           self.state, self.learner.scalars, replay_buffer=self.saved_buffer)
+
+    def finish(self) -> dict[str, Any]:
+        """Close the envs; the final checkpoint, evaluation and ``final.json``."""
+        with self.rng_swapped_in():
+            self.envs.close()
+            return self.run.finish(self.learner.policy, eval_env_factory(self.cfg), self.global_step, self.state(),
+                                   replay_buffer=self.saved_buffer)

@@ -37,11 +37,12 @@ from rlkit.buffers import PrioritizedReplayBuffer, ReplayBuffer
 from rlkit.callbacks import Callback
 from rlkit.config import MAX_WIDTH, BaseConfig, ReplayOptions, config_from_dict, opt
 from rlkit.engine.common import progress
-from rlkit.engine.off_policy import OffPolicyLearner, train_off_policy, train_off_policy_seeds
+from rlkit.engine.off_policy import OffPolicyLearner, StackedUpdate, train_off_policy, train_off_policy_seeds
 from rlkit.errors import RLKitError
 from rlkit.fast.fused_mlp import fused_dqn
 from rlkit.fast.numpy_forward import numpy_forward
 from rlkit.fast.presample import rate_once
+from rlkit.fast.stacked_dqn import stack_dqn
 from rlkit.nets import QNetwork, polyak_update
 from rlkit.optim import OptimizerOptions, linear, set_lr
 from rlkit.policy import Batch, TorchPolicy
@@ -155,7 +156,7 @@ class DQN(OffPolicyLearner):
 
     def __init__(self, cfg: DQNConfig, obs_space: gym.Space, act_space: gym.spaces.Discrete,
                  rng: np.random.Generator) -> None:
-        self.cfg, self.rng = cfg, rng
+        self.cfg, self.rng, self.spaces = cfg, rng, (obs_space, act_space)
         self.q_net = build_q_net(cfg, obs_space, act_space).to(cfg.device)
         self.q_target = copy.deepcopy(self.q_net).requires_grad_(False)
         self.optimizer = cfg.build_optimizer(self.q_net.parameters())
@@ -190,12 +191,16 @@ class DQN(OffPolicyLearner):
     def rewards_to_store(self, rewards: np.ndarray) -> np.ndarray:
         return np.sign(rewards) if self.cfg.clip_rewards else rewards
 
+    def start_round(self, global_step: int) -> None:
+        """The round's learning rate and PER beta (before the lazily drawn minibatches are sampled)."""
+        done = progress(global_step, self.cfg.total_steps)
+        set_lr(self.optimizer, self.cfg.lr_at(done))
+        if self.cfg.prioritized:
+            self.buffer.beta = linear(self.cfg.per_beta_start, 1.0, done)
+
     def update(self, batches: Iterable[Batch], global_step: int) -> dict[str, float]:
         cfg = self.cfg
-        done = progress(global_step, cfg.total_steps)
-        set_lr(self.optimizer, cfg.lr_at(done))
-        if cfg.prioritized:  # before the lazily drawn minibatches are sampled
-            self.buffer.beta = linear(cfg.per_beta_start, 1.0, done)
+        self.start_round(global_step)
         next_q_targets = rate_once(self.q_target, batches)  # the target net is fixed during a round
         if self.fused is not None:
             td_loss, q_mean = self.fused.round(batches, next_q_targets,
@@ -211,6 +216,26 @@ class DQN(OffPolicyLearner):
             self.optimizer.step()
             self.buffer.update_priorities(batch.indices, td_errors.cpu().numpy())
         return {"losses/td_loss": loss.item(), "losses/q_values": q_taken.mean().item()}
+
+    @classmethod
+    def stack(cls, learners: list[DQN]) -> StackedUpdate | None:
+        """Seeds' fused rounds as one, their Q-networks stacked (:mod:`rlkit.fast.stacked_dqn`); None with
+        prioritized replay (each seed's minibatches depend on its own priority updates) or no fused path."""
+        if any(learner.cfg.prioritized for learner in learners):
+            return None
+        stacked = stack_dqn([learner.fused for learner in learners])
+        if stacked is None:
+            return None
+        for learner in learners:  # the numpy acting path viewed the weights' old storage
+            learner.policy = make_policy(learner.q_net, *learner.spaces, learner.cfg.epsilon_end)
+
+        def update(batches_of_each: list[Iterable[Batch]], global_step: int) -> list[dict[str, float]]:
+            for learner in learners:
+                learner.start_round(global_step)
+            losses, q_means = stacked.round(batches_of_each)
+            return [{"losses/td_loss": loss, "losses/q_values": q} for loss, q in zip(losses, q_means)]
+
+        return update
 
     def after_env_step(self, global_step: int, ended: np.ndarray) -> None:
         if Run.due(global_step, self.cfg.target_update_every, self.cfg.num_envs):

@@ -125,7 +125,9 @@ def _encode(obj: Any, where: str = "state") -> Any:
     lists, tuples and dicts. numpy arrays and scalars and gymnasium spaces become tagged dicts."""
     import torch
 
-    if obj is None or type(obj) in (bool, int, float, str, bytes) or isinstance(obj, torch.Tensor):
+    if isinstance(obj, torch.Tensor):  # a view of a larger tensor (stacked seeds) would save all of its storage
+        return obj.clone() if obj.untyped_storage().nbytes() > obj.nbytes else obj
+    if obj is None or type(obj) in (bool, int, float, str, bytes):
         return obj
     if isinstance(obj, np.generic) and obj.dtype.kind in "biufc":  # before float: np.float64 subclasses it
         return {_TAG: "npscalar", "dtype": obj.dtype.str, "value": obj.item()}

@@ -4,17 +4,25 @@ User errors (:class:`RLKitError`) print one line ``rlkit: error: ...`` and exit 
 errors from the operating system about a user's file (a directory where a file belongs, a missing or
 unreadable path: the line names it). ``--debug`` anywhere on the line shows the traceback instead.
 Ctrl-C exits with 130, SIGTERM with 143, after the run saved a checkpoint.
+
+``rlkit train AGENT --seeds 0-4`` trains several seeds in this one process (:func:`cmd_train_seeds`), each a
+whole run in ``RUN_DIR/seedS``; ``--resume RUN_DIR`` continues all of them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from rlkit.config import (
+    MAX_SEED,
     BaseConfig,
     apply_overrides,
     choose_preset,
@@ -26,8 +34,8 @@ from rlkit.config import (
 )
 from rlkit.errors import AlreadyFinished, RLKitError, Terminated
 from rlkit.policy import load_policy, policy_from_checkpoint  # noqa: F401  (rlkit.apps.cli.load_policy, as before)
-from rlkit.registry import agent_names, command_loaders, get_agent
-from rlkit.run import note_at_start
+from rlkit.registry import AgentSpec, agent_names, command_loaders, get_agent, train_seeds
+from rlkit.run import default_run_dir, note_at_start
 from rlkit.safe_files import disk_full_error, is_disk_full
 from rlkit.signals import sigterm_as_interrupt
 
@@ -58,24 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    train = sub.add_parser("train", help="train an agent", description=(
-        "Train AGENT. Options come from the agent's config: defaults, then --preset, then the flags "
-        "below, then --set key=value. `rlkit train AGENT --help` lists every option."),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    train.add_argument("agent", nargs="?", help=f"one of: {', '.join(agent_names())}")
-    train.add_argument("--env", dest="env_id", help="env id (gymnasium.make id or pkg.module:Env-v0)")
-    train.add_argument("--preset", help="named preset of the agent (see `rlkit train AGENT --help`); default: "
-                       "the agent's preset for --env if it has one; `none` for the plain defaults")
-    train.add_argument("--steps", dest="total_steps", type=int, help="env steps to train for")
-    train.add_argument("--seed", type=int, help="seed of the run")
-    train.add_argument("--run-dir", help="directory for the run's files")
-    train.add_argument("--demos", help="demonstration dataset (imitation learners)")
-    train.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
-                       help="override a config field, e.g. --set lr=3e-4 --set hidden=[128,128]")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
-    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    train.add_argument("--json", action="store_true", help="print final.json to stdout")
-    train.set_defaults(func=cmd_train, parser=train)
+    _add_train_parser(sub)
 
     ev = sub.add_parser("eval", help="evaluate a run directory or checkpoint", description=(
         "Evaluate the policy of a run directory (its latest checkpoint, or --checkpoint best|STEP) or of one "
@@ -110,6 +101,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_train_parser(sub: Any) -> None:
+    train = sub.add_parser("train", help="train an agent", description=(
+        "Train AGENT. Options come from the agent's config: defaults, then --preset, then the flags "
+        "below, then --set key=value. `rlkit train AGENT --help` lists every option."),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument("agent", nargs="?", help=f"one of: {', '.join(agent_names())}")
+    train.add_argument("--env", dest="env_id", help="env id (gymnasium.make id or pkg.module:Env-v0)")
+    train.add_argument("--preset", help="named preset of the agent (see `rlkit train AGENT --help`); default: "
+                       "the agent's preset for --env if it has one; `none` for the plain defaults")
+    train.add_argument("--steps", dest="total_steps", type=int, help="env steps to train for")
+    train.add_argument("--seed", type=int, help="seed of the run")
+    train.add_argument("--seeds", metavar="SPEC",
+                       help="train several seeds in this one process, e.g. 0-4, 0,2,5 or 0-2,7: each a whole run in "
+                            "RUN_DIR/seedS with the config --seed S would give it (in lockstep for dqn, ddpg, td3 and "
+                            "sac, one after another otherwise); --resume RUN_DIR continues them all")
+    train.add_argument("--run-dir", help="directory for the run's files (with --seeds: for the seeds' run dirs)")
+    train.add_argument("--demos", help="demonstration dataset (imitation learners)")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                       help="override a config field, e.g. --set lr=3e-4 --set hidden=[128,128]")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint "
+                                                             "(or every seed of a --seeds run)")
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.add_argument("--json", action="store_true", help="print final.json to stdout")
+    train.set_defaults(func=cmd_train, parser=train)
+
+
 def agent_help(name: str) -> str:
     spec = get_agent(name)
     cfg = apply_overrides(spec.config_cls(), spec.defaults, source="agent defaults")  # e.g. td3's switches
@@ -124,32 +141,21 @@ def agent_help(name: str) -> str:
     return "\n".join(lines)
 
 
-def resolve_train_config(args: argparse.Namespace) -> tuple[Any, BaseConfig, bool]:
-    """Defaults -> agent defaults -> preset -> flags -> --set, or a saved config for --resume."""
-    spec = get_agent(args.agent)
+def _train_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields that ``rlkit train``'s own flags set (not --set)."""
     flags = {k: getattr(args, k) for k in ("env_id", "total_steps", "seed", "run_dir", "demos")
              if getattr(args, k, None) is not None}
     if args.no_progress:
         flags["progress"] = False
-    overrides = parse_set_args(args.set)
-    if args.resume:
-        from rlkit.checkpoint import checkpoint_agent, read_json
+    return flags
 
-        config_path = Path(args.resume) / "config.json"
-        if not config_path.exists():
-            raise RLKitError(f"cannot resume: {config_path} not found; pass the run directory of an rlkit run")
-        other = checkpoint_agent(args.resume)
-        if other is not None and other != args.agent:
-            raise RLKitError(f"{args.resume} is a {other} run, not {args.agent}; resume it with "
-                             f"`rlkit train {other} --resume {args.resume}`")
-        saved = read_json(config_path)
-        refuse_code_named_in_file(saved, {**flags, **overrides}, config_path, _named_on_the_command_line)
-        try:
-            cfg = config_from_dict(spec.config_cls, saved)
-        except RLKitError as e:
-            raise RLKitError(f"{config_path}: {e}") from None
-        cfg = apply_overrides(cfg, {**flags, "run_dir": str(args.resume)}, source="flags")
-        return spec, apply_overrides(cfg, overrides), True
+
+def resolve_train_config(args: argparse.Namespace) -> tuple[Any, BaseConfig, bool]:
+    """Defaults -> agent defaults -> preset -> flags -> --set, or a saved config for --resume."""
+    spec = get_agent(args.agent)
+    flags, overrides = _train_flags(args), parse_set_args(args.set)
+    if args.resume:
+        return spec, _resumed_config(spec, args.agent, args.resume, flags, overrides), True
     cfg = apply_overrides(spec.config_cls(), spec.defaults, source="agent defaults")
     # as RL-Zoo does: the tuned settings for the env when the agent has them (the same resolution as from_preset)
     env_id, name, demos_notice = flags.get("env_id", cfg.env_id), args.preset, None
@@ -164,6 +170,34 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[Any, BaseConfig, boo
     if notice:  # said once the run passes its checks, so an error stays one line
         note_at_start(notice)
     return spec, cfg, False
+
+
+def _resumed_config(spec: AgentSpec, agent: str, run_dir: str | Path, flags: dict[str, Any],
+                    overrides: dict[str, Any]) -> BaseConfig:
+    """The config of the run in ``run_dir`` (its config.json), with this command's flags and --set on top."""
+    from rlkit.checkpoint import checkpoint_agent, read_json
+
+    config_path = Path(run_dir) / "config.json"
+    if not config_path.exists():
+        raise RLKitError(f"cannot resume: {config_path} not found; pass the run directory of an rlkit run "
+                         f"(or of a --seeds run, which holds {SEEDS_FILE})")
+    other = checkpoint_agent(run_dir)
+    if other is not None and other != agent:
+        raise RLKitError(f"{run_dir} is a {other} run, not {agent}; resume it with "
+                         f"`rlkit train {other} --resume {run_dir}`")
+    return _config_from_saved(spec, read_json(config_path), config_path, flags, overrides, run_dir)
+
+
+def _config_from_saved(spec: AgentSpec, saved: dict[str, Any], path: Path, flags: dict[str, Any],
+                       overrides: dict[str, Any], run_dir: str | Path) -> BaseConfig:
+    """A config saved in ``path`` (a run's config.json, or a --seeds run's shared one), then flags and --set."""
+    refuse_code_named_in_file(saved, {**flags, **overrides}, path, _named_on_the_command_line)
+    try:
+        cfg = config_from_dict(spec.config_cls, saved)
+    except RLKitError as e:
+        raise RLKitError(f"{path}: {e}") from None
+    cfg = apply_overrides(cfg, {**flags, "run_dir": str(run_dir)}, source="flags")
+    return apply_overrides(cfg, overrides)
 
 
 def _task(env_id: str) -> str:
@@ -208,6 +242,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.agent:
         args.parser.print_usage(sys.stderr)
         raise RLKitError(f"train: name an agent, one of: {', '.join(agent_names())} (see rlkit train --help)")
+    if args.seeds is not None or is_seeds_dir(args.resume):
+        return cmd_train_seeds(args)
     spec, cfg, resume = resolve_train_config(args)
     try:
         result = spec.train(cfg, resume=resume)
@@ -220,11 +256,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        ev = result["eval"]
-        print(f"{result['agent']} on {result['env_id']} (seed {result['seed']}): "
-              f"{work_done(result)} in {result['wall_s']:.1f}s, "
-              f"eval {ev['mean']:.1f} ± {ev['std']:.1f} over {ev['episodes']} episodes -> {result['run_dir']}")
+        print(summary_line(result))
     return 0
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    """One run's line after training: what it did, its final evaluation and where it is."""
+    ev = result["eval"]
+    return (f"{result['agent']} on {result['env_id']} (seed {result['seed']}): {work_done(result)} in "
+            f"{result['wall_s']:.1f}s, eval {ev['mean']:.1f} ± {ev['std']:.1f} over {ev['episodes']} episodes "
+            f"-> {result['run_dir']}")
 
 
 def work_done(result: dict[str, Any]) -> str:
@@ -234,6 +275,190 @@ def work_done(result: dict[str, Any]) -> str:
         epochs = f" ({result['epochs']} epochs)" if result.get("epochs") is not None else ""
         return f"{result['gradient_steps']} gradient steps{epochs}"
     return f"{result['env_steps']} steps"
+
+
+# ---------------------------------------------------------------------------------------------
+# rlkit train AGENT --seeds SPEC: several seeds in one process
+# ---------------------------------------------------------------------------------------------
+SEEDS_FILE = "seeds.json"  # in a --seeds run's directory: the agent, its seeds and the config they share
+MAX_SEEDS = 1_000  # each seed holds its own envs, networks and replay buffer in this one process
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds``: ``0-4`` (a range, both ends included), ``0,2,5``, or a mix such as ``0-2,7``; the seeds in the
+    order written. An empty list, a backwards range, a negative seed, a seed named twice or anything else is a
+    one-line RLKitError."""
+    fix = "write seeds as 0-4, 0,2,5 or 0-2,7"
+    if not text.strip():
+        raise RLKitError(f"--seeds is empty; {fix}")
+    seeds: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        match = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
+        if match is None:
+            problem = ("an empty item between commas" if not part else "seeds cannot be negative"
+                       if re.fullmatch(r"-\s*\d+(\s*-\s*\d+)?", part) else f"{part!r} is neither a seed nor a range")
+            raise RLKitError(f"--seeds {text}: {problem}; {fix}")
+        low, high = int(match[1]), int(match[2] or match[1])
+        if high < low:
+            raise RLKitError(f"--seeds {text}: the range {low}-{high} runs backwards; write {high}-{low}")
+        if high > MAX_SEED:
+            raise RLKitError(f"--seeds {text}: seed {high} is above {MAX_SEED}, the largest seed numpy and gymnasium "
+                             "take; choose smaller seeds")
+        if len(seeds) + high - low + 1 > MAX_SEEDS:
+            raise RLKitError(f"--seeds {text}: more than {MAX_SEEDS} seeds in one process; split them over "
+                             "several commands")
+        seeds.extend(range(low, high + 1))
+    twice = sorted(seed for seed, n in Counter(seeds).items() if n > 1)
+    if twice:
+        raise RLKitError(f"--seeds {text}: {', '.join(map(str, twice))} named twice; name each seed once")
+    return seeds
+
+
+def seeds_label(seeds: list[int]) -> str:
+    """``[0, 1, 2, 7]`` -> ``0-2_7``: the seeds as --seeds would write them, with ``_`` for the comma (a path)."""
+    runs: list[list[int]] = []
+    for seed in seeds:
+        if runs and seed == runs[-1][-1] + 1:
+            runs[-1].append(seed)
+        else:
+            runs.append([seed])
+    return "_".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
+
+
+def seeds_run_dir(agent: str, env_id: str, seeds: list[int]) -> Path:
+    """The default directory of a --seeds run: a single run's default (``runs/dqn-CartPole-v1-seed0-TIME``) with
+    its seed part naming all the seeds (``runs/dqn-CartPole-v1-seeds0-4-TIME``)."""
+    single = default_run_dir(agent, env_id, seeds[0])
+    head, _, stamp = single.name.rpartition(f"-seed{seeds[0]}-")
+    return single.with_name(f"{head}-seeds{seeds_label(seeds)}-{stamp}")
+
+
+def is_seeds_dir(path: str | None) -> bool:
+    """Whether ``--resume path`` names a --seeds run (its seeds.json, and no config.json of a single run)."""
+    return path is not None and not (Path(path) / "config.json").exists() and (Path(path) / SEEDS_FILE).exists()
+
+
+def _refuse_seed_conflicts(args: argparse.Namespace) -> None:
+    if args.seeds is not None and args.seed is not None:
+        raise RLKitError("--seed and --seeds both given; --seed S trains one run, --seeds SPEC several: pass one")
+    if args.seeds is not None and args.resume:
+        raise RLKitError(f"--seeds with --resume {args.resume}: a resume continues the seeds its directory "
+                         "records; drop --seeds")
+    if args.resume and args.seed is not None:
+        raise RLKitError(f"--seed with --resume of the --seeds run {args.resume}: drop --seed (to resume one seed "
+                         f"alone: --resume {Path(args.resume) / 'seedS'})")
+    if "seed" in parse_set_args(args.set):
+        raise RLKitError("--set seed=... with --seeds: the seeds come from --seeds; drop --set seed")
+
+
+def cmd_train_seeds(args: argparse.Namespace) -> int:
+    """``--seeds SPEC``, or ``--resume D`` of such a run: every seed trained through :func:`registry.train_seeds
+    <rlkit.registry.train_seeds>` (in one process, in lockstep where the agent offers it, else one after another),
+    then a line per seed and the mean over seeds with its 95% CI."""
+    _refuse_seed_conflicts(args)
+    spec = get_agent(args.agent)
+    if args.resume:
+        parent = Path(args.resume)
+        seeds, batches = _resumed_seeds(args, spec, parent)
+        results = [r for cfgs, resume in batches for r in train_seeds(spec, cfgs, resume=resume)]
+    else:
+        seeds = parse_seeds(args.seeds)
+        parent, cfgs = _new_seeds(args, seeds)
+        with _forgotten_if_none_started(parent, seeds):
+            results = train_seeds(spec, cfgs)
+    results.sort(key=lambda r: seeds.index(r["seed"]))
+    _print_seeds(args, parent, results)
+    return 0
+
+
+def _new_seeds(args: argparse.Namespace, seeds: list[int]) -> tuple[Path, list[BaseConfig]]:
+    """The seeds' configs, each exactly what ``--seed S`` would train, in ``D/seedS``; writes ``D/seeds.json``."""
+    from rlkit.checkpoint import atomic_write_text, list_checkpoints
+
+    _, base, _ = resolve_train_config(args)  # a single run's config: presets, flags, --set (no seed given)
+    parent = Path(base.run_dir) if base.run_dir else seeds_run_dir(args.agent, base.env_id, seeds)
+    if (parent / "config.json").exists() or list_checkpoints(parent):
+        raise RLKitError(f"{parent} is a single run's directory; choose another --run-dir for the seeds")
+    if (parent / SEEDS_FILE).exists():
+        raise RLKitError(f"{parent} already holds a --seeds run; pass --resume {parent} to continue it "
+                         "or choose another --run-dir")
+    cfgs = [apply_overrides(base, {"seed": seed, "run_dir": str(parent / f"seed{seed}")}, source="--seeds")
+            for seed in seeds]
+    shared = {k: v for k, v in base.to_dict().items() if k not in ("seed", "run_dir")}
+    parent.mkdir(parents=True, exist_ok=True)
+    # Written before any seed starts: a resume must know the seeds that had not started yet (one after another).
+    atomic_write_text(parent / SEEDS_FILE, json.dumps({"agent": args.agent, "seeds": seeds, "config": shared},
+                                                      indent=2))
+    return parent, cfgs
+
+
+@contextmanager
+def _forgotten_if_none_started(parent: Path, seeds: list[int]) -> Iterator[None]:
+    """A --seeds run refused before any seed wrote a file (a bad env id) leaves nothing behind, as a single run."""
+    try:
+        yield
+    except BaseException:
+        if not any((parent / f"seed{seed}").exists() for seed in seeds):
+            (parent / SEEDS_FILE).unlink(missing_ok=True)
+            if parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+        raise
+
+
+def _read_seeds_file(parent: Path, agent: str) -> dict[str, Any]:
+    from rlkit.checkpoint import read_json
+
+    path = parent / SEEDS_FILE
+    manifest = read_json(path)
+    seeds = manifest.get("seeds")
+    if not (isinstance(seeds, list) and seeds and all(type(s) is int and 0 <= s <= MAX_SEED for s in seeds)
+            and len(set(seeds)) == len(seeds) and isinstance(manifest.get("config"), dict)):
+        raise RLKitError(f"{path} is damaged: it needs a list of distinct seeds and a config; resume each seed "
+                         f"alone with --resume {parent / 'seedS'}")
+    if manifest.get("agent") != agent:
+        other = manifest.get("agent")
+        raise RLKitError(f"{parent} holds {other} runs, not {agent}; resume them with "
+                         f"`rlkit train {other} --resume {parent}`")
+    return manifest
+
+
+def _resumed_seeds(args: argparse.Namespace, spec: AgentSpec, parent: Path
+                   ) -> tuple[list[int], list[tuple[list[BaseConfig], bool]]]:
+    """The seeds of the --seeds run in ``parent`` and their configs, as (configs, resume) batches: a seed with a
+    checkpoint resumes from it as ``--resume D/seedS`` would; one without (not started when the run stopped, or
+    stopped before its first checkpoint) starts afresh from the config the seeds share. This command's flags
+    (a larger --steps) and --set apply to every seed."""
+    from rlkit.checkpoint import list_checkpoints
+
+    manifest = _read_seeds_file(parent, args.agent)
+    flags, overrides = _train_flags(args), parse_set_args(args.set)
+    flags.pop("run_dir", None)  # each seed stays in its own directory
+    resumed, fresh = [], []
+    for seed in manifest["seeds"]:
+        run_dir = parent / f"seed{seed}"
+        if list_checkpoints(run_dir):
+            resumed.append(_resumed_config(spec, args.agent, run_dir, flags, overrides))
+        else:
+            fresh.append(_config_from_saved(spec, {**manifest["config"], "seed": seed}, parent / SEEDS_FILE, flags,
+                                            overrides, run_dir))
+    return manifest["seeds"], [(resumed, True), (fresh, False)]
+
+
+def _print_seeds(args: argparse.Namespace, parent: Path, results: list[dict[str, Any]]) -> None:
+    """A line per seed, then the mean final evaluation over seeds with its 95% bootstrap CI (``--json``: all of
+    it as one JSON object)."""
+    from rlkit.apps import reports
+
+    summary = reports.summarize([r["eval"]["mean"] for r in results])
+    if args.json:
+        print(json.dumps({"run_dir": str(parent), "seeds": [r["seed"] for r in results], "runs": results,
+                          "aggregate": summary}, indent=2))
+        return
+    for result in results:
+        print(summary_line(result))
+    n, (low, high) = len(results), summary["mean_ci"]
+    print(f"mean eval over {n} seed{'s' * (n > 1)}: {reports.fmt(summary['mean'])}, 95% CI [{reports.fmt(low)}, "
+          f"{reports.fmt(high)}] (bootstrap over seeds) -> {parent}")
 
 
 def eval_env_id(state: dict[str, Any], path: str | Path) -> str:

@@ -206,11 +206,23 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 
 
 def per_seed_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Per-seed final returns from ``final.json``-like dicts (``seed``, ``eval``, ``env_steps``, ``wall_s``)."""
+    """Per-seed final returns from ``final.json``-like dicts (``seed``, ``eval``, ``env_steps``, ``wall_s``); a
+    ``process`` column when any row says how its process ran (``vectorised``, ``seeds_in_process``)."""
+    with_process = any(r.get("seeds_in_process") is not None for r in rows)
     body = [[str(r["seed"]), f"{fmt(r['eval']['mean'])} ± {fmt(r['eval']['std'])}", str(r["eval"]["episodes"]),
-             str(r["env_steps"]), f"{float(r['wall_s']):.0f}"] for r in rows]
-    return markdown_table(["seed", "final return (mean ± std over episodes)", "eval episodes", "steps", "wall s"],
-                          body)
+             str(r["env_steps"]), f"{float(r['wall_s']):.0f}"] + ([process_cell(r)] if with_process else [])
+            for r in rows]
+    return markdown_table(["seed", "final return (mean ± std over episodes)", "eval episodes", "steps", "wall s"]
+                          + (["process"] if with_process else []), body)
+
+
+def process_cell(row: dict[str, Any]) -> str:
+    """How a seed's process ran: ``vectorised, 3 seeds`` (in lockstep with the others), ``alone`` (one seed per
+    job; a worker process may run several such jobs one after another), or ``—`` (a seed that finished before
+    reproductions recorded it)."""
+    if row.get("seeds_in_process") is None:
+        return "—"
+    return f"vectorised, {row['seeds_in_process']} seeds" if row.get("vectorised") else "alone"
 
 
 def summary_table(summary: dict[str, Any]) -> str:
@@ -430,6 +442,15 @@ def _normalised_section(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _vectorised_note(results: dict[str, Any]) -> list[str]:
+    """What the process column means, when some seeds shared a process."""
+    if not any(r.get("vectorised") for r in results["per_seed"]):
+        return []
+    return ["Vectorised seeds trained together in one process, in lockstep (`registry.train_seeds`), each in its "
+            "own run directory with its own envs, buffer and RNG streams; each one's wall time counts the time the "
+            "process spent on all of its seeds, not on that seed alone.", ""]
+
+
 def reproduction_report(results: dict[str, Any], plot_note: str = "") -> str:
     """report.md of a reproduction from its results.json dict (``plot_note`` explains a missing plot)."""
     s, ref = results["aggregate"], results["reference"]
@@ -445,9 +466,11 @@ def reproduction_report(results: dict[str, Any], plot_note: str = "") -> str:
               "## Final return per seed", "",
               "Each seed's deterministic evaluation after training (final.json).", "",
               per_seed_table([{"seed": r["seed"], "eval": {"mean": r["return"], "std": r["std"],
-                                                                  "episodes": r["episodes"]},
-                                       "env_steps": r["env_steps"], "wall_s": r["wall_s"]}
-                                      for r in results["per_seed"]]), "",
+                                                          "episodes": r["episodes"]},
+                               "env_steps": r["env_steps"], "wall_s": r["wall_s"], "vectorised": r.get("vectorised"),
+                               "seeds_in_process": r.get("seeds_in_process")}
+                              for r in results["per_seed"]]), "",
+              *_vectorised_note(results),
               "## Aggregate over seeds", "",
               summary_table(s), "",
               *_early_stop_note(results),

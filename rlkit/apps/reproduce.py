@@ -9,6 +9,13 @@ and ``DIR/curves.png``. The aggregates are rliable's (see :mod:`rlkit.apps.repor
 stratified-bootstrap confidence intervals. A run below the reference's budget is labelled as such,
 never as a reproduction. The command line is :mod:`rlkit.apps.reproduce_cli`.
 
+Where the agent trains several seeds in one process in lockstep (``AgentSpec.train_seeds``: dqn, ddpg, td3,
+sac), the seeds still to run are split into one group per worker and each group is one job, one process
+(``vectorise``, the default for those agents; ``--no-vectorise``: one process per seed). A group's seeds keep
+their own run directories, so skipping finished seeds and resuming work as for one seed per job;
+``DIR/processes.json`` and the results record, per seed, whether it ran vectorised and how many seeds
+shared its process.
+
 Python use mirrors the command: ``reproduce("dqn-cartpole", seeds=5, out="repro/dqn")`` returns the
 contents of results.json. Like any multiprocessing code, call it under ``if __name__ == "__main__":``.
 """
@@ -25,14 +32,15 @@ from pathlib import Path
 from typing import Any
 
 from rlkit.apps import reports
-from rlkit.apps.backends import Job, Report, execute, print_progress
+from rlkit.apps.backends import Job, JobGroup, Report, execute, members, print_progress
 from rlkit.apps.reproduce_presets import ReproducePreset, build_config, get_preset, load_presets
 from rlkit.config import BaseConfig, apply_overrides
 from rlkit.errors import RLKitError
 from rlkit.machine import available_cores
+from rlkit.registry import get_agent
 
 __all__ = ["RESULTS_SCHEMA", "ReproducePreset", "build_config", "build_results", "get_preset", "load_presets",
-           "reproduce", "write_outputs"]
+           "plan_jobs", "reproduce", "write_outputs"]
 
 RESULTS_SCHEMA = 1
 
@@ -110,7 +118,7 @@ def default_out(preset: ReproducePreset, steps: int | None) -> Path:
 def reproduce(preset_name: str, seeds: int | None = None, backend: str = "local", out: str | Path | None = None,
               steps: int | None = None, workers: int | None = None, ray_address: str | None = None,
               presets_file: str | Path | None = None, eval_points: int | None = None,
-              report: Report = print_progress) -> dict[str, Any]:
+              report: Report = print_progress, vectorise: bool | None = None) -> dict[str, Any]:
     """Run (or resume) a reproduction and write results.json, report.md and curves.png into ``out``.
 
     Args:
@@ -119,11 +127,14 @@ def reproduce(preset_name: str, seeds: int | None = None, backend: str = "local"
         backend: ``local`` (worker processes) or ``ray`` (Ray tasks; extra ``rlkit[ray]``).
         out: output directory; default ``reproductions/PRESET`` (``...-Nsteps`` for other budgets).
         steps: env steps per seed; default the reference's budget.
-        workers: runs at once; default the cores available (ray: the CPUs of the local instance).
+        workers: processes at once; default the cores available (ray: the CPUs of the local instance).
         ray_address: an existing Ray cluster (default ``$RAY_ADDRESS``, else a local instance).
         presets_file: a YAML of your own reproduction presets.
         eval_points: evaluations during training (the learning-curve points); default the preset's.
-        report: called after each run finishes (progress output).
+        report: called after each run finishes (progress output); a group's runs are reported one by one.
+        vectorise: split the seeds still to run into one group per worker, each group trained in one process
+            by :func:`rlkit.registry.train_seeds` (in lockstep); False: one process per seed. Default: True
+            where the agent offers lockstep training (``AgentSpec.train_seeds``: dqn, ddpg, td3, sac).
 
     Returns:
         The contents of ``results.json``.
@@ -131,12 +142,9 @@ def reproduce(preset_name: str, seeds: int | None = None, backend: str = "local"
     if backend not in ("local", "ray"):
         raise RLKitError(f"backend must be local or ray; got {backend!r}")
     preset = get_preset(preset_name, presets_file)
-    n_seeds = preset.seeds if seeds is None else seeds
-    if n_seeds < 1:
-        raise RLKitError(f"--seeds must be at least 1; got {n_seeds}")
-    workers = workers or available_cores()
-    if workers < 1:
-        raise RLKitError(f"--workers must be at least 1; got {workers}")
+    n_seeds, workers = _counts(preset.seeds if seeds is None else seeds, workers or available_cores())
+    lockstep = get_agent(preset.agent).train_seeds is not None
+    vectorise = _vectorise(preset.agent, lockstep, vectorise)
     out = Path(out) if out else default_out(preset, steps)
     base = build_config(preset, steps, eval_points)
     _check_manifest(out, {"preset": preset.name, "agent": preset.agent, "agent_preset": preset.preset,
@@ -145,9 +153,49 @@ def reproduce(preset_name: str, seeds: int | None = None, backend: str = "local"
     if preset.demos:
         base = apply_overrides(base, {"demos": _prepare_demos(preset, out, backend, workers, ray_address, report)},
                                source="reproduce demos")
+    finals, pending = _seed_runs(preset, base, out, n_seeds)
+    jobs = plan_jobs(pending, workers, vectorise)
+    processes = _record_processes(out, jobs)
+    _announce(preset, base, jobs, backend, workers, ray_address)
+    for key, result in execute(jobs, backend, workers, ray_address, report).items():
+        finals[int(key.split()[1])] = result
 
+    ordered = [finals[s] for s in range(n_seeds)]
+    normaliser = score_range(preset, out, base, ordered[0]) if preset.normalise else None
+    results = build_results(preset, base, ordered, backend, ran=[int(j.key.split()[1]) for j in pending],
+                            wall_s=time.perf_counter() - t0, normaliser=normaliser, processes=processes)
+    results["vectorise"] = vectorise
+    results["out"] = str(out)
+    results["command"] = " ".join(["rlkit reproduce", preset.name, f"--seeds {n_seeds}"]
+                                  + ([f"--steps {steps}"] if steps else [])
+                                  + ([f"--eval-points {eval_points}"] if eval_points else [])
+                                  + (["--no-vectorise"] if lockstep and not vectorise else [])
+                                  + ([f"--presets {presets_file}"] if presets_file else []) + [f"--out {out}"])
+    write_outputs(out, preset, results)
+    return results
+
+
+def _counts(n_seeds: int, workers: int) -> tuple[int, int]:
+    if n_seeds < 1:
+        raise RLKitError(f"--seeds must be at least 1; got {n_seeds}")
+    if workers < 1:
+        raise RLKitError(f"--workers must be at least 1; got {workers}")
+    return n_seeds, workers
+
+
+def _vectorise(agent: str, lockstep: bool, requested: bool | None) -> bool:
+    """Whether seeds share processes: as ``requested``, by default where the agent trains seeds in lockstep."""
+    if requested and not lockstep:
+        raise RLKitError(f"--vectorise: agent {agent} cannot train several seeds in one process (its AgentSpec has "
+                         "no train_seeds); drop --vectorise")
+    return lockstep if requested is None else requested
+
+
+def _seed_runs(preset: ReproducePreset, base: BaseConfig, out: Path, n_seeds: int
+               ) -> tuple[dict[int, dict[str, Any]], list[Job]]:
+    """(final.json of each seed already done, a job for each seed still to run: DIR/seed_S, fresh or resumed)."""
     finals: dict[int, dict[str, Any]] = {}
-    jobs: list[Job] = []
+    pending: list[Job] = []
     for seed in range(n_seeds):
         run_dir = out / f"seed_{seed}"
         final, resume = _pending_or_done(run_dir)
@@ -155,29 +203,73 @@ def reproduce(preset_name: str, seeds: int | None = None, backend: str = "local"
             finals[seed] = final
             continue
         cfg = apply_overrides(base, {"seed": seed, "run_dir": str(run_dir.resolve())}, source="reproduce")
-        jobs.append(Job(f"seed {seed}", preset.agent, cfg.to_dict(), resume))
+        pending.append(Job(f"seed {seed}", preset.agent, cfg.to_dict(), resume))
     if finals:
         print(f"{len(finals)} of {n_seeds} seeds already done in {out}, skipping them: {sorted(finals)}",
               file=sys.stderr)
-    if jobs:
-        where = f"Ray ({ray_address or os.environ.get('RAY_ADDRESS') or f'local, {workers} CPUs'})" \
-            if backend == "ray" else f"{min(workers, len(jobs))} processes"
-        length = f"{base.total_steps} steps" if base.total_steps else "the agent preset's schedule"
-        print(f"{preset.name}: running {len(jobs)} seeds x {length} on {where}", file=sys.stderr)
-    for key, result in execute(jobs, backend, workers, ray_address, report).items():
-        finals[int(key.split()[1])] = result
+    return finals, pending
 
-    ordered = [finals[s] for s in range(n_seeds)]
-    normaliser = score_range(preset, out, base, ordered[0]) if preset.normalise else None
-    results = build_results(preset, base, ordered, backend, ran=[int(j.key.split()[1]) for j in jobs],
-                            wall_s=time.perf_counter() - t0, normaliser=normaliser)
-    results["out"] = str(out)
-    results["command"] = " ".join(["rlkit reproduce", preset.name, f"--seeds {n_seeds}"]
-                                  + ([f"--steps {steps}"] if steps else [])
-                                  + ([f"--eval-points {eval_points}"] if eval_points else [])
-                                  + ([f"--presets {presets_file}"] if presets_file else []) + [f"--out {out}"])
-    write_outputs(out, preset, results)
-    return results
+
+def plan_jobs(pending: list[Job], workers: int, vectorise: bool) -> list[Job | JobGroup]:
+    """The processes to run: with ``vectorise``, the seeds still to run split into (at most) one group per worker,
+    as even in size as can be, fresh and resumed seeds in separate groups (``train_seeds`` resumes all its seeds
+    or none); without, one job per seed. A group of one is a plain job."""
+    if not vectorise or not pending:
+        return list(pending)
+    n_groups = min(workers, len(pending))
+    parts = [part for part in ([j for j in pending if not j.resume], [j for j in pending if j.resume]) if part]
+    if len(parts) == 2:  # groups in proportion to each part's seeds, at least one each
+        resumed = min(max(1, round(n_groups * len(parts[1]) / len(pending))), max(n_groups - 1, 1))
+        counts = [max(n_groups - resumed, 1), resumed]
+    else:
+        counts = [n_groups]
+    groups = [group for part, count in zip(parts, counts) for group in _split(part, count)]
+    return [group[0] if len(group) == 1 else JobGroup(group) for group in groups]
+
+
+def _split(items: list[Job], count: int) -> list[list[Job]]:
+    """``items`` in ``count`` consecutive slices whose sizes differ by one at most (the first ones larger)."""
+    size, extra = divmod(len(items), count)
+    bounds = [i * size + min(i, extra) for i in range(count + 1)]
+    return [items[lo:hi] for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
+
+
+PROCESSES_FILE = "processes.json"
+
+
+def _record_processes(out: Path, jobs: list[Job | JobGroup]) -> dict[int, dict[str, Any]]:
+    """How each seed ran: ``{seed: {"vectorised", "seeds_in_process"}}``, for the seeds of ``jobs`` and, from
+    DIR/processes.json, for the seeds an earlier invocation ran (the process that ran a seed last; a seed that
+    finished before this file existed has none). Saved before the jobs start, so an interruption keeps it."""
+    from rlkit.checkpoint import atomic_write_text
+
+    path = out / PROCESSES_FILE
+    try:
+        known = json.loads(path.read_text()) if path.exists() else {}
+    except (ValueError, UnicodeDecodeError):
+        known = {}  # damaged: written again below, for the seeds that run now
+    processes = {int(k): v for k, v in known.items() if k.isdigit() and isinstance(v, dict)} \
+        if isinstance(known, dict) else {}
+    for job in jobs:
+        runs = members(job)
+        for run in runs:
+            processes[int(run.key.split()[1])] = {"vectorised": len(runs) > 1, "seeds_in_process": len(runs)}
+    if jobs:
+        atomic_write_text(path, json.dumps({str(k): v for k, v in sorted(processes.items())}, indent=2))
+    return processes
+
+
+def _announce(preset: ReproducePreset, base: BaseConfig, jobs: list[Job | JobGroup], backend: str, workers: int,
+              ray_address: str | None) -> None:
+    """One line on stderr: how many seeds run, how long, where, and how many share each process."""
+    if not jobs:
+        return
+    where = f"Ray ({ray_address or os.environ.get('RAY_ADDRESS') or f'local, {workers} CPUs'})" \
+        if backend == "ray" else f"{min(workers, len(jobs))} processes"
+    length = f"{base.total_steps} steps" if base.total_steps else "the agent preset's schedule"
+    sizes = [len(members(j)) for j in jobs]
+    how = f" (vectorised: {' + '.join(map(str, sizes))} seeds per process)" if max(sizes) > 1 else ""
+    print(f"{preset.name}: running {sum(sizes)} seeds x {length} on {where}{how}", file=sys.stderr)
 
 
 RANDOM_EPISODES = 100
@@ -223,9 +315,12 @@ def normalised(score: float, normaliser: dict[str, Any]) -> float:
 
 
 def build_results(preset: ReproducePreset, cfg: BaseConfig, finals: list[dict[str, Any]], backend: str,
-                  ran: list[int], wall_s: float, normaliser: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The results.json dict: per-seed finals, aggregates with CIs, the reference comparison, and (when the
-    preset says how) normalised returns and the learned reward's correlation with the true one."""
+                  ran: list[int], wall_s: float, normaliser: dict[str, Any] | None = None,
+                  processes: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The results.json dict: per-seed finals (with how each seed's process ran, from ``processes``: vectorised
+    or not, and how many seeds shared it; None where unknown), aggregates with CIs, the reference comparison,
+    and (when the preset says how) normalised returns and the learned reward's correlation with the true one."""
+    processes = processes or {}
     scores = [f["eval"]["mean"] for f in finals]
     summary = reports.summarize(scores)
     total, budget = cfg.total_steps, preset.budget
@@ -251,7 +346,9 @@ def build_results(preset: ReproducePreset, cfg: BaseConfig, finals: list[dict[st
         "label": label,
         "per_seed": [{"seed": f["seed"], "return": f["eval"]["mean"], "std": f["eval"]["std"],
                       "episodes": f["eval"]["episodes"], "env_steps": f["env_steps"], "wall_s": f["wall_s"],
-                      "run_dir": f"seed_{f['seed']}"} for f in finals],  # relative: DIR may move
+                      "run_dir": f"seed_{f['seed']}",  # relative: DIR may move
+                      "vectorised": processes.get(f["seed"], {}).get("vectorised"),
+                      "seeds_in_process": processes.get(f["seed"], {}).get("seeds_in_process")} for f in finals],
         "aggregate": summary,
         "reference": preset.reference,
         "also": preset.also,

@@ -69,6 +69,8 @@ def test_seeds_conflict_with_seed_resume_and_set_seed(capsys, tmp_path):
     (tmp_path / "seeds.json").write_text(json.dumps({"agent": "dqn", "seeds": [0, 1], "config": {}}))
     line = _one_line_error(capsys, "train", "dqn", "--resume", str(tmp_path), "--seed", "1")
     assert "drop --seed" in line and str(tmp_path / "seedS") in line
+    line = _one_line_error(capsys, "train", "dqn", "--resume", str(tmp_path), "--set", "run_dir=elsewhere")
+    assert "each seed continues in its own directory; drop --set run_dir" in line
     line = _one_line_error(capsys, "train", "ppo", "--resume", str(tmp_path))
     assert f"holds dqn runs, not ppo; resume them with `rlkit train dqn --resume {tmp_path}`" in line
     (tmp_path / "seeds.json").write_text(json.dumps({"agent": "dqn", "seeds": [0, 0], "config": {}}))

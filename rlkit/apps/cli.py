@@ -347,8 +347,12 @@ def _refuse_seed_conflicts(args: argparse.Namespace) -> None:
     if args.resume and args.seed is not None:
         raise RLKitError(f"--seed with --resume of the --seeds run {args.resume}: drop --seed (to resume one seed "
                          f"alone: --resume {Path(args.resume) / 'seedS'})")
-    if "seed" in parse_set_args(args.set):
-        raise RLKitError("--set seed=... with --seeds: the seeds come from --seeds; drop --set seed")
+    overrides = parse_set_args(args.set)
+    if "seed" in overrides:
+        raise RLKitError("--set seed=... for a --seeds run: its seeds come from --seeds; drop --set seed")
+    if args.resume and "run_dir" in overrides:
+        raise RLKitError(f"--set run_dir=... with --resume {args.resume}: each seed continues in its own directory; "
+                         "drop --set run_dir")
 
 
 def cmd_train_seeds(args: argparse.Namespace) -> int:

@@ -37,12 +37,12 @@ from rlkit.buffers import PrioritizedReplayBuffer, ReplayBuffer
 from rlkit.callbacks import Callback
 from rlkit.config import MAX_WIDTH, BaseConfig, ReplayOptions, config_from_dict, opt
 from rlkit.engine.common import progress
-from rlkit.engine.off_policy import OffPolicyLearner, StackedUpdate, train_off_policy, train_off_policy_seeds
+from rlkit.engine.off_policy import OffPolicyLearner, Stacked, train_off_policy, train_off_policy_seeds
 from rlkit.errors import RLKitError
 from rlkit.fast.fused_mlp import fused_dqn
 from rlkit.fast.numpy_forward import numpy_forward
 from rlkit.fast.presample import rate_once
-from rlkit.fast.stacked_dqn import stack_dqn
+from rlkit.fast.stacked_dqn import StackedDQN, stack_dqn
 from rlkit.nets import QNetwork, polyak_update
 from rlkit.optim import OptimizerOptions, linear, set_lr
 from rlkit.policy import Batch, TorchPolicy
@@ -153,6 +153,7 @@ class DQN(OffPolicyLearner):
     TD-loss steps on (prioritized, n-step) replay, and the target network's updates."""
 
     warmup_uniform = False  # epsilon starts at epsilon_start: exploration is the schedule's
+    draws_torch_rng = False  # epsilon-greedy draws from the run's numpy Generator; evaluations are greedy
 
     def __init__(self, cfg: DQNConfig, obs_space: gym.Space, act_space: gym.spaces.Discrete,
                  rng: np.random.Generator) -> None:
@@ -179,14 +180,17 @@ class DQN(OffPolicyLearner):
 
     def explore(self, obs: np.ndarray, global_step: int) -> np.ndarray:
         """Epsilon-greedy, epsilon decaying linearly over ``exploration_fraction`` of the budget."""
+        return self.epsilon_greedy(self.policy.act(obs), global_step)
+
+    def epsilon_greedy(self, greedy: np.ndarray, global_step: int) -> np.ndarray:
+        """``greedy`` actions, each replaced with probability epsilon (at ``global_step``) by a uniform one."""
         cfg = self.cfg
         decay_steps = cfg.exploration_fraction * cfg.total_steps
         self.epsilon = linear(cfg.epsilon_start, cfg.epsilon_end, global_step / decay_steps if decay_steps > 0 else 1.0)
-        actions = self.policy.act(obs)
         explore = self.rng.random(cfg.num_envs) < self.epsilon
         if explore.any():
-            actions[explore] = self.rng.integers(self.n_actions, size=int(explore.sum()))
-        return actions
+            greedy[explore] = self.rng.integers(self.n_actions, size=int(explore.sum()))
+        return greedy
 
     def rewards_to_store(self, rewards: np.ndarray) -> np.ndarray:
         return np.sign(rewards) if self.cfg.clip_rewards else rewards
@@ -218,24 +222,16 @@ class DQN(OffPolicyLearner):
         return {"losses/td_loss": loss.item(), "losses/q_values": q_taken.mean().item()}
 
     @classmethod
-    def stack(cls, learners: list[DQN]) -> StackedUpdate | None:
-        """Seeds' fused rounds as one, their Q-networks stacked (:mod:`rlkit.fast.stacked_dqn`); None with
-        prioritized replay (each seed's minibatches depend on its own priority updates) or no fused path."""
-        if any(learner.cfg.prioritized for learner in learners):
-            return None
-        stacked = stack_dqn([learner.fused for learner in learners])
+    def stack(cls, learners: list[DQN]) -> Stacked | None:
+        """Seeds' fused rounds and greedy actions as one, their Q-networks stacked (:mod:`rlkit.fast.stacked_dqn`);
+        None with prioritized replay (each seed's minibatches depend on its own priority updates) or no fused path."""
+        stacked = None if any(learner.cfg.prioritized for learner in learners) else \
+            stack_dqn([learner.fused for learner in learners])
         if stacked is None:
             return None
         for learner in learners:  # the numpy acting path viewed the weights' old storage
             learner.policy = make_policy(learner.q_net, *learner.spaces, learner.cfg.epsilon_end)
-
-        def update(batches_of_each: list[Iterable[Batch]], global_step: int) -> list[dict[str, float]]:
-            for learner in learners:
-                learner.start_round(global_step)
-            losses, q_means = stacked.round(batches_of_each)
-            return [{"losses/td_loss": loss, "losses/q_values": q} for loss, q in zip(losses, q_means)]
-
-        return update
+        return _StackedDQN(learners, stacked)
 
     def after_env_step(self, global_step: int, ended: np.ndarray) -> None:
         if Run.due(global_step, self.cfg.target_update_every, self.cfg.num_envs):
@@ -252,6 +248,23 @@ class DQN(OffPolicyLearner):
         self.q_net.load_state_dict(state["q_net"])
         self.q_target.load_state_dict(state["q_target"])  # (map_location is cpu; the nets are on cfg.device)
         self.optimizer.load_state_dict(state["optimizer"])
+
+
+class _StackedDQN(Stacked):
+    """DQN seeds in one process: one forward rates every seed's observations, one stacked round trains them all."""
+
+    def __init__(self, learners: list[DQN], stacked: StackedDQN) -> None:
+        self.learners, self.stacked = learners, stacked
+
+    def explore(self, obs_of_each: list[np.ndarray], global_step: int) -> list[np.ndarray]:
+        greedy = self.stacked.greedy(np.stack(obs_of_each))
+        return [learner.epsilon_greedy(actions, global_step) for learner, actions in zip(self.learners, greedy)]
+
+    def update(self, batches_of_each: list[Iterable[Batch]], global_step: int) -> list[dict[str, float]]:
+        for learner in self.learners:
+            learner.start_round(global_step)
+        losses, q_means = self.stacked.round(batches_of_each)
+        return [{"losses/td_loss": loss, "losses/q_values": q} for loss, q in zip(losses, q_means)]
 
 
 def train(cfg: DQNConfig, resume: bool = False, callbacks: Sequence[Callback] | None = None) -> dict[str, Any]:

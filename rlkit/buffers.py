@@ -15,6 +15,7 @@ buffer then takes 7 GB instead of 28 GB.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import overload
 
 import gymnasium as gym
 import numpy as np
@@ -41,6 +42,32 @@ def _check_memory(capacity: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype
                       + int(np.prod(act_shape, dtype=np.int64)) * act_dtype.itemsize + 4 + 2 + 8)
     refuse_if_too_big(f"a replay buffer of {capacity:,} transitions", int(capacity) * per_transition,
                       "lower buffer_size")
+
+
+class Round(Sequence[Batch]):
+    """A training round's minibatches: consecutive row blocks of ``size`` of one sampled batch (``whole``), each
+    made when it is read. Paths that take the round at once (a target net rating every minibatch, seeds'
+    stacked steps) read ``whole`` and skip the per-minibatch slicing."""
+
+    def __init__(self, whole: Batch, size: int) -> None:
+        self.whole, self.size = whole, size
+
+    def __len__(self) -> int:
+        return len(self.whole.obs) // self.size
+
+    @overload
+    def __getitem__(self, i: int) -> Batch: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Batch]: ...
+
+    def __getitem__(self, i: int | slice) -> Batch | list[Batch]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(len(self))[i]]
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"minibatch {i} of a round of {len(self)}")
+        rows = slice(i % len(self) * self.size, (i % len(self) + 1) * self.size)
+        return Batch(*(x[rows] for x in self.whole))
 
 
 class ReplayBuffer:
@@ -143,8 +170,7 @@ class ReplayBuffer:
         """``count`` uniform minibatches of ``batch_size`` for one training round, drawn in one gather (the
         round's gradient steps add nothing to the buffer in between, so this is distributed as ``count``
         separate draws of the same size; it consumes the RNG in another order)."""
-        batches = self.sample(batch_size * count).to(device)
-        return [Batch(*(x[i * batch_size:(i + 1) * batch_size] for x in batches)) for i in range(count)]
+        return Round(self.sample(batch_size * count).to(device), batch_size)
 
     def sample(self, batch_size: int) -> Batch:
         valid = self.num_valid_rows()

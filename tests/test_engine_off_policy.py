@@ -14,7 +14,7 @@ import pytest
 import torch
 from rlkit.envs import register_test_envs
 
-from rlkit.buffers import PrioritizedReplayBuffer, ReplayBuffer
+from rlkit.buffers import PrioritizedReplayBuffer, ReplayBuffer, Round
 from rlkit.config import BaseConfig, ReplayOptions, opt
 from rlkit.engine.off_policy import OffPolicyLearner, train_off_policy
 from rlkit.errors import RLKitError
@@ -141,7 +141,12 @@ def test_prioritized_minibatches_are_drawn_one_at_a_time():
     second = next(batches)
     assert (second.indices == first.indices[0]).mean() > 0.8  # the new priorities drew it
     uniform = filled(ReplayBuffer(16, space, space, rng=np.random.default_rng(0)))
-    assert isinstance(uniform.minibatches(4, 3), list)  # uniform replay: one gather for the round
+    round_ = uniform.minibatches(4, 3)
+    assert isinstance(round_, Round) and len(round_) == 3 and len(round_.whole.obs) == 12  # one gather
+    assert [b.indices.tolist() for b in round_] == [round_.whole.indices[i:i + 4].tolist() for i in (0, 4, 8)]
+    assert torch.equal(round_[-1].obs, round_[2].obs) and len(round_[1:]) == 2
+    with pytest.raises(IndexError):
+        round_[3]
 
 
 def test_the_engine_page_example_trains_and_resumes(tmp_path, monkeypatch):

@@ -80,6 +80,10 @@ def test_seeds_see_their_slices_and_can_update_alone():
         assert q_target.head.weight.data_ptr() == stacked.target_params[-2][i].data_ptr()
         expected = stacked.forward(stacked.layers([p[i:i + 1] for p in stacked.params]), obs[None])[0]
         torch.testing.assert_close(q(obs), expected)
+    greedy = stacked.greedy(np.stack([obs.numpy(), obs.numpy()]))  # acting: numpy views of the stacked weights
+    assert greedy.shape == (2, 5)
+    for i, (q, _, _) in enumerate(together):
+        assert greedy[i].tolist() == q(obs).argmax(1).tolist()
     other = [p.detach().clone() for p in together[1][0].parameters()]
     together[0][2].round(round_batches(7, 3))  # seed 0 alone (as after another seed stopped early)
     assert all(torch.equal(p, o) for p, o in zip(together[1][0].parameters(), other))

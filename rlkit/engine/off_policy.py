@@ -20,7 +20,7 @@ so it starts fresh episodes on the seed ``seed + global_step``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any, ClassVar
 
@@ -37,7 +37,19 @@ from rlkit.policy import Batch, Policy
 from rlkit.registry import eval_env_factory
 from rlkit.run import Run
 
-StackedUpdate = Callable[[list[Iterable[Batch]], int], list[dict[str, float]]]
+
+class Stacked:
+    """What :meth:`OffPolicyLearner.stack` returns: a training round, and optionally acting, for several seeds'
+    learners at once (their networks stacked), each seed's numbers its own."""
+
+    def update(self, batches_of_each: list[Iterable[Batch]], global_step: int) -> list[dict[str, float]]:
+        """One training round of every seed (``batches_of_each[i]``: seed i's); returns each seed's scalars."""
+        raise NotImplementedError
+
+    def explore(self, obs_of_each: list[np.ndarray], global_step: int) -> list[np.ndarray] | None:
+        """Every seed's behaviour actions at once (before the step's observations reach any normalizer), or
+        None: each seed explores alone."""
+        return None
 
 
 class OffPolicyLearner(EnvLearner):
@@ -49,6 +61,7 @@ class OffPolicyLearner(EnvLearner):
     """
 
     warmup_uniform: ClassVar[bool] = True  # uniform random actions until learning_starts (DDPG, SAC; not DQN)
+    draws_torch_rng: ClassVar[bool] = True  # explore/update sample from torch's global RNG (SAC, TD3's smoothing)
     policy: Policy
     buffer: ReplayBuffer
     normalizer: ObsNormalizer | None = None
@@ -74,10 +87,10 @@ class OffPolicyLearner(EnvLearner):
         return {}
 
     @classmethod
-    def stack(cls, learners: list[Any]) -> StackedUpdate | None:
-        """One training round for all of ``learners`` (seeds of one config) at once, as
-        ``update(batches_of_each, global_step) -> scalars_of_each``, with their networks stacked; or None, and
-        each updates alone (:func:`train_off_policy_seeds`). Each learner must stay usable alone afterwards."""
+    def stack(cls, learners: list[Any]) -> Stacked | None:
+        """The training rounds (and acting) of all of ``learners`` (seeds of one config) at once, their networks
+        stacked; or None, and each updates alone (:func:`train_off_policy_seeds`). Each learner must stay
+        usable alone afterwards (a seed that stops early leaves the others to update alone)."""
         return None
 
 
@@ -126,7 +139,7 @@ def train_off_policy_seeds(agent: str, cfgs: Sequence[BaseConfig], learner_class
 
 def _lockstep(loops: list[_Loop], learner_class: type[OffPolicyLearner]) -> None:
     """Iterate the seeds that are behind (all of them, once in step) until every one is done."""
-    stacked: StackedUpdate | None = None
+    stacked: Stacked | None = None
     tried_stacking = False
     while running := [loop for loop in loops if loop.running]:
         behind = min(loop.global_step for loop in running)
@@ -134,19 +147,23 @@ def _lockstep(loops: list[_Loop], learner_class: type[OffPolicyLearner]) -> None
         if not tried_stacking and len(group) == len(loops) > 1:
             tried_stacking = True
             stacked = learner_class.stack([loop.learner for loop in loops])
-        together = stacked is not None and len(group) == len(loops)
-        ended = {}
-        for loop in group:
+        if stacked is None or len(group) < len(loops):
+            for loop in group:
+                with loop.rng_swapped_in():
+                    loop.iteration()
+            continue
+        actions = None if group[0].warming_up else stacked.explore([loop.obs for loop in group], behind)
+        ended = []
+        for i, loop in enumerate(group):
             with loop.rng_swapped_in():
-                ended[id(loop)] = loop.collect()
-                if not together and loop.round_due():
-                    loop.log(loop.learner.update(loop.minibatches(), loop.global_step))
-        if together and group[0].round_due():
-            for loop, scalars in zip(group, stacked([loop.minibatches() for loop in group], group[0].global_step)):
+                ended.append(loop.collect(None if actions is None else actions[i]))
+        if group[0].round_due():
+            for loop, scalars in zip(group, stacked.update([loop.minibatches() for loop in group],
+                                                           group[0].global_step)):
                 loop.log(scalars)
-        for loop in group:
+        for loop, seed_ended in zip(group, ended):
             with loop.rng_swapped_in():
-                loop.after_iteration(ended[id(loop)])
+                loop.after_iteration(seed_ended)
 
 
 class _Loop:
@@ -180,7 +197,11 @@ class _Loop:
 
     @contextmanager
     def rng_swapped_in(self) -> Iterator[None]:
-        """Run the block on this seed's torch RNG stream (others' streams are kept aside meanwhile)."""
+        """Run the block on this seed's torch RNG stream (others' streams are kept aside meanwhile); a no-op for
+        learners that never draw from it while training."""
+        if not self.learner.draws_torch_rng:
+            yield
+            return
         torch.set_rng_state(self.own_rng)
         try:
             yield
@@ -207,16 +228,22 @@ class _Loop:
             self.log(self.learner.update(self.minibatches(), self.global_step))
         self.after_iteration(ended)
 
-    def collect(self) -> np.ndarray:
-        """Act, step the envs and store the transitions; returns the envs whose episode ended."""
+    @property
+    def warming_up(self) -> bool:
+        """Acting uniformly at random until ``learning_starts`` (learners that warm up that way)."""
+        return self.learner.warmup_uniform and self.global_step < self.cfg.learning_starts
+
+    def collect(self, actions: np.ndarray | None = None) -> np.ndarray:
+        """Act (or take ``actions``, chosen for all seeds at once), step the envs and store the transitions;
+        returns the envs whose episode ended."""
         run, learner, obs, cfg = self.run, self.learner, self.obs, self.cfg
         if learner.normalizer is not None:
             learner.normalizer.update(obs)
-        if learner.warmup_uniform and self.global_step < cfg.learning_starts:
+        if self.warming_up:
             space = self.envs.single_action_space
             actions = run.rng.uniform(space.low.astype(np.float32), space.high.astype(np.float32),
                                       size=(cfg.num_envs, *space.shape)).astype(np.float32)
-        else:
+        elif actions is None:
             actions = learner.explore(obs, self.global_step)
         step = self.envs.step(actions)
         learner.buffer.add(obs, actions, learner.rewards_to_store(step.rewards), step.final_obs, step.terminated,

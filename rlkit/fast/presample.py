@@ -13,12 +13,16 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from rlkit.buffers import Round
 from rlkit.policy import Batch
 
 
 def rate_once(net: nn.Module, batches: Iterable[Batch]) -> list[torch.Tensor] | None:
     """``[net(b.next_obs) for b in batches]`` from one forward, without autograd; None when ``batches`` is
     drawn lazily (prioritized replay: a later minibatch depends on this round's priority updates)."""
+    if isinstance(batches, Round) and len(batches):  # the round's rows are one tensor already
+        with torch.no_grad():
+            return list(net(batches.whole.next_obs).split(batches.size))
     if not isinstance(batches, list) or not batches:
         return None
     with torch.no_grad():

@@ -7,6 +7,8 @@ where it trains: ``tests/test_fast.py``, ``test_fast_ppo.py``, ``test_fast_fused
 * :mod:`rlkit.fast.presample`: one forward of a fixed network over a training round's minibatches (DQN targets).
 * :mod:`rlkit.fast.fused_mlp`: DQN's whole gradient step on an MLP Q-network without autograd, bit for bit the
   autograd step's result.
+* :mod:`rlkit.fast.stacked_dqn`: several seeds' DQN gradient steps (and greedy actions) as one, their networks
+  stacked (``tests/test_fast_stacked.py``).
 * :mod:`rlkit.fast.ppo_update`: PPO's functional evaluator and flat-buffer optimizer.
 
 Agents and the engine select a fast path by calling it: each returns None where it does not apply (a GPU

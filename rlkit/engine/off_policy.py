@@ -16,6 +16,10 @@ stored, and an iteration advances ``global_step`` by ``num_envs``. Truncated epi
 real last observation (``VecStep.final_obs``). A resumed run restores the networks, optimizers, counters,
 the replay buffer (when ``save_buffer``) and every RNG stream; it cannot restore the envs' internal state,
 so it starts fresh episodes on the seed ``seed + global_step``.
+
+:func:`train_off_policy_seeds` runs several seeds' loops in one process, iteration by iteration; a learner that
+can stack its seeds' networks (:meth:`OffPolicyLearner.stack`, a :class:`Stacked`) then trains and acts for all
+of them at once.
 """
 
 from __future__ import annotations

@@ -80,6 +80,62 @@ TASKS = {
                                           "clip_range": "lin_0.2"}},
 }
 
+# The FLOP floor: per task, the network shapes of one update (CartPole: 4 observations, 2 actions; Pendulum: 3
+# and 1), the update count of one run, and the product the floor is timed on. Forward of an MLP: 2 * batch * the
+# sum of in*out over its layers; a backward computes weight gradients (the same again) and input gradients (the
+# same again, without the first layer's unless the input's gradient is needed: the action in an actor loss).
+FLOOR = {
+    "dqn-cartpole": {"updates": (50_000 // 256 - 1_000 // 256) * 128, "batch": 64, "product": (256, 256),
+                     "nets": {"q": [4, 256, 256, 2]}},
+    "td3-pendulum": {"updates": 20_000 - 10_000, "batch": 100, "product": (400, 300),
+                     "nets": {"actor": [3, 400, 300, 1], "critic": [4, 400, 300, 1]}},
+    "sac-pendulum": {"updates": 20_000 - 100, "batch": 256, "product": (256, 256),
+                     "nets": {"actor": [3, 256, 256, 2], "critic": [4, 256, 256, 1]}},
+    "ppo-cartpole": {"updates": (100_000 // 256) * 20, "batch": 256, "product": (64, 64),
+                     "nets": {"actor": [4, 64, 64, 2], "critic": [4, 64, 64, 1]}},
+}
+
+
+def forward_flops(sizes: list[int], batch: int) -> int:
+    return 2 * batch * sum(a * b for a, b in zip(sizes, sizes[1:]))
+
+
+def backward_flops(sizes: list[int], batch: int, weights: bool = True, input_grad: bool = False) -> int:
+    products = [a * b for a, b in zip(sizes, sizes[1:])]
+    return 2 * batch * ((sum(products) if weights else 0) + sum(products[0 if input_grad else 1:]))
+
+
+def flops_per_update(task: str) -> float:
+    """FLOPs of one gradient step of ``task``'s algorithm (TD3's actor step counted at its rate, every 2nd)."""
+    spec = FLOOR[task]
+    b, nets = spec["batch"], spec["nets"]
+    f, bw = (lambda net: forward_flops(nets[net], b)), (lambda net, **kw: backward_flops(nets[net], b, **kw))
+    if task == "dqn-cartpole":  # online and target forwards (plain DQN), backward
+        return 2 * f("q") + bw("q")
+    critic_step = f("actor") + 4 * f("critic") + 2 * bw("critic")  # target actor, 2 target + 2 online critics
+    if task == "td3-pendulum":  # actor step: actor, critic 0 and dQ/da through it, actor backward
+        return critic_step + (f("actor") + f("critic") + bw("critic", weights=False, input_grad=True)
+                              + bw("actor")) / 2
+    if task == "sac-pendulum":  # actor step: actor, both critics and dQ/da through them, actor backward
+        return critic_step + f("actor") + 2 * f("critic") + 2 * bw("critic", weights=False, input_grad=True) \
+            + bw("actor")
+    return f("actor") + f("critic") + bw("actor") + bw("critic")  # PPO: one minibatch of 256
+
+
+def matmul_gflops(task: str, repeats: int = 400) -> float:
+    """This core's GFLOP/s on the update's largest product, (batch x in) @ (in x out), one thread."""
+    import torch
+
+    spec = FLOOR[task]
+    (n_in, n_out), batch = spec["product"], spec["batch"]
+    x, w, out = torch.randn(batch, n_in), torch.randn(n_in, n_out), torch.empty(batch, n_out)
+    for _ in range(50):
+        torch.mm(x, w, out=out)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(x, w, out=out)
+    return 2 * batch * n_in * n_out * repeats / (time.perf_counter() - t0) / 1e9
+
 
 # ---------------------------------------------------------------------------------------------- worker side
 # Runs in rlkit's venv (rlkit, sb3) or in the side venv (sbx): only the standard library at module level.
@@ -213,6 +269,7 @@ def worker(arm: str, task_name: str, seed: int, result_path: str, run_root: str)
 
     returns = greedy_return(act, task["env_id"])
     out = {"wall_s": wall, "train_cpu_s": cpu, "final_return": float(np.mean(returns)),
+           "matmul_gflops": matmul_gflops(task_name),
            "final_return_std": float(np.std(returns)), "returns": returns, "versions": versions()}
     if arm == "rlkit":
         import inspect
@@ -297,6 +354,13 @@ def summarize(runs: list[dict]) -> dict:
                                       for a in ok for b in ok if a["arm"] == "rlkit" and b["arm"] == other
                                       and a["seed"] == b["seed"]}}
         summary[task] = per
+        rates = [r["matmul_gflops"] for r in ok if "matmul_gflops" in r]
+        if task in FLOOR and rates:
+            floor_s = flops_per_update(task) * FLOOR[task]["updates"] / (statistics.median(rates) * 1e9)
+            per["floor"] = {"flops_per_update": flops_per_update(task), "updates": FLOOR[task]["updates"],
+                            "matmul_gflops": statistics.median(rates), "updates_floor_s": floor_s,
+                            "fraction_of_floor": {arm: ratio(floor_s, per[arm]["median_train_cpu_s"])
+                                                  for arm in ARMS if arm in per}}
     return summary
 
 
@@ -324,10 +388,26 @@ def readme_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def floor_table(results: dict) -> str:
+    """Per task: FLOPs per update, updates, this core's matmul rate, the floor in seconds and the fraction of it
+    each arm reached (floor / median training CPU seconds)."""
+    lines = ["| task | MFLOP per update | updates | matmul GFLOP/s | floor s | floor reached, rlkit / SB3 / SBX |",
+             "|---|---|---|---|---|---|"]
+    for task, per in results["summary"].items():
+        if "floor" not in per:
+            continue
+        fl = per["floor"]
+        reached = " / ".join(f"{fl['fraction_of_floor'][a]:.0%}" if fl["fraction_of_floor"].get(a) else "-"
+                             for a in ARMS)
+        lines.append(f"| {task} | {fl['flops_per_update'] / 1e6:.1f} | {fl['updates']:,} | {fl['matmul_gflops']:.0f} "
+                     f"| {fl['updates_floor_s']:.1f} | {reached} |")
+    return "\n".join(lines)
+
+
 def markdown_table(results: dict) -> str:
-    """The README's table, then each arm's CPU and wall seconds and final return per seed."""
-    lines = [readme_table(results), "", "| task | arm | CPU s per seed | wall s per seed | final return per seed |",
-             "|---|---|---|---|---|"]
+    """The README's table and the floor table, then each arm's CPU and wall seconds and final return per seed."""
+    lines = [readme_table(results), "", floor_table(results), "",
+             "| task | arm | CPU s per seed | wall s per seed | final return per seed |", "|---|---|---|---|---|"]
     for task, per in results["summary"].items():
         for arm in ARMS:
             if arm not in per:

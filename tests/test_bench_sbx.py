@@ -48,3 +48,19 @@ def test_plan_rotates_the_arms_per_seed():
     firsts = [jobs[i][1] for i in (0, 6, 12)]
     assert firsts == ["rlkit", "sb3", "sbx"]
     assert [j[1] for j in jobs[:3]] == [j[1] for j in jobs[3:6]]  # same order for every task of a seed
+
+
+def test_flop_floor_by_hand():
+    """DQN: forward 2*64*(4*256 + 256*256 + 256*2) = 8,585,216 twice (online, target) and a backward of
+    2*64*(67,072 weight + 66,048 input products) = 17,039,360 (profile_dqn_update.json counts the same terms).
+    TD3: actor [3, 400, 300, 1] (121,500 products), critic [4, 400, 300, 1] (121,900); batch 100."""
+    assert bench.flops_per_update("dqn-cartpole") == 2 * 8_585_216 + 17_039_360
+    actor, critic = 200 * 121_500, 200 * 121_900
+    critic_backward, actor_backward = 200 * (121_900 + 120_300), 200 * (121_500 + 120_300)
+    critic_step = actor + 4 * critic + 2 * critic_backward
+    actor_step = actor + critic + critic + actor_backward  # dQ/da through critic 0: all its input gradients
+    assert bench.flops_per_update("td3-pendulum") == pytest.approx(critic_step + actor_step / 2)
+    runs = [{**_run("rlkit", 0, 41, 30), "matmul_gflops": 100.0}, {**_run("sbx", 0, 21, 10), "matmul_gflops": 120.0}]
+    floor = bench.summarize(runs)["dqn-cartpole"]["floor"]
+    assert floor["updates_floor_s"] == pytest.approx(34_209_792 * 24_576 / 110e9)
+    assert floor["fraction_of_floor"]["rlkit"] == pytest.approx(floor["updates_floor_s"] / 40)

@@ -8,6 +8,7 @@ import warnings
 from typing import Any
 
 import gymnasium as gym
+from rlkit.envs import minatar
 from rlkit.envs.vector import VecEnv
 
 from rlkit.errors import RLKitError, missing_extra
@@ -67,6 +68,8 @@ def _spec(env_id: str) -> Any:
         except ImportError:
             raise missing_extra("ale-py (Atari)", "atari") from None
         gym.register_envs(ale_py)  # explicit: gymnasium 1.x no longer imports ALE by itself
+    if minatar.is_minatar(env_id):
+        minatar.register()  # MinAtar's own ids; its package (GPL-3.0) is imported here, when one is asked for
     try:
         return gym.spec(env_id)
     except gym.error.Error as e:
@@ -105,6 +108,9 @@ def make_env(env_id: str, seed: int | None = None, render_mode: str | None = Non
     (``repeat_action_probability=0.25``, Machado et al. 2018): ALE applies them to every emulator
     frame, so with the skip moved into the wrapper they act exactly as under ALE's own skip. Pass
     ``env_kwargs={"repeat_action_probability": 0.0}`` to turn them off.
+
+    MinAtar ids (``MinAtar/Breakout-v0``; needs ``rlkit[minatar]``) come out as uint8 (channels, 10, 10)
+    grids of 0/1 with MinAtar's sticky actions (0.1) and difficulty ramping on (:mod:`rlkit.envs.minatar`).
     """
     spec = _spec(env_id)
     kwargs = dict(env_kwargs or {})
@@ -124,7 +130,10 @@ def make_env(env_id: str, seed: int | None = None, render_mode: str | None = Non
     try:
         if render_mode is not None:
             kwargs["render_mode"] = render_mode
-        env = gym.make(env_id, **kwargs)
+        with warnings.catch_warnings():
+            if minatar.is_minatar(spec.id):
+                minatar.ignore_version_notice()
+            env = gym.make(env_id, **kwargs)
     except gym.error.DependencyNotInstalled as e:
         raise _missing_dependency(env_id, e) from None
     except TypeError as e:
@@ -137,6 +146,8 @@ def make_env(env_id: str, seed: int | None = None, render_mode: str | None = Non
         env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84,
                                               terminal_on_life_loss=False, grayscale_obs=True)
         env = gym.wrappers.FrameStackObservation(env, stack_size=frame_stack)
+    if minatar.is_minatar(spec.id):
+        env = minatar.MinAtarObservation(env)  # uint8 channels-first grids, fully seeded resets
     if seed is not None:
         env.action_space.seed(seed)
         env.observation_space.seed(seed)

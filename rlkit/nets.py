@@ -1,7 +1,8 @@
 """Network builders driven by gymnasium spaces.
 
 Every builder takes ``observation_space`` / ``action_space`` and derives sizes from them, so the
-same code serves CartPole (flat Box), Identity (Discrete, one-hot) and Atari (uint8 image, Nature CNN).
+same code serves CartPole (flat Box), Identity (Discrete, one-hot), Atari (uint8 image, Nature CNN) and
+MinAtar (uint8 10x10 grid, the MinAtar paper's small CNN).
 """
 
 from __future__ import annotations
@@ -80,22 +81,75 @@ class NatureCNN(nn.Module):
         return self.linear(self.conv(self._prepare(obs)))
 
 
-class ObsEncoder(nn.Module):
-    """Observation -> feature vector: one-hot for Discrete, Nature CNN for images, flatten otherwise.
+class MinAtarCNN(nn.Module):
+    """The MinAtar torso (Young & Tian 2019, https://arxiv.org/abs/1903.03176): one 3x3 convolution with 16
+    channels (stride 1, no padding), ReLU, flatten, a 128-unit linear layer, ReLU.
 
-    ``out_dim`` is the feature size. Flat observations pass through unchanged (the MLP comes after).
+    As ``QNetwork`` and ``ACNetwork`` in MinAtar's examples/dqn.py and examples/AC_lambda.py (``nn.Conv2d(
+    in_channels, 16, kernel_size=3, stride=1)``, ``fc_hidden`` of 128 units; AC_lambda.py's SiLU/dSiLU
+    activations are ReLU here, as in dqn.py). A 10x10 grid gives 16 x 8 x 8 = 1024 features before the linear
+    layer. Takes uint8 grids, channels first (channels-last input is transposed, as in :class:`NatureCNN`),
+    divided by the space's upper bound: MinAtar's 0/1 grids reach the convolution unchanged, as in the paper.
     """
 
-    def __init__(self, observation_space: gym.Space, cnn_features: int = 512) -> None:
+    def __init__(self, observation_space: gym.spaces.Box, features_dim: int = 128) -> None:
         super().__init__()
-        self.cnn: NatureCNN | None = None
+        shape = observation_space.shape
+        self.channels_last = shape[-1] < shape[0]
+        channels = shape[-1] if self.channels_last else shape[0]
+        self.scale = 1.0 / float(np.max(observation_space.high))
+        self.conv = nn.Sequential(nn.Conv2d(channels, 16, 3, stride=1), nn.ReLU(), nn.Flatten())
+        with torch.no_grad():
+            n_flat = self.conv(self._prepare(torch.zeros(1, *shape, dtype=torch.uint8))).shape[1]
+        self.linear = nn.Sequential(nn.Linear(n_flat, features_dim), nn.ReLU())
+        self.out_dim = features_dim
+
+    def _prepare(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.float() * self.scale
+        return x.permute(0, 3, 1, 2) if self.channels_last else x
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.conv(self._prepare(obs)))
+
+
+# The smallest image side the Nature CNN takes: its 8/4, 4/2 and 3/1 convolutions leave 1x1 of a 36x36 input.
+NATURE_MIN_SIDE = 36
+ENCODERS = ("auto", "nature", "minatar")
+
+
+def image_encoder(observation_space: gym.spaces.Box) -> str:
+    """``auto``'s choice for an image: the Nature CNN where it fits (Atari's 84x84), MinAtar's small CNN on
+    smaller grids (MinAtar's 10x10), where the Nature CNN could not run at all."""
+    height, width = sorted(observation_space.shape)[1:]  # the two largest sides; the channels are the smallest
+    return "nature" if min(height, width) >= NATURE_MIN_SIDE else "minatar"
+
+
+class ObsEncoder(nn.Module):
+    """Observation -> feature vector: one-hot for Discrete, a CNN for images, flatten otherwise.
+
+    ``out_dim`` is the feature size. Flat observations pass through unchanged (the MLP comes after).
+    ``encoder`` picks the CNN for images: ``nature`` (:class:`NatureCNN`), ``minatar`` (:class:`MinAtarCNN`),
+    or ``auto`` (:func:`image_encoder`: by the image's size). ``cnn_features`` (default: the CNN's own, 512 or
+    128) sizes the CNN's last layer.
+    """
+
+    def __init__(self, observation_space: gym.Space, cnn_features: int | None = None, encoder: str = "auto") -> None:
+        super().__init__()
+        if encoder not in ENCODERS:
+            raise RLKitError(f"unknown encoder {encoder!r}; use one of {', '.join(ENCODERS)}")
+        self.cnn: NatureCNN | MinAtarCNN | None = None
         self.n_discrete = 0
+        if encoder != "auto" and not is_image_space(observation_space):
+            raise RLKitError(f"encoder {encoder!r} takes uint8 images (3 dims), not {observation_space}; "
+                             "use encoder 'auto'")
         if isinstance(observation_space, gym.spaces.Discrete):
             self.n_discrete = int(observation_space.n)
             self.out_dim = self.n_discrete
         elif is_image_space(observation_space):
-            self.cnn = NatureCNN(observation_space, cnn_features)
-            self.out_dim = cnn_features
+            kind = image_encoder(observation_space) if encoder == "auto" else encoder
+            cnn = MinAtarCNN if kind == "minatar" else NatureCNN
+            self.cnn = cnn(observation_space) if cnn_features is None else cnn(observation_space, cnn_features)
+            self.out_dim = self.cnn.out_dim
         elif isinstance(observation_space, gym.spaces.Box):
             self.out_dim = int(np.prod(observation_space.shape))
         else:
@@ -127,10 +181,10 @@ class QNetwork(nn.Module):
     """Discrete Q(s, .): encoder -> MLP trunk -> linear head (or dueling head)."""
 
     def __init__(self, observation_space: gym.Space, action_space: gym.spaces.Discrete,
-                 hidden: Sequence[int] = (64, 64), dueling: bool = False) -> None:
+                 hidden: Sequence[int] = (64, 64), dueling: bool = False, encoder: str = "auto") -> None:
         super().__init__()
         n_actions = int(action_space.n)
-        self.encoder = ObsEncoder(observation_space)
+        self.encoder = ObsEncoder(observation_space, encoder=encoder)
         trunk_hidden = list(hidden[:-1]) if dueling and hidden else list(hidden)
         self.trunk = mlp(self.encoder.out_dim, 0, trunk_hidden)
         trunk_out = trunk_hidden[-1] if trunk_hidden else self.encoder.out_dim
@@ -221,14 +275,14 @@ class ActorCritic(nn.Module):
     """Shared trunk (encoder + MLP) with a policy head and a value head.
 
     ``forward(obs) -> (distribution, value)``. With ``shared=False`` the value function gets its own
-    trunk (as SB3 does for continuous control).
+    trunk (as SB3 does for continuous control). ``encoder`` picks the CNN for images (:class:`ObsEncoder`).
     """
 
     def __init__(self, observation_space: gym.Space, action_space: gym.Space,
                  hidden: Sequence[int] = (64, 64), shared: bool = True,
-                 activation: type[nn.Module] = nn.Tanh) -> None:
+                 activation: type[nn.Module] = nn.Tanh, encoder: str = "auto") -> None:
         super().__init__()
-        self.encoder = ObsEncoder(observation_space)
+        self.encoder = ObsEncoder(observation_space, encoder=encoder)
         feat = self.encoder.out_dim
         out = hidden[-1] if hidden else feat
         self.trunk = mlp(feat, 0, hidden, activation)

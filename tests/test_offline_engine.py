@@ -99,11 +99,13 @@ def test_an_action_space_that_does_not_match_the_env_is_refused(tmp_path):
         iql.train(config("iql", data, tmp_path / "run"))
     message = one_line(e)
     assert "action space Box(low=[-1.0], high=[1.0])" in message and "Box(low=[-2.0], high=[2.0])" in message
+    assert "record the dataset in the env as evaluated" in message
     assert not (tmp_path / "run").exists()
-    # another env with other spaces, named with --env, likewise
+    # an env named with --env whose actions fit ([-1, 1]) but whose observations do not
     with pytest.raises(RLKitError) as e:
         td3_bc.train(config("td3_bc", data, tmp_path / "run", env_id="MountainCarContinuous-v0"))
-    assert "MountainCarContinuous-v0" in one_line(e)
+    message = one_line(e)
+    assert "observation space" in message and "MountainCarContinuous-v0" in message and "omit --env" in message
 
 
 def test_discrete_actions_are_refused(tmp_path):

@@ -185,25 +185,29 @@ def load_dataset(cfg: BaseConfig, agent: str, learner_class: type[OfflineLearner
         raise RLKitError(f"dataset {cfg.demos} holds {dataset.num_steps} transitions, fewer than batch_size="
                          f"{cfg.batch_size}; lower it (--set batch_size={max(dataset.num_steps, 1)}) or record more "
                          "episodes")
-    if cfg.env_id is None:
+    from_dataset = cfg.env_id is None
+    if from_dataset:
         cfg.env_id = dataset.env_id  # a module:Env-v0 id named only in the manifest is refused here, in one line
         cfg.env_kwargs = cfg.env_kwargs or dict(dataset.meta.get("env_kwargs") or {})
-    _check_env(cfg, dataset)
+    _check_env(cfg, dataset, from_dataset)
     learner_class.check_spaces(dataset.observation_space, dataset.action_space, cfg.env_id, agent)
     return dataset
 
 
-def _check_env(cfg: BaseConfig, dataset: Any) -> None:
+def _check_env(cfg: BaseConfig, dataset: Any, from_dataset: bool) -> None:
     """The env the policy is evaluated in must take the dataset's actions as they are (same bounds) and give its
     observations' shape: the learner never sees the env before its first evaluation."""
     env = eval_env_factory(cfg)()
     try:
         for name, ours, theirs in (("action", env.action_space, dataset.action_space),
                                    ("observation", env.observation_space, dataset.observation_space)):
-            if not _same_space(ours, theirs, bounds=name == "action"):
-                raise RLKitError(f"dataset {dataset.path} has {name} space {_space_text(theirs)}, but the env "
-                                 f"{cfg.env_id} has {_space_text(ours)}; evaluate in the env the dataset was "
-                                 f"recorded on ({dataset.meta['env_id']}: omit --env)")
+            if _same_space(ours, theirs, bounds=name == "action"):
+                continue
+            fix = ("record the dataset in the env as evaluated, or name an env wrapped to its spaces with --env "
+                   "pkg.module:Env-v0" if from_dataset else
+                   f"evaluate in the env the dataset was recorded on ({dataset.meta['env_id']}: omit --env)")
+            raise RLKitError(f"dataset {dataset.path} has {name} space {_space_text(theirs)}, but the env "
+                             f"{cfg.env_id} has {_space_text(ours)}; {fix}")
     finally:
         env.close()
 

@@ -122,12 +122,15 @@ def flops_per_update(task: str) -> float:
     return f("actor") + f("critic") + bw("actor") + bw("critic")  # PPO: one minibatch of 256
 
 
-def matmul_gflops(task: str, repeats: int = 400) -> float:
-    """This core's GFLOP/s on the update's largest product, (batch x in) @ (in x out), one thread."""
+def matmul_gflops(task: str) -> float:
+    """This core's GFLOP/s on ``task``'s largest product of an update."""
+    return matmul_rate(*FLOOR[task]["product"], FLOOR[task]["batch"])
+
+
+def matmul_rate(n_in: int, n_out: int, batch: int, repeats: int = 400) -> float:
+    """GFLOP/s of (batch x n_in) @ (n_in x n_out) on this thread (torch at one thread)."""
     import torch
 
-    spec = FLOOR[task]
-    (n_in, n_out), batch = spec["product"], spec["batch"]
     x, w, out = torch.randn(batch, n_in), torch.randn(n_in, n_out), torch.empty(batch, n_out)
     for _ in range(50):
         torch.mm(x, w, out=out)
@@ -203,21 +206,11 @@ def warm_up_torch() -> None:
         optimizer.step()
 
 
-def run_rlkit(task: dict, seed: int, run_root: str) -> tuple[float, float, object]:
+def without_evaluations(train):
+    """``train()``'s result, wall and process seconds, less the time rlkit's evaluations took inside it (its
+    final evaluation: timed apart, as SB3 and SBX evaluate outside their ``learn``)."""
     import rlkit.run
-    from rlkit.config import apply_overrides, resolve_preset
-    from rlkit.policy import load_policy
-    from rlkit.registry import get_agent
 
-    spec = get_agent(task["algo"])
-    cfg = apply_overrides(spec.config_cls(), spec.defaults)
-    cfg = apply_overrides(cfg, resolve_preset(spec.presets(), task["preset"], task["algo"]))
-    run_dir = tempfile.mkdtemp(prefix=f"bench-sbx-rlkit-{task['algo']}-{seed}-", dir=run_root)
-    overrides = {"seed": seed, "total_steps": task["steps"], "run_dir": run_dir, "progress": False,
-                 "eval_every": 0, "target_return": None, "checkpoint_every": 0, "save_buffer": False,
-                 "tensorboard": False, "torch_threads": 1, **task["rlkit"]}
-    cfg = apply_overrides(cfg, {k: v for k, v in overrides.items() if hasattr(cfg, k)})
-    # train() ends with rlkit's own evaluation (cfg.eval_episodes): timed here and taken out of the figures.
     evaluate, spent = rlkit.run.evaluate, [0.0, 0.0]
 
     def timed(*args, **kwargs):
@@ -229,9 +222,35 @@ def run_rlkit(task: dict, seed: int, run_root: str) -> tuple[float, float, objec
             spent[1] += time.process_time() - c
 
     rlkit.run.evaluate = timed
-    t0, c0 = time.perf_counter(), time.process_time()
-    spec.train(cfg)
-    wall, cpu = time.perf_counter() - t0 - spent[0], time.process_time() - c0 - spent[1]
+    try:
+        t0, c0 = time.perf_counter(), time.process_time()
+        result = train()
+        return result, time.perf_counter() - t0 - spent[0], time.process_time() - c0 - spent[1]
+    finally:
+        rlkit.run.evaluate = evaluate
+
+
+def rlkit_config(task: dict, seed: int, run_dir: str | None):
+    """The agent's preset at the task's budget, without periodic evaluations, early stop, buffer or TensorBoard."""
+    from rlkit.config import apply_overrides, resolve_preset
+    from rlkit.registry import get_agent
+
+    spec = get_agent(task["algo"])
+    cfg = apply_overrides(spec.config_cls(), spec.defaults)
+    cfg = apply_overrides(cfg, resolve_preset(spec.presets(), task["preset"], task["algo"]))
+    overrides = {"seed": seed, "total_steps": task["steps"], "run_dir": run_dir, "progress": False,
+                 "eval_every": 0, "target_return": None, "checkpoint_every": 0, "save_buffer": False,
+                 "tensorboard": False, "torch_threads": 1, **task["rlkit"]}
+    return apply_overrides(cfg, {k: v for k, v in overrides.items() if hasattr(cfg, k)})
+
+
+def run_rlkit(task: dict, seed: int, run_root: str) -> tuple[float, float, object]:
+    from rlkit.policy import load_policy
+    from rlkit.registry import get_agent
+
+    run_dir = tempfile.mkdtemp(prefix=f"bench-sbx-rlkit-{task['algo']}-{seed}-", dir=run_root)
+    cfg = rlkit_config(task, seed, run_dir)
+    _, wall, cpu = without_evaluations(lambda: get_agent(task["algo"]).train(cfg))
     policy = load_policy(run_dir)
     return wall, cpu, lambda obs: policy.act(obs[None], deterministic=True)[0]
 

@@ -31,7 +31,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -49,64 +48,25 @@ T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 
 
 # ---------------------------------------------------------------------------------------------- worker side
 def configs(task: dict, seeds: list[int], run_root: str) -> list:
-    from rlkit.config import apply_overrides, resolve_preset
-    from rlkit.registry import get_agent
-
-    spec = get_agent(task["algo"])
-    base = apply_overrides(apply_overrides(spec.config_cls(), spec.defaults),
-                           resolve_preset(spec.presets(), task["preset"], task["algo"]))
-    out = []
-    for seed in seeds:
-        overrides = {"seed": seed, "total_steps": task["steps"], "progress": False, "eval_every": 0,
-                     "target_return": None, "checkpoint_every": 0, "save_buffer": False, "tensorboard": False,
-                     "torch_threads": 1, "run_dir": tempfile.mkdtemp(prefix=f"bench-seeds-{seed}-", dir=run_root),
-                     **task["rlkit"]}
-        out.append(apply_overrides(base, {k: v for k, v in overrides.items() if hasattr(base, k)}))
-    return out
-
-
-def matmul_rate(width: int, batch: int = 64, repeats: int = 400) -> float:
-    """GFLOP/s of this core on (batch x width) @ (width x width), the update's largest product."""
-    import torch
-
-    x, w, out = torch.randn(batch, width), torch.randn(width, width), torch.empty(batch, width)
-    for _ in range(50):
-        torch.mm(x, w, out=out)
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        torch.mm(x, w, out=out)
-    return 2 * batch * width * width * repeats / (time.perf_counter() - t0) / 1e9
+    return [bench_sbx.rlkit_config(task, seed, tempfile.mkdtemp(prefix=f"bench-seeds-{seed}-", dir=run_root))
+            for seed in seeds]
 
 
 def worker(task_name: str, seeds: list[int], result_path: str, run_root: str) -> None:
     import torch
 
     torch.set_num_threads(1)
-    import rlkit.run
     from rlkit.registry import get_agent, train_seeds
 
     task = TASKS[task_name]
     spec = get_agent(task["algo"])
     bench_sbx.warm_up_torch()
     cfgs = configs(task, seeds, run_root)
-    evaluate, spent = rlkit.run.evaluate, [0.0, 0.0]
-
-    def timed(*args, **kwargs):
-        w, c = time.perf_counter(), time.process_time()
-        try:
-            return evaluate(*args, **kwargs)
-        finally:
-            spent[0] += time.perf_counter() - w
-            spent[1] += time.process_time() - c
-
-    rlkit.run.evaluate = timed
-    t0, c0 = time.perf_counter(), time.process_time()
-    results = train_seeds(spec, cfgs)
-    wall, cpu = time.perf_counter() - t0 - spent[0], time.process_time() - c0 - spent[1]
+    results, wall, cpu = bench_sbx.without_evaluations(lambda: train_seeds(spec, cfgs))
     out = {"train_wall_s": wall, "train_cpu_s": cpu, "returns": [r["eval"]["mean"] for r in results],
            "seeds": seeds, "updates_per_seed": updates(cfgs[0])}
     if task["algo"] == "dqn":
-        out["gflops"] = matmul_rate(max(cfgs[0].hidden))
+        out["gflops"] = bench_sbx.matmul_rate(max(cfgs[0].hidden), max(cfgs[0].hidden), cfgs[0].batch_size)
     Path(result_path).write_text(json.dumps(out))
 
 
@@ -119,20 +79,12 @@ def updates(cfg) -> int:
 
 
 def dqn_flops(task: dict) -> int:
-    """FLOPs of one DQN gradient step: online forward, target forward (and the online one over next_obs for
-    Double DQN), backward (weight gradients of every layer, input gradients of all but the first)."""
-    from rlkit.config import apply_overrides, resolve_preset
-    from rlkit.registry import get_agent
-
-    spec = get_agent("dqn")
-    cfg = apply_overrides(apply_overrides(spec.config_cls(), spec.defaults),
-                          resolve_preset(spec.presets(), task["preset"], "dqn"))
-    cfg = apply_overrides(cfg, task["rlkit"])
+    """FLOPs of one DQN gradient step (bench_sbx's count): the online and target forwards (and the online one
+    over next_obs for Double DQN), and the backward."""
+    cfg = bench_sbx.rlkit_config(task, 0, None)
     sizes = [4, *cfg.hidden, 2]  # CartPole
-    products = [a * b for a, b in zip(sizes, sizes[1:])]
-    forward = 2 * cfg.batch_size * sum(products)
-    backward = 2 * cfg.batch_size * (sum(products) + sum(products[1:]))
-    return (3 if cfg.double else 2) * forward + backward
+    forward = bench_sbx.forward_flops(sizes, cfg.batch_size)
+    return (3 if cfg.double else 2) * forward + bench_sbx.backward_flops(sizes, cfg.batch_size)
 
 
 # ---------------------------------------------------------------------------------------------- driver side

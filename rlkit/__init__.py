@@ -8,7 +8,8 @@ __version__ = "0.1.0"
 
 from rlkit.errors import RLKitError  # noqa: E402
 
-_MODELS = ("Model", "DQN", "DDPG", "TD3", "A2C", "A3C", "PPO", "SAC", "BC", "DAgger", "GAIL", "AIRL", "Preference")
+_MODELS = ("Model", "DQN", "DDPG", "TD3", "A2C", "A3C", "PPO", "SAC", "BC", "DAgger", "GAIL", "AIRL", "Preference",
+           "TD3BC", "IQL", "CQL")
 
 __all__ = ["RLKitError", "__version__", *_MODELS]
 

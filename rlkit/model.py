@@ -222,8 +222,9 @@ def _named(class_name: str, agent: str) -> type[Model]:
 
 
 _CLASS_NAMES = {"dqn": "DQN", "ddpg": "DDPG", "td3": "TD3", "a2c": "A2C", "a3c": "A3C", "ppo": "PPO", "sac": "SAC",
-                "bc": "BC", "dagger": "DAgger", "gail": "GAIL", "airl": "AIRL", "preference": "Preference"}
+                "bc": "BC", "dagger": "DAgger", "gail": "GAIL", "airl": "AIRL", "preference": "Preference",
+                "td3_bc": "TD3BC", "iql": "IQL", "cql": "CQL"}
 _CLASSES = {agent: _named(name, agent) for agent, name in _CLASS_NAMES.items()}
-DQN, DDPG, TD3, A2C, A3C, PPO, SAC, BC, DAgger, GAIL, AIRL, Preference = _CLASSES.values()
+DQN, DDPG, TD3, A2C, A3C, PPO, SAC, BC, DAgger, GAIL, AIRL, Preference, TD3BC, IQL, CQL = _CLASSES.values()
 
 __all__ = ["Model", *_CLASS_NAMES.values()]

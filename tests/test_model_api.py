@@ -15,16 +15,20 @@ from rlkit.errors import RLKitError
 from rlkit.model import Model
 from rlkit.policy import load_policy
 from rlkit.registry import agent_names
-from tests.test_training_hooks import CartPoleRule
+from tests.test_training_hooks import CartPoleRule, PendulumRule
 
 QUIET = dict(eval_episodes=1, eval_every=0, checkpoint_every=0, progress=False, tensorboard=False)
 OFF_POLICY = dict(learning_starts=100, batch_size=16, buffer_size=1000, hidden=[16])
 IMITATION = dict(num_envs=2, ppo_n_steps=64, demo_batch_size=64, n_disc_updates_per_round=1)
 
 
-def tiny(agent: str, demos_path: Path) -> tuple[str, dict, int, int]:
+def tiny(agent: str, demos_path: Path, rewards_path: Path) -> tuple[str, dict, int, int]:
     """(env, options, first learn budget, second learn budget) of a run of a few hundred steps."""
+    offline = dict(demos=str(rewards_path), batch_size=32, hidden=[16])
     return {
+        "td3_bc": ("Pendulum-v1", offline, 40, 20),
+        "iql": ("Pendulum-v1", offline, 40, 20),
+        "cql": ("Pendulum-v1", offline, 40, 20),
         "dqn": ("CartPole-v1", OFF_POLICY, 200, 100),
         "ddpg": ("Pendulum-v1", OFF_POLICY, 200, 100),
         "td3": ("Pendulum-v1", OFF_POLICY, 200, 100),
@@ -49,15 +53,23 @@ def cartpole_demos(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def pendulum_rewards(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("model_api") / "pendulum"
+    demos.record(PendulumRule(), "Pendulum-v1", episodes=2, out=out, seed=0, keep_rewards=True)
+    return out
+
+
 def step_of(run_dir: Path) -> int:
     return int(read_checksums(list_checkpoints(run_dir)[-1])["step"])
 
 
 @pytest.mark.filterwarnings("ignore:.*Box (low|high)'s precision lowered:UserWarning")
-@pytest.mark.parametrize("agent", agent_names())  # all twelve take about 10 s together
-def test_learn_save_load_predict_and_learn_again(agent, tmp_path, cartpole_demos):
-    env_id, options, first, more = tiny(agent, cartpole_demos)
-    cls = getattr(rlkit, {"dagger": "DAgger", "preference": "Preference"}.get(agent, agent.upper()))
+@pytest.mark.parametrize("agent", agent_names())  # all fifteen take about 15 s together
+def test_learn_save_load_predict_and_learn_again(agent, tmp_path, cartpole_demos, pendulum_rewards):
+    env_id, options, first, more = tiny(agent, cartpole_demos, pendulum_rewards)
+    cls = getattr(rlkit, {"dagger": "DAgger", "preference": "Preference", "td3_bc": "TD3BC"}.get(agent,
+                                                                                               agent.upper()))
     assert cls.agent == agent and issubclass(cls, Model)
     model = cls(env_id, preset="none", seed=0, run_dir=tmp_path / "run", **options, **QUIET)
     assert model.learn(first) is model

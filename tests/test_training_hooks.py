@@ -165,6 +165,13 @@ class CartPoleRule:
         return (3.0 * obs[:, 2] + obs[:, 3] > 0).astype(np.int64)
 
 
+class PendulumRule:
+    """A damping torque: a behaviour policy for small offline datasets."""
+
+    def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        return np.clip(-0.5 * obs[:, 2:3], -2.0, 2.0).astype(np.float32)
+
+
 @pytest.fixture(scope="module")
 def cartpole_demos(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("hooks") / "cartpole"
@@ -172,8 +179,22 @@ def cartpole_demos(tmp_path_factory) -> Path:
     return out
 
 
-def tiny_config(agent: str, demos_path: Path) -> dict:
+@pytest.fixture(scope="module")
+def pendulum_rewards(tmp_path_factory) -> Path:
+    """Two Pendulum episodes with rewards (400 transitions): what the offline learners train on."""
+    out = tmp_path_factory.mktemp("hooks") / "pendulum"
+    demos.record(PendulumRule(), "Pendulum-v1", episodes=2, out=out, seed=0, keep_rewards=True)
+    return out
+
+
+OFFLINE = ("td3_bc", "iql", "cql")
+
+
+def tiny_config(agent: str, demos_path: Path, rewards_path: Path | None = None) -> dict:
     """The smallest run of each agent that evaluates twice before its budget ends; (config, first eval step)."""
+    if agent in OFFLINE:
+        return dict(env_id="Pendulum-v1", demos=str(rewards_path), total_steps=600, batch_size=32, hidden=[16],
+                    eval_every=200)
     off_policy = dict(total_steps=600, learning_starts=100, batch_size=16, buffer_size=1000, eval_every=200)
     imitation = dict(demos=str(demos_path), env_id="seals:seals/CartPole-v0", total_steps=2048, num_envs=4,
                      ppo_n_steps=128, demo_batch_size=256, n_disc_updates_per_round=1, eval_every=512)
@@ -199,9 +220,10 @@ def tiny_config(agent: str, demos_path: Path) -> dict:
 # seals 0.2.1's CartPole builds its Box from float64 bounds; gymnasium warns about seals' code, not rlkit's
 @pytest.mark.filterwarnings("ignore:.*Box (low|high)'s precision lowered:UserWarning")
 @pytest.mark.parametrize("agent", agent_names())
-def test_every_agent_stops_at_its_target_return_and_keeps_a_best_checkpoint(agent, tmp_path, cartpole_demos):
+def test_every_agent_stops_at_its_target_return_and_keeps_a_best_checkpoint(agent, tmp_path, cartpole_demos,
+                                                                             pendulum_rewards):
     spec = get_agent(agent)
-    over = {**tiny_config(agent, cartpole_demos), "target_return": -1e9, "eval_episodes": 1,
+    over = {**tiny_config(agent, cartpole_demos, pendulum_rewards), "target_return": -1e9, "eval_episodes": 1,
             "run_dir": str(tmp_path / agent), "progress": False, "tensorboard": False}
     cfg = apply_overrides(apply_overrides(spec.config_cls(), spec.defaults, source="agent defaults"), over)
     result = spec.train(cfg)
@@ -210,6 +232,8 @@ def test_every_agent_stops_at_its_target_return_and_keeps_a_best_checkpoint(agen
     # it stopped at its first evaluation, long before its budget
     if agent == "bc":
         assert stopped["global_step"] == result["gradient_steps"] and result["epochs"] < 50
+    elif agent in OFFLINE:  # counted in gradient steps, no env steps
+        assert stopped["global_step"] == result["gradient_steps"] == cfg.eval_every and result["env_steps"] == 0
     elif agent == "dagger":
         assert stopped["global_step"] == result["env_steps"] and result["rounds"] == 1
     else:

@@ -224,9 +224,14 @@ class DQN(OffPolicyLearner):
     @classmethod
     def stack(cls, learners: list[DQN]) -> Stacked | None:
         """Seeds' fused rounds and greedy actions as one, their Q-networks stacked (:mod:`rlkit.fast.stacked_dqn`);
-        None with prioritized replay (each seed's minibatches depend on its own priority updates) or no fused path."""
-        stacked = None if any(learner.cfg.prioritized for learner in learners) else \
-            stack_dqn([learner.fused for learner in learners])
+        None unless the configs differ only in seed and run directory, with prioritized replay (each seed's
+        minibatches depend on its own priority updates) or without the fused path."""
+        def shared(cfg: DQNConfig) -> dict[str, Any]:  # what the seeds' one round assumes they share
+            return {k: v for k, v in cfg.to_dict().items() if k not in ("seed", "run_dir", "progress")}
+
+        same = all(shared(learner.cfg) == shared(learners[0].cfg) for learner in learners)
+        stacked = stack_dqn([learner.fused for learner in learners]) \
+            if same and not learners[0].cfg.prioritized else None
         if stacked is None:
             return None
         for learner in learners:  # the numpy acting path viewed the weights' old storage

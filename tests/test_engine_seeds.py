@@ -103,6 +103,19 @@ def test_stacked_dqn_lands_where_single_runs_do(tmp_path):
     assert abs(stacked_mean - single_means.mean()) <= half_width, (stacked_mean, single_means)
 
 
+def test_dqn_stacks_only_seeds_of_one_config():
+    """The stacked round takes one learning rate and schedule for all: configs that differ in more than seed and
+    run directory (here the learning rate) train side by side, each alone."""
+    import gymnasium as gym
+
+    space, actions = gym.spaces.Box(-1, 1, (4,), np.float32), gym.spaces.Discrete(2)
+    same = [dqn.DQN(cfg, space, actions, np.random.default_rng(0)) for cfg in dqn_configs(Path("/tmp"), [0, 1])]
+    assert dqn.DQN.stack(same) is not None
+    other = dqn_configs(Path("/tmp"), [0, 1])
+    other[1].lr = 1e-4
+    assert dqn.DQN.stack([dqn.DQN(cfg, space, actions, np.random.default_rng(0)) for cfg in other]) is None
+
+
 KILLED_RUN = """
 import sys
 from pathlib import Path

@@ -15,14 +15,7 @@ The on-disk format is documented in the README ("Demonstrations") and in :mod:`d
 ``demos.repair(path)`` rebuilds a damaged index from the packs.
 """
 
-from rlkit.demos.convert import (
-    from_minari,
-    from_trajectories,
-    load_imitation,
-    save_imitation,
-    to_minari,
-    to_trajectories,
-)
+from rlkit.demos.convert import from_trajectories, load_imitation, save_imitation, to_trajectories
 from rlkit.demos.dataset import (
     FORMAT_VERSION,
     Dataset,
@@ -31,6 +24,7 @@ from rlkit.demos.dataset import (
     space_from_json,
     space_to_json,
 )
+from rlkit.demos.minari_io import from_minari, load_minari, resolve_minari, to_minari
 from rlkit.demos.protocol import DiscardEpisode, InteractivePolicy, StopRecording
 from rlkit.demos.reader import load
 from rlkit.demos.record import record
@@ -42,7 +36,8 @@ from rlkit.demos.writer import DatasetWriter
 __all__ = [
     "FORMAT_VERSION", "Dataset", "DatasetWriter", "DiscardEpisode", "Episode", "InteractivePolicy", "StopRecording",
     "Transitions",
-    "from_minari", "from_trajectories", "inspect_dataset", "load", "load_imitation", "parse_episode_list",
+    "from_minari", "from_trajectories", "inspect_dataset", "load", "load_imitation", "load_minari",
+    "parse_episode_list", "resolve_minari",
     "record", "repair", "replay", "resolve_policy", "save_imitation", "space_from_json", "space_to_json", "to_minari",
     "to_trajectories",
 ]

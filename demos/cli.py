@@ -90,11 +90,14 @@ def add_parser(subparsers: Any) -> None:
 
     con = sub.add_parser("convert", help="convert to or from imitation and Minari",
                          description="rlkit demos convert DATASET --to imitation|minari --out PATH\n"
-                                     "rlkit demos convert PATH --from imitation|minari [--env ENV_ID] --out DATASET\n"
+                                     "rlkit demos convert PATH|ID --from imitation|minari [--env ENV_ID]\n"
+                                     "    --out DATASET\n"
                                      "Minari stores rewards: a dataset without them exports with rewards recomputed\n"
-                                     "by replay, if every episode replays exactly.",
+                                     "by replay, if every episode replays exactly. Minari round trips are lossless:\n"
+                                     "reference scores (Minari's ref_min_score/ref_max_score), sources and returns\n"
+                                     "travel; --from minari takes a DIR/name-v0 or an id in $MINARI_DATASETS_PATH.",
                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    con.add_argument("source", metavar="DATASET|PATH")
+    con.add_argument("source", metavar="DATASET|PATH|ID")
     direction = con.add_mutually_exclusive_group(required=True)
     direction.add_argument("--to", choices=["imitation", "minari"], help="export an rlkit dataset")
     direction.add_argument("--from", dest="from_", choices=["imitation", "minari"], help="import into a dataset")
@@ -201,13 +204,13 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from rlkit.demos import convert
+    from rlkit.demos import convert, minari_io
     from rlkit.demos.reader import load
 
     if args.to:
         dataset = load(args.source, skip_corrupt=args.skip_corrupt)
         out = convert.save_imitation(dataset, args.out) if args.to == "imitation" \
-            else convert.to_minari(dataset, args.out)
+            else minari_io.to_minari(dataset, args.out)
         result = {"from": args.source, "to": args.to, "out": str(out), "episodes": len(dataset),
                   "steps": dataset.num_steps, "rewards": dataset.has_rewards}
     else:
@@ -218,7 +221,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
             dataset = convert.from_trajectories(trajs, args.env_id, args.out, env_kwargs=args.env_kwargs,
                                                 source=f"imitation:{args.source}")
         else:
-            dataset = convert.from_minari(args.source, args.env_id, args.out, env_kwargs=args.env_kwargs)
+            dataset = minari_io.from_minari(args.source, args.env_id, args.out, env_kwargs=args.env_kwargs)
         result = {"from": args.source, "to": "rlkit", "out": args.out, "episodes": len(dataset),
                   "steps": dataset.num_steps, "rewards": dataset.has_rewards}
     print(json.dumps(result, indent=2) if args.json else

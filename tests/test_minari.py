@@ -51,7 +51,9 @@ def test_reward_free_export_recomputes_rewards_and_round_trips(cartpole, tmp_pat
     assert mds.env_spec.id == "CartPole-v1" and mds.env_spec.max_episode_steps == 20
     assert mds.recover_environment().spec.max_episode_steps == 20
     assert mds.storage.metadata["rlkit"] == {"env_id": "CartPole-v1", "source": "random",
-                                             "env_kwargs": {"max_episode_steps": 20}, "rewards": "recomputed"}
+                                             "env_kwargs": {"max_episode_steps": 20}, "rewards": "recomputed",
+                                             "episode_returns": [ep.episode_return for ep in ds],
+                                             "episode_sources": None, "manifest": {}}
     seeds = [m.get("seed") for m in mds.storage.get_episode_metadata(range(4))]
     assert seeds == [11, 12, 13, 14] == [ep.seed for ep in ds]
     # the independent reference for the recomputed rewards: the recorder's own, same seeds, kept this time

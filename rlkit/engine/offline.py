@@ -59,7 +59,8 @@ class OfflineOptions:
     :class:`BaseConfig` are re-declared here in gradient steps."""
 
     demos: str | None = opt(None, "dataset with rewards to learn from: `rlkit offline-data` builds D4RL-style ones, "
-                                  "`rlkit demos record ... --keep-rewards` records one")
+                                  "`rlkit demos record ... --keep-rewards` records one; a Minari dataset (its "
+                                  "directory, or an id in $MINARI_DATASETS_PATH) is converted in memory")
     total_steps: int = opt(1_000_000, "gradient steps to train for (the env is stepped only to evaluate)", low=1)
     eval_every: int = opt(5_000, "evaluate in the env every this many gradient steps (0 = only at the end)", low=0)
     checkpoint_every: int = opt(50_000, "save a checkpoint every this many gradient steps (0 = only at the end)",
@@ -166,18 +167,14 @@ def _same_space(ours: gym.Space, theirs: gym.Space, bounds: bool) -> bool:
 
 
 def load_dataset(cfg: BaseConfig, agent: str, learner_class: type[OfflineLearner]) -> Any:
-    """The dataset ``cfg.demos`` as a :class:`rlkit.demos.Dataset`, checked before a run directory is written:
-    it exists, holds rewards and at least a minibatch of transitions, and fits the env it is evaluated in (action
-    bounds included) and the learner. Fills ``cfg.env_id`` / ``env_kwargs`` from the dataset when not given."""
-    from rlkit import demos
-
+    """The dataset ``cfg.demos`` (rlkit's, or Minari's by directory or id) as a :class:`rlkit.demos.Dataset`,
+    checked before a run directory is written: it exists, holds rewards and at least a minibatch of transitions, and
+    fits the env it is evaluated in (action bounds included) and the learner. Fills ``cfg.env_id`` / ``env_kwargs``
+    from the dataset when not given."""
     if not cfg.demos:
         raise RLKitError(f"{agent} learns from a dataset with rewards: pass --demos DATASET (build D4RL-style ones "
                          "with `rlkit offline-data --env Pendulum-v1 --out DIR`)")
-    if not Path(cfg.demos).exists():
-        raise RLKitError(f"dataset {cfg.demos} does not exist; build one with `rlkit offline-data --out DIR` or record "
-                         f"one with `rlkit demos record ... --keep-rewards --out {cfg.demos}`")
-    dataset = demos.load(cfg.demos)
+    dataset = _read_dataset(str(cfg.demos))
     if not dataset.has_rewards:
         raise RLKitError(f"dataset {cfg.demos} stores no rewards, and offline RL learns from them; record it with "
                          "`rlkit demos record ... --keep-rewards` (or use bc, which needs none)")
@@ -192,6 +189,26 @@ def load_dataset(cfg: BaseConfig, agent: str, learner_class: type[OfflineLearner
     _check_env(cfg, dataset, from_dataset)
     learner_class.check_spaces(dataset.observation_space, dataset.action_space, cfg.env_id, agent)
     return dataset
+
+
+def _read_dataset(name: str) -> Any:
+    """An rlkit dataset directory, or a Minari dataset (its ``DIR/name-vN`` directory or an id in the local Minari
+    root) converted in memory: Minari's arrays as they are, its reference scores kept (``demos.minari_io``)."""
+    from rlkit import demos
+    from rlkit.demos.minari_io import looks_like_minari_id, minari_root, resolve_minari
+
+    minari_path = resolve_minari(name)
+    if minari_path is not None:
+        dataset = demos.load_minari(minari_path)
+        dataset.path = minari_path  # what errors and the checkpoint's fingerprint name
+        return dataset
+    if looks_like_minari_id(name):
+        raise RLKitError(f"dataset {name} is neither a directory nor a Minari dataset in the local Minari root "
+                         f"{minari_root()}; set MINARI_DATASETS_PATH to the root that holds it, or pass its directory")
+    if not Path(name).exists():
+        raise RLKitError(f"dataset {name} does not exist; build one with `rlkit offline-data --out DIR` or record "
+                         f"one with `rlkit demos record ... --keep-rewards --out {name}`")
+    return demos.load(name)
 
 
 def _check_env(cfg: BaseConfig, dataset: Any, from_dataset: bool) -> None:

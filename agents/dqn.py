@@ -31,6 +31,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from rlkit.envs import is_atari
+from rlkit.envs.multitask import task_count
 from torch import nn
 
 from rlkit.buffers import PrioritizedReplayBuffer, ReplayBuffer
@@ -43,6 +44,7 @@ from rlkit.fast.fused_mlp import fused_dqn
 from rlkit.fast.numpy_forward import numpy_forward
 from rlkit.fast.presample import rate_once
 from rlkit.fast.stacked_dqn import StackedDQN, stack_dqn
+from rlkit.multitask import HardSharing, PCGrad, TaskConditioned, task_ids, task_losses
 from rlkit.nets import QNetwork, polyak_update
 from rlkit.optim import OptimizerOptions, linear, set_lr
 from rlkit.policy import Batch, TorchPolicy
@@ -74,10 +76,32 @@ class DQNConfig(ReplayOptions, OptimizerOptions, BaseConfig):
     max_grad_norm: float = opt(10.0, "clip gradients to this global norm (0 = no clipping)")
     clip_rewards: bool = opt(False, "train on sign(reward) (Atari); logged returns stay raw")
     fused_update: bool = opt(True, "hand-written gradient steps, bit-identical to autograd's (rlkit.fast.fused_mlp), "
-                             "where they apply: CPU, flat observations, MLP without dueling head, adam")
+                             "where they apply: CPU, flat observations, MLP without dueling head, adam, one task")
+    tasks: int = opt(0, "tasks whose one-hot ids end each observation; 0: the suite's count for a multi-task suite "
+                        "(rlkit/CartPole-MT-v0), none for any other env", low=0)
+    heads: Literal["shared", "per_task"] = opt("shared", "with tasks: shared = one Q head, the task one-hot is input "
+                                               "(task-conditioned); per_task = a shared trunk on the observation "
+                                               "without its id and one linear head per task (hard sharing)")
+    pcgrad: bool = opt(False, "with tasks: PCGrad (Yu et al. 2020) over per-task losses of each minibatch's rows")
 
     def validate(self) -> None:
         self.validate_optimizer()
+        resolve_tasks(self)
+
+
+def resolve_tasks(cfg: DQNConfig) -> int:
+    """The number of tasks: ``cfg.tasks``, or the suite's own when 0 (0 for an env that is no suite)."""
+    suite = task_count(cfg.env_id)
+    if cfg.tasks and suite and cfg.tasks != suite:
+        raise RLKitError(f"tasks={cfg.tasks}, but {cfg.env_id} has {suite} tasks: the Q-network needs one task id "
+                         "per task of the env; drop the setting (tasks=0 reads the env's count)")
+    if not (cfg.tasks or suite) and (cfg.heads == "per_task" or cfg.pcgrad):
+        raise RLKitError(f"heads=per_task and pcgrad need task ids, but {cfg.env_id} is no multi-task suite; train "
+                         "on one (rlkit/CartPole-MT-v0) or set tasks=N for observations that end in an N-task one-hot")
+    if cfg.heads == "per_task" and cfg.dueling:
+        raise RLKitError("heads=per_task has one linear Q head per task, not a dueling head; set dueling=false, or "
+                         "heads=shared for a dueling task-conditioned network")
+    return cfg.tasks or suite
 
 
 # ALGO LOGIC: the math, as pure functions (unit-tested against hand values).
@@ -97,7 +121,15 @@ def td_target(rewards: torch.Tensor, terminated: torch.Tensor, discounts: torch.
 
 def dqn_loss(q_net: nn.Module, q_target: nn.Module, batch: Batch, double: bool, loss: str,
              next_q_target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Importance-weighted TD loss; returns (loss, td_errors, q_values of the taken actions).
+    """Importance-weighted TD loss; returns (loss, td_errors, q_values of the taken actions)."""
+    per_sample, td_errors, q_taken = td_losses(q_net, q_target, batch, double, loss, next_q_target)
+    return per_sample.mean(), td_errors, q_taken
+
+
+def td_losses(q_net: nn.Module, q_target: nn.Module, batch: Batch, double: bool, loss: str,
+              next_q_target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each sample's importance-weighted TD loss (PCGrad splits them by task), the TD errors and the Q-values of
+    the taken actions.
 
     ``next_q_target`` is ``q_target(batch.next_obs)`` when the caller computed it already (the
     training loop does, once for all minibatches of an update, while the target net is fixed).
@@ -116,7 +148,7 @@ def dqn_loss(q_net: nn.Module, q_target: nn.Module, batch: Batch, double: bool, 
         per_sample = nn.functional.smooth_l1_loss(q_taken, target, reduction="none")
     else:
         per_sample = td_errors.pow(2)
-    return (batch.weights * per_sample).mean(), td_errors.detach(), q_taken.detach()
+    return batch.weights * per_sample, td_errors.detach(), q_taken.detach()
 
 
 def check_action_space(space: gym.Space, env_id: str) -> None:
@@ -132,16 +164,21 @@ def epsilon_greedy(q_values: torch.Tensor, epsilon: float) -> torch.Tensor:
     return torch.where(explore, torch.randint_like(greedy, q_values.shape[1]), greedy)
 
 
-def build_q_net(cfg: DQNConfig, observation_space: gym.Space, action_space: gym.Space) -> QNetwork:
-    return QNetwork(observation_space, action_space, cfg.hidden, dueling=cfg.dueling)
+def build_q_net(cfg: DQNConfig, observation_space: gym.Space, action_space: gym.Space, n_tasks: int = 0
+                ) -> nn.Module:
+    """The Q-network; with ``n_tasks``, task-conditioned (``heads="shared"``) or hard sharing (``"per_task"``)."""
+    if n_tasks and cfg.heads == "per_task":
+        return HardSharing(observation_space, int(action_space.n), cfg.hidden, n_tasks)
+    q_net = QNetwork(observation_space, action_space, cfg.hidden, dueling=cfg.dueling)
+    return TaskConditioned(q_net, observation_space, n_tasks) if n_tasks else q_net
 
 
-def make_policy(q_net: QNetwork, observation_space: gym.Space, action_space: gym.Space, epsilon: float
+def make_policy(q_net: nn.Module, observation_space: gym.Space, action_space: gym.Space, epsilon: float
                 ) -> TorchPolicy:
     """Greedy actions; ``act(obs, deterministic=False)`` (``rlkit eval --stochastic``) is epsilon-greedy with
     ``epsilon``, the final exploration rate ``epsilon_end`` the agent trained with at the end."""
 
-    def act_fn(module: QNetwork, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+    def act_fn(module: nn.Module, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         q_values = module(obs)
         return q_values.argmax(dim=1) if deterministic else epsilon_greedy(q_values, epsilon)
 
@@ -158,7 +195,8 @@ class DQN(OffPolicyLearner):
     def __init__(self, cfg: DQNConfig, obs_space: gym.Space, act_space: gym.spaces.Discrete,
                  rng: np.random.Generator) -> None:
         self.cfg, self.rng, self.spaces = cfg, rng, (obs_space, act_space)
-        self.q_net = build_q_net(cfg, obs_space, act_space).to(cfg.device)
+        self.n_tasks = resolve_tasks(cfg)
+        self.q_net = build_q_net(cfg, obs_space, act_space, self.n_tasks).to(cfg.device)
         self.q_target = copy.deepcopy(self.q_net).requires_grad_(False)
         self.optimizer = cfg.build_optimizer(self.q_net.parameters())
         self.q_params = list(self.q_net.parameters())  # (listed once: .parameters() walks the modules each call)
@@ -170,13 +208,18 @@ class DQN(OffPolicyLearner):
         self.policy = make_policy(self.q_net, obs_space, act_space, cfg.epsilon_end)
         self.n_actions = int(act_space.n)
         self.epsilon = cfg.epsilon_start
+        # the task gradients projected against each other (per-task losses: update()'s autograd path)
+        self.pcgrad = PCGrad(self.optimizer, rng) if cfg.pcgrad else None
         # the same steps as update()'s loop, by hand (rlkit.fast.fused_mlp); None where it does not apply
         self.fused = fused_dqn(self.q_net, self.q_target, self.optimizer, cfg.double, cfg.loss, cfg.max_grad_norm) \
-            if cfg.fused_update else None
+            if cfg.fused_update and not self.n_tasks else None
 
     @staticmethod
     def check_spaces(observation_space: gym.Space, action_space: gym.Space, env_id: str, agent: str) -> None:
         check_action_space(action_space, env_id)
+        if isinstance(observation_space, gym.spaces.Dict) and task_count(env_id):
+            raise RLKitError(f"dqn takes {env_id}'s one-hot task ids, not its Dict observations; drop obs_mode "
+                             "from env_kwargs")
 
     def explore(self, obs: np.ndarray, global_step: int) -> np.ndarray:
         """Epsilon-greedy, epsilon decaying linearly over ``exploration_fraction`` of the budget."""
@@ -212,14 +255,24 @@ class DQN(OffPolicyLearner):
             return {"losses/td_loss": td_loss, "losses/q_values": q_mean}
         for i, batch in enumerate(batches):
             next_q_target = next_q_targets[i] if next_q_targets is not None else None
-            loss, td_errors, q_taken = dqn_loss(self.q_net, self.q_target, batch, cfg.double, cfg.loss, next_q_target)
+            per_sample, td_errors, q_taken = td_losses(self.q_net, self.q_target, batch, cfg.double, cfg.loss,
+                                                       next_q_target)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if self.pcgrad is None:
+                loss = per_sample.mean()
+                loss.backward()
+            else:  # each task's share of the loss, its gradient projected off the others' where they conflict
+                losses = task_losses(per_sample, task_ids(batch.obs, self.n_tasks), self.n_tasks)
+                loss = torch.stack(losses).sum()
+                self.pcgrad.backward(losses)
             if cfg.max_grad_norm > 0:
                 nn.utils.clip_grad_norm_(self.q_params, cfg.max_grad_norm)
             self.optimizer.step()
             self.buffer.update_priorities(batch.indices, td_errors.cpu().numpy())
-        return {"losses/td_loss": loss.item(), "losses/q_values": q_taken.mean().item()}
+        scalars = {"losses/td_loss": loss.item(), "losses/q_values": q_taken.mean().item()}
+        if self.pcgrad is not None:
+            scalars["losses/pcgrad_projections"] = float(self.pcgrad.conflicts)
+        return scalars
 
     @classmethod
     def stack(cls, learners: list[DQN]) -> Stacked | None:
@@ -247,9 +300,12 @@ class DQN(OffPolicyLearner):
 
     def state_dict(self) -> dict[str, Any]:
         return {"q_net": self.q_net.state_dict(), "q_target": self.q_target.state_dict(),
-                "optimizer": self.optimizer.state_dict()}
+                "optimizer": self.optimizer.state_dict(), "tasks": self.n_tasks}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if int(state.get("tasks", 0)) != self.n_tasks:
+            raise RLKitError(f"the checkpoint's Q-network was trained on {state.get('tasks', 0)} tasks, but "
+                             f"{self.cfg.env_id} has {self.n_tasks}; resume it on the env it was trained on")
         self.q_net.load_state_dict(state["q_net"])
         self.q_target.load_state_dict(state["q_target"])  # (map_location is cpu; the nets are on cfg.device)
         self.optimizer.load_state_dict(state["optimizer"])
@@ -286,7 +342,7 @@ def train_seeds(cfgs: Sequence[DQNConfig], resume: bool = False, callbacks: Sequ
 def load_policy(state: dict[str, Any]) -> TorchPolicy:
     """Rebuild the policy (greedy; epsilon-greedy when not deterministic) from a checkpoint."""
     cfg = config_from_dict(DQNConfig, state["config"])
-    q_net = build_q_net(cfg, state["observation_space"], state["action_space"])
+    q_net = build_q_net(cfg, state["observation_space"], state["action_space"], int(state.get("tasks", 0)))
     q_net.load_state_dict(state["q_net"])
     q_net.eval()
     return make_policy(q_net, state["observation_space"], state["action_space"], cfg.epsilon_end)

@@ -1,0 +1,177 @@
+"""Multi-task parts any learner can use: task ids off the observation, per-task heads, PCGrad.
+
+The observations of a multi-task suite (``rlkit.envs.multitask``) end in a one-hot task id. Two ways to share
+one network between the tasks (Ruder 2017, "An Overview of Multi-Task Learning in Deep Neural Networks",
+https://arxiv.org/abs/1706.05098):
+
+* task-conditioned (:class:`TaskConditioned`): one network, the one-hot is just more input;
+* hard parameter sharing (:class:`HardSharing`): a trunk shared by every task reads the observation without its
+  task id, and one linear head per task (:class:`PerTaskHeads`) gives each sample its own task's output.
+
+Both check every observation's task id against the model's task count and observation width, so a model never
+silently reads another suite (one line naming the mismatch).
+
+PCGrad (Yu et al. 2020, "Gradient Surgery for Multi-Task Learning", https://arxiv.org/abs/2001.06782,
+Algorithm 1): :class:`PCGrad` wraps any torch optimizer. Deviation from the paper: a learner passes each
+task's loss summed over that task's rows of the minibatch divided by the whole minibatch's size (see
+:func:`task_losses`), so the task losses add up to the single-task loss and, where no two gradients conflict,
+PCGrad's step is the plain step; the paper's tasks each had a batch of their own of equal size, which is the
+same up to a constant factor when the tasks fill equal shares of the minibatch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from rlkit.errors import RLKitError
+from rlkit.nets import mlp
+
+
+def split_tasks(obs: torch.Tensor, n_tasks: int, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(base observation, task ids)`` of a batch of flat observations that end in an ``n_tasks``-wide one-hot.
+
+    ``width``: the observation width the model was built for; a batch of another width, or whose last
+    ``n_tasks`` columns are not one-hot, is refused in one line (a model of one suite fed another suite).
+    """
+    obs = obs.reshape(obs.shape[0], -1).float()
+    if width is not None and obs.shape[1] != width:
+        raise RLKitError(f"observations have {obs.shape[1]} values but this model takes {width} ({width - n_tasks} "
+                         f"of the base env and a {n_tasks}-task one-hot): it was trained on another suite; use a "
+                         "suite with the same base observation and task count")
+    onehot = obs[:, obs.shape[1] - n_tasks:]
+    if n_tasks < 1 or obs.shape[1] <= n_tasks or not bool(((onehot == 0) | (onehot == 1)).all()) \
+            or not bool((onehot.sum(dim=1) == 1).all()):
+        raise RLKitError(f"observations do not end in a {n_tasks}-task one-hot id, which this model's {n_tasks} "
+                         "tasks need: the env has another task count or is no multi-task suite; use the suite the "
+                         "model was trained on")
+    return obs[:, : obs.shape[1] - n_tasks], onehot.argmax(dim=1)
+
+
+def task_ids(obs: torch.Tensor, n_tasks: int) -> torch.Tensor:
+    """Each row's task id: the position of the 1 in the ``n_tasks``-wide one-hot that ends the observation."""
+    return split_tasks(obs, n_tasks)[1]
+
+
+def flat_width(observation_space: gym.Space, n_tasks: int) -> int:
+    """The width of a suite's flat observation; one line for spaces that carry no appended one-hot."""
+    if isinstance(observation_space, gym.spaces.Dict):
+        raise RLKitError("multi-task networks take the suite's one-hot observations, not its Dict mode; drop the "
+                         "env's obs_mode='dict'")
+    if not (isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 1):
+        raise RLKitError(f"multi-task networks take flat Box observations ending in a task one-hot, not "
+                         f"{observation_space}")
+    width = int(observation_space.shape[0])
+    if width <= n_tasks:
+        raise RLKitError(f"an observation of {width} values cannot hold a base observation and a {n_tasks}-task "
+                         "one-hot; check the `tasks` setting against the env")
+    return width
+
+
+class PerTaskHeads(nn.Module):
+    """One linear head per task; each sample gets the output of its own task's head."""
+
+    def __init__(self, in_dim: int, out_dim: int, n_tasks: int) -> None:
+        super().__init__()
+        self.heads = nn.ModuleList(nn.Linear(in_dim, out_dim) for _ in range(n_tasks))
+
+    def forward(self, features: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        every = torch.stack([head(features) for head in self.heads], dim=1)  # (batch, tasks, out)
+        return every[torch.arange(len(ids), device=ids.device), ids]
+
+
+class HardSharing(nn.Module):
+    """Hard parameter sharing: ``heads[task](trunk(base observation))``; the trunk never sees the task id."""
+
+    def __init__(self, observation_space: gym.Space, out_dim: int, hidden: Sequence[int], n_tasks: int) -> None:
+        super().__init__()
+        self.n_tasks, self.width = n_tasks, flat_width(observation_space, n_tasks)
+        base = self.width - n_tasks
+        self.trunk = mlp(base, 0, hidden)
+        self.heads = PerTaskHeads(hidden[-1] if hidden else base, out_dim, n_tasks)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        base, ids = split_tasks(obs, self.n_tasks, self.width)
+        return self.heads(self.trunk(base), ids)
+
+
+class TaskConditioned(nn.Module):
+    """A single-task network that reads the whole observation, task one-hot included, after the task id check."""
+
+    def __init__(self, net: nn.Module, observation_space: gym.Space, n_tasks: int) -> None:
+        super().__init__()
+        self.net, self.n_tasks, self.width = net, n_tasks, flat_width(observation_space, n_tasks)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        split_tasks(obs, self.n_tasks, self.width)
+        return self.net(obs)
+
+
+def task_losses(per_sample: torch.Tensor, ids: torch.Tensor, n_tasks: int) -> list[torch.Tensor]:
+    """Each task present in the minibatch: its rows' losses summed, divided by the minibatch size (so the task
+    losses add up to ``per_sample.mean()``); tasks with no row in the minibatch are left out."""
+    return [per_sample[ids == k].sum() / len(per_sample) for k in range(n_tasks) if bool((ids == k).any())]
+
+
+def pcgrad_combine(grads: torch.Tensor, orders: Sequence[Sequence[int]]) -> tuple[torch.Tensor, int]:
+    """PCGrad's update direction (Yu et al. 2020, Algorithm 1) from task gradients ``grads`` (tasks, params).
+
+    Each task's gradient ``g_i`` is projected, in turn, onto the normal plane of every other task's (original)
+    gradient ``g_j`` it conflicts with (``g_i . g_j < 0``): ``g_i -= (g_i . g_j) / |g_j|^2 g_j``, visiting the
+    others in the order ``orders[i]``; the projected gradients are summed. Returns the sum and how many
+    projections were made.
+    """
+    projected = grads.clone()
+    conflicts = 0
+    for i, order in enumerate(orders):
+        for j in order:
+            dot = torch.dot(projected[i], grads[j])
+            if dot < 0:
+                projected[i] -= dot / torch.dot(grads[j], grads[j]) * grads[j]
+                conflicts += 1
+    return projected.sum(dim=0), conflicts
+
+
+class PCGrad:
+    """Projecting conflicting gradients around a torch optimizer: ``PCGrad(optimizer).step(per_task_losses)``.
+
+    ``step`` computes each task's gradient of every parameter of the optimizer, combines them with
+    :func:`pcgrad_combine` (each task's others in a random order drawn from ``rng``, as the paper shuffles
+    them), writes the result into ``.grad`` and steps. A learner that clips gradients calls ``backward``, clips,
+    then ``optimizer.step()``. Parameters a task's loss does not reach (another task's head) get a zero
+    gradient from it.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, rng: np.random.Generator | int = 0) -> None:
+        self.optimizer = optimizer
+        self.params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+        self.rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        self.conflicts = 0  # projections made by the last backward
+
+    def backward(self, losses: Sequence[torch.Tensor]) -> None:
+        """Set every parameter's ``.grad`` to PCGrad's combination of the gradients of ``losses``."""
+        if not losses:
+            raise RLKitError("PCGrad needs at least one task loss")
+        rows = []
+        for loss in losses:
+            grads = torch.autograd.grad(loss, self.params, retain_graph=True, allow_unused=True)
+            rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1)
+                                   for p, g in zip(self.params, grads)]))
+        others = [[j for j in range(len(losses)) if j != i] for i in range(len(losses))]
+        combined, self.conflicts = pcgrad_combine(torch.stack(rows), [self.rng.permutation(o) for o in others])
+        offset = 0
+        for p in self.params:
+            p.grad = combined[offset: offset + p.numel()].view_as(p).clone()
+            offset += p.numel()
+
+    def step(self, losses: Sequence[torch.Tensor]) -> None:
+        """One optimizer step along PCGrad's combined gradient of ``losses`` (one loss per task)."""
+        self.backward(losses)
+        self.optimizer.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)

@@ -248,9 +248,11 @@ class DQN(OffPolicyLearner):
     def update(self, batches: Iterable[Batch], global_step: int) -> dict[str, float]:
         cfg = self.cfg
         self.start_round(global_step)
-        next_q_targets = rate_once(self.q_target, batches)  # the target net is fixed during a round
-        if self.fused is not None:
-            td_loss, q_mean = self.fused.round(batches, next_q_targets,
+        fused = self.fused
+        # the target net is fixed during a round: its values of the round's next observations in one forward
+        next_q_targets = None if fused is not None and fused.rates_targets else rate_once(self.q_target, batches)
+        if fused is not None:
+            td_loss, q_mean = fused.round(batches, next_q_targets,
                                                self.buffer.update_priorities if cfg.prioritized else None)
             return {"losses/td_loss": td_loss, "losses/q_values": q_mean}
         for i, batch in enumerate(batches):

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rlkit.fast.fused_conv import ConvDQN, conv_q_layers, fused_conv_dqn
 from rlkit.nets import QNetwork
 from rlkit.policy import Batch
 
@@ -54,9 +55,12 @@ def linear_relu_layers(q_net: nn.Module) -> Layers | None:
 
 
 def fused_dqn(q_net: nn.Module, q_target: nn.Module, optimizer: torch.optim.Optimizer, double: bool, loss: str,
-              max_grad_norm: float) -> FusedDQN | None:
+              max_grad_norm: float) -> FusedDQN | ConvDQN | None:
     """The fused DQN step for ``q_net`` (its target net ``q_target``, its optimizer), or None where it does not
-    apply; then the caller takes the plain autograd path."""
+    apply; then the caller takes the plain autograd path. MinAtar's conv Q-network gets
+    :class:`rlkit.fast.fused_conv.ConvDQN`."""
+    if conv_q_layers(q_net) is not None:
+        return fused_conv_dqn(q_net, q_target, optimizer, double, loss, max_grad_norm)
     layers, target_layers = linear_relu_layers(q_net), linear_relu_layers(q_target)
     if layers is None or target_layers is None or loss not in ("huber", "mse"):
         return None
@@ -95,6 +99,8 @@ class FusedDQN:
     ``round(batches, next_q_targets, update_priorities)`` runs the gradient steps of one training round and
     returns the last step's (loss, mean Q of the taken actions), as the plain loop reports them.
     """
+
+    rates_targets = False  # takes the target net's values of a round's next observations, rated at once
 
     def __init__(self, layers: Layers, target_layers: Layers, optimizer: torch.optim.Optimizer, double: bool,
                  loss: str, max_grad_norm: float) -> None:

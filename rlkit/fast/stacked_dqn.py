@@ -22,16 +22,20 @@ import torch
 from torch import nn
 
 from rlkit.buffers import Round
+from rlkit.fast.fused_conv import ConvDQN, StackedConvDQN, stack_conv_dqn
 from rlkit.fast.fused_mlp import FusedDQN
 from rlkit.policy import Batch
 
 _FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated", "discounts", "weights")
 
 
-def stack_dqn(fused: Sequence[FusedDQN | None]) -> StackedDQN | None:
+def stack_dqn(fused: Sequence[FusedDQN | ConvDQN | None]) -> StackedDQN | StackedConvDQN | None:
     """One stacked round for ``fused`` (each seed's fused DQN step), or None where they cannot share one: a seed
-    without the fused path, different shapes or settings, or optimizers that have taken different step counts."""
-    if len(fused) < 2 or any(f is None for f in fused):
+    without the fused path, different shapes or settings, or optimizers that have taken different step counts.
+    MinAtar's conv networks stack in :mod:`rlkit.fast.fused_conv`."""
+    if fused and all(isinstance(f, ConvDQN) for f in fused):
+        return stack_conv_dqn(list(fused))
+    if len(fused) < 2 or any(not isinstance(f, FusedDQN) for f in fused):
         return None
     settings = [(f.double, f.huber, f.max_grad_norm, [p.shape for p in f.params], _adam_settings(f)) for f in fused]
     if any(s != settings[0] for s in settings):

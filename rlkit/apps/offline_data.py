@@ -283,7 +283,9 @@ def add_parser(subparsers: Any) -> None:
         "offline-data", help="build D4RL-style datasets (random ... medium-expert) with reference scores",
         description="Train the agent to expert, measure the random and expert reference returns, train again to "
                     "a third of the way (medium), then write the random, medium, medium-replay, expert and "
-                    "medium-expert datasets into OUT, each with rewards and its reference scores (docs/offline.md).",
+                    "medium-expert datasets into OUT, each with rewards and its reference scores (docs/offline.md). "
+                    "Export one to Minari with `rlkit demos convert OUT/KIND --to minari --out DIR/NAME-v0` (its "
+                    "reference scores travel); the offline learners' --demos take a Minari id or directory too.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--env", dest="env_id", required=True, help="a continuous-control env id, e.g. Pendulum-v1")
     p.add_argument("--out", required=True, help="folder of the datasets (OUT/KIND) and training runs (OUT/runs)")

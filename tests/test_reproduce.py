@@ -352,3 +352,22 @@ def test_imitation_presets_normalise_against_their_expert():
     assert presets["preference-pendulum"].normalise["expert"] == -110.8  # rlkit's td3-pendulum reproduction
     assert [a["score"] for a in presets["gail-cartpole"].also] == [0.94]  # imitation's published GAIL figure
     assert [a["score"] for a in presets["airl-cartpole"].also] == [0.79]
+
+
+def test_returns_at_the_also_references_steps_and_their_report_rows(tmp_path):
+    """Each seed's last evaluation at or before a reference's step, aggregated and put in the report beside it;
+    a step that some seed never reached is left out rather than half-filled."""
+    from rlkit.apps.reproduce import eval_curve, returns_at
+
+    curves = [[[0, 1.0], [100, 2.0], [200, 4.0]], [[0, 0.0], [100, 3.0], [200, 5.0]]]
+    at = returns_at(150, curves)
+    assert at["steps"] == 150 and at["per_seed"] == [2.0, 3.0] and at["aggregate"]["mean"] == pytest.approx(2.5)
+    assert returns_at(200, curves)["per_seed"] == [4.0, 5.0]
+    assert returns_at(150, [curves[0], []]) is None and returns_at(-1, curves) is None
+    run = tmp_path / "seed_0"
+    run.mkdir()
+    (run / "metrics.csv").write_text("global_step,eval/mean_return,x\n0,1.5,7\n50,,8\n100,2.5,9\n")
+    assert eval_curve(run) == [[0, 1.5], [100, 2.5]] and eval_curve(tmp_path / "gone") == []
+    results = {"at_steps": [dict(at, reference={"score": 9.2, "steps": 150, "source": "the paper at 150"})]}
+    text = "\n".join(reports._at_steps_section(results))
+    assert "| 150 | 9.20 | the paper at 150 | 2.50 [2.00, 3.00] | 2.00, 3.00 |" in text

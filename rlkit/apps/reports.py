@@ -451,6 +451,19 @@ def _vectorised_note(results: dict[str, Any]) -> list[str]:
             "process spent on all of its seeds, not on that seed alone.", ""]
 
 
+def _at_steps_section(results: dict[str, Any]) -> list[str]:
+    """rlkit's returns at the steps of the ``also`` references (each seed's last evaluation at or before)."""
+    at_steps = results.get("at_steps") or []
+    if not at_steps:
+        return []
+    rows = [[fmt(a["steps"]), format_reference(a["reference"]), a["reference"].get("source", "—"),
+             f"{fmt(a['aggregate']['mean'])} [{fmt(a['aggregate']['mean_ci'][0])}, "
+             f"{fmt(a['aggregate']['mean_ci'][1])}]", ", ".join(fmt(v) for v in a["per_seed"])] for a in at_steps]
+    return ["rlkit along the way, beside the references published for those steps: each seed's last evaluation "
+            "at or before the step; mean over seeds with its 95% bootstrap CI.", "",
+            markdown_table(["steps", "reference", "source", "rlkit mean [95% CI]", "per seed"], rows), ""]
+
+
 def reproduction_report(results: dict[str, Any], plot_note: str = "") -> str:
     """report.md of a reproduction from its results.json dict (``plot_note`` explains a missing plot)."""
     s, ref = results["aggregate"], results["reference"]
@@ -484,6 +497,7 @@ def reproduction_report(results: dict[str, Any], plot_note: str = "") -> str:
     rows += [[r.get("source", "—"), format_reference(r), fmt(r.get("steps"))]
              for r in results["also"]]
     lines += [markdown_table(["source", "score", "budget (steps)"], rows), ""]
+    lines += _at_steps_section(results)
     cmp_ = results["comparison"]
     if cmp_ is not None:
         lo, hi = cmp_["range"]

@@ -163,7 +163,8 @@ def reproduce(preset_name: str, seeds: int | None = None, backend: str = "local"
     ordered = [finals[s] for s in range(n_seeds)]
     normaliser = score_range(preset, out, base, ordered[0]) if preset.normalise else None
     results = build_results(preset, base, ordered, backend, ran=[int(j.key.split()[1]) for j in pending],
-                            wall_s=time.perf_counter() - t0, normaliser=normaliser, processes=processes)
+                            wall_s=time.perf_counter() - t0, normaliser=normaliser, processes=processes,
+                            curves=[eval_curve(out / f"seed_{s}") for s in range(n_seeds)])
     results["vectorise"] = vectorise
     results["out"] = str(out)
     results["command"] = " ".join(["rlkit reproduce", preset.name, f"--seeds {n_seeds}"]
@@ -314,12 +315,34 @@ def normalised(score: float, normaliser: dict[str, Any]) -> float:
     return (score - normaliser["random"]) / (normaliser["expert"] - normaliser["random"])
 
 
+def eval_curve(run_dir: Path) -> list[list[float]]:
+    """A seed's evaluation curve, [[env step, mean return], ...] from its metrics.csv; [] where it has none (a
+    run without evaluations, or a finished seed whose run directory was not kept)."""
+    try:
+        curve = reports.load_curve(run_dir, "eval")
+    except RLKitError:
+        return []
+    return [[int(step), float(value)] for step, value in zip(curve.steps, curve.values)]
+
+
+def returns_at(steps: int, curves: list[list[list[float]]]) -> dict[str, Any] | None:
+    """Each seed's return at ``steps`` (its last evaluation at or before it) and their aggregate; None unless
+    every seed has one."""
+    values = [next((v for s, v in reversed(curve) if s <= steps), None) for curve in curves]
+    if not values or any(v is None for v in values):
+        return None
+    return {"steps": steps, "per_seed": values, "aggregate": reports.summarize(values)}
+
+
 def build_results(preset: ReproducePreset, cfg: BaseConfig, finals: list[dict[str, Any]], backend: str,
                   ran: list[int], wall_s: float, normaliser: dict[str, Any] | None = None,
-                  processes: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
+                  processes: dict[int, dict[str, Any]] | None = None,
+                  curves: list[list[list[float]]] | None = None) -> dict[str, Any]:
     """The results.json dict: per-seed finals (with how each seed's process ran, from ``processes``: vectorised
     or not, and how many seeds shared it; None where unknown), aggregates with CIs, the reference comparison,
-    and (when the preset says how) normalised returns and the learned reward's correlation with the true one."""
+    rlkit's returns at the steps of the preset's ``also`` references (from each seed's evaluation curve in
+    ``curves``), and (when the preset says how) normalised returns and the learned reward's correlation with the
+    true one."""
     processes = processes or {}
     scores = [f["eval"]["mean"] for f in finals]
     summary = reports.summarize(scores)
@@ -348,10 +371,13 @@ def build_results(preset: ReproducePreset, cfg: BaseConfig, finals: list[dict[st
                       "episodes": f["eval"]["episodes"], "env_steps": f["env_steps"], "wall_s": f["wall_s"],
                       "run_dir": f"seed_{f['seed']}",  # relative: DIR may move
                       "vectorised": processes.get(f["seed"], {}).get("vectorised"),
-                      "seeds_in_process": processes.get(f["seed"], {}).get("seeds_in_process")} for f in finals],
+                      "seeds_in_process": processes.get(f["seed"], {}).get("seeds_in_process"),
+                      "curve": (curves or [[]] * len(finals))[i]} for i, f in enumerate(finals)],
         "aggregate": summary,
         "reference": preset.reference,
         "also": preset.also,
+        "at_steps": [dict(at, reference=entry) for entry in preset.also if entry.get("steps")
+                     and (at := returns_at(int(entry["steps"]), curves or [])) is not None],
         "comparison": reports.compare_to_reference(summary, preset.reference),
         "note": preset.note,
         "ran_seeds": ran,

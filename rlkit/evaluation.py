@@ -26,14 +26,18 @@ def evaluate(policy: Policy, make_env: Callable[..., gym.Env], episodes: int = 1
         video: write the episodes' frames to this file (.mp4 or .gif) through imageio.
 
     Returns:
-        ``{"mean", "std", "episodes", "returns", "lengths"}``.
+        ``{"mean", "std", "episodes", "returns", "lengths"}``, and ``"per_task": {"0": mean, ...}`` when the
+        env's ``reset`` info carries a ``"task"`` (a multi-task suite, :mod:`rlkit.envs.multitask`): each task's
+        mean return over the episodes that played it, keyed by the task id as a string (JSON's keys).
     """
     env = make_env(render_mode="rgb_array" if video else None)
     env.action_space.seed(seed)
-    returns, lengths, frames = [], [], []
+    returns, lengths, frames, tasks = [], [], [], []
     try:
         for i in range(episodes):
-            obs, _ = env.reset(seed=seed + i)
+            obs, info = env.reset(seed=seed + i)
+            # read from the env rather than assumed from the schedule: a fixed task or a uniform draw differ
+            tasks.append(info.get("task") if isinstance(info, dict) else None)
             done, total, steps = False, 0.0, 0
             while not done:
                 if video and len(frames) < max_video_frames:
@@ -49,8 +53,17 @@ def evaluate(policy: Policy, make_env: Callable[..., gym.Env], episodes: int = 1
         env.close()
     if video:
         write_video(frames, video, fps=env.metadata.get("render_fps", 30) or 30)
-    return {"mean": float(np.mean(returns)), "std": float(np.std(returns)), "episodes": episodes,
-            "returns": returns, "lengths": lengths}
+    result = {"mean": float(np.mean(returns)), "std": float(np.std(returns)), "episodes": episodes,
+              "returns": returns, "lengths": lengths}
+    if tasks and all(task is not None for task in tasks):
+        result["per_task"] = per_task_means(returns, tasks)
+    return result
+
+
+def per_task_means(returns: list[float], tasks: list[Any]) -> dict[str, float]:
+    """Each task's mean return over its episodes, ``{"0": ..., "1": ...}`` in task order (ids as strings)."""
+    ids = sorted({int(task) for task in tasks})
+    return {str(k): float(np.mean([r for r, t in zip(returns, tasks) if int(t) == k])) for k in ids}
 
 
 def write_video(frames: list[np.ndarray], path: str | Path, fps: int = 30) -> Path:

@@ -418,10 +418,13 @@ class Run:
         return result
 
     def _score(self, policy: Policy, make_eval_env: Callable[..., gym.Env]) -> dict[str, Any]:
-        """``cfg.eval_episodes`` evaluation episodes, recorded as ``eval/mean_return`` and ``eval/std_return``."""
+        """``cfg.eval_episodes`` evaluation episodes, recorded as ``eval/mean_return`` and ``eval/std_return``, and
+        on a multi-task suite each task's as ``eval/task_K/mean_return`` (final.json's ``eval.per_task``)."""
         result = evaluate(policy, make_eval_env, self.cfg.eval_episodes, seed=self.cfg.eval_seed)
         self.logger.record("eval/mean_return", result["mean"])
         self.logger.record("eval/std_return", result["std"])
+        for task, mean in result.get("per_task", {}).items():
+            self.logger.record(f"eval/task_{task}/mean_return", mean)
         return result
 
     def finish(self, policy: Policy, make_eval_env: Callable[..., gym.Env], global_step: int,

@@ -28,6 +28,7 @@ from rlkit.nets import MinAtarCNN, QNetwork
 from rlkit.policy import Batch
 
 Layers = list[tuple[torch.Tensor, torch.Tensor]]
+BATCH_FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated", "discounts", "weights")  # a Batch's tensors
 
 
 def conv_q_layers(q_net: nn.Module) -> Layers | None:
@@ -275,7 +276,7 @@ class ConvDQN:
         steps, grads = self.optimizer_step.state("step"), [g[0] for g in self.grads]
         q_taken = target = weights = None
         for batch in batches:
-            data = {name: getattr(batch, name).unsqueeze(0) for name in _FIELDS}
+            data = {name: getattr(batch, name).unsqueeze(0) for name in BATCH_FIELDS}
             weights = batch.weights
             target = self.math.td_target(params, target_params, data)
             q_taken = self.math.gradients(params, self.grads, data, target)
@@ -290,10 +291,7 @@ class ConvDQN:
         return loss.item(), q_taken.mean().item()
 
 
-_FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated", "discounts", "weights")
-
-
-def _stack_views(tensors: list[torch.Tensor]) -> torch.Tensor:
+def stack_views(tensors: list[torch.Tensor]) -> torch.Tensor:
     """Stack ``tensors`` (one per seed) and make each a view of its slice (``.data`` keeps Parameters whole)."""
     stacked = torch.stack([t.detach() for t in tensors])
     for i, t in enumerate(tensors):
@@ -327,8 +325,8 @@ class StackedConvDQN:
     def __init__(self, steps: list[ConvDQN]) -> None:
         self.steps, self.seeds, lead = steps, len(steps), steps[0]
         count = len(lead.params)
-        self.params = [_stack_views([s.params[j] for s in steps]) for j in range(count)]
-        self.target_params = [_stack_views([s.target_params[j] for s in steps]) for j in range(count)]
+        self.params = [stack_views([s.params[j] for s in steps]) for j in range(count)]
+        self.target_params = [stack_views([s.target_params[j] for s in steps]) for j in range(count)]
         self.moments = [self._stack_state(key) for key in lead.optimizer_step.state_keys()]
         self.lead_steps = lead.optimizer_step.state("step")  # Adam's bias correction: one count for all
         self.other_steps = [t for s in steps[1:] for t in s.optimizer_step.state("step")]
@@ -352,7 +350,7 @@ class StackedConvDQN:
         rounds = [list(batches) for batches in batches_of_each]
         q_taken = target = data = None
         for k in range(len(rounds[0])):
-            data = {name: torch.stack([getattr(r[k], name) for r in rounds]) for name in _FIELDS}
+            data = {name: torch.stack([getattr(r[k], name) for r in rounds]) for name in BATCH_FIELDS}
             target = self.math.td_target(self.params, self.target_params, data)
             q_taken = self.math.gradients(self.params, self.grads, data, target)
             if self.steps[0].max_grad_norm > 0:

@@ -22,11 +22,9 @@ import torch
 from torch import nn
 
 from rlkit.buffers import Round
-from rlkit.fast.fused_conv import ConvDQN, StackedConvDQN, stack_conv_dqn
+from rlkit.fast.fused_conv import BATCH_FIELDS, ConvDQN, StackedConvDQN, stack_conv_dqn, stack_views
 from rlkit.fast.fused_mlp import FusedDQN
 from rlkit.policy import Batch
-
-_FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated", "discounts", "weights")
 
 
 def stack_dqn(fused: Sequence[FusedDQN | ConvDQN | None]) -> StackedDQN | StackedConvDQN | None:
@@ -52,24 +50,16 @@ def _stack_rounds(batches_of_each: Sequence[Iterable[Batch]]) -> tuple[dict[str,
     if all(isinstance(r, Round) for r in batches_of_each):
         steps, size = len(batches_of_each[0]), batches_of_each[0].size
         return {name: torch.stack([getattr(r.whole, name).reshape(steps, size, *getattr(r.whole, name).shape[1:])
-                                   for r in batches_of_each], 1) for name in _FIELDS}, steps, size
+                                   for r in batches_of_each], 1) for name in BATCH_FIELDS}, steps, size
     rounds = [list(batches) for batches in batches_of_each]
     data = {name: torch.stack([torch.stack([getattr(b, name) for b in seed]) for seed in rounds], 1)
-            for name in _FIELDS}
+            for name in BATCH_FIELDS}
     return data, len(rounds[0]), len(rounds[0][0].obs)
 
 
 def _adam_settings(fused: FusedDQN) -> tuple:
     group = fused.optimizer.param_groups[0]
     return group["betas"], group["eps"], group["weight_decay"]
-
-
-def _stack_views(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """Stack ``tensors`` (one per seed) and make each a view of its slice (``.data`` keeps Parameters whole)."""
-    stacked = torch.stack([t.detach() for t in tensors])
-    for i, t in enumerate(tensors):
-        t.data = stacked[i]
-    return stacked
 
 
 class _RoundBuffers:
@@ -91,9 +81,9 @@ class StackedDQN:
     def __init__(self, fused: list[FusedDQN]) -> None:
         self.fused, self.seeds = fused, len(fused)
         count = len(fused[0].params)
-        self.params = [_stack_views([f.params[j] for f in fused]) for j in range(count)]
+        self.params = [stack_views([f.params[j] for f in fused]) for j in range(count)]
         targets = [[t for w, b in f.target_layers for t in (w, b)] for f in fused]
-        self.target_params = [_stack_views([t[j] for t in targets]) for j in range(count)]
+        self.target_params = [stack_views([t[j] for t in targets]) for j in range(count)]
         self.exp_avgs, self.exp_avg_sqs = self._stack_moments("exp_avg"), self._stack_moments("exp_avg_sq")
         self.grads = [torch.zeros_like(p) for p in self.params]
         self.lead_steps = fused[0]._adam_state()[2]  # one seed's counts: the kernel's bias correction

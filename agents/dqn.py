@@ -83,6 +83,8 @@ class DQNConfig(ReplayOptions, OptimizerOptions, BaseConfig):
                                                "(task-conditioned); per_task = a shared trunk on the observation "
                                                "without its id and one linear head per task (hard sharing)")
     pcgrad: bool = opt(False, "with tasks: PCGrad (Yu et al. 2020) over per-task losses of each minibatch's rows")
+    init_from: str | None = opt(None, "fine-tuning: start the Q-network (and its target) from this DQN run directory "
+                                      "or checkpoint; optimizer, buffer, counters and schedules start afresh")
 
     def validate(self) -> None:
         self.validate_optimizer()
@@ -173,6 +175,26 @@ def build_q_net(cfg: DQNConfig, observation_space: gym.Space, action_space: gym.
     return TaskConditioned(q_net, observation_space, n_tasks) if n_tasks else q_net
 
 
+def init_q_net(q_net: nn.Module, source: str, observation_space: gym.Space, n_tasks: int) -> None:
+    """Load a trained DQN's Q-network into ``q_net`` (fine-tuning), refusing in one line a checkpoint of another
+    agent, observation space, task count or architecture."""
+    from rlkit.checkpoint import load_checkpoint
+
+    state = load_checkpoint(source)
+    if state["agent"] != "dqn" or "q_net" not in state:
+        raise RLKitError(f"init_from={source} is a {state['agent']} checkpoint; fine-tuning starts from a dqn run")
+    if state.get("observation_space") != observation_space or int(state.get("tasks", 0)) != n_tasks:
+        raise RLKitError(f"init_from={source} was trained on {state.get('observation_space')} with "
+                         f"{state.get('tasks', 0)} tasks, not {observation_space} with {n_tasks}; fine-tune on an env "
+                         "of the same suite (its held-out context keeps the suite's width)")
+    try:
+        q_net.load_state_dict(state["q_net"])
+    except RuntimeError:
+        raise RLKitError(f"init_from={source} has another Q-network (hidden, heads or dueling differ); set them as "
+                         f"that run did: {state['config'].get('hidden')}, heads={state['config'].get('heads')}, "
+                         f"dueling={state['config'].get('dueling')}") from None
+
+
 def make_policy(q_net: nn.Module, observation_space: gym.Space, action_space: gym.Space, epsilon: float
                 ) -> TorchPolicy:
     """Greedy actions; ``act(obs, deterministic=False)`` (``rlkit eval --stochastic``) is epsilon-greedy with
@@ -197,6 +219,8 @@ class DQN(OffPolicyLearner):
         self.cfg, self.rng, self.spaces = cfg, rng, (obs_space, act_space)
         self.n_tasks = resolve_tasks(cfg)
         self.q_net = build_q_net(cfg, obs_space, act_space, self.n_tasks).to(cfg.device)
+        if cfg.init_from:
+            init_q_net(self.q_net, cfg.init_from, obs_space, self.n_tasks)
         self.q_target = copy.deepcopy(self.q_net).requires_grad_(False)
         self.optimizer = cfg.build_optimizer(self.q_net.parameters())
         self.q_params = list(self.q_net.parameters())  # (listed once: .parameters() walks the modules each call)

@@ -464,6 +464,43 @@ def _at_steps_section(results: dict[str, Any]) -> list[str]:
             markdown_table(["steps", "reference", "source", "rlkit mean [95% CI]", "per seed"], rows), ""]
 
 
+def _ci_cell(summary: dict[str, Any], name: str) -> str:
+    return f"{fmt(summary[name])} [{fmt(summary[f'{name}_ci'][0])}, {fmt(summary[f'{name}_ci'][1])}]"
+
+
+def _per_task_section(results: dict[str, Any]) -> list[str]:
+    """Each task's final return over seeds, and the aggregate over tasks x seeds, for multi-task suites."""
+    per_task, overall = results.get("per_task"), results.get("tasks_aggregate")
+    if not per_task:
+        return []
+    rows = [[f"task {k}", _ci_cell(t["aggregate"], "mean"), _ci_cell(t["aggregate"], "iqm"),
+             ", ".join(fmt(v) for v in t["per_seed"])] for k, t in per_task.items()]
+    rows.append([f"all tasks x seeds ({overall['runs']} x {overall['tasks']})", _ci_cell(overall, "mean"),
+                 _ci_cell(overall, "iqm"), "—"])
+    return ["## Per task", "",
+            "Each seed's final evaluation split by the task each episode played (final.json `eval.per_task`); the last "
+            "row pools tasks and seeds, its CIs resampling seeds within each task (stratified bootstrap, the tasks "
+            "as strata), its IQM the mean of the middle 50% of all task-seed returns.", "",
+            markdown_table(["task", "mean [95% CI]", "IQM [95% CI]", "per seed"], rows), ""]
+
+
+def _threshold_section(results: dict[str, Any]) -> list[str]:
+    """Env steps to the first evaluation at or above the preset's threshold."""
+    th = results.get("threshold")
+    if not th:
+        return []
+    per_seed = ", ".join("never" if s is None else f"{s:,}" for s in th["per_seed"])
+    lines = ["## Steps to threshold", "",
+             f"Env steps to each seed's first evaluation of at least {fmt(th['value'])}: {per_seed} "
+             f"({th['reached']} of {len(th['per_seed'])} seeds reached it)."]
+    if th["aggregate"]:
+        agg = th["aggregate"]
+        lines[-1] += (f" Mean {_ci_cell(agg, 'mean')}, IQM {_ci_cell(agg, 'iqm')}"
+                      + (", a seed that never reached it counted at the full budget (a lower bound)."
+                         if th["reached"] < len(th["per_seed"]) else "."))
+    return lines + [""]
+
+
 def reproduction_report(results: dict[str, Any], plot_note: str = "") -> str:
     """report.md of a reproduction from its results.json dict (``plot_note`` explains a missing plot)."""
     s, ref = results["aggregate"], results["reference"]
@@ -491,6 +528,8 @@ def reproduction_report(results: dict[str, Any], plot_note: str = "") -> str:
               f"CIs: percentile stratified bootstrap over seeds, {s['bootstrap_reps']:,} replicates, seed "
               f"{s['bootstrap_seed']} (Agarwal et al. 2021, rliable). With {n} seeds they are wide; "
               "read them as such.", "",
+              *_per_task_section(results),
+              *_threshold_section(results),
               *_normalised_section(results),
               "## Reference", ""]
     rows = [[ref.get("source", "—"), format_reference(ref), fmt(results["budget"])]]

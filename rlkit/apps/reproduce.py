@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rlkit.apps import reports
+from rlkit.apps import reports, reproduce_tasks
 from rlkit.apps.backends import Job, JobGroup, Report, execute, members, print_progress
 from rlkit.apps.reproduce_presets import ReproducePreset, build_config, get_preset, load_presets
 from rlkit.config import BaseConfig, apply_overrides
@@ -153,16 +153,19 @@ def reproduce(preset_name: str, seeds: int | None = None, backend: str = "local"
     if preset.demos:
         base = apply_overrides(base, {"demos": _prepare_demos(preset, out, backend, workers, ray_address, report)},
                                source="reproduce demos")
-    finals, pending = _seed_runs(preset, base, out, n_seeds)
+    finals, pending = reproduce_tasks.task_runs(preset.name, base, out, n_seeds, preset.agent, _pending_or_done) \
+        if preset.split_tasks else _seed_runs(preset, base, out, n_seeds)
     jobs = plan_jobs(pending, workers, vectorise)
     processes = _record_processes(out, jobs)
     _announce(preset, base, jobs, backend, workers, ray_address)
     for key, result in execute(jobs, backend, workers, ray_address, report).items():
         finals[int(key.split()[1])] = result
+    if preset.split_tasks:  # a seed is its tasks' runs together (rlkit.apps.reproduce_tasks)
+        finals = reproduce_tasks.task_runs(preset.name, base, out, n_seeds, preset.agent, _pending_or_done)[0]
 
     ordered = [finals[s] for s in range(n_seeds)]
     normaliser = score_range(preset, out, base, ordered[0]) if preset.normalise else None
-    results = build_results(preset, base, ordered, backend, ran=[int(j.key.split()[1]) for j in pending],
+    results = build_results(preset, base, ordered, backend, ran=sorted({int(j.key.split()[1]) for j in pending}),
                             wall_s=time.perf_counter() - t0, normaliser=normaliser, processes=processes,
                             curves=[eval_curve(out / f"seed_{s}") for s in range(n_seeds)])
     results["vectorise"] = vectorise
@@ -203,12 +206,31 @@ def _seed_runs(preset: ReproducePreset, base: BaseConfig, out: Path, n_seeds: in
         if final is not None:
             finals[seed] = final
             continue
-        cfg = apply_overrides(base, {"seed": seed, "run_dir": str(run_dir.resolve())}, source="reproduce")
+        changes: dict[str, Any] = {"seed": seed, "run_dir": str(run_dir.resolve())}
+        if preset.init_from:
+            changes["init_from"] = pretrained_seed(preset, out, seed)
+        cfg = apply_overrides(base, changes, source="reproduce")
         pending.append(Job(f"seed {seed}", preset.agent, cfg.to_dict(), resume))
     if finals:
         print(f"{len(finals)} of {n_seeds} seeds already done in {out}, skipping them: {sorted(finals)}",
               file=sys.stderr)
     return finals, pending
+
+
+def pretrained_seed(preset: ReproducePreset, out: Path, seed: int) -> str:
+    """``init_from``: seed ``seed`` of the reproduction ``preset.init_from`` beside ``out`` (its final network):
+    ``OUT/../NAME``, else the one reduced-budget ``OUT/../NAME-Nsteps`` there (several: name the one you mean)."""
+    name = str(preset.init_from)
+    reduced = sorted(p for p in out.parent.glob(f"{name}-*steps") if p.name[len(name) + 1:-5].isdigit())
+    if not (out.parent / name).exists() and len(reduced) > 1:
+        raise RLKitError(f"reproduce preset {preset.name!r} fine-tunes {name!r}, but {out.parent} holds several "
+                         f"reduced runs of it ({', '.join(p.name for p in reduced)}) and no {name}; move all but one")
+    source = (out.parent / name if (out.parent / name).exists() or not reduced else reduced[0]) / f"seed_{seed}"
+    if not (source / "final.json").exists():
+        raise RLKitError(f"reproduce preset {preset.name!r} fine-tunes seed {seed} of {preset.init_from!r}, but "
+                         f"{source} has not finished; run `rlkit reproduce {preset.init_from} --out {source.parent}` "
+                         "first (with at least as many seeds)")
+    return str(source.resolve())
 
 
 def plan_jobs(pending: list[Job], workers: int, vectorise: bool) -> list[Job | JobGroup]:
@@ -334,6 +356,32 @@ def returns_at(steps: int, curves: list[list[list[float]]]) -> dict[str, Any] | 
     return {"steps": steps, "per_seed": values, "aggregate": reports.summarize(values)}
 
 
+def per_task_results(finals: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where every seed's final evaluation has ``per_task`` returns of the same tasks, more than one (a multi-task
+    suite; a held-out context shows one task's id and is one task): each task's returns over seeds with their
+    aggregate, and the aggregate over tasks x seeds (IQM pooled; CIs resampling seeds within each task, the tasks
+    being the bootstrap's strata). Empty otherwise."""
+    per_task = [f["eval"].get("per_task") for f in finals]
+    if not per_task or any(not p for p in per_task) or any(list(p) != list(per_task[0]) for p in per_task) \
+            or len(per_task[0]) < 2:
+        return {}
+    tasks = list(per_task[0])
+    table = [[p[k] for k in tasks] for p in per_task]  # (seeds, tasks)
+    return {"per_task": {k: {"per_seed": [row[i] for row in table], "aggregate": reports.summarize([row[i] for row
+                                                                                                    in table])}
+                         for i, k in enumerate(tasks)},
+            "tasks_aggregate": reports.summarize(table)}
+
+
+def steps_to_threshold(threshold: float, curves: list[list[list[float]]], total_steps: int) -> dict[str, Any]:
+    """Each seed's env steps to its first evaluation at or above ``threshold`` (None: never), and their aggregate
+    with a seed that never reached it counted as ``total_steps`` (so that mean is a lower bound)."""
+    steps = [next((int(s) for s, v in curve if v >= threshold), None) for curve in curves]
+    censored = [total_steps if s is None else s for s in steps]
+    return {"value": threshold, "per_seed": steps, "reached": sum(s is not None for s in steps),
+            "aggregate": reports.summarize(censored) if censored else None}
+
+
 def build_results(preset: ReproducePreset, cfg: BaseConfig, finals: list[dict[str, Any]], backend: str,
                   ran: list[int], wall_s: float, normaliser: dict[str, Any] | None = None,
                   processes: dict[int, dict[str, Any]] | None = None,
@@ -392,6 +440,11 @@ def build_results(preset: ReproducePreset, cfg: BaseConfig, finals: list[dict[st
         for row, value in zip(results["per_seed"], norm):
             row["normalised"] = value
         results["normalised"] = {**normaliser, "aggregate": reports.summarize(norm)}
+    results.update(per_task_results(finals))
+    if preset.threshold is not None:
+        results["threshold"] = steps_to_threshold(float(preset.threshold), curves or [], total)
+        for row, steps in zip(results["per_seed"], results["threshold"]["per_seed"]):
+            row["steps_to_threshold"] = steps
     pearson = [(f.get("reward_correlation") or {}).get("pearson") for f in finals]
     if any(p is not None for p in pearson):  # preference learning: how well the learned reward follows the true one
         for row, f, p in zip(results["per_seed"], finals, pearson):

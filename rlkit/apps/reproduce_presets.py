@@ -19,7 +19,7 @@ from rlkit.errors import RLKitError
 from rlkit.registry import agent_names, get_agent
 
 _PRESET_KEYS = {"agent", "preset", "seeds", "budget", "eval_points", "reference", "also", "overrides", "demos",
-                "normalise", "note"}
+                "normalise", "note", "split_tasks", "init_from", "threshold"}
 
 
 @dataclass
@@ -38,6 +38,9 @@ class ReproducePreset:
     demos: dict[str, Any] | None = None
     normalise: dict[str, Any] | None = None
     note: str = ""
+    split_tasks: bool = False  # one run per task of a suite, budget / tasks steps each (rlkit.apps.reproduce_tasks)
+    init_from: str | None = None  # fine-tune: seed S starts from seed S of this reproduction, in a sibling directory
+    threshold: float | None = None  # report each seed's steps to its first evaluation at or above this
 
     @classmethod
     def from_dict(cls, name: str, data: dict[str, Any], source: Path) -> ReproducePreset:

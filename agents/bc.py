@@ -61,7 +61,8 @@ class BCConfig(BaseConfig):
     """BC hyper-parameters (defaults suit classic-control demonstrations)."""
 
     env_id: str | None = opt(None, "env to evaluate on; default: the env the demonstrations were recorded on")
-    demos: str | None = opt(None, "demonstration dataset directory (rlkit demos record ... --out DATASET)")
+    demos: str | None = opt(None, "demonstration dataset directory (rlkit demos record ... --out DATASET); several, "
+                                  "one per task of a multi-task suite: A,B,... or a directory of datasets")
     num_demos: int = opt(0, "use only the first N episodes of the dataset (0 = all)", low=0)
     skip_corrupt: bool = opt(False, "skip damaged episodes of the dataset instead of stopping")
     total_steps: int = opt(0, "gradient steps to train for at most (0 = run `epochs` epochs)", low=0)

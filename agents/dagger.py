@@ -75,7 +75,8 @@ class DAggerConfig(BaseConfig):
     expert_checkpoint: str = opt("latest", "which checkpoint of an rlkit run expert: latest, best or a step number")
     trust_remote_code: bool = opt(False, "an sb3: expert whose zip needs unpickling (a custom policy class) is loaded "
                                          "SB3's way, running any code in it; off: refused (see docs/imitation.md)")
-    demos: str | None = opt(None, "optional expert demonstrations used as round 0 (instead of expert rollouts)")
+    demos: str | None = opt(None, "optional expert demonstrations used as round 0 (instead of expert rollouts); "
+                                  "several, one per task of a multi-task suite: A,B,... or a directory of datasets")
     labels: str | None = opt(None, "dataset the expert-labelled states are appended to; default RUN_DIR/labels")
     total_steps: int = opt(0, "stop after the round in which this many env steps were collected (0 = no cap)", low=0)
     checkpoint_every: int = opt(0, "not used by dagger: it checkpoints after every round")

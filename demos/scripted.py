@@ -28,3 +28,9 @@ def pendulum(obs: np.ndarray) -> np.ndarray:
     swing = 2.0 * np.sign(theta_dot * -energy + 1e-9)  # push along the motion while energy is short
     torque = np.where(cos > 0.85, balance, swing)
     return np.clip(torque, -2.0, 2.0)[:, None].astype(np.float32)
+
+
+def cartpole_mt(obs: np.ndarray) -> np.ndarray:
+    """:func:`cartpole` on a CartPole-MT suite's observations (the 4 CartPole values, before the task one-hot): one
+    scripted expert for every task, to record one dataset per task."""
+    return cartpole(np.asarray(obs)[:, :4])

@@ -11,13 +11,19 @@ from rlkit.errors import RLKitError
 
 
 def load_demos(path: str | None, skip_corrupt: bool = False, agent: str = "bc") -> Any:
-    """``demos.load`` with a one-line error when no dataset was given."""
+    """``demos.load`` with a one-line error when no dataset was given; several datasets (``A,B,...`` or a directory
+    of datasets), one per task of a multi-task suite, load as one (:mod:`rlkit.demos.tasks`)."""
     if not path:
         raise RLKitError(f"{agent} learns from demonstrations: pass --demos DATASET "
                          "(record one with `rlkit demos record --env ENV --policy SOURCE --out DATASET`)")
+    from rlkit.demos.tasks import dataset_paths, merge_task_datasets
+
     from rlkit import demos
 
-    return demos.load(path, skip_corrupt=skip_corrupt)
+    paths = dataset_paths(path)
+    if len(paths) == 1:
+        return demos.load(paths[0], skip_corrupt=skip_corrupt)
+    return merge_task_datasets([demos.load(p, skip_corrupt=skip_corrupt) for p in paths])
 
 
 def resolve_env(cfg: BaseConfig, dataset: Any) -> None:

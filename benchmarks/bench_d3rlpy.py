@@ -42,6 +42,11 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling side_venv module
+from side_venv import ensure_side_venv as make_side_venv  # noqa: E402
+from side_venv import installed_versions  # noqa: E402
+from side_venv import side_requirements as pinned_requirements  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARIES = ("rlkit", "d3rlpy")
 ALGOS = ("td3_bc", "iql", "cql")
@@ -272,43 +277,16 @@ def worker_main(args: argparse.Namespace) -> None:
 
 
 def versions() -> dict:
-    import importlib.metadata as md
-
-    found = {}
-    for name in REPORTED:
-        try:
-            found[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
-    return found
+    return installed_versions(REPORTED)
 
 
 # ------------------------------------------------------------------------------------------------ side venv
 def side_requirements() -> list[str]:
-    """d3rlpy pinned; torch at rlkit's version (its local CPU build). d3rlpy brings its own gymnasium pin."""
-    import importlib.metadata as md
-
-    return [f"{name}=={version}" for name, version in SIDE_PINS.items()] + \
-        [f"{name}=={md.version(name).split('+')[0]}" for name in SAME_AS_RLKIT]
+    return pinned_requirements(SIDE_PINS, SAME_AS_RLKIT)
 
 
 def ensure_side_venv(path: Path) -> Path:
-    """The side venv's python, made (and filled) on first use; reused while its requirements are unchanged."""
-    python, marker = path / "bin" / "python", path / "bench-d3rlpy-requirements.txt"
-    wanted = "\n".join(side_requirements()) + "\n"
-    if python.exists() and marker.exists() and marker.read_text() == wanted:
-        return python
-    if not python.exists():
-        base = getattr(sys, "_base_executable", sys.executable)
-        subprocess.run([base, "-m", "venv", str(path)], check=True)
-    torch_pin = [r for r in wanted.split() if r.startswith("torch==")]
-    # torch first, pinned: an open range (d3rlpy's own requirement) would pull a multi-GB CUDA build
-    for reqs in (torch_pin, wanted.split()):
-        cmd = [str(python), "-m", "pip", "install", "--disable-pip-version-check", *reqs]
-        print("side venv:", " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
-    marker.write_text(wanted)
-    return python
+    return make_side_venv(path, side_requirements(), "bench-d3rlpy-requirements.txt")
 
 
 # ---------------------------------------------------------------------------------------------- the driver

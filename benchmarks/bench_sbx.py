@@ -49,6 +49,11 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling side_venv module
+from side_venv import ensure_side_venv as make_side_venv  # noqa: E402
+from side_venv import installed_versions  # noqa: E402
+from side_venv import side_requirements as pinned_requirements  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ("rlkit", "sb3", "sbx")
 EVAL_EPISODES, EVAL_SEED = 20, 10_000
@@ -300,40 +305,16 @@ def worker(arm: str, task_name: str, seed: int, result_path: str, run_root: str)
 
 
 def versions() -> dict:
-    import importlib.metadata as md
-
-    found = {}
-    for name in REPORTED:
-        try:
-            found[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
-    return found
+    return installed_versions(REPORTED)
 
 
 # ------------------------------------------------------------------------------------------------ side venv
 def side_requirements() -> list[str]:
-    """sbx-rl and jax pinned; SB3, gymnasium, numpy and torch at the versions of this (rlkit's) interpreter."""
-    import importlib.metadata as md
-
-    return [f"{name}=={version}" for name, version in SIDE_PINS.items()] + \
-        [f"{name}=={md.version(name)}" for name in SAME_AS_RLKIT]
+    return pinned_requirements(SIDE_PINS, SAME_AS_RLKIT)
 
 
 def ensure_side_venv(path: Path) -> Path:
-    """The side venv's python, made (and filled) on first use; reused while its requirements are unchanged."""
-    python, marker = path / "bin" / "python", path / "bench-sbx-requirements.txt"
-    wanted = "\n".join(side_requirements()) + "\n"
-    if python.exists() and marker.exists() and marker.read_text() == wanted:
-        return python
-    if not python.exists():
-        base = getattr(sys, "_base_executable", sys.executable)
-        subprocess.run([base, "-m", "venv", str(path)], check=True)
-    cmd = [str(python), "-m", "pip", "install", "--disable-pip-version-check", *wanted.split()]
-    print("side venv:", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
-    marker.write_text(wanted)
-    return python
+    return make_side_venv(path, side_requirements(), "bench-sbx-requirements.txt")
 
 
 # ---------------------------------------------------------------------------------------------- summary maths

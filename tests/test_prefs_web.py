@@ -128,6 +128,13 @@ class Client:
         return json.loads(data)
 
 
+def ctrl_c_as_at_a_terminal() -> None:
+    """In the server's process: SIGINT at its default, so Python turns it into KeyboardInterrupt even when the
+    tests were started in the background (``cmd &`` without job control ignores SIGINT, and children inherit
+    that), since these tests stop the server with SIGINT as a person would with Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 # ---------------------------------------------------------------------------------------------
 # Store and answers
 # ---------------------------------------------------------------------------------------------
@@ -381,7 +388,8 @@ def test_killed_server_loses_no_answer_and_serves_only_unanswered_pairs(tmp_path
     port = free_port()
     cmd = [sys.executable, "-m", "rlkit.apps.cli", "prefs", "serve", str(tmp_path), "--port", str(port)]
     env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=ctrl_c_as_at_a_terminal)
     client = Client(f"http://127.0.0.1:{port}/")
     answered = []
     try:
@@ -406,7 +414,8 @@ def test_killed_server_loses_no_answer_and_serves_only_unanswered_pairs(tmp_path
     reopened = PreferenceStore(tmp_path)  # the dead server's lock is gone with it
     assert [a["pair"] for a in reopened.answers] == answered
     reopened.close()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=ctrl_c_as_at_a_terminal)
     try:
         served = set()
         deadline = time.time() + 60
@@ -558,7 +567,8 @@ def test_killed_trainer_resumes_with_every_label_and_serves_only_unanswered_pair
     cmd = [sys.executable, "-m", "rlkit.apps.cli", "train", "preference", "--env", "Pendulum-v1", "--run-dir",
            str(run_dir), *[a for s in sets for a in ("--set", s)]]
     env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=ctrl_c_as_at_a_terminal)
     client, before = Client(f"http://127.0.0.1:{port}/"), []
     try:
         deadline = time.time() + 300

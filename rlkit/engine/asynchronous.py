@@ -413,6 +413,8 @@ def _evaluator(run: Run, learner: AsynchronousLearner, state: Any, workers: list
             shared.stop.set()
         seen = step
         time.sleep(0.02)
+    if interrupted.is_set():  # came while the workers were finishing (a target reached): still a stop by signal
+        raise Terminated if getattr(interrupted, "signum", None) == signal.SIGTERM else KeyboardInterrupt
     error = _stop_workers(shared, workers, run)
     if error is not None:
         raise error

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlkit.fast.fused_conv import ConvDQN, conv_q_layers, fused_conv_dqn
+from rlkit.fast.fused_conv import ConvDQN, conv_q_layers, fused_conv_dqn, per_sample_loss
 from rlkit.nets import QNetwork
 from rlkit.policy import Batch
 
@@ -134,9 +134,7 @@ class FusedDQN:
         if last is None:
             raise ValueError("a training round needs at least one minibatch")
         q_taken, target = buf.q_taken.view(-1), buf.target.view(-1)
-        per_sample = nn.functional.smooth_l1_loss(q_taken, target, reduction="none") if self.huber \
-            else (target - q_taken).pow(2)
-        return (last.weights * per_sample).mean().item(), q_taken.mean().item()
+        return (last.weights * per_sample_loss(q_taken, target, self.huber)).mean().item(), q_taken.mean().item()
 
     def forward(self, layers: Layers, x: torch.Tensor, out: list[torch.Tensor]) -> torch.Tensor:
         """``q_net(x)`` into the buffers ``out`` (each layer's output; ReLU in place)."""

@@ -19,10 +19,17 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
 from rlkit.buffers import Round
-from rlkit.fast.fused_conv import BATCH_FIELDS, ConvDQN, StackedConvDQN, stack_conv_dqn, stack_views
+from rlkit.fast.fused_conv import (
+    BATCH_FIELDS,
+    ConvDQN,
+    StackedConvDQN,
+    clip_per_seed,
+    per_sample_loss,
+    stack_conv_dqn,
+    stack_views,
+)
 from rlkit.fast.fused_mlp import FusedDQN
 from rlkit.policy import Batch
 
@@ -89,7 +96,6 @@ class StackedDQN:
         self.lead_steps = fused[0]._adam_state()[2]  # one seed's counts: the kernel's bias correction
         self.other_steps = [step for f in fused[1:] for step in f._adam_state()[2]]  # advanced once a round
         self.widths = [w.shape[0] for w, _ in fused[0].layers]
-        self.factor = torch.empty(self.seeds)  # each seed's gradient-clip factor
         self.numpy_layers = [(w.detach().numpy().transpose(0, 2, 1), b.detach().numpy()[:, None, :])
                              for w, b in self.layers(self.params)]  # views: Adam's in-place steps show
         self._buffers: dict[int, _RoundBuffers] = {}
@@ -125,9 +131,7 @@ class StackedDQN:
             self.clip_and_step(group)
         torch._foreach_add_(self.other_steps, steps)
         q_taken, last = buf.q_taken.squeeze(2), target.squeeze(2)
-        per_sample = nn.functional.smooth_l1_loss(q_taken, last, reduction="none") if self.fused[0].huber \
-            else (last - q_taken).pow(2)
-        losses = (data["weights"][-1] * per_sample).mean(1)
+        losses = (data["weights"][-1] * per_sample_loss(q_taken, last, self.fused[0].huber)).mean(1)
         return losses.tolist(), q_taken.mean(1).tolist()
 
     def greedy(self, obs: np.ndarray) -> np.ndarray:
@@ -183,13 +187,8 @@ class StackedDQN:
 
     def clip_and_step(self, group: dict) -> None:
         """Clip each seed's gradients to its own global norm, then one fused Adam step over the stacked tensors."""
-        max_norm = self.fused[0].max_grad_norm
-        if max_norm > 0:
-            norms = torch.stack([torch.linalg.vector_norm(g.reshape(self.seeds, -1), 2.0, dim=1) for g in self.grads])
-            torch.linalg.vector_norm(norms, 2.0, dim=0, out=self.factor)
-            self.factor.add_(1e-6).reciprocal_().mul_(max_norm).clamp_(max=1.0)
-            for g in self.grads:
-                g.mul_(self.factor.view(-1, *[1] * (g.dim() - 1)))
+        if self.fused[0].max_grad_norm > 0:
+            clip_per_seed(self.grads, self.fused[0].max_grad_norm)
         beta1, beta2 = group["betas"]
         torch._foreach_add_(self.lead_steps, 1)
         torch._fused_adam_(self.params, self.grads, self.exp_avgs, self.exp_avg_sqs, [], self.lead_steps,

@@ -44,7 +44,17 @@ from rlkit.fast.fused_mlp import fused_dqn
 from rlkit.fast.numpy_forward import numpy_forward
 from rlkit.fast.presample import rate_once
 from rlkit.fast.stacked_dqn import StackedDQN, stack_dqn
-from rlkit.multitask import HardSharing, PCGrad, TaskConditioned, task_ids, task_losses
+from rlkit.multitask import (
+    HardSharing,
+    MultiTaskOptions,
+    PCGrad,
+    TaskConditioned,
+    load_pretrained,
+    load_pretrained_modules,
+    resolve_tasks,
+    task_ids,
+    task_losses,
+)
 from rlkit.nets import QNetwork, polyak_update
 from rlkit.optim import OptimizerOptions, linear, set_lr
 from rlkit.policy import Batch, TorchPolicy
@@ -53,7 +63,7 @@ from rlkit.run import Run
 
 
 @dataclass
-class DQNConfig(ReplayOptions, OptimizerOptions, BaseConfig):
+class DQNConfig(MultiTaskOptions, ReplayOptions, OptimizerOptions, BaseConfig):
     """DQN hyper-parameters: the replay and optimizer options, plus DQN's (defaults suit small
     classic-control tasks; presets hold the rest)."""
 
@@ -77,33 +87,17 @@ class DQNConfig(ReplayOptions, OptimizerOptions, BaseConfig):
     clip_rewards: bool = opt(False, "train on sign(reward) (Atari); logged returns stay raw")
     fused_update: bool = opt(True, "hand-written gradient steps, bit-identical to autograd's (rlkit.fast.fused_mlp), "
                              "where they apply: CPU, flat observations, MLP without dueling head, adam, one task")
-    tasks: int = opt(0, "tasks whose one-hot ids end each observation; 0: the suite's count for a multi-task suite "
-                        "(rlkit/CartPole-MT-v0), none for any other env", low=0)
-    heads: Literal["shared", "per_task"] = opt("shared", "with tasks: shared = one Q head, the task one-hot is input "
-                                               "(task-conditioned); per_task = a shared trunk on the observation "
-                                               "without its id and one linear head per task (hard sharing)")
-    pcgrad: bool = opt(False, "with tasks: PCGrad (Yu et al. 2020) over per-task losses of each minibatch's rows")
-    init_from: str | None = opt(None, "fine-tuning: start the Q-network (and its target) from this DQN run directory "
-                                      "or checkpoint; optimizer, buffer, counters and schedules start afresh")
-
     def validate(self) -> None:
         self.validate_optimizer()
-        resolve_tasks(self)
+        dqn_tasks(self)
 
 
-def resolve_tasks(cfg: DQNConfig) -> int:
-    """The number of tasks: ``cfg.tasks``, or the suite's own when 0 (0 for an env that is no suite)."""
-    suite = task_count(cfg.env_id)
-    if cfg.tasks and suite and cfg.tasks != suite:
-        raise RLKitError(f"tasks={cfg.tasks}, but {cfg.env_id} has {suite} tasks: the Q-network needs one task id "
-                         "per task of the env; drop the setting (tasks=0 reads the env's count)")
-    if not (cfg.tasks or suite) and (cfg.heads == "per_task" or cfg.pcgrad):
-        raise RLKitError(f"heads=per_task and pcgrad need task ids, but {cfg.env_id} is no multi-task suite; train "
-                         "on one (rlkit/CartPole-MT-v0) or set tasks=N for observations that end in an N-task one-hot")
+def dqn_tasks(cfg: DQNConfig) -> int:
+    """The number of tasks (:func:`rlkit.multitask.resolve_tasks`); hard sharing has no dueling head."""
     if cfg.heads == "per_task" and cfg.dueling:
         raise RLKitError("heads=per_task has one linear Q head per task, not a dueling head; set dueling=false, or "
                          "heads=shared for a dueling task-conditioned network")
-    return cfg.tasks or suite
+    return resolve_tasks(cfg, task_count(cfg.env_id))
 
 
 # ALGO LOGIC: the math, as pure functions (unit-tested against hand values).
@@ -178,21 +172,8 @@ def build_q_net(cfg: DQNConfig, observation_space: gym.Space, action_space: gym.
 def init_q_net(q_net: nn.Module, source: str, observation_space: gym.Space, n_tasks: int) -> None:
     """Load a trained DQN's Q-network into ``q_net`` (fine-tuning), refusing in one line a checkpoint of another
     agent, observation space, task count or architecture."""
-    from rlkit.checkpoint import load_checkpoint
-
-    state = load_checkpoint(source)
-    if state["agent"] != "dqn" or "q_net" not in state:
-        raise RLKitError(f"init_from={source} is a {state['agent']} checkpoint; fine-tuning starts from a dqn run")
-    if state.get("observation_space") != observation_space or int(state.get("tasks", 0)) != n_tasks:
-        raise RLKitError(f"init_from={source} was trained on {state.get('observation_space')} with "
-                         f"{state.get('tasks', 0)} tasks, not {observation_space} with {n_tasks}; fine-tune on an env "
-                         "of the same suite (its held-out context keeps the suite's width)")
-    try:
-        q_net.load_state_dict(state["q_net"])
-    except RuntimeError:
-        raise RLKitError(f"init_from={source} has another Q-network (hidden, heads or dueling differ); set them as "
-                         f"that run did: {state['config'].get('hidden')}, heads={state['config'].get('heads')}, "
-                         f"dueling={state['config'].get('dueling')}") from None
+    state = load_pretrained(source, "dqn", observation_space, n_tasks)
+    load_pretrained_modules(state, {"q_net": q_net}, source, "hidden, heads, dueling")
 
 
 def make_policy(q_net: nn.Module, observation_space: gym.Space, action_space: gym.Space, epsilon: float
@@ -217,7 +198,7 @@ class DQN(OffPolicyLearner):
     def __init__(self, cfg: DQNConfig, obs_space: gym.Space, act_space: gym.spaces.Discrete,
                  rng: np.random.Generator) -> None:
         self.cfg, self.rng, self.spaces = cfg, rng, (obs_space, act_space)
-        self.n_tasks = resolve_tasks(cfg)
+        self.n_tasks = dqn_tasks(cfg)
         self.q_net = build_q_net(cfg, obs_space, act_space, self.n_tasks).to(cfg.device)
         if cfg.init_from:
             init_q_net(self.q_net, cfg.init_from, obs_space, self.n_tasks)

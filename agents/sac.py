@@ -29,6 +29,15 @@ Deviations from the papers, and why:
       (``train_every``, ``gradient_steps``) as in agents/ddpg.py, with the same replay handling, the
       optional observation normaliser (rlkit/normalizers.py) and the resume with the replay buffer.
 
+Multi-task (``tasks``, ``heads``, ``pcgrad``, ``init_from``; rlkit/multitask.py, docs/multitask.md): on a suite
+whose observations end in a one-hot task id, ``heads=shared`` is the task-conditioned SAC (the one-hot is input)
+and ``heads=per_task`` hard sharing (trunks on the observation without its id, one linear head per task in the
+actor and in each critic). With tasks, each task has its own temperature ``alpha_k`` (learned on its rows), as
+Meta-World's multi-task SAC has (Yu et al. 2019, "Meta-World", https://arxiv.org/abs/1910.10897, section 5):
+tasks differ in how much entropy their target leaves, and one alpha would follow the task whose entropy is lowest.
+``pcgrad`` projects the tasks' critic and actor gradients (Yu et al. 2020) before each of those steps.
+``init_from`` starts actor, critics, targets and the temperatures from a trained SAC run (fine-tuning).
+
 Run it: ``rlkit train sac --preset pendulum`` or ``python -m rlkit.agents.sac --help``.
 """
 
@@ -43,13 +52,27 @@ from typing import Any, NamedTuple
 import gymnasium as gym
 import numpy as np
 import torch
+from rlkit.envs.multitask import task_count
 
 from rlkit.buffers import ReplayBuffer
 from rlkit.callbacks import Callback
 from rlkit.config import MAX_WIDTH, BaseConfig, ReplayOptions, config_from_dict, default, opt
 from rlkit.engine.common import progress
 from rlkit.engine.off_policy import OffPolicyLearner, train_off_policy, train_off_policy_seeds
+from rlkit.errors import RLKitError
 from rlkit.fast.numpy_forward import numpy_squashed_gaussian
+from rlkit.multitask import (
+    HardSharingActor,
+    HardSharingCritics,
+    MultiTaskOptions,
+    PCGrad,
+    flat_width,
+    load_pretrained,
+    load_pretrained_modules,
+    resolve_tasks,
+    task_ids,
+    task_losses,
+)
 from rlkit.nets import QCriticEnsemble, SquashedGaussianActor, check_continuous_spaces, polyak_update
 from rlkit.normalizers import ObsNormalizer
 from rlkit.optim import OptimizerOptions, set_lr
@@ -58,7 +81,7 @@ from rlkit.registry import AgentSpec, train_from_command_line
 
 
 @dataclass
-class SACConfig(ReplayOptions, OptimizerOptions, BaseConfig):
+class SACConfig(MultiTaskOptions, ReplayOptions, OptimizerOptions, BaseConfig):
     """SAC hyper-parameters: the replay options, plus SAC's (defaults: SB3's SAC, which follows the SAC v2
     paper's Table 1)."""
 
@@ -79,6 +102,7 @@ class SACConfig(ReplayOptions, OptimizerOptions, BaseConfig):
 
     def validate(self) -> None:
         self.validate_optimizer()
+        resolve_tasks(self, task_count(self.env_id))
 
 
 def soft_td_target(rewards: torch.Tensor, terminated: torch.Tensor, discounts: torch.Tensor, next_q: torch.Tensor,
@@ -88,7 +112,8 @@ def soft_td_target(rewards: torch.Tensor, terminated: torch.Tensor, discounts: t
 
 
 def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
-    """-mean(log alpha * (log pi + H_target)): alpha falls while the entropy -log pi exceeds the target."""
+    """-mean(log alpha * (log pi + H_target)): alpha falls while the entropy -log pi exceeds the target.
+    ``log_alpha``: one value, or each sample's own task's (multi-task)."""
     return -(log_alpha * (log_prob.detach() + target_entropy)).mean()
 
 
@@ -96,51 +121,86 @@ class Nets(NamedTuple):
     actor: SquashedGaussianActor
     critic: QCriticEnsemble
     critic_target: QCriticEnsemble
-    log_alpha: torch.Tensor
+    log_alpha: torch.Tensor  # one value, or one per task
     actor_opt: torch.optim.Optimizer
     critic_opt: torch.optim.Optimizer
     alpha_opt: torch.optim.Optimizer
+    n_tasks: int = 0
+    actor_pcgrad: PCGrad | None = None
+    critic_pcgrad: PCGrad | None = None
 
 
-def build_nets(cfg: SACConfig, obs_space: gym.Space, act_space: gym.spaces.Box, device: str | None = None) -> Nets:
+def build_actor(cfg: SACConfig, obs_space: gym.Space, act_space: gym.spaces.Box, n_tasks: int
+                ) -> SquashedGaussianActor:
+    if n_tasks and cfg.heads == "per_task":
+        return HardSharingActor(obs_space, act_space, cfg.hidden, n_tasks)
+    actor = SquashedGaussianActor(obs_space, act_space, cfg.hidden)
+    if n_tasks:  # task-conditioned: the one-hot is input; refuse a space that cannot hold it
+        flat_width(obs_space, n_tasks)
+    return actor
+
+
+def build_nets(cfg: SACConfig, obs_space: gym.Space, act_space: gym.spaces.Box, device: str | None = None,
+               n_tasks: int = 0, rng: np.random.Generator | None = None) -> Nets:
     device = device or cfg.device
-    actor = SquashedGaussianActor(obs_space, act_space, cfg.hidden).to(device)
-    critic = QCriticEnsemble(obs_space, act_space, cfg.hidden, cfg.n_critics).to(device)
-    log_alpha = torch.tensor(math.log(cfg.alpha), device=device, requires_grad=cfg.autotune)
-    return Nets(actor, critic, copy.deepcopy(critic).requires_grad_(False), log_alpha,
-                cfg.build_optimizer(actor.parameters()), cfg.build_optimizer(critic.parameters()),
-                cfg.build_optimizer([log_alpha]))
+    actor = build_actor(cfg, obs_space, act_space, n_tasks).to(device)
+    critic = (HardSharingCritics(obs_space, act_space, cfg.hidden, cfg.n_critics, n_tasks)
+              if n_tasks and cfg.heads == "per_task" else QCriticEnsemble(obs_space, act_space, cfg.hidden,
+                                                                          cfg.n_critics)).to(device)
+    log_alpha = torch.full((n_tasks,) if n_tasks else (), math.log(cfg.alpha), device=device,
+                           requires_grad=cfg.autotune)
+    actor_opt, critic_opt = cfg.build_optimizer(actor.parameters()), cfg.build_optimizer(critic.parameters())
+    pcgrad = cfg.pcgrad and n_tasks
+    return Nets(actor, critic, copy.deepcopy(critic).requires_grad_(False), log_alpha, actor_opt, critic_opt,
+                cfg.build_optimizer([log_alpha]), n_tasks, PCGrad(actor_opt, rng) if pcgrad else None,
+                PCGrad(critic_opt, rng) if pcgrad else None)
+
+
+def step(optimizer: torch.optim.Optimizer, pcgrad: PCGrad | None, per_sample: torch.Tensor,
+         ids: torch.Tensor | None, n_tasks: int) -> torch.Tensor:
+    """One optimizer step on the mean of ``per_sample`` losses, or PCGrad's over the tasks' shares of it."""
+    loss = per_sample.mean()
+    optimizer.zero_grad(set_to_none=True)
+    if pcgrad is None:
+        loss.backward()
+    else:
+        pcgrad.backward(task_losses(per_sample, ids, n_tasks))
+    optimizer.step()
+    return loss.detach()
 
 
 def gradient_step(nets: Nets, batch: Batch, cfg: SACConfig, target_entropy: float) -> dict[str, torch.Tensor]:
     """One temperature, critic and actor step and the Polyak update; returns detached terms for logging."""
     actor, critic = nets.actor, nets.critic
+    ids = task_ids(batch.obs, nets.n_tasks) if nets.n_tasks else None
+    log_alpha = nets.log_alpha if ids is None else nets.log_alpha[ids]  # each sample's own task's temperature
     actions_pi, log_prob = actor.sample(batch.obs)
     if cfg.autotune:
-        alpha_loss = temperature_loss(nets.log_alpha, log_prob, target_entropy)
+        alpha_loss = temperature_loss(log_alpha, log_prob, target_entropy)
         nets.alpha_opt.zero_grad(set_to_none=True)
         alpha_loss.backward()
         nets.alpha_opt.step()
-    alpha = nets.log_alpha.detach().exp()
+        log_alpha = nets.log_alpha if ids is None else nets.log_alpha[ids]
+    alpha = log_alpha.detach().exp()
     with torch.no_grad():  # a' from the current policy (not a target actor: SAC has none)
         next_actions, next_log_prob = actor.sample(batch.next_obs)
         target = soft_td_target(batch.rewards, batch.terminated, batch.discounts,
                                 nets.critic_target(batch.next_obs, next_actions), next_log_prob, alpha)
     q = critic(batch.obs, batch.actions)
-    critic_loss = 0.5 * (q - target).pow(2).mean(dim=1).sum()
-    nets.critic_opt.zero_grad(set_to_none=True)
-    critic_loss.backward()
-    nets.critic_opt.step()
+    critic_loss = step(nets.critic_opt, nets.critic_pcgrad, 0.5 * (q - target).pow(2).sum(dim=0), ids, nets.n_tasks)
     # The actor needs dQ/da only: frozen critic weights spare autograd their gradient matmuls.
     critic.requires_grad_(False)
-    actor_loss = (alpha * log_prob - critic(batch.obs, actions_pi).min(dim=0).values).mean()
+    actor_loss = step(nets.actor_opt, nets.actor_pcgrad,
+                      alpha * log_prob - critic(batch.obs, actions_pi).min(dim=0).values, ids, nets.n_tasks)
     critic.requires_grad_(True)
-    nets.actor_opt.zero_grad(set_to_none=True)
-    actor_loss.backward()
-    nets.actor_opt.step()
     polyak_update(critic, nets.critic_target, cfg.tau)
-    return {"losses/critic_loss": critic_loss.detach(), "losses/actor_loss": actor_loss.detach(),
-            "losses/q_values": q[0].detach().mean(), "losses/alpha": alpha, "losses/entropy": -log_prob.detach().mean()}
+    metrics = {"losses/critic_loss": critic_loss, "losses/actor_loss": actor_loss,
+               "losses/q_values": q[0].detach().mean(), "losses/alpha": alpha.mean(),
+               "losses/entropy": -log_prob.detach().mean()}
+    if nets.critic_pcgrad is not None and nets.actor_pcgrad is not None:
+        metrics["losses/pcgrad_projections"] = torch.tensor(nets.critic_pcgrad.conflicts
+                                                            + nets.actor_pcgrad.conflicts)
+    return metrics
 
 
 def make_policy(actor: SquashedGaussianActor, obs_space: gym.Space, act_space: gym.spaces.Box,
@@ -175,7 +235,10 @@ class SAC(OffPolicyLearner):
                  rng: np.random.Generator) -> None:
         self.cfg = cfg
         self.target_entropy = -float(np.prod(act_space.shape)) if cfg.target_entropy is None else cfg.target_entropy
-        self.nets = build_nets(cfg, obs_space, act_space)
+        self.n_tasks = resolve_tasks(cfg, task_count(cfg.env_id))
+        self.nets = build_nets(cfg, obs_space, act_space, n_tasks=self.n_tasks, rng=rng)
+        if cfg.init_from:
+            self.init_from(cfg.init_from, obs_space)
         self.normalizer = ObsNormalizer(obs_space.shape, cfg.obs_clip) if cfg.normalize_obs else None
         self.buffer = ReplayBuffer(cfg.buffer_size, obs_space, act_space, num_envs=cfg.num_envs, gamma=cfg.gamma,
                                    rng=rng)
@@ -183,6 +246,15 @@ class SAC(OffPolicyLearner):
         self.sample = numpy_squashed_gaussian(self.nets.actor, rng)  # None: sample through torch
         self.shape = (cfg.num_envs, *act_space.shape)
         self.num_updates = 0
+
+    def init_from(self, source: str, obs_space: gym.Space) -> None:
+        """Fine-tuning: the networks and temperatures of a trained SAC run; optimizers start afresh."""
+        state = load_pretrained(source, "sac", obs_space, self.n_tasks)
+        load_pretrained_modules(state, {name: getattr(self.nets, name) for name in ("actor", "critic",
+                                                                                   "critic_target")},
+                                source, "hidden, n_critics, heads")
+        with torch.no_grad():
+            self.nets.log_alpha.copy_(state["log_alpha"])
 
     def explore(self, obs: np.ndarray, global_step: int) -> np.ndarray:
         if self.sample is None:
@@ -204,9 +276,13 @@ class SAC(OffPolicyLearner):
     def state_dict(self) -> dict[str, Any]:
         return {**{name: getattr(self.nets, name).state_dict() for name in TRAINED},
                 "log_alpha": self.nets.log_alpha.detach().cpu(), "num_updates": self.num_updates,
-                "obs_normalizer": self.normalizer.state_dict() if self.normalizer is not None else None}
+                "obs_normalizer": self.normalizer.state_dict() if self.normalizer is not None else None,
+                "tasks": self.n_tasks}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if int(state.get("tasks", 0)) != self.n_tasks:
+            raise RLKitError(f"the checkpoint's networks were trained on {state.get('tasks', 0)} tasks, but "
+                             f"{self.cfg.env_id} has {self.n_tasks}; resume it on the env it was trained on")
         for name in TRAINED:
             getattr(self.nets, name).load_state_dict(state[name])
         with torch.no_grad():
@@ -231,7 +307,7 @@ def load_policy(state: dict[str, Any]) -> TorchPolicy:
     """Rebuild the policy (deterministic: tanh of the mean) and its observation normalizer from a checkpoint."""
     cfg = config_from_dict(SACConfig, state["config"])
     obs_space, act_space = state["observation_space"], state["action_space"]
-    actor = SquashedGaussianActor(obs_space, act_space, cfg.hidden)
+    actor = build_actor(cfg, obs_space, act_space, int(state.get("tasks", 0)))
     actor.load_state_dict(state["actor"])
     actor.eval()
     normalizer = ObsNormalizer.from_state(obs_space.shape, state.get("obs_normalizer"))

@@ -7,6 +7,10 @@ https://arxiv.org/abs/1706.05098):
 * task-conditioned (:class:`TaskConditioned`): one network, the one-hot is just more input;
 * hard parameter sharing (:class:`HardSharing`): a trunk shared by every task reads the observation without its
   task id, and one linear head per task (:class:`PerTaskHeads`) gives each sample its own task's output.
+  :class:`HardSharingActor` and :class:`HardSharingCritics` are SAC's actor and twin critics built that way.
+
+:class:`MultiTaskOptions` are the config options of every learner that takes them (DQN, SAC):
+``tasks``, ``heads``, ``pcgrad`` and ``init_from`` (fine-tuning, :func:`load_pretrained`).
 
 Both check every observation's task id against the model's task count and observation width, so a model never
 silently reads another suite (one line naming the mismatch).
@@ -22,14 +26,74 @@ same up to a constant factor when the tasks fill equal shares of the minibatch.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 
+from rlkit.config import opt
+from rlkit.distributions import LOG_STD_MAX, LOG_STD_MIN
 from rlkit.errors import RLKitError
-from rlkit.nets import mlp
+from rlkit.nets import QCriticEnsemble, SquashedGaussianActor, mlp
+
+
+@dataclass
+class MultiTaskOptions:
+    """The multi-task options of a learner's config (mixed in, as ``ReplayOptions`` is)."""
+
+    tasks: int = opt(0, "tasks whose one-hot ids end each observation; 0: the suite's count for a multi-task suite "
+                        "(rlkit/CartPole-MT-v0), none for any other env", low=0)
+    heads: Literal["shared", "per_task"] = opt("shared", "with tasks: shared = one network, the task one-hot is "
+                                               "input (task-conditioned); per_task = a shared trunk on the "
+                                               "observation without its id and one linear output head per task "
+                                               "(hard sharing)")
+    pcgrad: bool = opt(False, "with tasks: PCGrad (Yu et al. 2020) over per-task losses of each minibatch's rows")
+    init_from: str | None = opt(None, "fine-tuning: start the networks (and their targets) from this run directory "
+                                      "or checkpoint of the same agent; optimizer, buffer, counters and schedules "
+                                      "start afresh")
+
+
+def resolve_tasks(cfg: Any, suite: int) -> int:
+    """The number of tasks of a config with :class:`MultiTaskOptions`: ``cfg.tasks``, or ``suite`` (the env's own
+    count, 0 for an env that is no suite) when 0; one line for settings that contradict the env."""
+    if cfg.tasks and suite and cfg.tasks != suite:
+        raise RLKitError(f"tasks={cfg.tasks}, but {cfg.env_id} has {suite} tasks: the networks need one task id "
+                         "per task of the env; drop the setting (tasks=0 reads the env's count)")
+    if not (cfg.tasks or suite) and (cfg.heads == "per_task" or cfg.pcgrad):
+        raise RLKitError(f"heads=per_task and pcgrad need task ids, but {cfg.env_id} is no multi-task suite; train "
+                         "on one (rlkit/CartPole-MT-v0) or set tasks=N for observations that end in an N-task one-hot")
+    return cfg.tasks or suite
+
+
+def load_pretrained(source: str, agent: str, observation_space: gym.Space, n_tasks: int) -> dict[str, Any]:
+    """The checkpoint ``init_from`` names (a run directory or checkpoint), refused in one line when it is another
+    agent's or was trained on another observation space or task count."""
+    from rlkit.checkpoint import load_checkpoint
+
+    state = load_checkpoint(source)
+    if state["agent"] != agent:
+        raise RLKitError(f"init_from={source} is a {state['agent']} checkpoint; {agent} fine-tunes from a {agent} run")
+    if state.get("observation_space") != observation_space or int(state.get("tasks", 0)) != n_tasks:
+        raise RLKitError(f"init_from={source} was trained on {state.get('observation_space')} with "
+                         f"{state.get('tasks', 0)} tasks, not {observation_space} with {n_tasks}; fine-tune on an env "
+                         "of the same suite (its held-out context keeps the suite's width)")
+    return state
+
+
+def load_pretrained_modules(state: dict[str, Any], modules: dict[str, nn.Module], source: str,
+                            settings: str) -> None:
+    """Load each of ``modules`` from the entry of ``state`` of its name; one line naming ``settings`` (the
+    config options that shape the networks) when the shapes differ."""
+    try:
+        for name, module in modules.items():
+            module.load_state_dict(state[name])
+    except RuntimeError:
+        shape = {key: state["config"].get(key) for key in settings.split(", ")}
+        raise RLKitError(f"init_from={source} has other networks ({settings} differ); set them as that run did: "
+                         + ", ".join(f"{key}={value}" for key, value in shape.items())) from None
 
 
 def split_tasks(obs: torch.Tensor, n_tasks: int, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,6 +161,45 @@ class HardSharing(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         base, ids = split_tasks(obs, self.n_tasks, self.width)
         return self.heads(self.trunk(base), ids)
+
+
+def base_space(observation_space: gym.Space, n_tasks: int) -> gym.spaces.Box:
+    """The suite's observation space without its one-hot task id (what a hard-sharing trunk reads)."""
+    width = flat_width(observation_space, n_tasks)
+    return gym.spaces.Box(observation_space.low[: width - n_tasks], observation_space.high[: width - n_tasks],
+                          dtype=observation_space.dtype)
+
+
+class HardSharingActor(SquashedGaussianActor):
+    """SAC's squashed Gaussian actor with hard sharing: the trunk reads the observation without its task id, and
+    each task has its own linear mean and log-std heads."""
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.spaces.Box, hidden: list[int],
+                 n_tasks: int) -> None:
+        super().__init__(base_space(observation_space, n_tasks), action_space, hidden)
+        self.n_tasks, self.width = n_tasks, flat_width(observation_space, n_tasks)
+        width, dim = self.mean.in_features, self.mean.out_features
+        self.mean, self.log_std = PerTaskHeads(width, dim, n_tasks), PerTaskHeads(width, dim, n_tasks)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        base, ids = split_tasks(obs, self.n_tasks, self.width)
+        h = self.trunk(self.encoder(base))
+        return self.mean(h, ids), self.log_std(h, ids).clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+
+class HardSharingCritics(QCriticEnsemble):
+    """Twin critics with hard sharing: each critic's trunk reads (observation without its task id, action), and
+    its last layer has one output per task (one linear head per task, stacked); each sample gets its task's."""
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.spaces.Box, hidden: Sequence[int],
+                 n_critics: int, n_tasks: int) -> None:
+        super().__init__(base_space(observation_space, n_tasks), action_space, hidden, n_critics, outputs=n_tasks)
+        self.n_tasks, self.width = n_tasks, flat_width(observation_space, n_tasks)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor, first_only: bool = False) -> torch.Tensor:
+        base, ids = split_tasks(obs, self.n_tasks, self.width)
+        every = self.stacked(base, action, first_only)  # (critics, batch, tasks)
+        return every.gather(2, ids.expand(len(every), -1).unsqueeze(-1)).squeeze(-1)
 
 
 class TaskConditioned(nn.Module):

@@ -228,11 +228,12 @@ class QCriticEnsemble(nn.Module):
     Takes flat or discrete observations (a per-critic CNN would not stack).
 
     ``forward(obs, action) -> (n_critics, batch)``; ``forward(obs, action, first_only=True)`` runs
-    critic 0 alone, ``(1, batch)`` (TD3's actor loss).
+    critic 0 alone, ``(1, batch)`` (TD3's actor loss). ``outputs`` > 1 gives each critic that many outputs
+    (``stacked``: ``(n, batch, outputs)``; the multi-task critics' one output per task).
     """
 
     def __init__(self, observation_space: gym.Space, action_space: gym.spaces.Box,
-                 hidden: Sequence[int] = (256, 256), n_critics: int = 2) -> None:
+                 hidden: Sequence[int] = (256, 256), n_critics: int = 2, outputs: int = 1) -> None:
         super().__init__()
         if n_critics < 1:
             raise RLKitError(f"n_critics must be at least 1; got {n_critics}")
@@ -241,8 +242,8 @@ class QCriticEnsemble(nn.Module):
             raise RLKitError("QCriticEnsemble takes flat or discrete observations; got image observations "
                              f"{observation_space} (flatten them first)")
         self.n_critics = n_critics
-        sizes = [self.encoder.out_dim + int(np.prod(action_space.shape)), *hidden, 1]
-        check_network_fits(sizes[0], hidden, 1, copies=n_critics)
+        sizes = [self.encoder.out_dim + int(np.prod(action_space.shape)), *hidden, outputs]
+        check_network_fits(sizes[0], hidden, outputs, copies=n_critics)
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
@@ -251,6 +252,10 @@ class QCriticEnsemble(nn.Module):
             self.biases.append(nn.Parameter(torch.stack([layer.bias.detach()[None] for layer in layers])))
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor, first_only: bool = False) -> torch.Tensor:
+        return self.stacked(obs, action, first_only).squeeze(-1)
+
+    def stacked(self, obs: torch.Tensor, action: torch.Tensor, first_only: bool = False) -> torch.Tensor:
+        """Every critic's outputs, ``(n_critics or 1, batch, outputs)``."""
         x = torch.cat([self.encoder(obs), action.reshape(action.shape[0], -1).float()], dim=1)
         n = 1 if first_only else self.n_critics
         h = x.expand(n, *x.shape)
@@ -259,7 +264,7 @@ class QCriticEnsemble(nn.Module):
             h = torch.baddbmm(bias[:n], h, weight[:n])
             if i < last:
                 h = torch.relu(h)
-        return h.squeeze(-1)
+        return h
 
 
 def policy_head(in_dim: int, action_space: gym.Space) -> CategoricalHead | GaussianHead:

@@ -26,6 +26,11 @@ a CPU ratio of at most 0.7. The JSON (default ``benchmarks/results/d3rlpy.json``
 
     python benchmarks/bench_d3rlpy.py --quick                 # plumbing: 1 seed, 300 steps, one dataset
     nohup nice -n 10 python benchmarks/bench_d3rlpy.py --seeds 0,1,2 &
+    nice -n 5 python benchmarks/bench_d3rlpy.py --algos cql --seeds 0,1,2 --merge   # rerun CQL, keep the rest
+
+With ``--merge`` the runs of ``--out`` outside this selection (other algorithms, datasets or seeds) are kept,
+each stamped with the commit that measured it (``git``), and the summary covers old and new runs; the runs of
+the selection are measured again (both libraries), so a ratio always compares runs made under the same load.
 """
 
 from __future__ import annotations
@@ -353,6 +358,21 @@ def git_state() -> dict:
     return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
+def merge_previous(results: dict, previous: dict, datasets: list[str], algos: list[str], seeds: list[int]) -> None:
+    """Carry ``previous``'s runs outside the selection (and their datasets, steps and seeds) into ``results``;
+    each keeps the commit that measured it (the old file's ``git`` where a run has none of its own)."""
+    selected = {(d, a, s) for d in datasets for a in algos for s in seeds}
+    kept = [{**run, "git": run.get("git", previous.get("git"))} for run in previous.get("runs", [])
+            if (run["dataset"], run["algo"], run["seed"]) not in selected]
+    results["runs"] = kept
+    results["steps"] = {**previous.get("steps", {}), **results["steps"]}
+    results["seeds"] = sorted({*previous.get("seeds", []), *results["seeds"]})
+    results["datasets"] = {**previous.get("datasets", {}), **results["datasets"]}
+    results["merged"] = {"previous_created": previous.get("created"), "previous_git": previous.get("git"),
+                         "kept_runs": len(kept), "rerun": {"datasets": datasets, "algos": algos, "seeds": seeds}}
+    results["summary"] = summarize(kept)
+
+
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(ROOT / "data" / "pendulum"), help="folder of the rlkit offline-data set")
@@ -365,6 +385,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--side-venv", default=str(ROOT / "benchmarks" / ".d3rlpy-venv"))
     p.add_argument("--setup", action="store_true", help="make the side venv and exit")
     p.add_argument("--table", action="store_true", help="print the Markdown table of --out and exit")
+    p.add_argument("--merge", action="store_true", help="keep --out's runs outside this selection (algorithms x "
+                   "datasets x seeds) and rerun the selection's")
     # worker mode (internal)
     for flag in ("--worker", "--algo", "--dataset", "--run-dir", "--result"):
         p.add_argument(flag, help=argparse.SUPPRESS)
@@ -407,13 +429,16 @@ def main() -> None:
                                               "loadavg_start": list(os.getloadavg())},
                "versions": {"rlkit_venv": versions(), "side_venv": None,  # the d3rlpy worker's, once one ran
                             "side_venv_requirements": side_requirements()}, "runs": [], "summary": {}}
+    if args.merge and Path(args.out).exists():
+        merge_previous(results, json.loads(Path(args.out).read_text()), datasets, algos, seeds)
     for dataset in datasets:
         for seed in seeds:
             for algo in algos:
                 order = LIBRARIES if seed % 2 == 0 else LIBRARIES[::-1]  # neither library always goes first
                 for library in order:
                     t0 = time.perf_counter()
-                    run = run_one(library, pythons[library], algo, dataset, seed, steps[algo], data, logdir)
+                    run = {**run_one(library, pythons[library], algo, dataset, seed, steps[algo], data, logdir),
+                           "git": results["git"]}
                     results["runs"].append(run)
                     results["summary"] = summarize(results["runs"])
                     if run.get("versions") and library == "d3rlpy":

@@ -10,6 +10,8 @@ where it trains: ``tests/test_fast.py``, ``test_fast_ppo.py``, ``test_fast_fused
 * :mod:`rlkit.fast.stacked_dqn`: several seeds' DQN gradient steps (and greedy actions) as one, their networks
   stacked (``tests/test_fast_stacked.py``).
 * :mod:`rlkit.fast.ppo_update`: PPO's functional evaluator and flat-buffer optimizer.
+* :mod:`rlkit.fast.fused_cql`: CQL's critic step by hand (the actor's trunk once per state, the penalty's gradient
+  in closed form, the backward as matrix products into fixed buffers; ``tests/test_fast_cql.py``).
 
 Agents and the engine select a fast path by calling it: each returns None where it does not apply (a GPU
 model, images, an unusual layer), and the caller then takes the plain torch path.

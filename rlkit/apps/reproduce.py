@@ -22,6 +22,7 @@ contents of results.json. Like any multiprocessing code, call it under ``if __na
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -110,6 +111,46 @@ def _prepare_demos(preset: ReproducePreset, out: Path, backend: str, workers: in
     return str(demos_dir.resolve())
 
 
+def prepare_offline_data(preset: ReproducePreset, out: Path) -> str:
+    """Offline presets: the dataset ``offline_data.kind``, from the D4RL-style set that ``rlkit offline-data``
+    builds once per OUT parent (``OUT/../DIR``, DIR default ``ENV-datasets``), seeded, so every offline preset
+    beside OUT learns from the same data. An interrupted build (its marker file left) is removed and built again;
+    a DIR that is not such a build and holds no datasets.json is refused, never overwritten."""
+    from rlkit.apps.offline_data import KINDS, build_datasets
+    from rlkit.checkpoint import atomic_write_text
+
+    spec = dict(preset.offline_data or {})
+    kinds = list(spec.get("kinds") or KINDS)  # all five by default: the presets beside OUT share them
+    if spec["kind"] not in KINDS or spec["kind"] not in kinds or not set(kinds) <= set(KINDS):
+        raise RLKitError(f"reproduce preset {preset.name!r}: offline_data.kind {spec['kind']!r} must be one of "
+                         f"{', '.join(KINDS)} and among offline_data.kinds {kinds}")
+    root = out.parent / str(spec.get("dir") or f"{spec['env'].split(':')[-1]}-datasets")
+    options = {key: spec[key] for key in ("seed", "episodes", "eval_every", "reference_episodes", "noise", "agent",
+                                          "preset") if key in spec}
+    options["kinds"] = kinds
+    options["overrides"] = dict(spec.get("set") or {})
+    root.parent.mkdir(parents=True, exist_ok=True)
+    marker = root.parent / f".{root.name}.building"
+    with open(root.parent / f".{root.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another reproduction beside OUT may be building the same set
+        if not (root / "datasets.json").exists():
+            if root.exists() and not marker.exists():
+                raise RLKitError(f"{root} exists but holds no datasets.json of `rlkit offline-data`; move it away "
+                                 f"(reproduce preset {preset.name!r} builds its datasets there)")
+            if root.exists():
+                shutil.rmtree(root)  # our own interrupted build: start it again, whole
+            atomic_write_text(marker, json.dumps({"env": spec["env"], **options}, indent=2))
+            print(f"building the {spec['env']} offline datasets into {root} (once for every preset beside {out})",
+                  file=sys.stderr)
+            build_datasets(spec["env"], root, **options)
+            marker.unlink()
+    if not (root / spec["kind"] / "manifest.json").exists():
+        raise RLKitError(f"{root} holds no {spec['kind']} dataset (built with other kinds); move it away to build "
+                         f"all of them, or build it with `rlkit offline-data --env {spec['env']} --kinds "
+                         f"{spec['kind']} --out DIR` and give that DIR")
+    return str((root / spec["kind"]).resolve())
+
+
 def default_out(preset: ReproducePreset, steps: int | None) -> Path:
     reduced = steps is not None and steps != preset.budget
     return Path("reproductions") / (f"{preset.name}-{steps}steps" if reduced else preset.name)
@@ -153,6 +194,8 @@ def reproduce(preset_name: str, seeds: int | None = None, backend: str = "local"
     if preset.demos:
         base = apply_overrides(base, {"demos": _prepare_demos(preset, out, backend, workers, ray_address, report)},
                                source="reproduce demos")
+    if preset.offline_data:
+        base = apply_overrides(base, {"demos": prepare_offline_data(preset, out)}, source="reproduce offline data")
     finals, pending = reproduce_tasks.task_runs(preset.name, base, out, n_seeds, preset.agent, _pending_or_done) \
         if preset.split_tasks else _seed_runs(preset, base, out, n_seeds)
     jobs = plan_jobs(pending, workers, vectorise)
@@ -311,6 +354,12 @@ def score_range(preset: ReproducePreset, out: Path, cfg: BaseConfig, final: dict
 
     spec = preset.normalise or {}
     env_id = final.get("eval_env_id") or final["env_id"]
+    if spec["random"] == "dataset":  # an offline preset: its dataset's reference scores (rlkit offline-data)
+        ref = json.loads((Path(str(cfg.demos)) / "manifest.json").read_text())["reference_scores"]
+        return {"random": float(ref["ref_min_score"]), "expert": float(ref["ref_max_score"]), "env_id": env_id,
+                "random_source": f"the dataset's ref_min_score: a uniform-random policy, {ref['episodes']} episodes",
+                "expert_source": f"the dataset's ref_max_score: its expert, {ref['episodes']} episodes; D4RL's "
+                                 "normalised score is 100 times the normalised return"}
     if spec["random"] == "measure":
         make_env = eval_env_factory(cfg, env_id)
         probe = make_env()

@@ -19,7 +19,11 @@ from rlkit.errors import RLKitError
 from rlkit.registry import agent_names, get_agent
 
 _PRESET_KEYS = {"agent", "preset", "seeds", "budget", "eval_points", "reference", "also", "overrides", "demos",
-                "normalise", "note", "split_tasks", "init_from", "threshold"}
+                "normalise", "note", "split_tasks", "init_from", "threshold", "offline_data"}
+# offline_data: the `rlkit offline-data` build an offline preset learns from (env, kind; optionally dir, seed,
+# episodes, eval_every, reference_episodes, noise, agent, preset, set, kinds); rlkit.apps.reproduce.prepare_offline_data
+_OFFLINE_KEYS = {"env", "kind", "dir", "seed", "episodes", "eval_every", "reference_episodes", "noise", "agent",
+                 "preset", "set", "kinds"}
 
 
 @dataclass
@@ -41,6 +45,7 @@ class ReproducePreset:
     split_tasks: bool = False  # one run per task of a suite, budget / tasks steps each (rlkit.apps.reproduce_tasks)
     init_from: str | None = None  # fine-tune: seed S starts from seed S of this reproduction, in a sibling directory
     threshold: float | None = None  # report each seed's steps to its first evaluation at or above this
+    offline_data: dict[str, Any] | None = None  # offline learners: build the D4RL-style datasets once, beside OUT
 
     @classmethod
     def from_dict(cls, name: str, data: dict[str, Any], source: Path) -> ReproducePreset:
@@ -53,13 +58,29 @@ class ReproducePreset:
         preset = cls(name=name, **data)
         if preset.seeds < 1 or preset.eval_points < 1 or (preset.budget is not None and preset.budget < 1):
             raise RLKitError(f"reproduce preset {name!r}: seeds, eval_points and budget must be positive")
+        if preset.offline_data is not None:
+            check_offline_data(name, preset.offline_data, source)
         if preset.normalise is not None:
-            check_normalise(name, preset.normalise, preset.demos is not None, source)
+            check_normalise(name, preset.normalise, preset.demos is not None, source, preset.offline_data is not None)
         return preset
 
 
-def check_normalise(name: str, spec: dict[str, Any], has_demos: bool, source: Path) -> None:
-    """``normalise: {random: measure | NUMBER, expert: demos | NUMBER, expert_source: TEXT}``."""
+def check_offline_data(name: str, spec: dict[str, Any], source: Path) -> None:
+    """``offline_data: {env: ENV_ID, kind: random|medium|medium-replay|expert|medium-expert, ...}`` (the kinds
+    themselves are checked when the data is built: rlkit.apps.offline_data imports torch, listing presets does not)."""
+    unknown = set(spec) - _OFFLINE_KEYS
+    if unknown or "env" not in spec or "kind" not in spec:
+        optional = ", ".join(sorted(_OFFLINE_KEYS - {"env", "kind"}))
+        raise RLKitError(f"reproduce preset {name!r} in {source}: offline_data needs env and kind, and optionally "
+                         f"{optional}; got {dict(spec)}")
+
+
+def check_normalise(name: str, spec: dict[str, Any], has_demos: bool, source: Path, has_dataset: bool = False
+                    ) -> None:
+    """``normalise: {random: measure | NUMBER, expert: demos | NUMBER, expert_source: TEXT}``; an offline preset's
+    ``random: dataset, expert: dataset`` are its dataset's reference scores (D4RL's normalised 0 and 100)."""
+    if has_dataset and spec.get("random") == "dataset" and spec.get("expert") == "dataset":
+        return
     unknown = set(spec) - {"random", "expert", "expert_source"}
     random, expert = spec.get("random"), spec.get("expert")
     if unknown or random is None or expert is None:

@@ -108,6 +108,9 @@ def test_split_tasks_trains_one_run_per_task_and_reports_them_as_one_seed(tiny):
         assert [t["env_steps"] for t in tasks] == [200] * 4 and final["env_steps"] == 800
         assert final["eval"]["per_task"] == {str(k): t["eval"]["mean"] for k, t in enumerate(tasks)}
         assert final["eval"]["mean"] == pytest.approx(np.mean([t["eval"]["mean"] for t in tasks]))
+        # one process trained the seeds' task runs side by side: their wall times overlap, so the seed's is the longest
+        assert results["per_seed"][seed]["vectorised"]
+        assert final["wall_s"] == pytest.approx(max(t["wall_s"] for t in tasks), abs=1e-3)
         config = json.loads((root / "single" / f"seed_{seed}" / "task_2" / "config.json").read_text())
         assert config["env_kwargs"] == {"task": 2} and config["seed"] == seed and config["eval_every"] == 100
     assert set(results["per_task"]) == {"0", "1", "2", "3"} and results["tasks_aggregate"]["runs"] == 2
@@ -144,7 +147,7 @@ def test_init_from_loads_the_q_network_and_refuses_what_does_not_fit(tiny):
     for key, value in learner.q_net.state_dict().items():
         assert torch.equal(value, trained[key]) and torch.equal(learner.q_target.state_dict()[key], value)
     assert learner.optimizer.state_dict()["state"] == {}  # the optimizer starts afresh
-    with pytest.raises(RLKitError, match="has another Q-network"):
+    with pytest.raises(RLKitError, match=r"has other networks \(hidden, heads, dueling differ\)"):
         DQN(apply_overrides(cfg, {"hidden": [32]}), env.observation_space, env.action_space, np.random.default_rng(0))
     plain = make_env("CartPole-v1")
     with pytest.raises(RLKitError, match="fine-tune on an env of the same suite"):

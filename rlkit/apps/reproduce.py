@@ -204,7 +204,9 @@ def reproduce(preset_name: str, seeds: int | None = None, backend: str = "local"
     for key, result in execute(jobs, backend, workers, ray_address, report).items():
         finals[int(key.split()[1])] = result
     if preset.split_tasks:  # a seed is its tasks' runs together (rlkit.apps.reproduce_tasks)
-        finals = reproduce_tasks.task_runs(preset.name, base, out, n_seeds, preset.agent, _pending_or_done)[0]
+        side_by_side = {seed: bool(how.get("vectorised")) for seed, how in processes.items()}
+        finals = reproduce_tasks.task_runs(preset.name, base, out, n_seeds, preset.agent, _pending_or_done,
+                                           side_by_side)[0]
 
     ordered = [finals[s] for s in range(n_seeds)]
     normaliser = score_range(preset, out, base, ordered[0]) if preset.normalise else None

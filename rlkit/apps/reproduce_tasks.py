@@ -5,8 +5,9 @@ Each seed ``S`` trains one run per task ``k`` of the suite into ``DIR/seed_S/tas
 same number of evaluations as the others. Once a seed's tasks have all finished, :func:`combine_seed` writes what the
 rest of ``rlkit reproduce`` reads of a seed, so reports, plots and ``rlkit plot`` treat the split seed as one run:
 
-* ``DIR/seed_S/final.json``: the tasks' summed env steps and wall time, and ``eval`` with ``per_task`` (each task's
-  own final evaluation) and ``mean``, the mean over tasks (the multi-task runs' mean over their round-robin
+* ``DIR/seed_S/final.json``: the tasks' summed env steps, their wall time (summed, or the longest of them where one
+  process trained them side by side: then every run's wall time is that process's), and ``eval`` with ``per_task``
+  (each task's own final evaluation) and ``mean``, the mean over tasks (the multi-task runs' mean over their round-robin
   episodes, which play each task equally often);
 * ``DIR/seed_S/metrics.csv``: the evaluation curve against the tasks' summed env steps: at each evaluation point the
   mean over tasks of each one's latest evaluation (a task that stopped early keeps its last), so after ``x`` summed
@@ -18,7 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +54,11 @@ def task_config(base: BaseConfig, seed: int, task: int, n_tasks: int, run_dir: P
 
 
 def task_runs(preset_name: str, base: BaseConfig, out: Path, n_seeds: int, agent: str,
-              pending_or_done: Callable[[Path], tuple[dict[str, Any] | None, bool]]
-              ) -> tuple[dict[int, dict[str, Any]], list[Job]]:
+              pending_or_done: Callable[[Path], tuple[dict[str, Any] | None, bool]],
+              side_by_side: Mapping[int, bool] | None = None) -> tuple[dict[int, dict[str, Any]], list[Job]]:
     """(the combined final.json of each seed whose tasks all finished, a job for each task run still to run);
-    ``pending_or_done(run_dir)`` is reproduce's (final.json or None, resume?) of one run directory."""
+    ``pending_or_done(run_dir)`` is reproduce's (final.json or None, resume?) of one run directory;
+    ``side_by_side[seed]``: whether one process trained that seed's task runs together (vectorised)."""
     n_tasks = suite_tasks(base.env_id, preset_name)
     finals: dict[int, dict[str, Any]] = {}
     pending: list[Job] = []
@@ -71,19 +73,21 @@ def task_runs(preset_name: str, base: BaseConfig, out: Path, n_seeds: int, agent
         if todo:
             pending += todo
         else:
-            finals[seed] = combine_seed(seed_dir, n_tasks)
+            finals[seed] = combine_seed(seed_dir, n_tasks, bool((side_by_side or {}).get(seed)))
     return finals, pending
 
 
-def combine_seed(seed_dir: Path, n_tasks: int) -> dict[str, Any]:
-    """Write (and return) ``seed_dir/final.json`` and ``seed_dir/metrics.csv`` from its finished task runs."""
+def combine_seed(seed_dir: Path, n_tasks: int, side_by_side: bool = False) -> dict[str, Any]:
+    """Write (and return) ``seed_dir/final.json`` and ``seed_dir/metrics.csv`` from its finished task runs
+    (``side_by_side``: one process trained them together, so their wall times overlap)."""
     from rlkit.checkpoint import atomic_write_text
 
     tasks = [json.loads((seed_dir / f"task_{k}" / "final.json").read_text()) for k in range(n_tasks)]
     per_task = {str(k): float(t["eval"]["mean"]) for k, t in enumerate(tasks)}
     returns = [r for t in tasks for r in t["eval"].get("returns", [])]
     final = {"agent": tasks[0]["agent"], "env_id": tasks[0]["env_id"], "seed": tasks[0]["seed"],
-             "env_steps": sum(int(t["env_steps"]) for t in tasks), "wall_s": round(sum(t["wall_s"] for t in tasks), 3),
+             "env_steps": sum(int(t["env_steps"]) for t in tasks),
+             "wall_s": round((max if side_by_side else sum)(t["wall_s"] for t in tasks), 3),
              "eval": {"mean": float(np.mean(list(per_task.values()))),
                       "std": float(np.std(returns)) if returns else 0.0,
                       "episodes": sum(int(t["eval"]["episodes"]) for t in tasks), "per_task": per_task},

@@ -49,8 +49,10 @@ def test_an_offline_preset_builds_its_dataset_once_and_reports_normalised_return
         # two computations of the same score: the offline loop's D4RL percent, reproduce's fraction
         assert row["normalised"] == pytest.approx((row["return"] - low) / (high - low))
         assert row["normalised"] * 100 == pytest.approx(final["normalized_return"])
+        assert row["env_steps"] == 30  # its gradient steps: final.json's env_steps is 0 for a learner on a dataset
     report = (tmp_path / "iql" / "report.md").read_text()
     assert "## Normalised return" in report and "ref_min_score" in report and "Mean normalised return" in report
+    assert "stopped before" not in report  # no seed reads as stopped early
 
     # a second preset beside it learns from the same build: nothing is built again
     def no_rebuild(*args, **kwargs):

@@ -467,7 +467,7 @@ def build_results(preset: ReproducePreset, cfg: BaseConfig, finals: list[dict[st
         "full_budget": full,
         "label": label,
         "per_seed": [{"seed": f["seed"], "return": f["eval"]["mean"], "std": f["eval"]["std"],
-                      "episodes": f["eval"]["episodes"], "env_steps": f["env_steps"], "wall_s": f["wall_s"],
+                      "episodes": f["eval"]["episodes"], "env_steps": _steps(preset, f), "wall_s": f["wall_s"],
                       "run_dir": f"seed_{f['seed']}",  # relative: DIR may move
                       "vectorised": processes.get(f["seed"], {}).get("vectorised"),
                       "seeds_in_process": processes.get(f["seed"], {}).get("seeds_in_process"),
@@ -503,6 +503,12 @@ def build_results(preset: ReproducePreset, cfg: BaseConfig, finals: list[dict[st
         known = [p for p in pearson if p is not None]
         results["reward_correlation"] = {"pearson": reports.summarize(known), "seeds_with_value": len(known)}
     return results
+
+
+def _steps(preset: ReproducePreset, final: dict[str, Any]) -> int:
+    """A seed's steps for the report: env steps, but an offline preset's gradient steps (it steps no env while it
+    trains, so its final.json says env_steps 0 and the report would read every seed as stopped early)."""
+    return int(final.get("gradient_steps", 0)) if preset.offline_data else final["env_steps"]
 
 
 def write_outputs(out: Path, preset: ReproducePreset, results: dict[str, Any]) -> None:

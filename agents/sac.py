@@ -61,6 +61,7 @@ from rlkit.engine.common import progress
 from rlkit.engine.off_policy import OffPolicyLearner, train_off_policy, train_off_policy_seeds
 from rlkit.errors import RLKitError
 from rlkit.fast.numpy_forward import numpy_squashed_gaussian
+from rlkit.losses import temperature_loss
 from rlkit.multitask import (
     HardSharingActor,
     HardSharingCritics,
@@ -109,12 +110,6 @@ def soft_td_target(rewards: torch.Tensor, terminated: torch.Tensor, discounts: t
                    next_log_prob: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
     """y = r + gamma^k (1 - terminated) (min_i Q'_i(s', a') - alpha log pi(a'|s')); ``next_q`` is (n, batch)."""
     return rewards + discounts * (1.0 - terminated) * (next_q.min(dim=0).values - alpha * next_log_prob)
-
-
-def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
-    """-mean(log alpha * (log pi + H_target)): alpha falls while the entropy -log pi exceeds the target.
-    ``log_alpha``: one value, or each sample's own task's (multi-task)."""
-    return -(log_alpha * (log_prob.detach() + target_entropy)).mean()
 
 
 class Nets(NamedTuple):

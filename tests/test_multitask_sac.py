@@ -20,8 +20,9 @@ from rlkit.multitask import HardSharingActor, HardSharingCritics
 from rlkit.nets import QCriticEnsemble, SquashedGaussianActor
 
 SUITE = "rlkit/Pendulum-MT-v0"
-TINY = dict(env_id=SUITE, total_steps=300, learning_starts=100, batch_size=32, buffer_size=400, hidden=[16],
-            eval_episodes=4, checkpoint_every=150, log_every=50, progress=False)
+# 50-step episodes: 300 steps play every task (round robin) at least once, from step 150 on with updates
+TINY = dict(env_id=SUITE, env_kwargs={"max_episode_steps": 50}, total_steps=300, learning_starts=100, batch_size=32,
+            buffer_size=400, hidden=[16], eval_episodes=4, checkpoint_every=150, log_every=50, progress=False)
 VARIANTS = {"per_task": {"heads": "per_task"}, "conditioned": {"heads": "shared"},
             "pcgrad": {"heads": "per_task", "pcgrad": True}}
 BOX = gym.spaces.Box(-1.0, 1.0, (3 + 4,), np.float32)  # Pendulum's 3 values + a 4-task one-hot

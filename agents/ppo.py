@@ -51,6 +51,13 @@ The floor is eager torch itself: with 8 samples a step still costs about 1.1 ms.
 
 The loop (rollouts, logging, evaluation, checkpoints, resume) is :mod:`rlkit.engine.on_policy`'s.
 
+Multi-task (``tasks``, ``heads``, ``pcgrad``, ``init_from``; rlkit/multitask.py, docs/multitask.md): on a suite
+whose observations end in a one-hot task id, ``heads=shared`` is the task-conditioned PPO (the one-hot is input)
+and ``heads=per_task`` hard sharing (trunks on the observation without its id, a policy head and a value head per
+task). ``pcgrad`` projects the tasks' gradients of each minibatch's loss (each task's PPO loss on its rows, weighted
+by their share, so the tasks' losses add up to the minibatch's) with torch's optimizer, not the flat Adam.
+``init_from`` starts the actor-critic from a trained PPO run (fine-tuning).
+
 Run it: ``rlkit train ppo --preset cartpole`` or ``python -m rlkit.agents.ppo --help``.
 """
 
@@ -64,6 +71,7 @@ from typing import Any, Literal, NamedTuple
 import gymnasium as gym
 import numpy as np
 import torch
+from rlkit.envs.multitask import task_count
 from torch import nn
 
 from rlkit.actor_critic import check_spaces, make_actor, make_policy
@@ -74,6 +82,16 @@ from rlkit.engine.common import progress
 from rlkit.engine.on_policy import OnPolicyLearner, train_on_policy
 from rlkit.errors import RLKitError
 from rlkit.fast.ppo_update import clip_grad_norm, flat_adam, functional_evaluator, load_optimizer_state
+from rlkit.multitask import (
+    HardSharingActorCritic,
+    MultiTaskOptions,
+    PCGrad,
+    flat_width,
+    load_pretrained,
+    load_pretrained_modules,
+    resolve_tasks,
+    task_ids,
+)
 from rlkit.nets import ActorCritic
 from rlkit.normalizers import ObsNormalizer
 from rlkit.optim import OptimizerOptions, scheduled, set_lr
@@ -84,7 +102,7 @@ from rlkit.rollouts import Rollout
 
 
 @dataclass
-class PPOConfig(OptimizerOptions, BaseConfig):
+class PPOConfig(MultiTaskOptions, OptimizerOptions, BaseConfig):
     """PPO hyper-parameters: the optimizer options, plus PPO's (defaults: SB3's PPO; presets hold the RL-Zoo /
     paper values per task)."""
 
@@ -118,6 +136,7 @@ class PPOConfig(OptimizerOptions, BaseConfig):
 
     def validate(self) -> None:
         self.validate_optimizer()
+        resolve_tasks(self, task_count(self.env_id))
         if self.batch_size > self.num_envs * self.n_steps:
             raise RLKitError(f"batch_size {self.batch_size} exceeds a rollout of num_envs * n_steps = "
                              f"{self.num_envs * self.n_steps}; lower batch_size or raise n_steps")
@@ -185,11 +204,21 @@ def scale_rewards(rewards: np.ndarray, dones: np.ndarray, running_return: np.nda
     return scaled
 
 
-def build_model(cfg: PPOConfig, obs_space: gym.Space, act_space: gym.Space, device: str | None = None
-                ) -> ActorCritic:
-    """The actor-critic for these spaces on ``device`` (default ``cfg.device``)."""
+def build_model(cfg: PPOConfig, obs_space: gym.Space, act_space: gym.Space, device: str | None = None,
+                n_tasks: int = 0) -> ActorCritic:
+    """The actor-critic for these spaces on ``device`` (default ``cfg.device``); with ``n_tasks``,
+    task-conditioned (``heads="shared"``) or hard sharing (``"per_task"``)."""
     activation = nn.Tanh if cfg.activation == "tanh" else nn.ReLU
-    if isinstance(act_space, gym.spaces.MultiDiscrete):
+    if n_tasks:
+        flat_width(obs_space, n_tasks)  # a suite's flat one-hot observations, refused in one line otherwise
+    if n_tasks and cfg.heads == "per_task":
+        if not isinstance(act_space, (gym.spaces.Discrete, gym.spaces.Box)):
+            raise RLKitError(f"heads=per_task takes Discrete or Box actions, not {act_space}; use heads=shared")
+        model = HardSharingActorCritic(obs_space, act_space, cfg.hidden, cfg.shared_trunk, activation, n_tasks)
+        for head in model.policy.heads:
+            if isinstance(head, GaussianHead):
+                head.log_std.data.fill_(cfg.log_std_init)
+    elif isinstance(act_space, gym.spaces.MultiDiscrete):
         nvec = [int(n) for n in act_space.nvec.reshape(-1)]
         # ActorCritic builds (and initialises, gain 0.01) one linear layer of sum(nvec) logits; split it.
         model = ActorCritic(obs_space, gym.spaces.Discrete(sum(nvec)), cfg.hidden, cfg.shared_trunk, activation)
@@ -234,10 +263,17 @@ class PPO(OnPolicyLearner):
 
     def __init__(self, cfg: PPOConfig, obs_space: gym.Space, act_space: gym.Space, rng: np.random.Generator) -> None:
         self.cfg, self.rng, self.device = cfg, rng, torch.device(cfg.device)
-        self.model = build_model(cfg, obs_space, act_space)
-        # Adam over one flat buffer where it applies (rlkit.fast.ppo_update); built before the actor views the weights
-        self.optimizer = flat_adam(self.model, cfg.optimizer, cfg.lr, cfg.optimizer_eps) \
+        self.n_tasks = resolve_tasks(cfg, task_count(cfg.env_id))
+        self.model = build_model(cfg, obs_space, act_space, n_tasks=self.n_tasks)
+        if cfg.init_from:  # fine-tuning: the trained actor-critic; optimizer and normalizers start afresh
+            state = load_pretrained(cfg.init_from, "ppo", obs_space, self.n_tasks)
+            load_pretrained_modules(state, {"model": self.model}, cfg.init_from,
+                                    "hidden, shared_trunk, activation, heads")
+        # Adam over one flat buffer where it applies (rlkit.fast.ppo_update); built before the actor views the weights.
+        # PCGrad writes each parameter's gradient itself, so it steps torch's optimizer.
+        self.optimizer = (None if cfg.pcgrad else flat_adam(self.model, cfg.optimizer, cfg.lr, cfg.optimizer_eps)) \
             or cfg.build_optimizer(self.model.parameters())
+        self.pcgrad = PCGrad(self.optimizer, rng) if cfg.pcgrad else None
         self.parameters = list(self.model.parameters())
         self.obs_norm = ObsNormalizer(obs_space.shape, cfg.obs_clip) if cfg.normalize_obs else None
         self.return_stats = ObsNormalizer((), cfg.reward_clip) if cfg.normalize_reward else None
@@ -293,11 +329,16 @@ class PPO(OnPolicyLearner):
                 torch.as_tensor(self.rng.permutation(n), device=self.device).split(cfg.batch_size)
             for idx in minibatches:
                 log_prob, entropy, values = self.evaluate(b.obs[idx], b.actions[idx], cfg.ent_coef > 0)
-                loss, terms = ppo_loss(log_prob, b.old_log_prob[idx], b.advantages[idx], values, b.values[idx],
-                                       b.returns[idx], entropy, clip, cfg.clip_range_vf, cfg.vf_coef, cfg.ent_coef,
-                                       cfg.normalize_advantage and not whole)
+                inputs = (log_prob, b.old_log_prob[idx], b.advantages[idx], values, b.values[idx], b.returns[idx],
+                          entropy)
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if self.pcgrad is None:
+                    loss, terms = ppo_loss(*inputs, clip, cfg.clip_range_vf, cfg.vf_coef, cfg.ent_coef,
+                                           cfg.normalize_advantage and not whole)
+                    loss.backward()
+                else:
+                    terms = self.pcgrad_backward(inputs, task_ids(b.obs[idx], self.n_tasks), clip,
+                                                 cfg.normalize_advantage and not whole)
                 if cfg.max_grad_norm > 0:
                     clip_grad_norm(self.optimizer, self.parameters, cfg.max_grad_norm)
                 self.optimizer.step()
@@ -306,12 +347,36 @@ class PPO(OnPolicyLearner):
                 break
         return terms
 
+    def pcgrad_backward(self, inputs: tuple[torch.Tensor, ...], ids: torch.Tensor, clip: float, normalize: bool
+                        ) -> dict[str, torch.Tensor]:
+        """PCGrad's gradient of the minibatch's PPO loss: each task's loss on its rows times their share of the
+        minibatch (the advantages normalised over the whole minibatch first, as without PCGrad); the whole
+        minibatch's terms for the log."""
+        cfg = self.cfg
+        if normalize:
+            inputs = (*inputs[:2], normalize_advantages(inputs[2]), *inputs[3:])
+        losses = []
+        for task in range(self.n_tasks):
+            rows = ids == task
+            if bool(rows.any()):
+                loss, _ = ppo_loss(*(t[rows] for t in inputs), clip, cfg.clip_range_vf, cfg.vf_coef, cfg.ent_coef,
+                                   False)
+                losses.append(loss * rows.sum() / len(ids))
+        self.pcgrad.backward(losses)
+        with torch.no_grad():
+            terms = ppo_loss(*inputs, clip, cfg.clip_range_vf, cfg.vf_coef, cfg.ent_coef, False)[1]
+        return {**terms, "losses/pcgrad_projections": torch.tensor(float(self.pcgrad.conflicts))}
+
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "obs_normalizer": self.obs_norm.state_dict() if self.obs_norm is not None else None,
-                "return_normalizer": self.return_stats.state_dict() if self.return_stats is not None else None}
+                "return_normalizer": self.return_stats.state_dict() if self.return_stats is not None else None,
+                "tasks": self.n_tasks}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if int(state.get("tasks", 0)) != self.n_tasks:
+            raise RLKitError(f"the checkpoint's actor-critic was trained on {state.get('tasks', 0)} tasks, but "
+                             f"{self.cfg.env_id} has {self.n_tasks}; resume it on the env it was trained on")
         self.model.load_state_dict(state["model"])
         load_optimizer_state(self.optimizer, state["optimizer"])
         for normalizer, key in ((self.obs_norm, "obs_normalizer"), (self.return_stats, "return_normalizer")):
@@ -328,7 +393,7 @@ def load_policy(state: dict[str, Any]) -> TorchPolicy:
     """Rebuild the policy of a PPO checkpoint, with its observation normaliser."""
     cfg = config_from_dict(PPOConfig, state["config"])
     obs_space, act_space = state["observation_space"], state["action_space"]
-    model = build_model(cfg, obs_space, act_space, device="cpu")
+    model = build_model(cfg, obs_space, act_space, device="cpu", n_tasks=int(state.get("tasks", 0)))
     model.load_state_dict(state["model"])
     model.eval()
     normalizer = ObsNormalizer.from_state(obs_space.shape, state.get("obs_normalizer"))

@@ -7,7 +7,8 @@ https://arxiv.org/abs/1706.05098):
 * task-conditioned (:class:`TaskConditioned`): one network, the one-hot is just more input;
 * hard parameter sharing (:class:`HardSharing`): a trunk shared by every task reads the observation without its
   task id, and one linear head per task (:class:`PerTaskHeads`) gives each sample its own task's output.
-  :class:`HardSharingActor` and :class:`HardSharingCritics` are SAC's actor and twin critics built that way.
+  :class:`HardSharingActor` and :class:`HardSharingCritics` are SAC's actor and twin critics built that way,
+  :class:`HardSharingActorCritic` PPO's actor-critic (per-task policy heads, :class:`PerTaskPolicy`, and value heads).
 
 :class:`MultiTaskOptions` are the config options of every learner that takes them (DQN, SAC):
 ``tasks``, ``heads``, ``pcgrad`` and ``init_from`` (fine-tuning, :func:`load_pretrained`).
@@ -33,11 +34,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
+from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from rlkit.config import opt
-from rlkit.distributions import LOG_STD_MAX, LOG_STD_MIN
+from rlkit.distributions import LOG_STD_MAX, LOG_STD_MIN, CategoricalHead, GaussianHead
 from rlkit.errors import RLKitError
-from rlkit.nets import QCriticEnsemble, SquashedGaussianActor, mlp
+from rlkit.nets import ActorCritic, QCriticEnsemble, SquashedGaussianActor, init_orthogonal, mlp, policy_head
 
 
 @dataclass
@@ -200,6 +202,46 @@ class HardSharingCritics(QCriticEnsemble):
         base, ids = split_tasks(obs, self.n_tasks, self.width)
         every = self.stacked(base, action, first_only)  # (critics, batch, tasks)
         return every.gather(2, ids.expand(len(every), -1).unsqueeze(-1)).squeeze(-1)
+
+
+class PerTaskPolicy(nn.Module):
+    """One policy head per task (categorical logits, or a Gaussian's mean and state-independent log std); each
+    sample's distribution is its own task's head's."""
+
+    def __init__(self, heads: Sequence[CategoricalHead | GaussianHead]) -> None:
+        super().__init__()
+        self.heads = nn.ModuleList(heads)
+        self.gaussian = isinstance(heads[0], GaussianHead)
+        self.mode = type(heads[0]).mode
+
+    def forward(self, features: torch.Tensor, ids: torch.Tensor) -> Distribution:
+        rows = torch.arange(len(ids), device=ids.device)
+        if not self.gaussian:
+            return Categorical(logits=torch.stack([head.logits(features) for head in self.heads], dim=1)[rows, ids])
+        mean = torch.stack([head.mean(features) for head in self.heads], dim=1)[rows, ids]
+        log_std = torch.stack([head.log_std for head in self.heads])[ids]
+        return Independent(Normal(mean, log_std.exp()), 1)
+
+
+class HardSharingActorCritic(ActorCritic):
+    """PPO's actor-critic with hard sharing: the trunk (and the value trunk) read the observation without its task
+    id; each task has its own policy head and value head, initialised as :class:`ActorCritic` initialises its one."""
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space, hidden: Sequence[int], shared: bool,
+                 activation: type[nn.Module], n_tasks: int) -> None:
+        super().__init__(base_space(observation_space, n_tasks), action_space, hidden, shared, activation)
+        self.n_tasks, self.width = n_tasks, flat_width(observation_space, n_tasks)
+        width = self.value.in_features
+        self.policy = PerTaskPolicy([init_orthogonal(policy_head(width, action_space), gain=0.01)
+                                     for _ in range(n_tasks)])
+        self.value = init_orthogonal(PerTaskHeads(width, 1, n_tasks), gain=1.0)
+
+    def forward(self, obs: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
+        base, ids = split_tasks(obs, self.n_tasks, self.width)
+        features = self.encoder(base)
+        hidden = self.trunk(features)
+        value_hidden = hidden if self.value_trunk is None else self.value_trunk(features)
+        return self.policy(hidden, ids), self.value(value_hidden, ids).squeeze(-1)
 
 
 class TaskConditioned(nn.Module):

@@ -50,7 +50,6 @@ from rlkit.multitask import (
     PCGrad,
     TaskConditioned,
     load_pretrained,
-    load_pretrained_modules,
     resolve_tasks,
     task_ids,
     task_losses,
@@ -172,8 +171,7 @@ def build_q_net(cfg: DQNConfig, observation_space: gym.Space, action_space: gym.
 def init_q_net(q_net: nn.Module, source: str, observation_space: gym.Space, n_tasks: int) -> None:
     """Load a trained DQN's Q-network into ``q_net`` (fine-tuning), refusing in one line a checkpoint of another
     agent, observation space, task count or architecture."""
-    state = load_pretrained(source, "dqn", observation_space, n_tasks)
-    load_pretrained_modules(state, {"q_net": q_net}, source, "hidden, heads, dueling")
+    load_pretrained(source, "dqn", observation_space, n_tasks, {"q_net": q_net}, "hidden, heads, dueling")
 
 
 def make_policy(q_net: nn.Module, observation_space: gym.Space, action_space: gym.Space, epsilon: float

@@ -88,7 +88,6 @@ from rlkit.multitask import (
     PCGrad,
     flat_width,
     load_pretrained,
-    load_pretrained_modules,
     resolve_tasks,
     task_ids,
 )
@@ -266,9 +265,8 @@ class PPO(OnPolicyLearner):
         self.n_tasks = resolve_tasks(cfg, task_count(cfg.env_id))
         self.model = build_model(cfg, obs_space, act_space, n_tasks=self.n_tasks)
         if cfg.init_from:  # fine-tuning: the trained actor-critic; optimizer and normalizers start afresh
-            state = load_pretrained(cfg.init_from, "ppo", obs_space, self.n_tasks)
-            load_pretrained_modules(state, {"model": self.model}, cfg.init_from,
-                                    "hidden, shared_trunk, activation, heads")
+            load_pretrained(cfg.init_from, "ppo", obs_space, self.n_tasks, {"model": self.model},
+                            "hidden, shared_trunk, activation, heads")
         # Adam over one flat buffer where it applies (rlkit.fast.ppo_update); built before the actor views the weights.
         # PCGrad writes each parameter's gradient itself, so it steps torch's optimizer.
         self.optimizer = (None if cfg.pcgrad else flat_adam(self.model, cfg.optimizer, cfg.lr, cfg.optimizer_eps)) \

@@ -69,7 +69,6 @@ from rlkit.multitask import (
     PCGrad,
     flat_width,
     load_pretrained,
-    load_pretrained_modules,
     resolve_tasks,
     task_ids,
     task_losses,
@@ -244,10 +243,8 @@ class SAC(OffPolicyLearner):
 
     def init_from(self, source: str, obs_space: gym.Space) -> None:
         """Fine-tuning: the networks and temperatures of a trained SAC run; optimizers start afresh."""
-        state = load_pretrained(source, "sac", obs_space, self.n_tasks)
-        load_pretrained_modules(state, {name: getattr(self.nets, name) for name in ("actor", "critic",
-                                                                                   "critic_target")},
-                                source, "hidden, n_critics, heads")
+        networks = {name: getattr(self.nets, name) for name in ("actor", "critic", "critic_target")}
+        state = load_pretrained(source, "sac", obs_space, self.n_tasks, networks, "hidden, n_critics, heads")
         with torch.no_grad():
             self.nets.log_alpha.copy_(state["log_alpha"])
 

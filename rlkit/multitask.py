@@ -70,9 +70,12 @@ def resolve_tasks(cfg: Any, suite: int) -> int:
     return cfg.tasks or suite
 
 
-def load_pretrained(source: str, agent: str, observation_space: gym.Space, n_tasks: int) -> dict[str, Any]:
-    """The checkpoint ``init_from`` names (a run directory or checkpoint), refused in one line when it is another
-    agent's or was trained on another observation space or task count."""
+def load_pretrained(source: str, agent: str, observation_space: gym.Space, n_tasks: int,
+                    modules: dict[str, nn.Module], settings: str) -> dict[str, Any]:
+    """Fine-tuning (``init_from``): load each of ``modules`` from the entry of its name in the checkpoint ``source``
+    names (a run directory or checkpoint), and return that checkpoint. Refused in one line: another agent's
+    checkpoint, another observation space or task count, and networks of other shapes (naming ``settings``, the
+    config options that shape them, as that run set them)."""
     from rlkit.checkpoint import load_checkpoint
 
     state = load_checkpoint(source)
@@ -82,13 +85,6 @@ def load_pretrained(source: str, agent: str, observation_space: gym.Space, n_tas
         raise RLKitError(f"init_from={source} was trained on {state.get('observation_space')} with "
                          f"{state.get('tasks', 0)} tasks, not {observation_space} with {n_tasks}; fine-tune on an env "
                          "of the same suite (its held-out context keeps the suite's width)")
-    return state
-
-
-def load_pretrained_modules(state: dict[str, Any], modules: dict[str, nn.Module], source: str,
-                            settings: str) -> None:
-    """Load each of ``modules`` from the entry of ``state`` of its name; one line naming ``settings`` (the
-    config options that shape the networks) when the shapes differ."""
     try:
         for name, module in modules.items():
             module.load_state_dict(state[name])
@@ -96,6 +92,7 @@ def load_pretrained_modules(state: dict[str, Any], modules: dict[str, nn.Module]
         shape = {key: state["config"].get(key) for key in settings.split(", ")}
         raise RLKitError(f"init_from={source} has other networks ({settings} differ); set them as that run did: "
                          + ", ".join(f"{key}={value}" for key, value in shape.items())) from None
+    return state
 
 
 def split_tasks(obs: torch.Tensor, n_tasks: int, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

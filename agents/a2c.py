@@ -48,11 +48,13 @@ from rlkit.actor_critic import (
     make_actor,
     make_policy,
     policy_from_state,
+    rollout_tensors,
 )
 from rlkit.callbacks import Callback
 from rlkit.config import MAX_ENVS, BaseConfig, config_from_dict, opt
 from rlkit.engine.common import progress
 from rlkit.engine.on_policy import OnPolicyLearner, train_on_policy
+from rlkit.fast.fused_ac_conv import fused_actor_critic
 from rlkit.optim import OptimizerOptions, set_lr
 from rlkit.policy import TorchPolicy
 from rlkit.registry import AgentSpec, train_from_command_line
@@ -78,15 +80,20 @@ class A2C(OnPolicyLearner):
         self.model = build_model(obs_space, act_space, cfg.hidden, cfg.activation, cfg.shared_trunk).to(cfg.device)
         self.parameters = list(self.model.parameters())
         self.optimizer = cfg.build_optimizer(self.parameters)
-        self.actor = make_actor(self.model, rng)
+        # the update and acting by hand for MinAtar's network on the CPU (rlkit.fast.fused_ac_conv); else None
+        self.fused = fused_actor_critic(self.model, self.optimizer, cfg.vf_coef, cfg.ent_coef, cfg.max_grad_norm)
+        self.actor = make_actor(self.model, rng) if self.fused is None else self.fused.act
         self.policy = make_policy(self.model, obs_space, act_space)
 
     def update(self, rollout: Rollout, global_step: int) -> dict[str, Any]:
         # ALGO LOGIC: one gradient step on the rollout; the learning rate anneals on the steps before it.
-        terms = actor_critic_gradients(self.model, self.parameters, rollout, self.cfg)
         lr = self.cfg.lr_at(progress(global_step - rollout.rewards.size, self.cfg.total_steps))
         set_lr(self.optimizer, lr)
-        self.optimizer.step()
+        if self.fused is not None:
+            terms = self.fused.update(*rollout_tensors(rollout, self.cfg.gamma, self.cfg.gae_lambda))
+        else:
+            terms = actor_critic_gradients(self.model, self.parameters, rollout, self.cfg)
+            self.optimizer.step()
         return {**terms, "charts/learning_rate": lr}
 
     def state_dict(self) -> dict[str, Any]:

@@ -61,9 +61,9 @@ def actor_critic_loss(dist: Distribution, values: torch.Tensor, actions: torch.T
     return loss, {k: v.detach() for k, v in terms.items()}
 
 
-def rollout_loss(model: ActorCritic, rollout: Rollout, gamma: float, gae_lambda: float, vf_coef: float,
-                 ent_coef: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Returns/advantages of ``rollout`` and the loss of ``model`` on it (shared by A2C and A3C)."""
+def rollout_tensors(rollout: Rollout, gamma: float, gae_lambda: float, device: torch.device | str = "cpu"
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The rows of ``rollout`` for the loss: (observations, actions, advantages, returns), (T * N, ...) each."""
     r = rollout
     if gae_lambda >= 1.0:
         returns = n_step_returns(r.rewards, r.next_values, r.terminated, r.truncated, gamma)
@@ -71,11 +71,18 @@ def rollout_loss(model: ActorCritic, rollout: Rollout, gamma: float, gae_lambda:
     else:
         advantages = gae_advantages(r.rewards, r.values, r.next_values, r.terminated, r.truncated, gamma, gae_lambda)
         returns = advantages + r.values
-    n, device = r.rewards.size, next(model.parameters()).device
-    dist, values = model(torch.as_tensor(r.obs.reshape(n, *r.obs.shape[2:]), device=device))
-    actions = torch.as_tensor(r.actions.reshape(n, *r.actions.shape[2:]), device=device)
-    return actor_critic_loss(dist, values, actions, torch.as_tensor(advantages.reshape(n), device=device),
-                             torch.as_tensor(returns.reshape(n), device=device), vf_coef, ent_coef)
+    n = r.rewards.size
+    return (torch.as_tensor(r.obs.reshape(n, *r.obs.shape[2:]), device=device),
+            torch.as_tensor(r.actions.reshape(n, *r.actions.shape[2:]), device=device),
+            torch.as_tensor(advantages.reshape(n), device=device), torch.as_tensor(returns.reshape(n), device=device))
+
+
+def rollout_loss(model: ActorCritic, rollout: Rollout, gamma: float, gae_lambda: float, vf_coef: float,
+                 ent_coef: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Returns/advantages of ``rollout`` and the loss of ``model`` on it (shared by A2C and A3C)."""
+    obs, actions, advantages, returns = rollout_tensors(rollout, gamma, gae_lambda, next(model.parameters()).device)
+    dist, values = model(obs)
+    return actor_critic_loss(dist, values, actions, advantages, returns, vf_coef, ent_coef)
 
 
 def actor_critic_gradients(model: ActorCritic, parameters: list[nn.Parameter], rollout: Rollout, cfg: Any

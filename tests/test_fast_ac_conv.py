@@ -17,6 +17,7 @@ from rlkit.actor_critic import build_model, rollout_loss, rollout_tensors
 from rlkit.checkpoint import load_checkpoint
 from rlkit.config import apply_overrides, resolve_preset
 from rlkit.fast.fused_ac_conv import ConvActorCritic, fused_actor_critic
+from rlkit.fast.fused_conv import OptimizerStep
 from rlkit.optim import make_optimizer
 from rlkit.rollouts import Rollout
 
@@ -75,6 +76,27 @@ def test_hand_written_update_equals_autograd(optimizer, steps, envs, gae_lambda,
             torch.testing.assert_close(opt_fast.state[b][key], value, rtol=1e-3, atol=1e-7)
     assert max((a - p).abs().max().item() for a, p in
                zip(plain.parameters(), build_model(GRID, ACTIONS, hidden, "relu", True).parameters())) > 1e-3
+
+
+@pytest.mark.parametrize("eps", [0.01, 1e-5, 1e-8])
+def test_floored_rmsprop_step_is_torchs_bit_for_bit(eps):
+    """RMSProp with zero square averages lifted before the square root (the speed-up for exact zeros) steps the
+    parameters exactly as torch's RMSprop, on gradients mostly 0 with a few tiny and ordinary ones."""
+    g = torch.Generator().manual_seed(0)
+    plain = [torch.randn(64, 32, generator=g), torch.randn(32, generator=g)]
+    fast = [p.clone() for p in plain]
+    opt_plain = torch.optim.RMSprop(plain, lr=1e-3, alpha=0.999, eps=eps)
+    step = OptimizerStep(torch.optim.RMSprop(fast, lr=1e-3, alpha=0.999, eps=eps), fast, floor_zeros=True)
+    for _ in range(50):
+        grads = [torch.randn(p.shape, generator=g) * (torch.rand(p.shape, generator=g) < 0.1)
+                 * 10.0 ** torch.randint(-30, 1, p.shape, generator=g) for p in plain]
+        for p, grad in zip(plain, grads):
+            p.grad = grad.clone()
+        opt_plain.step()
+        step.step(fast, grads, [step.state("square_avg")], step.state("step"))
+    assert any(bool((opt_plain.state[p]["square_avg"] == 0).any()) for p in plain)
+    for a, b in zip(plain, fast):
+        assert torch.equal(a, b)
 
 
 def test_actor_values_and_actions_are_the_models():

@@ -12,6 +12,10 @@ where it trains: ``tests/test_fast.py``, ``test_fast_ppo.py``, ``test_fast_fused
 * :mod:`rlkit.fast.ppo_update`: PPO's functional evaluator and flat-buffer optimizer.
 * :mod:`rlkit.fast.fused_cql`: CQL's critic step by hand (the actor's trunk once per state, the penalty's gradient
   in closed form, the backward as matrix products into fixed buffers; ``tests/test_fast_cql.py``).
+* :mod:`rlkit.fast.fused_conv`: DQN's gradient step on the MinAtar convolutional Q-network by hand (im2col patches,
+  feature-major activations, the optimizer's own state), one seed or several stacked (``tests/test_fast_conv.py``).
+* :mod:`rlkit.fast.fused_ac_conv`: A2C's update and acting on the MinAtar convolutional actor-critic by hand, on
+  the same layout (``tests/test_fast_ac_conv.py``).
 
 Agents and the engine select a fast path by calling it: each returns None where it does not apply (a GPU
 model, images, an unusual layer), and the caller then takes the plain torch path.

@@ -31,7 +31,14 @@ import torch
 from torch import nn
 
 from rlkit.distributions import CategoricalHead
-from rlkit.fast.fused_conv import Layers, OptimizerStep, clip_per_seed, patch_indices, supported_optimizer
+from rlkit.fast.fused_conv import (
+    Layers,
+    OptimizerStep,
+    clip_per_seed,
+    minatar_layers,
+    patch_indices,
+    supported_optimizer,
+)
 from rlkit.nets import ActorCritic, MinAtarCNN
 
 
@@ -41,18 +48,10 @@ def conv_ac_layers(model: nn.Module) -> Layers | None:
     Linear/ReLU trunk (or none) and a categorical head, in ``model.parameters()``'s order; else None."""
     if not isinstance(model, ActorCritic) or not isinstance(getattr(model.encoder, "cnn", None), MinAtarCNN):
         return None
-    cnn, trunk = model.encoder.cnn, list(model.trunk)
-    conv = cnn.conv[0]
-    if cnn.channels_last or conv.stride != (1, 1) or conv.padding != (0, 0) or conv.dilation != (1, 1) \
-            or conv.groups != 1 or conv.bias is None or model.value_trunk is not None \
-            or type(model.policy) is not CategoricalHead or not isinstance(model.value, nn.Linear):
+    if model.value_trunk is not None or type(model.policy) is not CategoricalHead:
         return None
-    linears = [cnn.linear[0], *trunk[::2], model.policy.logits, model.value]
-    if len(trunk) % 2 or not all(isinstance(m, nn.Linear) for m in linears) or \
-            not all(type(m) is nn.ReLU for m in [cnn.conv[1], cnn.linear[1], *trunk[1::2]]):
-        return None
-    layers = [(conv.weight, conv.bias), *[(m.weight, m.bias) for m in linears]]
-    if any(w.device.type != "cpu" or w.dtype != torch.float32 or b is None for w, b in layers):
+    layers = minatar_layers(model.encoder.cnn, list(model.trunk), [model.policy.logits, model.value])
+    if layers is None:
         return None
     if [t for layer in layers for t in layer] != list(model.parameters()):
         return None  # a parameter this step would not train

@@ -36,13 +36,18 @@ def conv_q_layers(q_net: nn.Module) -> Layers | None:
     :class:`MinAtarCNN` (stride-1 unpadded convolution) with a Linear/ReLU trunk and a linear head; else None."""
     if not isinstance(q_net, QNetwork) or not isinstance(q_net.encoder.cnn, MinAtarCNN):
         return None
-    cnn = q_net.encoder.cnn
+    return minatar_layers(q_net.encoder.cnn, list(q_net.trunk), [q_net.head])
+
+
+def minatar_layers(cnn: MinAtarCNN, trunk: list[nn.Module], heads: list[nn.Module]) -> Layers | None:
+    """[(conv weight, bias), (linear weight, bias)...] of a channels-first :class:`MinAtarCNN` (stride-1 unpadded
+    convolution with a bias, ReLU, its linear layer, ReLU), then ``trunk`` (Linear, ReLU pairs) and the linear
+    ``heads``, all CPU float32 with biases; None where anything else stands in that chain."""
     conv = cnn.conv[0]
     if cnn.channels_last or conv.stride != (1, 1) or conv.padding != (0, 0) or conv.dilation != (1, 1) \
-            or conv.groups != 1 or conv.bias is None or not isinstance(q_net.head, nn.Linear):
+            or conv.groups != 1 or conv.bias is None:
         return None
-    linears = [cnn.linear[0], *list(q_net.trunk)[::2], q_net.head]
-    trunk = list(q_net.trunk)
+    linears = [cnn.linear[0], *trunk[::2], *heads]
     if len(trunk) % 2 or not all(isinstance(m, nn.Linear) for m in linears) or \
             not all(type(m) is nn.ReLU for m in [cnn.conv[1], cnn.linear[1], *trunk[1::2]]):
         return None

@@ -214,9 +214,6 @@ def build_model(cfg: PPOConfig, obs_space: gym.Space, act_space: gym.Space, devi
         if not isinstance(act_space, (gym.spaces.Discrete, gym.spaces.Box)):
             raise RLKitError(f"heads=per_task takes Discrete or Box actions, not {act_space}; use heads=shared")
         model = HardSharingActorCritic(obs_space, act_space, cfg.hidden, cfg.shared_trunk, activation, n_tasks)
-        for head in model.policy.heads:
-            if isinstance(head, GaussianHead):
-                head.log_std.data.fill_(cfg.log_std_init)
     elif isinstance(act_space, gym.spaces.MultiDiscrete):
         nvec = [int(n) for n in act_space.nvec.reshape(-1)]
         # ActorCritic builds (and initialises, gain 0.01) one linear layer of sum(nvec) logits; split it.
@@ -224,10 +221,11 @@ def build_model(cfg: PPOConfig, obs_space: gym.Space, act_space: gym.Space, devi
         model.policy = MultiCategoricalHead(model.policy.logits, nvec)
     elif isinstance(act_space, (gym.spaces.Discrete, gym.spaces.Box)):
         model = ActorCritic(obs_space, act_space, cfg.hidden, cfg.shared_trunk, activation)
-        if isinstance(model.policy, GaussianHead):
-            model.policy.log_std.data.fill_(cfg.log_std_init)
     else:
         raise RLKitError(f"ppo supports Discrete, MultiDiscrete and Box action spaces; got {act_space}")
+    for head in getattr(model.policy, "heads", [model.policy]):  # one head, or one per task
+        if isinstance(head, GaussianHead):
+            head.log_std.data.fill_(cfg.log_std_init)
     return model.to(device or cfg.device)
 
 

@@ -124,6 +124,32 @@ def test_building_into_a_used_folder_is_refused_in_one_line(built):
     assert proc.returncode == 2 and len(errors) == 1 and "already exists" in errors[0], proc.stderr
 
 
+@pytest.mark.slow
+def test_an_already_trained_run_is_the_expert_and_its_config_trains_medium_again(built, tmp_path):
+    """``--expert RUN_DIR``: no expert training; the same expert gives the same reference scores, and the medium
+    run, trained again with the expert run's config and seed, stops at the same step as the first build's."""
+    out, summary = built
+    again = build_datasets("Pendulum-v1", tmp_path / "again", seed=0, episodes=EPISODES, eval_every=500,
+                           reference_episodes=10, kinds=["medium", "expert"], expert_run=out / "runs" / "expert")
+    assert not (tmp_path / "again" / "runs" / "expert").exists()
+    assert again["reference_scores"] == summary["reference_scores"]
+    assert again["medium"] == summary["medium"]
+    recipe = demos.load(tmp_path / "again" / "expert").meta["offline_data"]
+    assert recipe["expert_run"]["path"] == str(out / "runs" / "expert") and recipe["agent"] == "td3"
+    assert recipe["expert_run"]["step"] == SMALL_TD3["total_steps"]
+    assert recipe["agent_config"]["hidden"] == SMALL_TD3["hidden"]
+
+
+@pytest.mark.slow
+def test_an_expert_of_another_env_or_with_set_is_refused_in_one_line(built, tmp_path):
+    out, _ = built
+    for kwargs, words in (({"overrides": {"total_steps": 10}}, "drop it"), ({}, "was trained on Pendulum-v1")):
+        env_id = "Pendulum-v1" if kwargs else "MountainCarContinuous-v0"
+        with pytest.raises(RLKitError) as e:
+            build_datasets(env_id, tmp_path / "bad", expert_run=out / "runs" / "expert", **kwargs)
+        assert words in str(e.value) and "\n" not in str(e.value)
+
+
 # ------------------------------------------------------------------------------------------ no training needed
 def test_unknown_kinds_are_refused_before_anything_trains(tmp_path):
     with pytest.raises(RLKitError) as e:

@@ -8,7 +8,8 @@ default, with its preset for the env)::
 
 The recipe, in this order:
 
-1. Train the expert (``OUT/runs/expert``): the agent with its preset for the env, its full budget.
+1. Train the expert (``OUT/runs/expert``): the agent with its preset for the env, its full budget; or, with
+   ``--expert RUN_DIR``, take an already trained run's latest policy and its config (agent, settings, seed).
 2. Reference scores: the mean return of a uniform random policy and of the expert (deterministic) over
    ``--reference-episodes`` (100) episodes, reset from seeds of their own: ``ref_min_score`` and
    ``ref_max_score``, D4RL's normalised 0 and 100.
@@ -77,10 +78,34 @@ def agent_config(spec: AgentSpec, env_id: str, preset: str, seed: int, run_dir: 
     cfg = spec.config_cls.from_preset(name, agent=spec.name, env_id=env_id, seed=seed, run_dir=str(run_dir),
                                       progress=progress, tensorboard=False, checkpoint_every=0, save_buffer=False,
                                       **overrides)
+    return _build_settings(spec, cfg)
+
+
+def _build_settings(spec: AgentSpec, cfg: BaseConfig) -> BaseConfig:
     if not hasattr(cfg, "buffer_size"):
         raise RLKitError(f"offline-data trains an off-policy agent (td3, sac, ddpg), whose replay buffer becomes "
                          f"medium-replay; {spec.name} has none")
     return apply_overrides(cfg, {"buffer_size": cfg.total_steps}, source="offline-data")
+
+
+def expert_from_run(run_dir: str | Path, env_id: str, out: Path, progress: bool) -> tuple[AgentSpec, BaseConfig,
+                                                                                            Policy, int]:
+    """An already trained run as the expert (``--expert RUN_DIR``): its latest checkpoint's policy, and its config
+    (the same agent, settings and seed) as the recipe the medium run trains again with the build's settings."""
+    from rlkit.checkpoint import load_checkpoint
+    from rlkit.config import config_from_dict
+    from rlkit.policy import policy_from_checkpoint
+
+    state = load_checkpoint(run_dir)
+    spec = get_agent(state["agent"])
+    cfg = config_from_dict(spec.config_cls, state["config"])
+    if cfg.env_id != env_id:
+        raise RLKitError(f"--expert {run_dir} was trained on {cfg.env_id}, not {env_id}; give --env {cfg.env_id} "
+                         "or an expert of this env")
+    cfg = apply_overrides(cfg, {"run_dir": str(Path(run_dir)), "progress": progress, "tensorboard": False,
+                                "checkpoint_every": 0, "save_buffer": False, "target_return": None},
+                          source="offline-data")
+    return spec, _build_settings(spec, cfg), policy_from_checkpoint(state), int(state["global_step"])
 
 
 def reference_scores(env_id: str, expert: Policy, episodes: int, seed: int) -> dict[str, Any]:
@@ -193,7 +218,8 @@ def _check_out(out: Path, kinds: Sequence[str]) -> None:
 def build_datasets(env_id: str, out: str | Path, *, seed: int = 0, episodes: int = 250, agent: str = "td3",
                    preset: str = "auto", overrides: dict[str, Any] | None = None, noise: float = 0.1,
                    eval_every: int = 1_000, reference_episodes: int = 100, kinds: Sequence[str] = KINDS,
-                   progress: bool = False, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                   expert_run: str | Path | None = None, progress: bool = False,
+                   log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Build the D4RL kinds ``kinds`` for ``env_id`` into ``out/<kind>`` (see the module docstring).
 
     Args:
@@ -208,6 +234,8 @@ def build_datasets(env_id: str, out: str | Path, *, seed: int = 0, episodes: int
         eval_every: env steps between the evaluations of the second run, which stops at the medium level.
         reference_episodes: episodes of the random and expert reference returns (D4RL: 100).
         kinds: which datasets to write.
+        expert_run: an already trained run of an off-policy agent to take as the expert instead of training one;
+            its config (agent, settings, seed) replaces ``agent``, ``preset`` and ``overrides`` for the medium run.
         progress: show the training runs' progress.
         log: called with a line per stage (the CLI prints them on stderr).
 
@@ -219,10 +247,18 @@ def build_datasets(env_id: str, out: str | Path, *, seed: int = 0, episodes: int
     _check_out(out, kinds)
     if episodes < 1 or reference_episodes < 1 or eval_every < 1 or noise < 0:
         raise RLKitError("episodes, reference-episodes and eval-every must be at least 1 and noise at least 0")
-    spec = get_agent(agent)
-    expert_cfg = agent_config(spec, env_id, preset, seed, out / "runs" / "expert", overrides or {}, progress)
-    _train(spec, expert_cfg, log)
-    expert = load_policy(out / "runs" / "expert")
+    if expert_run is None:
+        spec = get_agent(agent)
+        expert_cfg = agent_config(spec, env_id, preset, seed, out / "runs" / "expert", overrides or {}, progress)
+        _train(spec, expert_cfg, log)
+        expert = load_policy(out / "runs" / "expert")
+    else:
+        if overrides:
+            raise RLKitError("--set changes the training that --expert's run came from; drop it (the medium run "
+                             "trains again with the expert run's own config)")
+        spec, expert_cfg, expert, expert_step = expert_from_run(expert_run, env_id, out, progress)
+        agent = spec.name
+        log(f"expert: {expert_run} ({spec.name}, step {expert_step}, seed {expert_cfg.seed})")
     reference = reference_scores(env_id, expert, reference_episodes, seed)
     log(f"reference returns over {reference_episodes} episodes: random {reference['ref_min_score']:.1f}, expert "
         f"{reference['ref_max_score']:.1f}")
@@ -235,6 +271,8 @@ def build_datasets(env_id: str, out: str | Path, *, seed: int = 0, episodes: int
         log(f"medium: step {medium_stop['step']}, evaluation {medium_stop['eval_mean']:.1f} (level {threshold:.1f})")
     recipe = {"env_id": env_id, "agent": agent, "agent_config": expert_cfg.to_dict(), "seed": seed, "noise": noise,
               "medium": medium_stop, "episodes": episodes}
+    if expert_run is not None:
+        recipe["expert_run"] = {"path": str(expert_run), "step": expert_step}
     _write_kinds(out, env_id, kinds, {"expert": expert, "medium": medium}, recipe, reference, log)
     summary = {"env_id": env_id, "reference_scores": reference, "medium": medium_stop,
                "datasets": {kind: _summary(out / kind, reference) for kind in kinds},
@@ -300,6 +338,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--eval-every", type=int, default=1_000,
                    help="env steps between the evaluations of the run that stops at the medium level")
     p.add_argument("--reference-episodes", type=int, default=100, help="episodes of each reference return")
+    p.add_argument("--expert", metavar="RUN_DIR",
+                   help="an already trained run (td3, sac, ddpg) as the expert: no expert training; the medium run "
+                        "trains again with that run's config and seed")
     p.add_argument("--kinds", default=",".join(KINDS), help="which datasets to write, comma-separated")
     p.add_argument("--quiet", action="store_true", help="no stage lines or progress on stderr")
     p.add_argument("--json", action="store_true", help="print datasets.json to stdout")
@@ -315,7 +356,7 @@ def cmd_offline_data(args: argparse.Namespace) -> int:
     summary = build_datasets(args.env_id, args.out, seed=args.seed, episodes=args.episodes, agent=args.agent,
                              preset=args.preset, overrides=parse_set_args(args.set), noise=args.noise,
                              eval_every=args.eval_every, reference_episodes=args.reference_episodes, kinds=kinds,
-                             progress=not args.quiet, log=log)
+                             expert_run=args.expert, progress=not args.quiet, log=log)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0

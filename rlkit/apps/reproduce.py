@@ -129,6 +129,13 @@ def prepare_offline_data(preset: ReproducePreset, out: Path) -> str:
                                           "preset") if key in spec}
     options["kinds"] = kinds
     options["overrides"] = dict(spec.get("set") or {})
+    if spec.get("expert"):  # a run of another reproduction beside OUT, e.g. td3-hopper-300k/seed_1
+        expert = out.parent / str(spec["expert"])
+        if not (expert / "checkpoints").is_dir():
+            raise RLKitError(f"reproduce preset {preset.name!r} takes its expert from {expert}, which holds no "
+                             f"checkpoints; run `rlkit reproduce {Path(str(spec['expert'])).parts[0]} --out "
+                             f"{expert.parent}` first")
+        options["expert_run"] = str(expert)
     root.parent.mkdir(parents=True, exist_ok=True)
     marker = root.parent / f".{root.name}.building"
     with open(root.parent / f".{root.name}.lock", "a") as lock:

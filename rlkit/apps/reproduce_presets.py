@@ -21,9 +21,10 @@ from rlkit.registry import agent_names, get_agent
 _PRESET_KEYS = {"agent", "preset", "seeds", "budget", "eval_points", "reference", "also", "overrides", "demos",
                 "normalise", "note", "split_tasks", "init_from", "threshold", "offline_data"}
 # offline_data: the `rlkit offline-data` build an offline preset learns from (env, kind; optionally dir, seed,
-# episodes, eval_every, reference_episodes, noise, agent, preset, set, kinds); rlkit.apps.reproduce.prepare_offline_data
+# episodes, eval_every, reference_episodes, noise, agent, preset, set, kinds, and expert: a trained run beside OUT);
+# rlkit.apps.reproduce.prepare_offline_data
 _OFFLINE_KEYS = {"env", "kind", "dir", "seed", "episodes", "eval_every", "reference_episodes", "noise", "agent",
-                 "preset", "set", "kinds"}
+                 "preset", "set", "kinds", "expert"}
 
 
 @dataclass

@@ -127,3 +127,33 @@ def test_the_shipped_offline_presets():
         assert "score" not in p.reference
         assert all("D4RL" in a["source"] and "NOT this Pendulum dataset" in a["source"] for a in p.also)
     assert len({presets[n].offline_data["eval_every"] for n in names}) == 1  # one shared build
+
+
+def test_an_expert_beside_out_is_passed_to_the_build_and_a_missing_one_named_in_one_line(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(offline_data, "build_datasets", fake_build(calls))
+    out = tmp_path / "repro" / "iql-hopper-medium"
+    with pytest.raises(RLKitError) as err:
+        prepare_offline_data(preset(dir="d", expert="td3-hopper-300k/seed_1"), out)
+    assert "run `rlkit reproduce td3-hopper-300k --out" in str(err.value) and "\n" not in str(err.value)
+    assert calls == []
+    (tmp_path / "repro" / "td3-hopper-300k" / "seed_1" / "checkpoints").mkdir(parents=True)
+    prepare_offline_data(preset(dir="d", expert="td3-hopper-300k/seed_1"), out)
+    assert calls[0][3]["expert_run"] == str(tmp_path / "repro" / "td3-hopper-300k" / "seed_1")
+
+
+@pytest.mark.parametrize("env_key,env_id", [("hopper", "Hopper-v5"), ("halfcheetah", "HalfCheetah-v5")])
+def test_the_shipped_mujoco_offline_presets(env_key, env_id):
+    """The same learners, budgets and seeds as the Pendulum presets, one shared build per env; CORL's figure for
+    the same env and kind only, labelled as D4RL's."""
+    presets = load_presets()
+    names = [f"{agent}-{env_key}-{kind}" for agent in ("bc", "td3_bc", "iql", "cql") for kind in offline_data.KINDS]
+    builds = set()
+    for name in names:
+        p, twin = presets[name], presets[name.replace(f"-{env_key}-", "-pendulum-")]
+        assert (p.agent, p.seeds, p.budget, p.preset) == (twin.agent, twin.seeds, twin.budget, env_key)
+        assert p.offline_data["kind"] == name.split(f"-{env_key}-")[1] and p.offline_data["env"] == env_id
+        assert f"{p.budget} gradient steps" in p.note and "score" not in p.reference
+        assert all(f"D4RL {env_key}-" in a["source"] and f"NOT this {env_id} dataset" in a["source"] for a in p.also)
+        builds.add(json.dumps({k: v for k, v in p.offline_data.items() if k != "kind"}, sort_keys=True))
+    assert len(builds) == 1

@@ -212,8 +212,11 @@ def print_progress(job: Job, outcome: dict[str, Any] | BaseException, done: int,
         print(f"[{done}/{total}] {job.key} failed: {type(outcome).__name__}: {outcome}", file=sys.stderr)
     else:
         ev = outcome["eval"]
+        # offline learners never step the env: their budget is gradient steps
+        steps = f"{outcome['gradient_steps']} gradient steps" if not outcome["env_steps"] and \
+            outcome.get("gradient_steps") else f"{outcome['env_steps']} steps"
         print(f"[{done}/{total}] {job.key} done: eval {ev['mean']:.1f} ± {ev['std']:.1f} "
-              f"({outcome['env_steps']} steps, {outcome['wall_s']:.0f}s)", file=sys.stderr)
+              f"({steps}, {outcome['wall_s']:.0f}s)", file=sys.stderr)
 
 
 def execute(jobs: Sequence[Job | JobGroup], backend: str, workers: int, address: str | None, report: Report

@@ -27,6 +27,11 @@ Deviations from the papers, and why:
     * Updates are counted in env steps (``train_every``, ``gradient_steps``); the Zoo's "train after
       each episode" on Pendulum's fixed 200-step episodes is ``train_every=200, gradient_steps=200``.
 
+Fine-tuning (``init_from``; offline to online, docs/offline.md): a trained DDPG, TD3 or offline TD3+BC run's
+actor, critics and targets, and its observation normalizer (TD3+BC's is the dataset's mean and std, which goes on
+updating online from the dataset's count), start the run; it acts with that policy and its noise from the first
+step (no uniform warm-up), with fresh optimizers and an empty replay buffer, and TD3's loss, without the BC term.
+
 Run it: ``rlkit train td3 --preset pendulum`` or ``python -m rlkit.agents.ddpg --help``.
 """
 
@@ -54,7 +59,9 @@ from rlkit.config import (
 )
 from rlkit.engine.common import progress
 from rlkit.engine.off_policy import OffPolicyLearner, train_off_policy, train_off_policy_seeds
+from rlkit.errors import RLKitError
 from rlkit.fast.numpy_forward import numpy_forward
+from rlkit.multitask import load_pretrained
 from rlkit.nets import DeterministicActor, QCriticEnsemble, check_continuous_spaces, polyak_update
 from rlkit.normalizers import ObsNormalizer
 from rlkit.optim import OptimizerChoice, scheduled, set_lr
@@ -87,6 +94,8 @@ class DDPGConfig(ReplayOptions, OptimizerChoice, BaseConfig):
                                    low=0)
     normalize_obs: bool = opt(False, "normalize observations by a running mean/std (kept in checkpoints)")
     obs_clip: float = opt(10.0, "clip normalized observations to +-this", low=0, low_open=True)
+    init_from: str | None = opt(None, "fine-tuning: start actor, critics, their targets and the observation "
+                                      "normalizer from this run (ddpg, td3, or offline td3_bc: offline to online)")
 
     def validate(self) -> None:
         self.validate_optimizer()
@@ -208,6 +217,9 @@ class DDPG(OffPolicyLearner):
         self.cfg, self.rng = cfg, rng
         self.nets = build_nets(cfg, obs_space, act_space)
         self.normalizer = ObsNormalizer(obs_space.shape, cfg.obs_clip) if cfg.normalize_obs else None
+        if cfg.init_from:
+            self.init_from(cfg.init_from, obs_space)
+            self.warmup_uniform = False  # the loaded policy acts (with its noise) from the first step
         self.buffer = ReplayBuffer(cfg.buffer_size, obs_space, act_space, num_envs=cfg.num_envs, gamma=cfg.gamma,
                                    rng=rng)
         self.policy = make_policy(self.nets.actor, obs_space, act_space, self.normalizer)
@@ -215,6 +227,18 @@ class DDPG(OffPolicyLearner):
         self.half_range = (self.high - self.low) / 2
         self.ou_state = np.zeros((cfg.num_envs, *act_space.shape))
         self.num_updates = 0
+
+    def init_from(self, source: str, obs_space: gym.Space) -> None:
+        """Fine-tuning: the networks of a trained DDPG, TD3 or TD3+BC run, and its observation statistics, which
+        go on updating online from the count they had; optimizers and the replay buffer start afresh."""
+        networks = {name: getattr(self.nets, name) for name in ("actor", "actor_target", "critic", "critic_target")}
+        state = load_pretrained(source, ("ddpg", "td3", "td3_bc"), obs_space, 0, networks, "hidden, twin_critics")
+        normalised = state.get("obs_normalizer") is not None
+        if normalised != (self.normalizer is not None):
+            raise RLKitError(f"init_from={source} {'normalises' if normalised else 'does not normalise'} observations;"
+                             f" set normalize_obs={str(normalised).lower()} as that run did")
+        if self.normalizer is not None:
+            self.normalizer.load_state_dict(state["obs_normalizer"])
 
     def explore(self, obs: np.ndarray, global_step: int) -> np.ndarray:
         """a = clip(mu(s) + noise, low, high): Gaussian or OU noise, in units of each action's half-range."""

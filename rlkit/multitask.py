@@ -70,17 +70,19 @@ def resolve_tasks(cfg: Any, suite: int) -> int:
     return cfg.tasks or suite
 
 
-def load_pretrained(source: str, agent: str, observation_space: gym.Space, n_tasks: int,
+def load_pretrained(source: str, agent: str | tuple[str, ...], observation_space: gym.Space, n_tasks: int,
                     modules: dict[str, nn.Module], settings: str) -> dict[str, Any]:
     """Fine-tuning (``init_from``): load each of ``modules`` from the entry of its name in the checkpoint ``source``
-    names (a run directory or checkpoint), and return that checkpoint. Refused in one line: another agent's
-    checkpoint, another observation space or task count, and networks of other shapes (naming ``settings``, the
-    config options that shape them, as that run set them)."""
+    names (a run directory or checkpoint), and return that checkpoint. Refused in one line: a checkpoint of an agent
+    not in ``agent`` (one name or several), another observation space or task count, and networks of other shapes
+    (naming ``settings``, the config options that shape them, as that run set them)."""
     from rlkit.checkpoint import load_checkpoint
 
     state = load_checkpoint(source)
-    if state["agent"] != agent:
-        raise RLKitError(f"init_from={source} is a {state['agent']} checkpoint; {agent} fine-tunes from a {agent} run")
+    agents = (agent,) if isinstance(agent, str) else agent
+    if state["agent"] not in agents:
+        raise RLKitError(f"init_from={source} is a {state['agent']} checkpoint; fine-tuning starts from a "
+                         f"{' or '.join(agents)} run")
     if state.get("observation_space") != observation_space or int(state.get("tasks", 0)) != n_tasks:
         raise RLKitError(f"init_from={source} was trained on {state.get('observation_space')} with "
                          f"{state.get('tasks', 0)} tasks, not {observation_space} with {n_tasks}; fine-tune on an env "

@@ -154,7 +154,7 @@ def test_bad_input_is_one_line_each(tmp_path):
     train_dqn(apply_overrides(DQNConfig(), {"env_id": "rlkit/CartPole-MT-v0", "total_steps": 150,
                                              "learning_starts": 50, "batch_size": 16, "hidden": [8],
                                              "run_dir": str(dqn_run), "progress": False, "eval_episodes": 4}))
-    refused("is a dqn checkpoint; sac fine-tunes from a sac run", init_from=str(dqn_run))
+    refused("is a dqn checkpoint; fine-tuning starts from a sac run", init_from=str(dqn_run))
     state = load_checkpoint(train(tiny(tmp_path, "cond", total_steps=150))["run_dir"])
     env = make_env("Pendulum-v1")
     with pytest.raises(RLKitError, match="trained on 4 tasks, but Pendulum-v1 has 0") as e:

@@ -64,7 +64,7 @@ class OffPolicyLearner(EnvLearner):
     sampling from ``rng``) and, if it normalizes observations, ``self.normalizer``.
     """
 
-    warmup_uniform: ClassVar[bool] = True  # uniform random actions until learning_starts (DDPG, SAC; not DQN)
+    warmup_uniform: bool = True  # uniform random actions until learning_starts (DDPG, SAC; not DQN, nor fine-tuning)
     draws_torch_rng: ClassVar[bool] = True  # explore/update sample from torch's global RNG (SAC, TD3's smoothing)
     policy: Policy
     buffer: ReplayBuffer

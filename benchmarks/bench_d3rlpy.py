@@ -409,7 +409,7 @@ def main() -> None:
     steps = {a: max(1, round(STEPS[a] * args.steps_scale)) for a in algos}
     if args.quick:
         datasets, seeds, steps = ["medium-replay"], [0], {a: 300 for a in algos}
-    paths = {d: Path(args.data) / d for d in datasets}
+    paths = {d: Path(args.data).resolve() / d for d in datasets}  # the workers run in folders of their own
     missing = [str(p) for p in paths.values() if not (p / "manifest.json").exists()]
     if missing:
         sys.exit(f"bench_d3rlpy: {missing[0]} is missing; build it with `rlkit offline-data --env Pendulum-v1 "

@@ -88,8 +88,7 @@ def _build_settings(spec: AgentSpec, cfg: BaseConfig) -> BaseConfig:
     return apply_overrides(cfg, {"buffer_size": cfg.total_steps}, source="offline-data")
 
 
-def expert_from_run(run_dir: str | Path, env_id: str, out: Path, progress: bool) -> tuple[AgentSpec, BaseConfig,
-                                                                                            Policy, int]:
+def expert_from_run(run_dir: str | Path, env_id: str, progress: bool) -> tuple[AgentSpec, BaseConfig, Policy, int]:
     """An already trained run as the expert (``--expert RUN_DIR``): its latest checkpoint's policy, and its config
     (the same agent, settings and seed) as the recipe the medium run trains again with the build's settings."""
     from rlkit.checkpoint import load_checkpoint
@@ -256,7 +255,7 @@ def build_datasets(env_id: str, out: str | Path, *, seed: int = 0, episodes: int
         if overrides:
             raise RLKitError("--set changes the training that --expert's run came from; drop it (the medium run "
                              "trains again with the expert run's own config)")
-        spec, expert_cfg, expert, expert_step = expert_from_run(expert_run, env_id, out, progress)
+        spec, expert_cfg, expert, expert_step = expert_from_run(expert_run, env_id, progress)
         agent = spec.name
         log(f"expert: {expert_run} ({spec.name}, step {expert_step}, seed {expert_cfg.seed})")
     reference = reference_scores(env_id, expert, reference_episodes, seed)

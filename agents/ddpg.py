@@ -28,9 +28,10 @@ Deviations from the papers, and why:
       each episode" on Pendulum's fixed 200-step episodes is ``train_every=200, gradient_steps=200``.
 
 Fine-tuning (``init_from``; offline to online, docs/offline.md): a trained DDPG, TD3 or offline TD3+BC run's
-actor, critics and targets, and its observation normalizer (TD3+BC's is the dataset's mean and std, which goes on
-updating online from the dataset's count), start the run; it acts with that policy and its noise from the first
-step (no uniform warm-up), with fresh optimizers and an empty replay buffer, and TD3's loss, without the BC term.
+actor, critics and targets, and its observation normalizer, start the run. The normalizer keeps that run's clip in
+place of ``obs_clip`` (TD3+BC's: the dataset's mean and std, unclipped) and goes on updating online from the count it
+had. The run acts with the loaded policy and its noise from the first step (no uniform warm-up), with fresh
+optimizers, an empty replay buffer, and TD3's loss, without the BC term.
 
 Run it: ``rlkit train td3 --preset pendulum`` or ``python -m rlkit.agents.ddpg --help``.
 """

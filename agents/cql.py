@@ -14,7 +14,7 @@ CQL(H) on SAC (the paper's eq. 4 with the entropy regulariser), per gradient ste
 
     temperature: J(log alpha) = -mean(log alpha (log pi(a~|s) + H_target)),  H_target = -|A|
     critics:     y = r + gamma (1 - d) min_i Q'_i(s', a'),  a' ~ pi(.|s')       (no entropy term: the authors'
-                                                                               deterministic backup)
+                 deterministic backup; ``backup_action: mean`` takes a' = pi's deterministic action, as d3rlpy)
                  J(Q_i) = mean((Q_i(s, a) - y)^2) + cql_alpha * mean(LSE_i(s) - Q_i(s, a))
                  LSE_i(s) = T log sum_j exp((Q_i(s, a_j) - log mu(a_j)) / T) over 3N actions: N uniform
                  (mu = 2^-|A| on [-1, 1]^|A|), N from pi(.|s) and N from pi(.|s') (mu = their pi density),
@@ -78,6 +78,8 @@ class CQLConfig(OfflineOptions, BaseConfig):
     hidden: list[int] = opt([256, 256, 256], "hidden layer sizes of the actor and critic MLPs (paper: 3 x 256)",
                             low=1, high=MAX_WIDTH)
     tau: float = opt(0.005, "Polyak factor of the critic targets (paper: 0.005)", low=0, low_open=True, high=1)
+    backup_action: str = opt("sample", "the action a' at s' of the critics' backup: 'sample', a' ~ pi(.|s') (the "
+                             "authors, CORL), or 'mean', tanh of pi's mean (d3rlpy)", choices=("sample", "mean"))
     target_entropy: float | None = opt(None, "entropy target of the temperature (None: -|A|, SAC's)")
     bc_steps: int = opt(0, "first gradient steps whose actor loss is BC, alpha log pi - log pi(a|s) (authors: 40k "
                            "of 1M; CORL: 0)", low=0)
@@ -117,6 +119,11 @@ def conservative_penalty(q_random: torch.Tensor, q_current: torch.Tensor, q_next
     return (lse - q_data).mean(dim=-1)
 
 
+def backup_actions(actor: SquashedGaussianActor, next_obs: torch.Tensor, mode: str) -> torch.Tensor:
+    """a' of the backup: drawn from pi(.|s') (``sample``), or pi's deterministic action (``mean``)."""
+    return actor.act(next_obs) if mode == "mean" else actor.sample(next_obs)[0]
+
+
 class Nets(NamedTuple):
     actor: SquashedGaussianActor
     critic: QCriticEnsemble
@@ -141,7 +148,7 @@ def critic_step(nets: Nets, batch: Batch, cfg: CQLConfig) -> dict[str, torch.Ten
     """The critics' TD error plus ``cql_alpha`` times the conservative penalty, one optimizer step."""
     actor, n, size = nets.actor, cfg.num_actions, len(batch.obs)
     with torch.no_grad():
-        next_actions, _ = actor.sample(batch.next_obs)
+        next_actions = backup_actions(actor, batch.next_obs, cfg.backup_action)
         target = td_target(batch.rewards, batch.terminated, batch.discounts,
                            nets.critic_target(batch.next_obs, next_actions))
         # n actions per state from pi(.|s) and from pi(.|s'), drawn in one pass; then n uniform ones

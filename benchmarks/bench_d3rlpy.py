@@ -71,9 +71,8 @@ NOTES = [
     "pendulum preset), gradient steps per algorithm as in 'steps', observations normalised by the dataset's mean "
     "and std + 1e-3 (computed by rlkit, passed to d3rlpy's StandardObservationScaler), greedy evaluation by rlkit.",
     "TD3+BC: alpha 2.5, lr 3e-4 both, target noise 0.2 clipped at 0.5 (fractions of the half-range), policy delay "
-    "2. d3rlpy trains on actions rescaled to [-1, 1] (MinMaxActionScaler; without it its tanh actor cannot reach "
-    "Pendulum's +-2), so its BC term is in rescaled units; rlkit's is in the action's own units, as the authors' "
-    "code, 4x larger on Pendulum's [-2, 2] (docs/offline.md: with the rescaled term rlkit diverged on medium).",
+    "2. Both put the BC term on actions rescaled to [-1, 1] (d3rlpy: MinMaxActionScaler, without which its tanh "
+    "actor cannot reach Pendulum's +-2; rlkit: its BC term divided by the half-range, always).",
     "IQL: expectile 0.7, beta 3.0, weights clipped at 100, lr 3e-4 (V, Q, actor), cosine schedule on the actor's "
     "lr over the budget (d3rlpy: AdamFactory with CosineAnnealingLRFactory(T_max=steps)), rewards scaled by "
     "L / (max - min episode return), L the longest episode (rlkit's formula; d3rlpy: MultiplyRewardScaler of that "
@@ -81,7 +80,9 @@ NOTES = [
     "CQL: conservative weight 5.0 fixed (d3rlpy: alpha_learning_rate 0, initial_alpha 1; its alpha_threshold "
     "shifts the loss by a constant only), 10 sampled actions per source, importance-sampled, no entropy in the "
     "backup (soft_q_backup false), actor and temperature lr 1e-4, critic lr 3e-4, initial temperature 1, target "
-    "entropy -|A|. d3rlpy has no CQL temperature T; rlkit's is 1 (the same logsumexp).",
+    "entropy -|A|. d3rlpy has no CQL temperature T; rlkit's is 1 (the same logsumexp). The backup's action at s' "
+    "is the policy's deterministic action in d3rlpy (squashed mean, hard-coded), a draw from pi(.|s') in the "
+    "authors' code, CORL and rlkit's default: rlkit runs here with backup_action 'mean', d3rlpy's algorithm.",
     "Data: d3rlpy drops the last transition of every truncated episode (its transition picker has no next "
     "observation for it): on Pendulum's 200-step episodes it trains on 199 of every 200 transitions.",
     "Timing: rlkit's training includes writing its final checkpoint (d3rlpy's fit writes nothing with "
@@ -205,6 +206,8 @@ def rlkit_worker(algo: str, dataset: str, seed: int, steps: int, run_dir: str) -
     overrides = {"demos": dataset, "seed": seed, "run_dir": run_dir, "total_steps": steps, "eval_every": 0,
                  "checkpoint_every": 0, "eval_episodes": 1, "progress": False, "tensorboard": False,
                  "torch_threads": 1, "log_every": steps}
+    if algo == "cql":
+        overrides["backup_action"] = "mean"  # d3rlpy's backup (NOTES)
     cfg = spec.config_cls.from_preset("pendulum", agent=algo, **overrides)
     warm_up_torch()
     _, wall, cpu = bench_sbx.without_evaluations(lambda: spec.train(cfg))

@@ -46,11 +46,13 @@ SPACES = {"pendulum": (PENDULUM_OBS, PENDULUM_ACT, [16, 16]),
           "no-hidden": (PENDULUM_OBS, PENDULUM_ACT, [])}
 
 
+@pytest.mark.parametrize("backup_action", ["sample", "mean"])
 @pytest.mark.parametrize("spaces", SPACES)
-def test_one_critic_step_matches_autograd(spaces):
+def test_one_critic_step_matches_autograd(spaces, backup_action):
     obs_space, act_space, hidden = SPACES[spaces]
-    plain = learner(obs_space, act_space, fused=False, hidden=hidden, cql_alpha=3.0, temperature=0.7)
-    fast = learner(obs_space, act_space, fused=True, hidden=hidden, cql_alpha=3.0, temperature=0.7)
+    options = dict(hidden=hidden, cql_alpha=3.0, temperature=0.7, backup_action=backup_action)
+    plain = learner(obs_space, act_space, fused=False, **options)
+    fast = learner(obs_space, act_space, fused=True, **options)
     assert isinstance(fast.critic_step, FusedCQLCritic) and plain.critic_step is cql.critic_step
     b = batch(obs_space, act_space, 32, np.random.default_rng(1))
     torch.manual_seed(5)

@@ -8,7 +8,9 @@ import pytest
 import torch
 from rlkit.agents import cql, iql, td3_bc
 
+from rlkit.config import validate_config
 from rlkit.engine.offline import dataset_normalizer, normalized_score, reward_scale
+from rlkit.errors import RLKitError
 
 
 # ------------------------------------------------------------------------------------------------------- TD3+BC
@@ -33,6 +35,21 @@ def test_td3_bc_alpha_zero_is_behaviour_cloning():
     q = torch.tensor([5.0, 7.0])
     loss, _ = td3_bc.actor_loss(q, torch.tensor([[1.0]]), torch.tensor([[0.0]]), alpha=0.0)
     assert loss.item() == pytest.approx(1.0)
+
+
+def test_td3_bc_bc_term_is_on_actions_rescaled_to_unit_bounds():
+    q = torch.tensor([2.0, 2.0])
+    actions_pi = torch.tensor([[1.0, 0.5], [-2.0, 0.0]], requires_grad=True)
+    actions = torch.tensor([[0.0, 0.0], [0.0, 1.0]])
+    half_range = torch.tensor([2.0, 0.5])  # e.g. bounds [-2, 2] and [0, 1]
+    loss, lmbda = td3_bc.actor_loss(q, actions_pi, actions, alpha=2.5, half_range=half_range)
+    # lambda = 2.5 / 2 = 1.25, -lambda * mean(Q) = -2.5; rescaled differences (1/2, 0.5/0.5) and (-2/2, -1/0.5):
+    # squares 0.25, 1, 1, 4, mean 6.25 / 4 = 1.5625; total -0.9375
+    assert lmbda.item() == pytest.approx(1.25)
+    assert loss.item() == pytest.approx(-0.9375)
+    loss.backward()
+    # dBC/dpi = 2 (pi - a) / half_range^2 / 4 elements
+    torch.testing.assert_close(actions_pi.grad, torch.tensor([[0.125, 1.0], [-0.25, -2.0]]))
 
 
 def test_td3_bc_target_smoothing_and_clipped_double_q_target():
@@ -169,6 +186,27 @@ def test_cql_target_has_no_entropy_and_temperature_loss():
     # entropy (1.0) exceeds the target (-1)
     loss.backward()
     assert log_alpha.grad.item() == pytest.approx(2.0)
+
+
+def test_cql_backup_action_is_a_draw_or_the_policys_deterministic_action():
+    obs_space = gym.spaces.Box(-1, 1, (3,), np.float32)
+    act_space = gym.spaces.Box(np.array([-2.0, 0.0], np.float32), np.array([2.0, 1.0], np.float32))
+    torch.manual_seed(0)
+    actor = cql.SquashedGaussianActor(obs_space, act_space, [8])
+    next_obs = torch.randn(4, 3)
+    mean, _ = actor(next_obs)
+    # 'mean': tanh(mu) mapped to the bounds, scale (2, 0.5) and offset (0, 0.5), the same on every call
+    expected = torch.tanh(mean) * torch.tensor([2.0, 0.5]) + torch.tensor([0.0, 0.5])
+    torch.testing.assert_close(cql.backup_actions(actor, next_obs, "mean"), expected)
+    torch.testing.assert_close(cql.backup_actions(actor, next_obs, "mean"), expected)
+    # 'sample': actor.sample's draw, which differs from the mean and between calls
+    torch.manual_seed(1)
+    drawn = cql.backup_actions(actor, next_obs, "sample")
+    torch.manual_seed(1)
+    torch.testing.assert_close(drawn, actor.sample(next_obs)[0])
+    assert not torch.allclose(drawn, expected)
+    with pytest.raises(RLKitError, match="option 'backup_action' must be one of sample, mean; got 'max'"):
+        validate_config(cql.CQLConfig(demos="unused", backup_action="max"))
 
 
 def test_cql_dataset_log_prob_matches_the_actors_own_density():

@@ -17,7 +17,7 @@ R_expert -325.0):
     BC (alpha=0)    3000, batch 256, 64-64      -1230.6     -4.2        6
     TD3+BC          20000, batch 256, 64-64     -1137.1     6.6         37
     IQL             5000, batch 256, 64-64      -994.7      23.0        20
-    CQL             4000, batch 64, 64-64       -927.7      30.7        33
+    CQL             4000, batch 64, 64-64       -928.7      30.6        18
     ==============  ==========================  ==========  ==========  ======
 
 Building the dataset takes about 25-35 s more. Each learner must beat the dataset's mean return by 10 normalised

@@ -356,7 +356,7 @@ def test_imitation_presets_normalise_against_their_expert():
 
 def test_returns_at_the_also_references_steps_and_their_report_rows(tmp_path):
     """Each seed's last evaluation at or before a reference's step, aggregated and put in the report beside it;
-    a step that some seed never reached is left out rather than half-filled."""
+    a step that some seed never reached (or that lies past the budget) is left out rather than half-filled."""
     from rlkit.apps.reproduce import eval_curve, returns_at
 
     curves = [[[0, 1.0], [100, 2.0], [200, 4.0]], [[0, 0.0], [100, 3.0], [200, 5.0]]]
@@ -364,6 +364,7 @@ def test_returns_at_the_also_references_steps_and_their_report_rows(tmp_path):
     assert at["steps"] == 150 and at["per_seed"] == [2.0, 3.0] and at["aggregate"]["mean"] == pytest.approx(2.5)
     assert returns_at(200, curves)["per_seed"] == [4.0, 5.0]
     assert returns_at(150, [curves[0], []]) is None and returns_at(-1, curves) is None
+    assert returns_at(1000, curves) is None  # past the runs' last evaluation: the budget ended before that step
     run = tmp_path / "seed_0"
     run.mkdir()
     (run / "metrics.csv").write_text("global_step,eval/mean_return,x\n0,1.5,7\n50,,8\n100,2.5,9\n")

@@ -407,8 +407,9 @@ def eval_curve(run_dir: Path) -> list[list[float]]:
 
 def returns_at(steps: int, curves: list[list[list[float]]]) -> dict[str, Any] | None:
     """Each seed's return at ``steps`` (its last evaluation at or before it) and their aggregate; None unless
-    every seed has one."""
-    values = [next((v for s, v in reversed(curve) if s <= steps), None) for curve in curves]
+    every seed has one and trained that far (a reference past the budget is not set beside the final return)."""
+    values = [next((v for s, v in reversed(curve) if s <= steps), None) if curve and curve[-1][0] >= steps
+              else None for curve in curves]
     if not values or any(v is None for v in values):
         return None
     return {"steps": steps, "per_seed": values, "aggregate": reports.summarize(values)}

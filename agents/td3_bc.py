@@ -28,8 +28,9 @@ Deviations from the paper, and why:
       in the action's own units (``F.mse_loss`` of ``max_action * tanh``), which on Pendulum's [-2, 2] weighs
       BC 4x more against the same alpha. Rescaled, alpha keeps the paper's balance for any bounds, as
       d3rlpy's TD3+BC does (it trains on actions min-max scaled to [-1, 1]). Measured on the Pendulum sets
-      (5 seeds, 5000 gradient steps, normalised): medium 58.7 rescaled against 52.1 in the action's units,
-      medium-replay 10.1 against 7.2 (docs/offline.md has the 20k-step rows).
+      (5 seeds, 5000 gradient steps, normalised): medium 59.9 rescaled against 52.1 in the action's units,
+      medium-replay 10.1 against 7.2. At 20k steps on medium (seed 0) the rescaled run peaked at 90.7 after 10k,
+      then its critics diverged (-8.8 at 20k; d3rlpy's TD3+BC: -9.5); in the action's own units it held 57-68.
     * The ``pendulum`` preset shortens the paper's 1M gradient steps to 20k (one CPU core).
 
 Run it: ``rlkit train td3_bc --demos DATASET`` (the env comes from the dataset).

@@ -106,3 +106,6 @@ def test_committed_results_have_the_schema(bench):
             assert r["normalized_return"] == pytest.approx(100 * (np.mean(r["returns"]) - low) / (high - low))
             assert len(r["returns"]) == results["eval"]["episodes"] and r["cpu_s"] > 0
     assert results["summary"] == bench.summarize(results["runs"])
+    # the same algorithm in both libraries: rlkit's CQL with d3rlpy's backup (its NOTES)
+    assert {r["config"]["backup_action"] for r in results["runs"] if r["library"] == "rlkit" and r["algo"] == "cql"} \
+        == {"mean"}

@@ -127,7 +127,7 @@ def conservative_penalty(q_random: torch.Tensor, q_current: torch.Tensor, q_next
 
 def backup_actions(actor: SquashedGaussianActor, next_obs: torch.Tensor, mode: str) -> torch.Tensor:
     """a' of the backup: drawn from pi(.|s') (``sample``), or pi's deterministic action (``mean``)."""
-    return actor.act(next_obs) if mode == "mean" else actor.sample(next_obs)[0]
+    return actor.act(next_obs, deterministic=mode == "mean")
 
 
 class Nets(NamedTuple):

@@ -105,7 +105,7 @@ class FusedCQLCritic:
         actor, n, size = nets.actor, self.num_actions, len(batch.obs)
         action_dim = actor.action_scale.numel()
         # a' of the backup (agents/cql.py's backup_actions): pi's deterministic action, or a draw from pi(.|s')
-        next_actions = actor.act(batch.next_obs) if cfg.backup_action == "mean" else actor.sample(batch.next_obs)[0]
+        next_actions = actor.act(batch.next_obs, deterministic=cfg.backup_action == "mean")
         next_q = nets.critic_target(batch.next_obs, next_actions)
         # y = r + gamma (1 - d) min_i Q'_i(s', a'): the plain path's td_target, op for op
         target = batch.rewards + batch.discounts * (1.0 - batch.terminated) * next_q.min(dim=0).values

@@ -216,6 +216,8 @@ class DQN(OffPolicyLearner):
         # the same steps as update()'s loop, by hand (rlkit.fast.fused_mlp); None where it does not apply
         self.fused = fused_dqn(self.q_net, self.q_target, self.optimizer, cfg.double, cfg.loss, cfg.max_grad_norm) \
             if cfg.fused_update and not self.n_tasks else None
+        # exploration's greedy actions: the fused step's own forward where it offers one (MinAtar's conv network)
+        self.greedy_actions = getattr(self.fused, "greedy", None) or self.policy.act
 
     @staticmethod
     def check_spaces(observation_space: gym.Space, action_space: gym.Space, env_id: str, agent: str) -> None:
@@ -226,7 +228,7 @@ class DQN(OffPolicyLearner):
 
     def explore(self, obs: np.ndarray, global_step: int) -> np.ndarray:
         """Epsilon-greedy, epsilon decaying linearly over ``exploration_fraction`` of the budget."""
-        return self.epsilon_greedy(self.policy.act(obs), global_step)
+        return self.epsilon_greedy(self.greedy_actions(obs), global_step)
 
     def epsilon_greedy(self, greedy: np.ndarray, global_step: int) -> np.ndarray:
         """``greedy`` actions, each replaced with probability epsilon (at ``global_step``) by a uniform one."""

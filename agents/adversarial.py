@@ -21,6 +21,11 @@ Deviations, and why:
       from, because that is the task the user wants imitated.
     * ``--resume`` restores PPO, the reward net and the discriminator optimiser, but not imitation's
       buffer of generator samples, which the next round refills.
+    * ``ppo_lr_schedule=linear`` (off by default; imitation's examples keep PPO's rate constant) anneals the
+      generator's learning rate to 0 over the whole run, set before each round, since imitation trains each
+      round as its own ``learn()`` call and SB3's schedule would restart in each. ``airl-cartpole-1m`` uses
+      it: at a constant rate, AIRL's CartPole generator reached the expert by 200k steps and drifted from it
+      by 1M (seed 0: 500 at 200k-400k, 317 at the end).
 
 Run it: ``rlkit train gail --demos DATASET --preset cartpole`` (likewise ``airl``).
 """
@@ -43,6 +48,7 @@ from rlkit.engine.imitation import train_rounds
 from rlkit.errors import RLKitError, require_imitation
 from rlkit.evaluation import evaluate
 from rlkit.generator import GeneratorOptions, load_sb3_policy, make_ppo, make_sb3_venv, sb3_bytes
+from rlkit.optim import Schedule, scheduled
 from rlkit.policy import SB3ModelPolicy
 from rlkit.registry import AgentSpec, eval_env_factory, train_from_command_line
 from rlkit.run import Run
@@ -64,6 +70,8 @@ class AdversarialConfig(GeneratorOptions, BaseConfig):
     reward_hidden: list[int] = opt([32, 32], "hidden sizes of the reward (and AIRL potential) MLP", low=1,
                                    high=MAX_WIDTH)
     allow_variable_horizon: bool = opt(False, "accept episodes of different lengths (biased; see imitation docs)")
+    ppo_lr_schedule: Schedule = opt("constant", "constant, or linear: PPO's learning rate annealed to 0 at "
+                                                "total_steps (set before each round)")
 
     def validate(self) -> None:
         self.validate_generator()
@@ -160,8 +168,13 @@ class AdversarialLearner:
 
     def round(self, run: Run) -> int:
         from imitation.util import networks
+        from stable_baselines3.common.utils import ConstantSchedule
 
         cfg, trainer = self.cfg, self.trainer
+        if cfg.ppo_lr_schedule != "constant":  # imitation's rounds are separate learn() calls: SB3's own
+            # progress restarts in each, so the global one is set here (as RL-Zoo's lin_ schedules anneal PPO)
+            done = self.round_index * self.steps_per_round / cfg.total_steps
+            self.ppo.lr_schedule = ConstantSchedule(scheduled(cfg.ppo_lr, cfg.ppo_lr_schedule, done))
         # ALGO LOGIC: the generator (PPO on the discriminator's reward), then the discriminator.
         with imitation_errors(cfg.env_id):  # the generator's episodes must have one fixed length too
             trainer.train_gen(self.steps_per_round)

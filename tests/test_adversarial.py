@@ -80,6 +80,20 @@ def test_adversarial_runs_the_real_imitation_code(tmp_path, fixed_length_demos, 
 
 # seals 0.2.1's CartPole builds its Box from float64 bounds; gymnasium warns about seals' code, not rlkit's
 @pytest.mark.filterwarnings("ignore:.*Box (low|high)'s precision lowered:UserWarning")
+@pytest.mark.parametrize("schedule, factors", [("linear", [1.0, 0.75, 0.5, 0.25]), ("constant", [1.0] * 4)])
+def test_the_generators_learning_rate_follows_the_whole_run(tmp_path, fixed_length_demos, schedule, factors):
+    """ppo_lr_schedule=linear anneals PPO's rate over the run's rounds, not over each round's learn() call: 4
+    rounds of 512 steps in 2048 train at lr x (1 - 512 k / 2048) = 1, 0.75, 0.5, 0.25 (the rate PPO's optimizer
+    held in round k)."""
+    lrs = []
+    cfg = small(tmp_path, fixed_length_demos, "gail", total_steps=2048, ppo_lr=1e-3, ppo_lr_schedule=schedule)
+    train_gail(cfg, on_round=lambda trainer, i, stats: lrs.append(
+        trainer.gen_algo.policy.optimizer.param_groups[0]["lr"]))
+    assert lrs == pytest.approx([1e-3 * f for f in factors], rel=1e-12)
+
+
+# seals 0.2.1's CartPole builds its Box from float64 bounds; gymnasium warns about seals' code, not rlkit's
+@pytest.mark.filterwarnings("ignore:.*Box (low|high)'s precision lowered:UserWarning")
 def test_variable_horizons_are_refused_in_one_line(tmp_path, fixed_length_demos):
     out = tmp_path / "random"
     policy = demos.resolve_policy("random", "CartPole-v1")

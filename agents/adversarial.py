@@ -21,11 +21,16 @@ Deviations, and why:
       from, because that is the task the user wants imitated.
     * ``--resume`` restores PPO, the reward net and the discriminator optimiser, but not imitation's
       buffer of generator samples, which the next round refills.
+    * AIRL's potential shaping ``gamma h(s') - h(s)`` uses the generator's discount (``gamma``), as the paper
+      defines f(s, a, s'). imitation's ``BasicShapedRewardNet`` defaults to 0.99 whatever the generator's
+      discount, and its AIRL example (PPO gamma 0.95) keeps that default; then the shaping is not
+      potential-based for the generator and leaks ``(0.99 - gamma) h(s')`` into its reward. Measured with the
+      mismatch on CartPole at 1M steps (seed 0): the generator reached the expert's 500 by 200k steps, then
+      drifted the cart to x = 2.4 (CartPole-v1's bound; seals' CartPole has none) and ended at 317.
     * ``ppo_lr_schedule=linear`` (off by default; imitation's examples keep PPO's rate constant) anneals the
       generator's learning rate to 0 over the whole run, set before each round, since imitation trains each
-      round as its own ``learn()`` call and SB3's schedule would restart in each. ``airl-cartpole-1m`` uses
-      it: at a constant rate, AIRL's CartPole generator reached the expert by 200k steps and drifted from it
-      by 1M (seed 0: 500 at 200k-400k, 317 at the end).
+      round as its own ``learn()`` call and SB3's schedule would restart in each. (On the run above it did not
+      stop the drift: 318 at 1M.)
 
 Run it: ``rlkit train gail --demos DATASET --preset cartpole`` (likewise ``airl``).
 """
@@ -90,8 +95,10 @@ def build_trainer(algo: str, cfg: AdversarialConfig, trajectories: list, venv: A
     if algo == "gail":
         reward_net = BasicRewardNet(*spaces, hid_sizes=cfg.reward_hidden, normalize_input_layer=RunningNorm)
     else:
+        # the potential's shaping gamma h(s') - h(s) with the generator's own discount, as AIRL's f is defined
         reward_net = BasicShapedRewardNet(*spaces, reward_hid_sizes=cfg.reward_hidden,
-                                          potential_hid_sizes=cfg.reward_hidden, normalize_input_layer=RunningNorm)
+                                          potential_hid_sizes=cfg.reward_hidden, normalize_input_layer=RunningNorm,
+                                          discount_factor=cfg.gamma)
     trainer_cls = GAIL if algo == "gail" else AIRL
     csv_logger = imit_logger.configure(str(log_dir), ["csv"])
     try:

@@ -60,6 +60,8 @@ def test_adversarial_runs_the_real_imitation_code(tmp_path, fixed_length_demos, 
     def on_round(trainer, round_index, stats):
         # the real imitation trainer: its reward net is the discriminator being trained
         assert type(trainer).__name__ == algo.upper()
+        if algo == "airl":  # AIRL's shaping gamma h(s') - h(s) discounts as the generator does (imitation: 0.99)
+            assert trainer._reward_net.discount_factor == trainer.gen_algo.gamma == 0.95
         disc_snapshots.append({k: v.detach().clone() for k, v in trainer._reward_net.named_parameters()})
         gen_snapshots.append({k: v.detach().clone() for k, v in trainer.gen_algo.policy.named_parameters()})
         losses.append(float(stats["disc_loss"]))

@@ -60,7 +60,10 @@ def test_one_critic_step_matches_autograd(spaces, backup_action):
     torch.manual_seed(5)
     fast_metrics = fast.critic_step(fast.nets, b, fast.cfg)
     for p, f in zip(plain.nets.critic.parameters(), fast.nets.critic.parameters(), strict=True):
-        torch.testing.assert_close(f.grad, p.grad, rtol=1e-5, atol=1e-6)
+        # rtol 1e-4: the output biases' gradients sum about 400 rows' terms of both signs (data, policy and uniform
+        # actions) in another order than autograd's, and float32 leaves up to 5e-5 of relative difference there
+        # (pendulum, backup "mean": 2.0e-6 on a gradient of 0.044); every other tensor agrees to 1e-6
+        torch.testing.assert_close(f.grad, p.grad, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(f, p, rtol=1e-5, atol=1e-6)  # the optimizer's step on those gradients
     assert plain_metrics.keys() == fast_metrics.keys()
     for key, value in plain_metrics.items():

@@ -24,9 +24,10 @@ Deviations, and why:
     * AIRL's potential shaping ``gamma h(s') - h(s)`` uses the generator's discount (``gamma``), as the paper
       defines f(s, a, s'). imitation's ``BasicShapedRewardNet`` defaults to 0.99 whatever the generator's
       discount, and its AIRL example (PPO gamma 0.95) keeps that default; then the shaping is not
-      potential-based for the generator and leaks ``(0.99 - gamma) h(s')`` into its reward. Measured with the
-      mismatch on CartPole at 1M steps (seed 0): the generator reached the expert's 500 by 200k steps, then
-      drifted the cart to x = 2.4 (CartPole-v1's bound; seals' CartPole has none) and ended at 317.
+      potential-based for the generator and leaks ``(0.99 - gamma) h(s')`` into its reward. It does not explain
+      the drift seen on CartPole at 1M steps (seed 0): with the mismatch the generator reached the expert's 500
+      by 200k steps, then slid the cart to x = 2.4 (CartPole-v1's bound; seals' CartPole has none) and ended
+      at 317; with the matched discount, at 307 (docs/imitation.md).
     * ``ppo_lr_schedule=linear`` (off by default; imitation's examples keep PPO's rate constant) anneals the
       generator's learning rate to 0 over the whole run, set before each round, since imitation trains each
       round as its own ``learn()`` call and SB3's schedule would restart in each. (On the run above it did not

@@ -309,8 +309,8 @@ class ConvDQN:
 
     @torch.no_grad()
     def greedy(self, obs: np.ndarray) -> np.ndarray:
-        """Greedy actions for ``obs`` (envs, C, H, W) by the same forward as the step's (a third of the module
-        forward's time for one row); Q-values agree with the module's to float tolerance."""
+        """Greedy actions for ``obs`` (envs, C, H, W) by the same forward as the step's, without the module calls;
+        Q-values agree with the module's to float tolerance."""
         params = [p.detach().unsqueeze(0) for p in self.params]
         q = self.math.forward(params, torch.as_tensor(np.asarray(obs)).unsqueeze(0), "act")
         return q[0].argmax(0).numpy()

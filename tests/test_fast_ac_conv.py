@@ -78,25 +78,29 @@ def test_hand_written_update_equals_autograd(optimizer, steps, envs, gae_lambda,
                zip(plain.parameters(), build_model(GRID, ACTIONS, hidden, "relu", True).parameters())) > 1e-3
 
 
+@pytest.mark.parametrize("centered", [False, True])
 @pytest.mark.parametrize("eps", [0.01, 1e-5, 1e-8])
-def test_floored_rmsprop_step_is_torchs_bit_for_bit(eps):
-    """RMSProp with zero square averages lifted before the square root (the speed-up for exact zeros) steps the
-    parameters exactly as torch's RMSprop, on gradients mostly 0 with a few tiny and ordinary ones."""
+def test_floored_rmsprop_step_is_torchs_bit_for_bit(eps, centered):
+    """RMSProp with zero denominators lifted before the square root (the speed-up for exact zeros; plain for the
+    actor-critic, centered for MinAtar's DQN) steps the parameters, and keeps the moments, exactly as torch's
+    RMSprop, on gradients mostly 0 with a few tiny and ordinary ones."""
     g = torch.Generator().manual_seed(0)
     plain = [torch.randn(64, 32, generator=g), torch.randn(32, generator=g)]
     fast = [p.clone() for p in plain]
-    opt_plain = torch.optim.RMSprop(plain, lr=1e-3, alpha=0.999, eps=eps)
-    step = OptimizerStep(torch.optim.RMSprop(fast, lr=1e-3, alpha=0.999, eps=eps), fast, floor_zeros=True)
+    opt_plain = torch.optim.RMSprop(plain, lr=1e-3, alpha=0.999, eps=eps, centered=centered)
+    step = OptimizerStep(torch.optim.RMSprop(fast, lr=1e-3, alpha=0.999, eps=eps, centered=centered), fast,
+                         floor_zeros=True)
     for _ in range(50):
         grads = [torch.randn(p.shape, generator=g) * (torch.rand(p.shape, generator=g) < 0.1)
                  * 10.0 ** torch.randint(-30, 1, p.shape, generator=g) for p in plain]
         for p, grad in zip(plain, grads):
             p.grad = grad.clone()
         opt_plain.step()
-        step.step(fast, grads, [step.state("square_avg")], step.state("step"))
+        step.step(fast, grads, [step.state(key) for key in step.state_keys()], step.state("step"))
     assert any(bool((opt_plain.state[p]["square_avg"] == 0).any()) for p in plain)
     for a, b in zip(plain, fast):
         assert torch.equal(a, b)
+        assert all(torch.equal(opt_plain.state[a][key], step.optimizer.state[b][key]) for key in step.state_keys())
 
 
 def test_actor_values_and_actions_are_the_models():

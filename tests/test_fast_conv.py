@@ -2,8 +2,8 @@
 the same losses, parameters and optimizer state to float tolerance over a hundred updates, for RMSProp (centered
 or not, as the MinAtar preset) and Adam, Double DQN or not, Huber or squared loss, with and without clipping;
 several seeds stacked against each seed alone; stacked and single-seed greedy actions against each network's own;
-RMSProp's floored denominators against torch's step bit for bit; the fast path
-refused where it cannot apply; and a real MinAtar DQN run taking it."""
+the fast path refused where it cannot apply; and a real MinAtar DQN run taking it. (RMSProp's floored denominators
+against torch's step bit for bit: tests/test_fast_ac_conv.py.)"""
 
 import copy
 import importlib.util
@@ -15,7 +15,7 @@ import torch
 from rlkit.agents.dqn import dqn_loss
 from torch import nn
 
-from rlkit.fast.fused_conv import ConvDQN, OptimizerStep, StackedConvDQN, patch_indices
+from rlkit.fast.fused_conv import ConvDQN, StackedConvDQN, patch_indices
 from rlkit.fast.fused_mlp import fused_dqn
 from rlkit.fast.stacked_dqn import stack_dqn
 from rlkit.nets import QNetwork
@@ -93,27 +93,6 @@ def test_hand_written_step_equals_autograd(optimizer, double, loss, max_grad_nor
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
         for key, value in opt_a.state[a].items():
             torch.testing.assert_close(opt_b.state[b][key], value, rtol=1e-3, atol=1e-6)
-
-
-@pytest.mark.parametrize("centered", [True, False])
-def test_floored_rmsprop_step_is_torchs_bit_for_bit_where_gradients_are_zero(centered):
-    """RMSProp's denominators floored before the square root (the fast path for zero square averages, common on
-    MinAtar's 1024-input layer) change no bit of torch's step, where half the weights never get a gradient."""
-    torch.manual_seed(0)
-    ours = [torch.randn(64, 32), torch.randn(32)]
-    theirs = [p.clone() for p in ours]
-    opt_ours = torch.optim.RMSprop(ours, lr=2e-3, alpha=0.95, centered=centered, eps=0.01)
-    opt_theirs = torch.optim.RMSprop(theirs, lr=2e-3, alpha=0.95, centered=centered, eps=0.01)
-    step = OptimizerStep(opt_ours, ours, floor_zeros=True)
-    for _ in range(20):
-        grads = [torch.randn_like(p) * (torch.arange(p.numel()).view_as(p) % 2) for p in ours]
-        for p, g in zip(theirs, grads):
-            p.grad = g.clone()
-        opt_theirs.step()
-        step.step(ours, grads, [step.state(k) for k in step.state_keys()], step.state("step"))
-    assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
-    assert all(torch.equal(opt_ours.state[a][k], opt_theirs.state[b][k]) for a, b in zip(ours, theirs)
-               for k in step.state_keys())
 
 
 def test_single_seed_greedy_actions_are_the_modules():

@@ -88,8 +88,7 @@ def test_floored_rmsprop_step_is_torchs_bit_for_bit(eps, centered):
     plain = [torch.randn(64, 32, generator=g), torch.randn(32, generator=g)]
     fast = [p.clone() for p in plain]
     opt_plain = torch.optim.RMSprop(plain, lr=1e-3, alpha=0.999, eps=eps, centered=centered)
-    step = OptimizerStep(torch.optim.RMSprop(fast, lr=1e-3, alpha=0.999, eps=eps, centered=centered), fast,
-                         floor_zeros=True)
+    step = OptimizerStep(torch.optim.RMSprop(fast, lr=1e-3, alpha=0.999, eps=eps, centered=centered), fast)
     for _ in range(50):
         grads = [torch.randn(p.shape, generator=g) * (torch.rand(p.shape, generator=g) < 0.1)
                  * 10.0 ** torch.randint(-30, 1, p.shape, generator=g) for p in plain]

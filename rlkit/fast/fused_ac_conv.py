@@ -17,9 +17,9 @@ mean(H)`` of :func:`rlkit.actor_critic.actor_critic_loss`, with p = softmax(logi
     d/d logits_j = (A / n) (p_j - [j = a]) + (ent_coef / n) p_j (log p_j + H)      d/dV = 2 vf_coef (V - R) / n
 
 Results agree with autograd to float tolerance (``tests/test_fast_ac_conv.py``). RMSProp lifts its zero square
-averages to the smallest normal float before the square root (``OptimizerStep(floor_zeros=True)``: torch's CPU sqrt
-is about 15x slower on exact zeros, and most of this network's square averages are zeros early on); the step is
-bit for bit torch's wherever eps >= 1e-8. Acting runs the same forward on
+averages to the smallest normal float before the square root (:class:`rlkit.fast.fused_conv.OptimizerStep`: torch's
+CPU sqrt is several times slower on exact zeros, and most of this network's square averages are zeros early on); the
+step is bit for bit torch's wherever eps >= 1e-8. Acting runs the same forward on
 its own buffers and samples with ``torch.multinomial`` on the softmax, the draw ``Categorical.sample`` makes, so a
 run consumes torch's RNG as the plain actor does.
 """
@@ -101,7 +101,7 @@ class ConvActorCritic:
         self.grid: tuple[int, ...] | None = None  # (channels, height, width), from the first observations
         self.index = torch.empty(0, dtype=torch.long)
         self._buffers: dict[tuple[int, str], _Buffers] = {}
-        self.optimizer_step = OptimizerStep(optimizer, params, floor_zeros=True)
+        self.optimizer_step = OptimizerStep(optimizer, params)
         self.grads = [torch.zeros(1, *p.shape) for p in params]  # a leading seeds dimension of 1: clip_per_seed's
 
     def forward(self, params: list[torch.Tensor], obs: torch.Tensor, name: str) -> _Buffers:

@@ -169,10 +169,9 @@ class OptimizerStep:
     """The optimizer's own step on lists of tensors (stacked or not), with the kernels its ``step()`` runs:
     ``torch._fused_adam_`` for Adam(fused=True), ``torch.optim.RMSprop``'s ``_foreach`` ops (no momentum)."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor], floor_zeros: bool = False
-                 ) -> None:
+    def __init__(self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> None:
         self.optimizer, self.params = optimizer, params
-        # floor_zeros: RMSProp's denominators are lifted to the smallest normal float before the square root.
+        # RMSProp's denominators are lifted to the smallest normal float before the square root (where eps >= 1e-8).
         # torch's CPU sqrt is about 5x slower on exact zeros, and slower still on a mix (131k floats: 52 us, 240 us
         # all zeros, 346 us with 9% zeros). Zeros are common: weights whose gradient has always been 0, as most of
         # the conv and 1024-input layer's are on one MinAtar frame, and 9% of DQN's 1024-input layer at 30k
@@ -180,7 +179,6 @@ class OptimizerStep:
         # eps, so sqrt(0) + eps == sqrt(floor) + eps. Centered RMSProp's denominator (square_avg - grad_avg^2) is
         # floored too; there the one other change is where rounding leaves it below zero: torch's sqrt gives NaN
         # (and the weight is lost), this gives eps.
-        self.floor_zeros = floor_zeros
         self.adam = type(optimizer) is torch.optim.Adam
         self.one = torch.tensor(1.0)  # a tensor increment keeps _foreach_add_ off its per-scalar slow path
         self._denominators: dict[tuple, list[torch.Tensor]] = {}
@@ -221,7 +219,7 @@ class OptimizerStep:
         if group["centered"]:
             torch._foreach_lerp_(moments[1], grads, 1 - alpha)
             torch._foreach_addcmul_(avg, moments[1], moments[1], value=-1)
-        if self.floor_zeros and group["eps"] >= 1e-8:
+        if group["eps"] >= 1e-8:
             torch._foreach_clamp_min_(avg, torch.finfo(torch.float32).tiny)
         torch._foreach_sqrt_(avg)
         torch._foreach_add_(avg, group["eps"])
@@ -280,7 +278,7 @@ class ConvDQN:
         self.double, self.huber, self.max_grad_norm = double, huber, max_grad_norm
         self.scale = cnn.scale
         self.math = ConvQStep(list(zip(params[::2], params[1::2])), cnn.scale, double, huber)
-        self.optimizer_step = OptimizerStep(optimizer, params, floor_zeros=True)
+        self.optimizer_step = OptimizerStep(optimizer, params)
         self.grads = [torch.zeros(1, *p.shape) for p in params]
 
     @torch.no_grad()

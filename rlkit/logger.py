@@ -20,6 +20,8 @@ from tqdm.auto import tqdm
 
 from rlkit.safe_files import check_inside, disk_full_error, is_disk_full, open_in_home
 
+EVAL_KEY = "eval/mean_return"  # the evaluation's mean return: the learning curve of reports and final.json
+
 
 class Logger:
     """``record(key, value)`` then ``dump(step)``; episodes go through :meth:`record_episode`.
@@ -108,8 +110,8 @@ class Logger:
         postfix = {"sps": f"{sps:,.0f}"}
         if self.last_return is not None:
             postfix["return"] = f"{self.last_return:.1f}"
-        if "eval/mean_return" in self._values:
-            self._last_eval = self._values["eval/mean_return"]
+        if EVAL_KEY in self._values:
+            self._last_eval = self._values[EVAL_KEY]
         if self._last_eval is not None:
             postfix["eval"] = f"{self._last_eval:.1f}"
         self._bar.set_postfix(postfix, refresh=False)
@@ -165,6 +167,17 @@ class Logger:
         if self._writer is not None:
             self._writer.flush()
             self._writer.close()
+
+
+def read_eval_curve(csv_path: str | Path) -> list[list[float]]:
+    """The evaluation curve in a ``metrics.csv``: ``[[env step, mean return], ...]``, [] when it has none.
+    final.json keeps it (``eval_curve``), so a run's curve outlives its metrics.csv."""
+    path = Path(csv_path)
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [[int(float(row["global_step"])), float(row[EVAL_KEY])] for row in csv.DictReader(f)
+                if row.get(EVAL_KEY) not in (None, "")]
 
 
 def progress_display(total_steps: int, initial_step: int, enabled: bool) -> Any:

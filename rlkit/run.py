@@ -79,7 +79,7 @@ from rlkit.checkpoint import (
 from rlkit.config import BaseConfig, validate_config
 from rlkit.errors import AlreadyFinished, RLKitError
 from rlkit.evaluation import evaluate
-from rlkit.logger import Logger
+from rlkit.logger import EVAL_KEY, Logger, read_eval_curve
 from rlkit.policy import Policy
 from rlkit.safe_files import check_dir_inside, check_inside
 from rlkit.seeding import get_rng_state, seed_everything, set_rng_state
@@ -421,7 +421,7 @@ class Run:
         """``cfg.eval_episodes`` evaluation episodes, recorded as ``eval/mean_return`` and ``eval/std_return``, and
         on a multi-task suite each task's as ``eval/task_K/mean_return`` (final.json's ``eval.per_task``)."""
         result = evaluate(policy, make_eval_env, self.cfg.eval_episodes, seed=self.cfg.eval_seed)
-        self.logger.record("eval/mean_return", result["mean"])
+        self.logger.record(EVAL_KEY, result["mean"])
         self.logger.record("eval/std_return", result["std"])
         for task, mean in result.get("per_task", {}).items():
             self.logger.record(f"eval/task_{task}/mean_return", mean)
@@ -449,6 +449,7 @@ class Run:
             "run_dir": str(self.dir),
             "checkpoint": str(ckpt),
             "best_eval_mean": self.best_return,
+            "eval_curve": read_eval_curve(self.dir / "metrics.csv"),
             "versions": versions(),
             **(extra or {}),
         }

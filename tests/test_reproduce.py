@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 import scipy.stats
 
 from rlkit.apps import reports
-from rlkit.apps.reproduce import _pending_or_done, get_preset, load_presets, reproduce
+from rlkit.apps.reproduce import _pending_or_done, eval_curve, get_preset, load_presets, reproduce
 from rlkit.errors import RLKitError
 from tests.conftest import run_cli
 
@@ -219,6 +220,38 @@ def test_report_from_tiny_budget(tiny_repro):
     assert "![learning curves](curves.png)" in report
 
 
+def test_curves_outlive_metrics_csv(tiny_repro, tmp_path):
+    """final.json keeps the evaluation curve, so a seed whose metrics.csv is gone (git keeps final.json, not the
+    ignored run files) still has its curve in results.json, curves.png and `rlkit plot`."""
+    out, _, results, _, _ = tiny_repro
+    copy = tmp_path / "dqn"
+    shutil.copytree(out, copy)
+    for r in results["per_seed"]:
+        final = json.loads((copy / r["run_dir"] / "final.json").read_text())
+        assert r["curve"] and final["eval_curve"] == r["curve"] == eval_curve(out / r["run_dir"])
+        (copy / r["run_dir"] / "metrics.csv").unlink()
+    (copy / "curves.png").unlink()
+    again = reproduce("dqn-cartpole", seeds=2, steps=300, out=copy)
+    assert again["ran_seeds"] == [] and again["plot"] == "curves.png" and (copy / "curves.png").stat().st_size > 0
+    assert [r["curve"] for r in again["per_seed"]] == [r["curve"] for r in results["per_seed"]]
+    kept = reports.load_curve(copy / "seed_1")
+    assert kept.metric == reports.EVAL_KEY and kept.values.tolist() == [v for _, v in results["per_seed"][1]["curve"]]
+    with pytest.raises(RLKitError, match="not found"):  # the kept curve is the evaluation's, not training returns
+        reports.load_curve(copy / "seed_1", "train")
+
+
+def test_report_tells_an_early_stop_from_the_last_whole_iteration():
+    """A seed stopped by target_return reads as stopped early; one that ended at its last whole round (GAIL's
+    999,424 of 1,000,000 steps) reads as short of the budget with no early stop; a full seed is not named."""
+    rows = [{"seed": 0, "env_steps": 1_000_000}, {"seed": 1, "env_steps": 999_424, "stopped": None},
+            {"seed": 2, "env_steps": 40_000, "stopped": "target_return"}]
+    text = "\n".join(reports._early_stop_note({"total_steps": 1_000_000, "per_seed": rows}))
+    assert "1 of 3 seeds stopped early, before 1,000,000 steps (seed 2: 40,000, target_return)." in text
+    assert "1 of 3 seeds ended short of 1,000,000 steps with no early stop" in text and "seed 1: 999,424" in text
+    assert "seed 0" not in text
+    assert reports._early_stop_note({"total_steps": 1_000_000, "per_seed": rows[:1]}) == []
+
+
 def test_plot_command(tiny_repro, tmp_path):
     out, *_ = tiny_repro
     proc = run_cli("plot", str(out), str(out / "seed_1"), "--out", str(tmp_path / "c.png"), "--json")
@@ -357,7 +390,7 @@ def test_imitation_presets_normalise_against_their_expert():
 def test_returns_at_the_also_references_steps_and_their_report_rows(tmp_path):
     """Each seed's last evaluation at or before a reference's step, aggregated and put in the report beside it;
     a step that some seed never reached (or that lies past the budget) is left out rather than half-filled."""
-    from rlkit.apps.reproduce import eval_curve, returns_at
+    from rlkit.apps.reproduce import returns_at
 
     curves = [[[0, 1.0], [100, 2.0], [200, 4.0]], [[0, 0.0], [100, 3.0], [200, 5.0]]]
     at = returns_at(150, curves)

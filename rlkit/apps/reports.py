@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from rlkit.errors import RLKitError
+from rlkit.logger import EVAL_KEY
 
-EVAL_KEY = "eval/mean_return"
 TRAIN_KEY = "charts/episode_return"
 
 
@@ -249,7 +249,7 @@ class Curve:
 
 
 def load_curve(run_dir: str | Path, metric: str = "auto") -> Curve:
-    """Read a run's learning curve from its ``metrics.csv``.
+    """Read a run's learning curve from its ``metrics.csv`` (without one, the evaluation curve final.json keeps).
 
     Args:
         run_dir: an rlkit run directory.
@@ -258,6 +258,9 @@ def load_curve(run_dir: str | Path, metric: str = "auto") -> Curve:
     """
     path = Path(run_dir) / "metrics.csv"
     if not path.exists():
+        if metric in ("eval", "auto", EVAL_KEY) and (kept := _kept_eval_curve(Path(run_dir))):
+            steps, values = np.array(kept, dtype=np.float64).T
+            return Curve(steps=steps, values=values, metric=EVAL_KEY, source=str(run_dir))
         raise RLKitError(f"{path} not found; pass rlkit run directories (they hold metrics.csv)")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -270,6 +273,19 @@ def load_curve(run_dir: str | Path, metric: str = "auto") -> Curve:
             return Curve(steps=steps, values=values, metric=key, source=str(run_dir))
     raise RLKitError(f"{path} has no values for {' or '.join(wanted)} (columns: {', '.join(sorted(columns))}); "
                      "train with eval_every > 0 or choose --metric train")
+
+
+def _kept_eval_curve(run_dir: Path) -> list[list[float]]:
+    """The evaluation curve final.json keeps (``eval_curve``) for a run whose metrics.csv is gone; [] if none."""
+    from rlkit.checkpoint import read_json
+
+    if not (run_dir / "final.json").is_file():
+        return []
+    try:
+        curve = read_json(run_dir / "final.json").get("eval_curve") or []
+    except RLKitError:
+        return []
+    return curve if all(isinstance(p, list) and len(p) == 2 for p in curve) else []
 
 
 def align_curves(curves: Sequence[Curve]) -> tuple[np.ndarray, np.ndarray]:
@@ -406,14 +422,22 @@ def plot_runs(paths: list[str], out: str | Path = "curves.png", labels: list[str
 # ---------------------------------------------------------------------------------------------
 
 def _early_stop_note(results: dict[str, Any]) -> list[str]:
-    """Runs that ended before their step budget (an agent's own early stop, e.g. ``target_return``)."""
+    """Runs that ended before their step budget: stopped early (``target_return``, a callback: final.json's
+    ``stopped``), or short of it by less than one training iteration (GAIL's and AIRL's whole rounds)."""
     total = results["total_steps"]
-    early = [r for r in results["per_seed"] if total and r["env_steps"] < total]
-    if not early:
-        return []
-    steps = ", ".join(f"seed {r['seed']}: {r['env_steps']:,}" for r in early)
-    return [f"{len(early)} of {len(results['per_seed'])} seeds stopped before {total:,} steps through the "
-            f"agent's own early stop ({steps}).", ""]
+    short = [r for r in results["per_seed"] if total and r["env_steps"] < total]
+    stopped = [r for r in short if r.get("stopped")]
+    rounded = [r for r in short if not r.get("stopped")]
+    lines = []
+    if stopped:
+        steps = ", ".join(f"seed {r['seed']}: {r['env_steps']:,}, {r['stopped']}" for r in stopped)
+        lines.append(f"{len(stopped)} of {len(results['per_seed'])} seeds stopped early, before {total:,} steps "
+                     f"({steps}).")
+    if rounded:
+        steps = ", ".join(f"seed {r['seed']}: {r['env_steps']:,}" for r in rounded)
+        lines.append(f"{len(rounded)} of {len(results['per_seed'])} seeds ended short of {total:,} steps with no "
+                     f"early stop: the agent trains in whole iterations and the next would pass the budget ({steps}).")
+    return [*lines, ""] if lines else []
 
 
 def _normalised_section(results: dict[str, Any]) -> list[str]:

@@ -477,6 +477,7 @@ def build_results(preset: ReproducePreset, cfg: BaseConfig, finals: list[dict[st
         "per_seed": [{"seed": f["seed"], "return": f["eval"]["mean"], "std": f["eval"]["std"],
                       "episodes": f["eval"]["episodes"], "env_steps": _steps(preset, f), "wall_s": f["wall_s"],
                       "run_dir": f"seed_{f['seed']}",  # relative: DIR may move
+                      "stopped": (f.get("stopped") or {}).get("reason"),  # an early stop: target_return, ...
                       "vectorised": processes.get(f["seed"], {}).get("vectorised"),
                       "seeds_in_process": processes.get(f["seed"], {}).get("seeds_in_process"),
                       "curve": (curves or [[]] * len(finals))[i]} for i, f in enumerate(finals)],

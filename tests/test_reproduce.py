@@ -238,6 +238,16 @@ def test_curves_outlive_metrics_csv(tiny_repro, tmp_path):
     assert kept.metric == reports.EVAL_KEY and kept.values.tolist() == [v for _, v in results["per_seed"][1]["curve"]]
     with pytest.raises(RLKitError, match="not found"):  # the kept curve is the evaluation's, not training returns
         reports.load_curve(copy / "seed_1", "train")
+    # A seed finished before final.json kept curves (an older rlkit): the plot shows the others and says so.
+    final = json.loads((copy / "seed_0" / "final.json").read_text())
+    del final["eval_curve"]
+    (copy / "seed_0" / "final.json").write_text(json.dumps(final))
+    (copy / "curves.png").unlink()
+    partial = reproduce("dqn-cartpole", seeds=2, steps=300, out=copy)
+    assert partial["plot"] == "curves.png" and (copy / "curves.png").stat().st_size > 0
+    assert partial["per_seed"][0]["curve"] == [] and partial["per_seed"][1]["curve"] == results["per_seed"][1]["curve"]
+    assert "No curve for seed 0 (" in (copy / "report.md").read_text()
+    assert "the plot shows the other 1." in (copy / "report.md").read_text()
 
 
 def test_report_tells_an_early_stop_from_the_last_whole_iteration():

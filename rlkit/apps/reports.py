@@ -261,7 +261,8 @@ def load_curve(run_dir: str | Path, metric: str = "auto") -> Curve:
         if metric in ("eval", "auto", EVAL_KEY) and (kept := _kept_eval_curve(Path(run_dir))):
             steps, values = np.array(kept, dtype=np.float64).T
             return Curve(steps=steps, values=values, metric=EVAL_KEY, source=str(run_dir))
-        raise RLKitError(f"{path} not found; pass rlkit run directories (they hold metrics.csv)")
+        raise RLKitError(f"{path} not found and no final.json beside it keeps an eval_curve; pass rlkit run "
+                         "directories (they hold metrics.csv)")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     columns = set(rows[0]) if rows else set()
@@ -526,7 +527,8 @@ def _threshold_section(results: dict[str, Any]) -> list[str]:
 
 
 def reproduction_report(results: dict[str, Any], plot_note: str = "") -> str:
-    """report.md of a reproduction from its results.json dict (``plot_note`` explains a missing plot)."""
+    """report.md of a reproduction from its results.json dict (``plot_note``: the seeds missing from the plot,
+    or why there is none)."""
     s, ref = results["aggregate"], results["reference"]
     n = len(results["seeds"])
     lines = [f"# Reproduction: {results['preset']}", ""]
@@ -576,6 +578,7 @@ def reproduction_report(results: dict[str, Any], plot_note: str = "") -> str:
     if results["plot"]:
         lines += [f"![learning curves]({results['plot']})", "",
                   "Mean over seeds with a 95% bootstrap CI band; the dashed line is the reference.", ""]
+        lines += [plot_note, ""] if plot_note else []
     else:
         lines += [plot_note or "No learning-curve plot.", ""]
     return "\n".join(lines)

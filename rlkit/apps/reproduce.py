@@ -524,14 +524,20 @@ def write_outputs(out: Path, preset: ReproducePreset, results: dict[str, Any]) -
     """curves.png (when the runs logged curves), report.md and results.json."""
     from rlkit.checkpoint import atomic_write_text
 
-    curves, plot_note = [], ""
-    try:
-        curves = [reports.load_curve(out / r["run_dir"]) for r in results["per_seed"]]
-    except RLKitError as e:
-        plot_note = f"No learning-curve plot: {e}"
+    curves, missing, plot_note = [], [], ""
+    for r in results["per_seed"]:
+        try:
+            curves.append(reports.load_curve(out / r["run_dir"]))
+        except RLKitError as e:
+            missing.append((r["seed"], str(e).split("; ")[0]))  # the reason, not the hint for `rlkit plot`
+    if missing:  # a seed finished before final.json kept its curve, and its metrics.csv is gone
+        seeds = ", ".join(str(seed) for seed, _ in missing)
+        plot_note = (f"No curve for seed{'s' * (len(missing) > 1)} {seeds} ({missing[0][1]})"
+                     + (f"; the plot shows the other {len(curves)}." if curves else "."))
     if curves:
         n = len(curves)
-        title = (f"{preset.name}: {results['agent']} on {results['env_id']}, {n} seed{'s' * (n > 1)}"
+        of_all = f" of {len(results['per_seed'])}" if missing else ""
+        title = (f"{preset.name}: {results['agent']} on {results['env_id']}, {n}{of_all} seed{'s' * (n > 1)}"
                  f"{'' if results['full_budget'] in (True, None) else ' (reduced budget)'}")
         ylabel = "eval return" if curves[0].metric == reports.EVAL_KEY else "training episode return"
         reports.plot_curves([(preset.name, curves)], out / "curves.png", reference=preset.reference, title=title,

@@ -175,9 +175,14 @@ def read_eval_curve(csv_path: str | Path) -> list[list[float]]:
     path = Path(csv_path)
     if not path.is_file():
         return []
+    curve = []
     with open(path, newline="") as f:
-        return [[int(float(row["global_step"])), float(row[EVAL_KEY])] for row in csv.DictReader(f)
-                if row.get(EVAL_KEY) not in (None, "")]
+        for row in csv.DictReader(f):
+            try:
+                curve.append([int(float(row["global_step"])), float(row[EVAL_KEY])])
+            except (KeyError, TypeError, ValueError):  # no evaluation in this row (or a damaged one): not a point
+                continue
+    return curve
 
 
 def progress_display(total_steps: int, initial_step: int, enabled: bool) -> Any:

@@ -250,6 +250,18 @@ def test_curves_outlive_metrics_csv(tiny_repro, tmp_path):
     assert "the plot shows the other 1." in (copy / "report.md").read_text()
 
 
+@pytest.mark.parametrize("kept", [[[0, "x"]], "curve", [[0, 1.0, 2.0]], {"0": 1.0}, [[True, 1.0]]])
+def test_a_damaged_kept_curve_is_no_curve(tmp_path, kept):
+    """final.json comes from strangers too: an eval_curve of the wrong shape is a one-line error, not a crash."""
+    from rlkit.logger import read_eval_curve
+
+    (tmp_path / "final.json").write_text(json.dumps({"eval_curve": kept}))
+    with pytest.raises(RLKitError, match="metrics.csv not found"):
+        reports.load_curve(tmp_path)
+    (tmp_path / "metrics.csv").write_text("global_step,eval/mean_return\n0,1.5\n50,\n100,x\n200,2.5\n")
+    assert read_eval_curve(tmp_path / "metrics.csv") == [[0, 1.5], [200, 2.5]]  # what Run.finish keeps
+
+
 def test_report_tells_an_early_stop_from_the_last_whole_iteration():
     """A seed stopped by target_return reads as stopped early; one that ended at its last whole round (GAIL's
     999,424 of 1,000,000 steps) reads as short of the budget with no early stop; a full seed is not named."""

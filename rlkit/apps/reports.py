@@ -286,7 +286,9 @@ def _kept_eval_curve(run_dir: Path) -> list[list[float]]:
         curve = read_json(run_dir / "final.json").get("eval_curve") or []
     except RLKitError:
         return []
-    return curve if all(isinstance(p, list) and len(p) == 2 for p in curve) else []
+    numbers = all(isinstance(p, list) and len(p) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                               for v in p) for p in curve)
+    return curve if isinstance(curve, list) and numbers else []  # a damaged or foreign file keeps no curve
 
 
 def align_curves(curves: Sequence[Curve]) -> tuple[np.ndarray, np.ndarray]:

@@ -235,6 +235,12 @@ def test_curves_outlive_metrics_csv(tiny_repro, tmp_path):
     assert again["ran_seeds"] == [] and again["plot"] == "curves.png" and (copy / "curves.png").stat().st_size > 0
     assert [r["curve"] for r in again["per_seed"]] == [r["curve"] for r in results["per_seed"]]
     kept = reports.load_curve(copy / "seed_1")
+    assert reports.expand_runs(copy / "seed_1") == ([copy / "seed_1"], None)  # `rlkit plot` finds the run too
+    shutil.move(copy / "results.json", tmp_path / "results.json")  # a directory of runs without a report
+    assert reports.expand_runs(copy)[0] == [copy / "seed_0", copy / "seed_1"]
+    plotted = reports.plot_runs([str(copy / "seed_1")], tmp_path / "one.png")
+    assert plotted["curves"][0]["runs"] and (tmp_path / "one.png").stat().st_size > 0
+    shutil.move(tmp_path / "results.json", copy / "results.json")
     assert kept.metric == reports.EVAL_KEY and kept.values.tolist() == [v for _, v in results["per_seed"][1]["curve"]]
     with pytest.raises(RLKitError, match="not found"):  # the kept curve is the evaluation's, not training returns
         reports.load_curve(copy / "seed_1", "train")

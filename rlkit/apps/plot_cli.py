@@ -12,7 +12,8 @@ from rlkit.apps import reports
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "plot", help="overlay learning curves of runs or reproductions",
-        description="Plot learning curves from run directories (metrics.csv). A reproduction directory (or any "
+        description="Plot learning curves from run directories (metrics.csv; where it is gone, the evaluation curve "
+                    "final.json keeps). A reproduction directory (or any "
                     "directory of runs) becomes one mean curve with a 95% bootstrap CI band.")
     p.add_argument("paths", nargs="+", metavar="RUN_DIR", help="run directories or reproduction directories")
     p.add_argument("--out", default="curves.png", help="PNG file to write (default: curves.png)")

@@ -384,17 +384,23 @@ def plot_curves(groups: Sequence[tuple[str, Sequence[Curve]]], path: str | Path,
 # ---------------------------------------------------------------------------------------------
 # Plotting runs and reproductions (rlkit plot)
 # ---------------------------------------------------------------------------------------------
+def _is_run(path: Path) -> bool:
+    """A run directory: its metrics.csv, or (once that is gone) its final.json, which keeps the evaluation curve."""
+    return (path / "metrics.csv").exists() or (path / "final.json").is_file()
+
+
 def expand_runs(path: str | Path) -> tuple[list[Path], dict[str, Any] | None]:
     """A run directory -> [it]; a reproduction DIR -> its seed runs (and its results.json)."""
     path = Path(path)
-    if (path / "metrics.csv").exists():
+    if _is_run(path):
         return [path], None
     if (path / "results.json").exists():
         results = json.loads((path / "results.json").read_text())
         return [path / r["run_dir"] for r in results["per_seed"]], results
-    runs = sorted((p for p in path.glob("*") if (p / "metrics.csv").exists()), key=lambda p: p.name)
+    runs = sorted((p for p in path.glob("*") if _is_run(p)), key=lambda p: p.name)
     if not runs:
-        raise RLKitError(f"no runs in {path}: pass run directories (with metrics.csv) or reproduction directories")
+        raise RLKitError(f"no runs in {path}: pass run directories (with metrics.csv or final.json) or reproduction "
+                         "directories")
     return runs, None
 
 

@@ -396,8 +396,9 @@ def normalised(score: float, normaliser: dict[str, Any]) -> float:
 
 
 def eval_curve(run_dir: Path) -> list[list[float]]:
-    """A seed's evaluation curve, [[env step, mean return], ...] from its metrics.csv; [] where it has none (a
-    run without evaluations, or a finished seed whose run directory was not kept)."""
+    """A seed's evaluation curve, [[env step, mean return], ...] from its metrics.csv, or from final.json's
+    ``eval_curve`` where metrics.csv is gone; [] where it has none (a run without evaluations, or a seed finished
+    before final.json kept its curve and whose metrics.csv is gone)."""
     try:
         curve = reports.load_curve(run_dir, "eval")
     except RLKitError:

@@ -18,6 +18,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from rlkit.errors import RLKitError
 from rlkit.safe_files import check_inside, disk_full_error, is_disk_full, open_in_home
 
 EVAL_KEY = "eval/mean_return"  # the evaluation's mean return: the learning curve of reports and final.json
@@ -169,19 +170,40 @@ class Logger:
             self._writer.close()
 
 
-def read_eval_curve(csv_path: str | Path) -> list[list[float]]:
-    """The evaluation curve in a ``metrics.csv``: ``[[env step, mean return], ...]``, [] when it has none.
-    final.json keeps it (``eval_curve``), so a run's curve outlives its metrics.csv."""
+def read_metric_curve(csv_path: str | Path, key: str = EVAL_KEY, *, skip_damaged: bool = True) -> list[list[float]]:
+    """One column of a ``metrics.csv`` as a curve, ``[[env step, value], ...]``; [] when the file or the column
+    has no value. final.json keeps the evaluation curve this way (``eval_curve``), so it outlives metrics.csv.
+
+    Args:
+        csv_path: the run's metrics.csv.
+        key: the column (default ``eval/mean_return``).
+        skip_damaged: skip a row whose step or value does not parse (the end of a long run must not fail on
+            one); False makes it a one-line error naming the file and line (``rlkit plot`` on a stranger's file).
+    """
     path = Path(csv_path)
     if not path.is_file():
         return []
     curve = []
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            try:
-                curve.append([int(float(row["global_step"])), float(row[EVAL_KEY])])
-            except (KeyError, TypeError, ValueError):  # no evaluation in this row (or a damaged one): not a point
-                continue
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            for row in reader:
+                value = row.get(key)
+                if value in (None, ""):  # no evaluation in this row: not a point
+                    continue
+                try:
+                    point = [int(float(row["global_step"])), float(value)]
+                except (KeyError, TypeError, ValueError):
+                    if skip_damaged:
+                        continue
+                    raise RLKitError(f"{path} is damaged: line {reader.line_num} has no number for global_step "
+                                     f"or {key}; delete that line or re-run") from None
+                curve.append(point)
+    except (csv.Error, UnicodeDecodeError) as e:
+        if skip_damaged:
+            return curve
+        raise RLKitError(f"{path} is damaged ({type(e).__name__}: {str(e)[:80]}); it is not an rlkit "
+                         "metrics.csv") from None
     return curve
 
 

@@ -79,7 +79,7 @@ from rlkit.checkpoint import (
 from rlkit.config import BaseConfig, validate_config
 from rlkit.errors import AlreadyFinished, RLKitError
 from rlkit.evaluation import evaluate
-from rlkit.logger import EVAL_KEY, Logger, read_eval_curve
+from rlkit.logger import EVAL_KEY, Logger, read_metric_curve
 from rlkit.policy import Policy
 from rlkit.safe_files import check_dir_inside, check_inside
 from rlkit.seeding import get_rng_state, seed_everything, set_rng_state
@@ -449,7 +449,7 @@ class Run:
             "run_dir": str(self.dir),
             "checkpoint": str(ckpt),
             "best_eval_mean": self.best_return,
-            "eval_curve": read_eval_curve(self.dir / "metrics.csv"),
+            "eval_curve": read_metric_curve(self.dir / "metrics.csv"),
             "versions": versions(),
             **(extra or {}),
         }

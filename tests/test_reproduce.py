@@ -259,13 +259,64 @@ def test_curves_outlive_metrics_csv(tiny_repro, tmp_path):
 @pytest.mark.parametrize("kept", [[[0, "x"]], "curve", [[0, 1.0, 2.0]], {"0": 1.0}, [[True, 1.0]]])
 def test_a_damaged_kept_curve_is_no_curve(tmp_path, kept):
     """final.json comes from strangers too: an eval_curve of the wrong shape is a one-line error, not a crash."""
-    from rlkit.logger import read_eval_curve
+    from rlkit.logger import read_metric_curve
 
     (tmp_path / "final.json").write_text(json.dumps({"eval_curve": kept}))
     with pytest.raises(RLKitError, match="metrics.csv not found"):
         reports.load_curve(tmp_path)
     (tmp_path / "metrics.csv").write_text("global_step,eval/mean_return\n0,1.5\n50,\n100,x\n200,2.5\n")
-    assert read_eval_curve(tmp_path / "metrics.csv") == [[0, 1.5], [200, 2.5]]  # what Run.finish keeps
+    assert read_metric_curve(tmp_path / "metrics.csv") == [[0, 1.5], [200, 2.5]]  # what Run.finish keeps
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("global_step,eval/mean_return\n0,1.5\n100,x\n", "line 3 has no number for global_step or eval/mean_return"),
+    ("global_step,eval/mean_return\nten,1.5\n", "line 2 has no number"),
+    ("global_step,eval/mean_return\n0,1\x00.5\n", "line 2 has no number"),
+    (b"\xff\xfe\x00garbage", "UnicodeDecodeError"),
+])
+def test_plot_names_a_damaged_metrics_file(tmp_path, text, problem):
+    """`rlkit plot` on a damaged metrics.csv: a one-line error naming the file (and the line), not a traceback;
+    the end of a run skips such a row instead, so that it cannot fail a long run (the test above)."""
+    from rlkit.logger import read_metric_curve
+
+    path = tmp_path / "metrics.csv"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(RLKitError, match=f"{path} is damaged.*{problem}") as caught:
+        reports.load_curve(tmp_path)
+    assert "\n" not in str(caught.value)
+    proc = run_cli("plot", str(tmp_path), "--out", str(tmp_path / "c.png"))
+    assert proc.returncode != 0 and "is damaged" in proc.stderr and "Traceback" not in proc.stderr
+    assert isinstance(read_metric_curve(path), list)  # skipping, never raising
+
+
+@pytest.mark.parametrize("run_dir", ["../outside", "/etc", "a/b", "..", "", None, 3])
+def test_plot_reads_no_seed_outside_a_reproduction(tmp_path, run_dir):
+    """A reproduction's results.json comes from strangers: its per_seed run_dir must name a directory inside it."""
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "metrics.csv").write_text("global_step,eval/mean_return\n0,1.0\n")
+    repro = tmp_path / "repro"
+    repro.mkdir()
+    (repro / "results.json").write_text(json.dumps({"per_seed": [{"run_dir": run_dir}]}))
+    with pytest.raises(RLKitError, match="is damaged: per_seed run_dir"):
+        reports.expand_runs(repro)
+
+
+def test_plot_refuses_a_symlinked_seed_and_an_empty_report(tmp_path):
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "metrics.csv").write_text("global_step,eval/mean_return\n0,1.0\n")
+    repro = tmp_path / "repro"
+    repro.mkdir()
+    (repro / "seed_0").symlink_to(tmp_path / "outside")
+    (repro / "results.json").write_text(json.dumps({"per_seed": [{"run_dir": "seed_0"}]}))
+    with pytest.raises(RLKitError, match="seed_0"):
+        reports.expand_runs(repro)
+    for damaged in ({"per_seed": {}}, {"per_seed": []}, {}):
+        (repro / "results.json").write_text(json.dumps(damaged))
+        with pytest.raises(RLKitError, match="lists no per_seed runs"):
+            reports.expand_runs(repro)
+    (repro / "results.json").write_text("[1, 2]")
+    with pytest.raises(RLKitError, match="expected a JSON dict"):
+        reports.expand_runs(repro)
 
 
 def test_report_tells_an_early_stop_from_the_last_whole_iteration():

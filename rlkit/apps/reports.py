@@ -21,7 +21,6 @@ making one never changes a notebook's backend.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from rlkit.errors import RLKitError
-from rlkit.logger import EVAL_KEY
+from rlkit.logger import EVAL_KEY, read_metric_curve
 
 TRAIN_KEY = "charts/episode_return"
 
@@ -247,6 +246,13 @@ class Curve:
     metric: str
     source: str
 
+    @classmethod
+    def from_points(cls, points: Sequence[Sequence[float]], metric: str, source: str) -> Curve:
+        """From ``[[step, value], ...]`` (metrics.csv's columns, final.json's ``eval_curve``, results.json's
+        ``curve``), at least one point."""
+        steps, values = np.array(points, dtype=np.float64).reshape(-1, 2).T
+        return cls(steps=steps, values=values, metric=metric, source=source)
+
 
 def load_curve(run_dir: str | Path, metric: str = "auto") -> Curve:
     """Read a run's learning curve from its ``metrics.csv`` (without one, the evaluation curve final.json keeps).
@@ -257,21 +263,17 @@ def load_curve(run_dir: str | Path, metric: str = "auto") -> Curve:
             (eval when the run has eval points, else train) or any other column name.
     """
     path = Path(run_dir) / "metrics.csv"
-    if not path.exists():
+    if not path.is_file():
         if metric in ("eval", "auto", EVAL_KEY) and (kept := _kept_eval_curve(Path(run_dir))):
-            steps, values = np.array(kept, dtype=np.float64).T
-            return Curve(steps=steps, values=values, metric=EVAL_KEY, source=str(run_dir))
+            return Curve.from_points(kept, EVAL_KEY, str(run_dir))
         raise RLKitError(f"{path} not found and no final.json beside it keeps an eval_curve; pass rlkit run "
                          "directories (they hold metrics.csv)")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    columns = set(rows[0]) if rows else set()
     wanted = {"eval": [EVAL_KEY], "train": [TRAIN_KEY], "auto": [EVAL_KEY, TRAIN_KEY]}.get(metric, [metric])
     for key in wanted:
-        points = [(float(r["global_step"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
-        if points:
-            steps, values = np.array(points, dtype=np.float64).T
-            return Curve(steps=steps, values=values, metric=key, source=str(run_dir))
+        if points := read_metric_curve(path, key, skip_damaged=False):
+            return Curve.from_points(points, key, str(run_dir))
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        columns = next(csv.reader(f), [])
     raise RLKitError(f"{path} has no values for {' or '.join(wanted)} (columns: {', '.join(sorted(columns))}); "
                      "train with eval_every > 0 or choose --metric train")
 
@@ -391,17 +393,35 @@ def _is_run(path: Path) -> bool:
 
 def expand_runs(path: str | Path) -> tuple[list[Path], dict[str, Any] | None]:
     """A run directory -> [it]; a reproduction DIR -> its seed runs (and its results.json)."""
+    from rlkit.checkpoint import read_json
+
     path = Path(path)
     if _is_run(path):
         return [path], None
     if (path / "results.json").exists():
-        results = json.loads((path / "results.json").read_text())
-        return [path / r["run_dir"] for r in results["per_seed"]], results
+        results = read_json(path / "results.json")
+        rows = results.get("per_seed")
+        if not isinstance(rows, list) or not rows:
+            raise RLKitError(f"{path / 'results.json'} is damaged: it lists no per_seed runs")
+        return [_seed_dir(path, row) for row in rows], results
     runs = sorted((p for p in path.glob("*") if _is_run(p)), key=lambda p: p.name)
     if not runs:
         raise RLKitError(f"no runs in {path}: pass run directories (with metrics.csv or final.json) or reproduction "
                          "directories")
     return runs, None
+
+
+def _seed_dir(reproduction: Path, row: Any) -> Path:
+    """A seed's run directory named by a reproduction's results.json: a plain name of a real directory inside the
+    reproduction, since the file may come from a stranger (``../..``, an absolute path or a symlink would read
+    elsewhere)."""
+    from rlkit.safe_files import check_dir_inside
+
+    name = row.get("run_dir") if isinstance(row, dict) else None
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise RLKitError(f"{reproduction / 'results.json'} is damaged: per_seed run_dir {name!r} is not a directory "
+                         "name inside the reproduction")
+    return check_dir_inside(reproduction / name, reproduction)
 
 
 def plot_runs(paths: list[str], out: str | Path = "curves.png", labels: list[str] | None = None,

@@ -527,7 +527,10 @@ def write_outputs(out: Path, preset: ReproducePreset, results: dict[str, Any]) -
 
     curves, missing, plot_note = [], [], ""
     for r in results["per_seed"]:
-        try:
+        if r.get("curve"):  # its evaluation curve, read once for results.json
+            curves.append(reports.Curve.from_points(r["curve"], reports.EVAL_KEY, str(out / r["run_dir"])))
+            continue
+        try:  # a run without evaluations: its training curve
             curves.append(reports.load_curve(out / r["run_dir"]))
         except RLKitError as e:
             missing.append((r["seed"], str(e).split("; ")[0]))  # the reason, not the hint for `rlkit plot`

@@ -484,3 +484,18 @@ def test_returns_at_the_also_references_steps_and_their_report_rows(tmp_path):
     results = {"at_steps": [dict(at, reference={"score": 9.2, "steps": 150, "source": "the paper at 150"})]}
     text = "\n".join(reports._at_steps_section(results))
     assert "| 150 | 9.20 | the paper at 150 | 2.50 [2.00, 3.00] | 2.00, 3.00 |" in text
+
+
+def test_a_damaged_or_foreign_manifest_stops_a_reproduction(tmp_path):
+    """DIR/reproduce.json is what a continued run checks its settings against: a damaged one, or one of another
+    preset or budget, is a one-line error before any seed runs, and the file is left as it was."""
+    out = tmp_path / "dqn"
+    out.mkdir()
+    manifest = out / "reproduce.json"
+    for text, problem in [("{not json", "is damaged"), ("[]", "expected a JSON dict"),
+                          (json.dumps({"preset": "dqn-cartpole", "agent": "dqn", "total_steps": 999}),
+                           "holds a reproduction with total_steps=999, not 300")]:
+        manifest.write_text(text)
+        with pytest.raises(RLKitError, match=problem):
+            reproduce("dqn-cartpole", seeds=1, steps=300, out=out)
+        assert manifest.read_text() == text and not (out / "seed_0").exists()

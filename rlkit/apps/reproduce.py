@@ -63,11 +63,11 @@ def _pending_or_done(run_dir: Path) -> tuple[dict[str, Any] | None, bool]:
 
 
 def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
-    from rlkit.checkpoint import atomic_write_text
+    from rlkit.checkpoint import atomic_write_text, read_json
 
     path = out / "reproduce.json"
     if path.exists():
-        old = json.loads(path.read_text())
+        old = read_json(path)  # a damaged one is a one-line error, and is left as it is
         for key in ("preset", "agent", "total_steps"):
             if old.get(key) != manifest[key]:
                 raise RLKitError(f"{out} holds a reproduction with {key}={old.get(key)!r}, not {manifest[key]!r}; "

@@ -499,3 +499,15 @@ def test_a_damaged_or_foreign_manifest_stops_a_reproduction(tmp_path):
         with pytest.raises(RLKitError, match=problem):
             reproduce("dqn-cartpole", seeds=1, steps=300, out=out)
         assert manifest.read_text() == text and not (out / "seed_0").exists()
+
+
+def test_every_shipped_preset_builds_its_config():
+    """A misspelt override or an out-of-range value in reproduce.yaml would surface only when its hours-long run
+    starts; each shipped preset builds its agent's config here (the settings of the SAC fixed-alpha row too)."""
+    from rlkit.apps.reproduce_presets import build_config
+
+    built = {name: build_config(preset) for name, preset in load_presets().items()}
+    fixed = built["sac-hopper-300k-fixed-alpha"]
+    assert (fixed.lr, fixed.alpha, fixed.autotune, fixed.env_id) == (0.001, 0.2, False, "Hopper-v5")
+    zoo = built["sac-hopper-300k"]
+    assert (zoo.lr, zoo.autotune, zoo.learning_starts) == (0.0003, True, fixed.learning_starts)

@@ -193,7 +193,7 @@ def read_metric_curve(csv_path: str | Path, key: str = EVAL_KEY, *, skip_damaged
                     continue
                 try:
                     point = [int(float(row["global_step"])), float(value)]
-                except (KeyError, TypeError, ValueError):
+                except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: a step of inf
                     if skip_damaged:
                         continue
                     raise RLKitError(f"{path} is damaged: line {reader.line_num} has no number for global_step "

@@ -271,6 +271,7 @@ def test_a_damaged_kept_curve_is_no_curve(tmp_path, kept):
 @pytest.mark.parametrize("text, problem", [
     ("global_step,eval/mean_return\n0,1.5\n100,x\n", "line 3 has no number for global_step or eval/mean_return"),
     ("global_step,eval/mean_return\nten,1.5\n", "line 2 has no number"),
+    ("global_step,eval/mean_return\n0,1.5\ninf,2.5\n", "line 3 has no number"),
     ("global_step,eval/mean_return\n0,1\x00.5\n", "line 2 has no number"),
     (b"\xff\xfe\x00garbage", "UnicodeDecodeError"),
 ])

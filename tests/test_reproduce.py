@@ -341,6 +341,9 @@ def test_plot_command(tiny_repro, tmp_path):
     assert len(result["curves"][0]["runs"]) == 2 and (tmp_path / "c.png").stat().st_size > 0
     with pytest.raises(RLKitError, match="no runs in"):
         reports.expand_runs(tmp_path)
+    (tmp_path / "odd" / "metrics.csv").mkdir(parents=True)  # a folder of that name is not a run
+    with pytest.raises(RLKitError, match="no runs in"):
+        reports.expand_runs(tmp_path)
 
 
 def test_presets_are_found_from_any_directory(tmp_path):

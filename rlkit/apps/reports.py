@@ -388,7 +388,7 @@ def plot_curves(groups: Sequence[tuple[str, Sequence[Curve]]], path: str | Path,
 # ---------------------------------------------------------------------------------------------
 def _is_run(path: Path) -> bool:
     """A run directory: its metrics.csv, or (once that is gone) its final.json, which keeps the evaluation curve."""
-    return (path / "metrics.csv").exists() or (path / "final.json").is_file()
+    return (path / "metrics.csv").is_file() or (path / "final.json").is_file()
 
 
 def expand_runs(path: str | Path) -> tuple[list[Path], dict[str, Any] | None]:
